@@ -1,0 +1,83 @@
+# Helpers that every module uses: one library per folder, tests beside the code,
+# binaries in build/bin, sanitizer and warning flags in one place.
+
+set(AIBRIX_WARNINGS -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+if(AIBRIX_WERROR)
+  list(APPEND AIBRIX_WARNINGS -Werror)
+endif()
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  list(APPEND AIBRIX_WARNINGS -Wthread-safety -Wno-gnu-zero-variadic-macro-arguments)
+endif()
+
+if(AIBRIX_SANITIZE STREQUAL "asan")
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+elseif(AIBRIX_SANITIZE STREQUAL "tsan")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(NOT AIBRIX_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "AIBRIX_SANITIZE must be '', 'asan' or 'tsan', not '${AIBRIX_SANITIZE}'")
+endif()
+if(AIBRIX_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "AIBRIX_FUZZ needs clang: -DCMAKE_CXX_COMPILER=clang++-14")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+# aibrix_library(<name> SRCS ... DEPS ...) -> target aibrix_<name>, alias aibrix::<name>.
+function(aibrix_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(aibrix_${name} STATIC ${ARG_SRCS})
+  add_library(aibrix::${name} ALIAS aibrix_${name})
+  target_include_directories(aibrix_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_compile_options(aibrix_${name} PRIVATE ${AIBRIX_WARNINGS})
+  target_link_libraries(aibrix_${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# aibrix_binary(<name> SRCS ... DEPS ...) -> build/bin/<name>.
+function(aibrix_binary name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  target_compile_options(${name} PRIVATE ${AIBRIX_WARNINGS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+endfunction()
+
+# aibrix_test(<name> SRCS ... DEPS ... [LABELS ...]): a GoogleTest binary registered with CTest.
+# Tests find the shared protocol vectors through AIBRIX_SHARED_DIR and built binaries through
+# AIBRIX_BIN_DIR (both compile definitions).
+function(aibrix_test name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  target_compile_options(${name} PRIVATE ${AIBRIX_WARNINGS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(${name} PRIVATE
+    AIBRIX_SHARED_DIR="${PROJECT_SOURCE_DIR}/../shared"
+    AIBRIX_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    AIBRIX_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
+    PROPERTIES TIMEOUT 300 LABELS "${ARG_LABELS}")
+endfunction()
+
+# aibrix_bench(<name> SRCS ... DEPS ...) -> build/bin/<name>, linked with Google Benchmark.
+function(aibrix_bench name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  if(NOT AIBRIX_BUILD_BENCH)
+    return()
+  endif()
+  aibrix_binary(${name} SRCS ${ARG_SRCS} DEPS ${ARG_DEPS} benchmark::benchmark)
+endfunction()
+
+# aibrix_fuzz(<name> SRCS ... DEPS ...): a libFuzzer target, only with -DAIBRIX_FUZZ=ON (clang).
+function(aibrix_fuzz name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  if(NOT AIBRIX_FUZZ)
+    return()
+  endif()
+  aibrix_binary(${name} SRCS ${ARG_SRCS} DEPS ${ARG_DEPS})
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+endfunction()

@@ -1,0 +1,44 @@
+// Logging: one spdlog logger per component, and a rate limiter for log lines on paths that
+// untrusted input can hit many times per second.
+//
+// Thread safety: Logger() and RateLimiter are safe to use from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "spdlog/spdlog.h"
+
+namespace aibrix::common {
+
+// The logger named `component`, created on first use with the process-wide sink and level.
+std::shared_ptr<spdlog::logger> Logger(const std::string& component);
+
+// Sets the level of every existing and future logger ("trace", "debug", "info", "warn",
+// "error", "off"). Returns false for an unknown level name.
+bool SetLogLevel(const std::string& level);
+
+// Allows at most `per_interval` events in each interval; counts the suppressed ones so the
+// next allowed line can say how many were dropped. Lock-free.
+class RateLimiter {
+ public:
+  explicit RateLimiter(int per_interval = 5,
+                       std::chrono::nanoseconds interval = std::chrono::seconds(1))
+      : per_interval_(per_interval), interval_ns_(interval.count()) {}
+
+  // True if the caller may log now. `suppressed`, when non-null, receives the number of
+  // events dropped since the last allowed one.
+  bool Allow(uint64_t* suppressed = nullptr);
+
+ private:
+  const int per_interval_;
+  const int64_t interval_ns_;
+  std::atomic<int64_t> window_start_ns_{0};
+  std::atomic<int> in_window_{0};
+  std::atomic<uint64_t> suppressed_{0};
+};
+
+}  // namespace aibrix::common

@@ -1,0 +1,43 @@
+// Engine metric values held per pod (and per pod and model): a simple number, or a
+// cumulative histogram with mean and percentile (spec §1.5).
+//
+// Thread safety: plain values.
+#pragma once
+
+#include <map>
+#include <string>
+#include <variant>
+
+namespace aibrix::store {
+
+using MetricLabels = std::map<std::string, std::string>;
+
+struct SimpleMetric {
+  double value = 0;
+  MetricLabels labels;
+};
+
+struct HistogramMetric {
+  double sum = 0;
+  double count = 0;
+  // Cumulative counts keyed by upper bound; +Inf is std::numeric_limits<double>::infinity().
+  std::map<double, double> buckets;
+  MetricLabels labels;
+
+  // sum / count, 0 when count is 0.
+  double Mean() const;
+  // The p-th percentile (p in (0, 100]) by linear interpolation inside the first bucket whose
+  // cumulative count reaches p% of the total; a +Inf bucket yields the previous upper bound.
+  // Returns 0 for an empty histogram or p outside (0, 100].
+  double Percentile(double p) const;
+};
+
+struct MetricValue {
+  std::variant<SimpleMetric, HistogramMetric> value;
+
+  // The simple value; 0 for a histogram.
+  double Simple() const;
+  const HistogramMetric* histogram() const { return std::get_if<HistogramMetric>(&value); }
+};
+
+}  // namespace aibrix::store

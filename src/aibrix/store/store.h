@@ -1,0 +1,189 @@
+// aibrix::store::Store — the cache store of the seed document: which pods exist, which
+// models and LoRA adapters each serves, whether they are ready, their engine metrics and
+// the requests this process has routed to them.
+//
+// Thread safety: every method may be called from any thread.
+//  - Topology (pods, models, adapters) is published as an immutable Snapshot through one
+//    atomic pointer. Readers load it and never wait for a writer; writers serialise on
+//    write_mu_, build the next snapshot and swap it in.
+//  - Request counters are atomics in PodState / ModelState; the in-flight request table is
+//    sharded by request id so concurrent requests on different pods rarely share a lock.
+//  - Listeners are called on the writer's thread after the snapshot is published, one
+//    change at a time, in order. They must not block and must not call back into writes.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "aibrix/store/pod.h"
+
+namespace aibrix::store {
+
+// An AIBrix ModelAdapter resource: adapter `name` is served by the pods listed in
+// status.instances (pod names in the adapter's namespace).
+struct ModelAdapterObject {
+  std::string ns;
+  std::string name;
+  std::vector<std::string> instances;
+};
+
+// Runtime state of a model entry (lives while the model has at least one pod).
+class ModelState {
+ public:
+  // Requests admitted for this model and not yet done.
+  int32_t pending() const { return pending_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class Store;
+  std::atomic<int32_t> pending_{0};
+};
+
+// The pods of one model, as of one snapshot.
+struct ModelPods {
+  std::string model;
+  std::vector<PodRef> pods;   // every mapped pod, sorted by key
+  std::vector<PodRef> ready;  // the ready subset, sorted by key
+  std::shared_ptr<ModelState> state;
+};
+using ModelPodsRef = std::shared_ptr<const ModelPods>;
+
+// One consistent view of the topology.
+struct Snapshot {
+  uint64_t version = 0;
+  absl::flat_hash_map<std::string, PodRef> pods;          // by "namespace/name"
+  absl::flat_hash_map<std::string, ModelPodsRef> models;  // by model name
+};
+using SnapshotRef = std::shared_ptr<const Snapshot>;
+
+// Told about every pod change after it is visible in the snapshot.
+class PodListener {
+ public:
+  virtual ~PodListener() = default;
+  // `before` is null when the pod was added, `after` is null when it was removed; both set
+  // for an update (the same PodState, possibly new object, models or readiness).
+  virtual void OnPodChanged(const PodRef& before, const PodRef& after) = 0;
+};
+
+class Store {
+ public:
+  Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // --- Writes (discovery) -------------------------------------------------------------
+  // Adds or replaces a pod. Ignored (returns false) for worker pods and pods with neither a
+  // model name nor a valid ModelClaim; an existing entry is then removed. A pod that stays
+  // (same key and UID) keeps its PodState and its adapter mappings.
+  bool AddPod(const PodObject& pod);
+  // Same as AddPod: Kubernetes updates carry the whole object.
+  bool UpdatePod(const PodObject& pod) { return AddPod(pod); }
+  // Removes the pod and its mappings. Returns false if it was not cached.
+  bool DeletePod(std::string_view ns, std::string_view name);
+  // Maps adapter `name` onto its instances (replacing an earlier version of the adapter).
+  void AddModelAdapter(const ModelAdapterObject& adapter);
+  void UpdateModelAdapter(const ModelAdapterObject& adapter) { AddModelAdapter(adapter); }
+  void DeleteModelAdapter(std::string_view ns, std::string_view name);
+
+  // --- Reads --------------------------------------------------------------------------
+  SnapshotRef snapshot() const { return snapshot_.load(std::memory_order_acquire); }
+  // The cached pod (ready or not); NotFound "key does not exist in the cache: ns/name".
+  absl::StatusOr<PodRef> GetPod(std::string_view ns, std::string_view name) const;
+  absl::StatusOr<PodRef> GetPod(std::string_view pod_key) const;
+  // Every cached pod, sorted by key.
+  std::vector<PodRef> ListPods() const;
+  // The pods mapped to `model` (base model, adapter or claim), not readiness-filtered;
+  // NotFound "model does not exist in the cache: m".
+  absl::StatusOr<ModelPodsRef> ListPodsByModel(std::string_view model) const;
+  // The immutable pod set of `model` for routers (use ->ready); null if the model is
+  // unknown. Costs one atomic load and one lookup, no copy of the set.
+  ModelPodsRef ReadyPods(std::string_view model) const;
+  bool HasModel(std::string_view model) const;
+  // Model names, sorted.
+  std::vector<std::string> ListModels() const;
+  // Everything mapped on the pod, sorted; NotFound if the pod is not cached.
+  absl::StatusOr<std::vector<std::string>> ListModelsByPod(std::string_view ns,
+                                                           std::string_view name) const;
+
+  // --- Engine metrics ------------------------------------------------------------------
+  // NotFound if the pod is not cached or does not hold the metric.
+  absl::StatusOr<MetricValue> GetMetricValueByPod(std::string_view pod_key,
+                                                  const std::string& metric) const;
+  absl::StatusOr<MetricValue> GetMetricValueByPodModel(std::string_view pod_key,
+                                                       const std::string& model,
+                                                       const std::string& metric) const;
+  // NotFound if the pod is not cached.
+  absl::Status SetPodMetric(std::string_view pod_key, const std::string& metric,
+                            MetricValue value);
+  absl::Status SetPodModelMetric(std::string_view pod_key, const std::string& model,
+                                 const std::string& metric, MetricValue value);
+
+  // --- Request tracking ----------------------------------------------------------------
+  // Records that request `request_id` for `model` went to `pod_key` (serving `port`, 0 for
+  // the pod's only port): the pod's running count and the model's pending count go up.
+  // NotFound if the pod is not cached; AlreadyExists if the id is already in flight (the
+  // request is then counted once).
+  absl::Status AddRequest(std::string_view request_id, std::string_view pod_key,
+                          std::string_view model, int port = 0);
+  // Settles request `request_id`: running down, completed up, pending down, on the pod and
+  // model states it was added with. NotFound if the id is not in flight (never added, or
+  // already done), so a second call changes nothing.
+  absl::Status DoneRequest(std::string_view request_id);
+  // Requests currently in flight in this process.
+  size_t InFlightRequests() const;
+
+  // --- Listeners -----------------------------------------------------------------------
+  // Registers `listener` (not owned; must outlive the Store or be removed first).
+  void AddListener(PodListener* listener);
+  void RemoveListener(PodListener* listener);
+
+ private:
+  struct PodEntry {
+    PodObject object;
+    std::shared_ptr<PodState> state;
+  };
+  struct AdapterEntry {
+    ModelAdapterObject object;
+  };
+  struct InFlight {
+    std::shared_ptr<PodState> pod;
+    std::shared_ptr<ModelState> model;
+    int port = 0;
+  };
+  struct RequestShard {
+    mutable absl::Mutex mu;
+    absl::flat_hash_map<std::string, InFlight> requests ABSL_GUARDED_BY(mu);
+  };
+  static constexpr size_t kRequestShards = 64;
+
+  // Builds and publishes the next snapshot from the entries; returns the previous one.
+  SnapshotRef PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Publishes and tells listeners about the pods whose published record changed.
+  void PublishAndNotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  RequestShard& ShardFor(std::string_view request_id);
+
+  // Guarded by write_mu_: the source of truth the snapshots are built from.
+  mutable absl::Mutex write_mu_;
+  absl::flat_hash_map<std::string, PodEntry> pods_ ABSL_GUARDED_BY(write_mu_);
+  absl::flat_hash_map<std::string, AdapterEntry> adapters_ ABSL_GUARDED_BY(write_mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> model_states_
+      ABSL_GUARDED_BY(write_mu_);
+  std::vector<PodListener*> listeners_ ABSL_GUARDED_BY(write_mu_);
+  uint64_t version_ ABSL_GUARDED_BY(write_mu_) = 0;
+
+  // Published topology; written under write_mu_, read lock-free.
+  std::atomic<SnapshotRef> snapshot_;
+
+  // In-flight requests, sharded by hash of the request id.
+  std::unique_ptr<RequestShard[]> shards_;
+};
+
+}  // namespace aibrix::store
