@@ -1,8 +1,7 @@
 #include "aibrix/common/env.h"
 
-#include <cstdlib>
-
 #include <charconv>
+#include <cstdlib>
 
 namespace aibrix::common {
 

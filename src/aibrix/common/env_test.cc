@@ -9,8 +9,10 @@ namespace {
 
 TEST(EnvTest, GoBoolAcceptsExactlyGoSpellings) {
   for (const char* yes : {"1", "t", "T", "TRUE", "true", "True"}) EXPECT_EQ(ParseGoBool(yes), true);
-  for (const char* no : {"0", "f", "F", "FALSE", "false", "False"}) EXPECT_EQ(ParseGoBool(no), false);
-  for (const char* bad : {"", "yes", "tRUE", "2", " true"}) EXPECT_EQ(ParseGoBool(bad), std::nullopt);
+  for (const char* no : {"0", "f", "F", "FALSE", "false", "False"})
+    EXPECT_EQ(ParseGoBool(no), false);
+  for (const char* bad : {"", "yes", "tRUE", "2", " true"})
+    EXPECT_EQ(ParseGoBool(bad), std::nullopt);
 }
 
 TEST(EnvTest, PositiveIntFallsBackOnInvalidValues) {

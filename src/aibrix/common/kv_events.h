@@ -49,8 +49,8 @@ struct EventBatch {
 
 // Which pod an event stream belongs to, as the subscriber knows it.
 struct PodSource {
-  std::string pod_key;  // "namespace/name"
-  std::string model;    // the pod's base model name
+  std::string pod_key;   // "namespace/name"
+  std::string model;     // the pod's base model name
   int64_t lora_id = -1;  // label model.aibrix.ai/lora-id, -1 when absent
 };
 

@@ -20,8 +20,8 @@ TEST(NetTest, ParsesHostPortForms) {
 }
 
 TEST(NetTest, RejectsBadAddressesWithReason) {
-  for (const char* bad : {"", ":80", "host:", "host:0", "host:65536", "host:http", "::1:80",
-                          "[::1", "[]:80", "[::1]x"}) {
+  for (const char* bad : {"", ":80", "host:", "host:0", "host:65536", "host:http", "::1:80", "[::1",
+                          "[]:80", "[::1]x"}) {
     auto parsed = ParseHostPort(bad);
     EXPECT_FALSE(parsed.ok()) << bad;
   }

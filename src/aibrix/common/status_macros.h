@@ -10,11 +10,11 @@
 #define AIBRIX_CONCAT_(a, b) AIBRIX_CONCAT_INNER_(a, b)
 
 // Returns the status of `expr` from the enclosing function when it is not OK.
-#define RETURN_IF_ERROR(expr)                            \
-  do {                                                   \
+#define RETURN_IF_ERROR(expr)                                         \
+  do {                                                                \
     if (absl::Status aibrix_status_ = (expr); !aibrix_status_.ok()) { \
-      return aibrix_status_;                             \
-    }                                                    \
+      return aibrix_status_;                                          \
+    }                                                                 \
   } while (false)
 
 // Evaluates `expr` (an absl::StatusOr<T>); on error returns its status, else moves the value

@@ -34,7 +34,8 @@ inline constexpr char kLoraIdLabel[] = "model.aibrix.ai/lora-id";
 inline constexpr char kModelClaimAnnotationPrefix[] = "modelclaim.aibrix.ai/";
 inline constexpr char kRayNodeTypeLabel[] = "ray.io/node-type";
 inline constexpr char kRayIsRayNodeLabel[] = "ray.io/is-ray-node";
-inline constexpr char kPodGroupIndexLabel[] = "stormservice.orchestration.aibrix.ai/pod-group-index";
+inline constexpr char kPodGroupIndexLabel[] =
+    "stormservice.orchestration.aibrix.ai/pod-group-index";
 inline constexpr char kRoleNameLabel[] = "role-name";
 inline constexpr char kRoleSetNameLabel[] = "roleset-name";
 inline constexpr char kDefaultDeploymentLabel[] = "app.kubernetes.io/name";
@@ -46,17 +47,20 @@ struct ContainerPort {
   std::string name;
   int port = 0;
   std::string protocol = "TCP";
+  bool operator==(const ContainerPort&) const = default;
 };
 
 struct Container {
   std::string name;
   std::vector<ContainerPort> ports;
   std::vector<std::pair<std::string, std::string>> env;  // literal values only
+  bool operator==(const Container&) const = default;
 };
 
 struct OwnerReference {
   std::string kind;
   std::string name;
+  bool operator==(const OwnerReference&) const = default;
 };
 
 // The fields of a Kubernetes Pod the cache reads; discovery providers fill it.
@@ -70,11 +74,12 @@ struct PodObject {
   std::string ip;     // status.podIP, empty when not assigned
   std::string phase;  // status.phase: Pending, Running, Succeeded, Failed, Unknown
   std::string node_name;
-  bool ready_condition = false;                     // status.conditions[type=Ready] is True
-  std::optional<std::string> deletion_timestamp;    // metadata.deletionTimestamp
+  bool ready_condition = false;                   // status.conditions[type=Ready] is True
+  std::optional<std::string> deletion_timestamp;  // metadata.deletionTimestamp
   std::vector<Container> containers;
 
   std::string Key() const { return ns + "/" + name; }
+  bool operator==(const PodObject&) const = default;
 };
 
 // What the cache derives from a PodObject's labels, annotations and env.

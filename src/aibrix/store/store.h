@@ -21,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -121,8 +122,7 @@ class Store {
                                                        const std::string& model,
                                                        const std::string& metric) const;
   // NotFound if the pod is not cached.
-  absl::Status SetPodMetric(std::string_view pod_key, const std::string& metric,
-                            MetricValue value);
+  absl::Status SetPodMetric(std::string_view pod_key, const std::string& metric, MetricValue value);
   absl::Status SetPodModelMetric(std::string_view pod_key, const std::string& model,
                                  const std::string& metric, MetricValue value);
 
@@ -149,6 +149,7 @@ class Store {
   struct PodEntry {
     PodObject object;
     std::shared_ptr<PodState> state;
+    PodRef published;  // the record in the current snapshot; rebuilt when the key is dirty
   };
   struct AdapterEntry {
     ModelAdapterObject object;
@@ -164,9 +165,16 @@ class Store {
   };
   static constexpr size_t kRequestShards = 64;
 
-  // Builds and publishes the next snapshot from the entries; returns the previous one.
-  SnapshotRef PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Publishes and tells listeners about the pods whose published record changed.
+  // Removes the entry of `key` (if any) and marks it dirty.
+  bool ErasePodLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Marks the pods an adapter maps onto as dirty.
+  void MarkAdapterPodsLocked(const ModelAdapterObject& adapter)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The models mapped on a pod: base model, adapters listing it, claims with a port.
+  std::vector<std::string> ModelsOfLocked(const PodObject& pod) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuilds the records of dirty pods, publishes the next snapshot, then tells listeners
+  // about every dirty pod whose record changed.
   void PublishAndNotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   RequestShard& ShardFor(std::string_view request_id);
 
@@ -176,6 +184,7 @@ class Store {
   absl::flat_hash_map<std::string, AdapterEntry> adapters_ ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> model_states_
       ABSL_GUARDED_BY(write_mu_);
+  absl::flat_hash_set<std::string> dirty_ ABSL_GUARDED_BY(write_mu_);
   std::vector<PodListener*> listeners_ ABSL_GUARDED_BY(write_mu_);
   uint64_t version_ ABSL_GUARDED_BY(write_mu_) = 0;
 

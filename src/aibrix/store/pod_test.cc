@@ -1,0 +1,89 @@
+#include "aibrix/store/pod.h"
+
+#include "aibrix/store/test_pods.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aibrix::store {
+namespace {
+
+using ::testing::ElementsAre;
+using testing::MakePod;
+
+TEST(PodTest, ReadinessNeedsIpReadyConditionAndNoTermination) {
+  PodObject pod = MakePod("p", "m");
+  EXPECT_TRUE(IsPodReady(pod));
+  pod.ready_condition = false;
+  EXPECT_FALSE(IsPodReady(pod));
+  pod = MakePod("p", "m", "");
+  EXPECT_FALSE(IsPodReady(pod));
+  pod = MakePod("p", "m");
+  pod.deletion_timestamp = "2026-01-01T00:00:00Z";
+  EXPECT_FALSE(IsPodReady(pod));
+  pod.phase = "Succeeded";  // a finished pod being deleted is not "terminating"
+  EXPECT_TRUE(IsPodReady(pod));
+}
+
+TEST(PodTest, LabelsWithDefaults) {
+  PodObject pod = MakePod("p", "m");
+  EXPECT_EQ(PodMetricPort(pod), 8000);
+  EXPECT_EQ(PodEngine(pod), "vllm");
+  EXPECT_FALSE(PodKvEventsEnabled(pod));
+  EXPECT_EQ(PodLoraId(pod), -1);
+  pod.labels[kMetricPortLabel] = "9090";
+  pod.labels[kEngineLabel] = "sglang";
+  pod.labels[kKvEventsEnabledLabel] = "true";
+  pod.labels[kLoraIdLabel] = "123";
+  EXPECT_EQ(PodMetricPort(pod), 9090);
+  EXPECT_EQ(PodEngine(pod), "sglang");
+  EXPECT_TRUE(PodKvEventsEnabled(pod));
+  EXPECT_EQ(PodLoraId(pod), 123);
+  pod.labels[kMetricPortLabel] = "nope";
+  pod.labels[kKvEventsEnabledLabel] = "True";  // exactly "true" only
+  pod.labels[kLoraIdLabel] = "x";
+  EXPECT_EQ(PodMetricPort(pod), 8000);
+  EXPECT_FALSE(PodKvEventsEnabled(pod));
+  EXPECT_EQ(PodLoraId(pod), -1);
+}
+
+TEST(PodTest, ServingPortsExpandDataParallelRanks) {
+  PodObject pod = MakePod("p", "m");
+  EXPECT_THAT(PodServingPorts(pod), ElementsAre(8000));
+  pod.labels[kPortLabel] = "9000";
+  pod.containers[0].env.push_back({"data-parallel-size", "3"});
+  EXPECT_EQ(PodDataParallelSize(pod), 3);
+  EXPECT_THAT(PodServingPorts(pod), ElementsAre(9000, 9001, 9002));
+  pod.labels[kPortLabel] = "bad";
+  EXPECT_EQ(PodServingPort(pod), 8000);  // falls back to the container port
+}
+
+TEST(PodTest, DeploymentNameRules) {
+  PodObject pod = MakePod("p", "m");
+  EXPECT_EQ(DeploymentNameFromPod(pod), "");
+  pod.owners.push_back({"ReplicaSet", "llama-7b-5d8f9c"});
+  EXPECT_EQ(DeploymentNameFromPod(pod), "llama-7b");
+  pod.owners = {{"RayCluster", "fleet-abc-x1-y2"}};
+  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet-abc");
+  pod.labels[kDefaultDeploymentLabel] = "deploy";
+  EXPECT_EQ(DeploymentNameFromPod(pod), "deploy");
+  pod.labels[kRayIsRayNodeLabel] = "yes";
+  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet-abc");
+  pod.labels[kDefaultFleetLabel] = "fleet";
+  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet");
+}
+
+TEST(PodTest, ModelClaimStateRules) {
+  PodObject pod = MakePod("p", "");
+  pod.annotations["modelclaim.aibrix.ai/x"] = R"({"model":"a","port":70000})";
+  pod.annotations["modelclaim.aibrix.ai/y"] = R"({"model":"b"})";
+  pod.annotations["modelclaim.aibrix.ai/z"] = R"({"model":"c","port":1,"state":"weird"})";
+  pod.annotations["other/annotation"] = R"({"model":"d","port":1})";
+  auto claims = PodModelClaims(pod);
+  ASSERT_EQ(claims.size(), 1u);
+  EXPECT_EQ(claims[0].model, "b");
+  EXPECT_EQ(claims[0].state, "activating");
+  EXPECT_EQ(claims[0].port, 0);
+}
+
+}  // namespace
+}  // namespace aibrix::store

@@ -1,0 +1,314 @@
+#include "aibrix/store/store.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/hash/hash.h"
+#include "aibrix/common/strings.h"
+#include "fmt/format.h"
+
+namespace aibrix::store {
+
+using common::AsAbsl;
+
+Store::Store() : shards_(new RequestShard[kRequestShards]) {
+  snapshot_.store(std::make_shared<Snapshot>(), std::memory_order_release);
+}
+
+bool Store::AddPod(const PodObject& pod) {
+  const std::string key = pod.Key();
+  absl::MutexLock lock(&write_mu_);
+  if (IsWorkerPod(pod) || (PodModelName(pod).empty() && PodModelClaims(pod).empty())) {
+    if (ErasePodLocked(key)) PublishAndNotifyLocked();
+    return false;
+  }
+  auto it = pods_.find(key);
+  if (it != pods_.end()) {
+    PodEntry& entry = it->second;
+    if (entry.object == pod) return true;  // a resync that changes nothing
+    // The same pod (same UID) keeps its runtime state; a re-created pod starts afresh.
+    if (entry.object.uid != pod.uid) entry.state = std::make_shared<PodState>();
+    entry.object = pod;
+  } else {
+    pods_.emplace(key, PodEntry{pod, std::make_shared<PodState>(), nullptr});
+  }
+  dirty_.insert(key);
+  PublishAndNotifyLocked();
+  return true;
+}
+
+bool Store::DeletePod(std::string_view ns, std::string_view name) {
+  absl::MutexLock lock(&write_mu_);
+  if (!ErasePodLocked(fmt::format("{}/{}", ns, name))) return false;
+  PublishAndNotifyLocked();
+  return true;
+}
+
+bool Store::ErasePodLocked(const std::string& key) {
+  if (pods_.erase(key) == 0) return false;
+  dirty_.insert(key);
+  return true;
+}
+
+void Store::AddModelAdapter(const ModelAdapterObject& adapter) {
+  const std::string key = adapter.ns + "/" + adapter.name;
+  absl::MutexLock lock(&write_mu_);
+  auto it = adapters_.find(key);
+  if (it != adapters_.end()) {
+    MarkAdapterPodsLocked(it->second.object);
+    it->second.object = adapter;
+  } else {
+    adapters_.emplace(key, AdapterEntry{adapter});
+  }
+  MarkAdapterPodsLocked(adapter);
+  PublishAndNotifyLocked();
+}
+
+void Store::DeleteModelAdapter(std::string_view ns, std::string_view name) {
+  absl::MutexLock lock(&write_mu_);
+  auto it = adapters_.find(AsAbsl(fmt::format("{}/{}", ns, name)));
+  if (it == adapters_.end()) return;
+  MarkAdapterPodsLocked(it->second.object);
+  adapters_.erase(it);
+  PublishAndNotifyLocked();
+}
+
+void Store::MarkAdapterPodsLocked(const ModelAdapterObject& adapter) {
+  for (const std::string& pod : adapter.instances) dirty_.insert(adapter.ns + "/" + pod);
+}
+
+std::vector<std::string> Store::ModelsOfLocked(const PodObject& pod) const {
+  std::vector<std::string> models;
+  if (std::string base = PodModelName(pod); !base.empty()) models.push_back(std::move(base));
+  for (const auto& [key, adapter] : adapters_) {
+    const ModelAdapterObject& object = adapter.object;
+    if (object.ns != pod.ns) continue;
+    if (std::find(object.instances.begin(), object.instances.end(), pod.name) !=
+        object.instances.end()) {
+      models.push_back(object.name);
+    }
+  }
+  for (const ModelClaim& claim : PodModelClaims(pod)) {
+    if (claim.port > 0) models.push_back(claim.model);
+  }
+  std::sort(models.begin(), models.end());
+  models.erase(std::unique(models.begin(), models.end()), models.end());
+  return models;
+}
+
+void Store::PublishAndNotifyLocked() {
+  if (dirty_.empty()) return;
+  SnapshotRef previous = snapshot_.load(std::memory_order_acquire);
+  auto next = std::make_shared<Snapshot>();
+  next->version = ++version_;
+  next->pods.reserve(pods_.size());
+
+  std::map<std::string, std::vector<PodRef>> by_model;
+  for (auto& [key, entry] : pods_) {
+    if (entry.published == nullptr || dirty_.contains(key)) {
+      auto record = std::make_shared<Pod>();
+      record->object = entry.object;
+      record->key = key;
+      record->model = PodModelName(entry.object);
+      record->models = ModelsOfLocked(entry.object);
+      record->ready = IsPodReady(entry.object);
+      record->state = entry.state;
+      entry.published = std::move(record);
+    }
+    next->pods.emplace(key, entry.published);
+    for (const std::string& model : entry.published->models) {
+      by_model[model].push_back(entry.published);
+    }
+  }
+
+  absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> states;
+  for (auto& [model, pods] : by_model) {
+    std::sort(pods.begin(), pods.end(),
+              [](const PodRef& a, const PodRef& b) { return a->key < b->key; });
+    auto entry = std::make_shared<ModelPods>();
+    entry->model = model;
+    for (const PodRef& pod : pods) {
+      if (pod->ready) entry->ready.push_back(pod);
+    }
+    entry->pods = std::move(pods);
+    auto state_it = model_states_.find(model);
+    entry->state =
+        state_it != model_states_.end() ? state_it->second : std::make_shared<ModelState>();
+    states.emplace(model, entry->state);
+    next->models.emplace(model, std::move(entry));
+  }
+  model_states_ = std::move(states);
+  snapshot_.store(next, std::memory_order_release);
+
+  for (const std::string& key : dirty_) {
+    auto before_it = previous->pods.find(key);
+    auto after_it = next->pods.find(key);
+    PodRef before = before_it == previous->pods.end() ? nullptr : before_it->second;
+    PodRef after = after_it == next->pods.end() ? nullptr : after_it->second;
+    if (before == after) continue;
+    for (PodListener* listener : listeners_) listener->OnPodChanged(before, after);
+  }
+  dirty_.clear();
+}
+
+absl::StatusOr<PodRef> Store::GetPod(std::string_view ns, std::string_view name) const {
+  return GetPod(fmt::format("{}/{}", ns, name));
+}
+
+absl::StatusOr<PodRef> Store::GetPod(std::string_view pod_key) const {
+  SnapshotRef snap = snapshot();
+  auto it = snap->pods.find(AsAbsl(pod_key));
+  if (it == snap->pods.end()) {
+    return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
+  }
+  return it->second;
+}
+
+std::vector<PodRef> Store::ListPods() const {
+  SnapshotRef snap = snapshot();
+  std::vector<PodRef> pods;
+  pods.reserve(snap->pods.size());
+  for (const auto& [key, pod] : snap->pods) pods.push_back(pod);
+  std::sort(pods.begin(), pods.end(),
+            [](const PodRef& a, const PodRef& b) { return a->key < b->key; });
+  return pods;
+}
+
+absl::StatusOr<ModelPodsRef> Store::ListPodsByModel(std::string_view model) const {
+  ModelPodsRef pods = ReadyPods(model);
+  if (pods == nullptr) {
+    return absl::NotFoundError(fmt::format("model does not exist in the cache: {}", model));
+  }
+  return pods;
+}
+
+ModelPodsRef Store::ReadyPods(std::string_view model) const {
+  SnapshotRef snap = snapshot();
+  auto it = snap->models.find(AsAbsl(model));
+  return it == snap->models.end() ? nullptr : it->second;
+}
+
+bool Store::HasModel(std::string_view model) const { return ReadyPods(model) != nullptr; }
+
+std::vector<std::string> Store::ListModels() const {
+  SnapshotRef snap = snapshot();
+  std::vector<std::string> models;
+  for (const auto& [name, pods] : snap->models) models.push_back(name);
+  std::sort(models.begin(), models.end());
+  return models;
+}
+
+absl::StatusOr<std::vector<std::string>> Store::ListModelsByPod(std::string_view ns,
+                                                                std::string_view name) const {
+  auto pod = GetPod(ns, name);
+  if (!pod.ok()) return pod.status();
+  return (*pod)->models;
+}
+
+absl::StatusOr<MetricValue> Store::GetMetricValueByPod(std::string_view pod_key,
+                                                       const std::string& metric) const {
+  auto pod = GetPod(pod_key);
+  if (!pod.ok()) return pod.status();
+  auto value = (*pod)->state->Metric(metric);
+  if (!value) {
+    return absl::NotFoundError(fmt::format("metric not found: pod {} metric {}", pod_key, metric));
+  }
+  return *value;
+}
+
+absl::StatusOr<MetricValue> Store::GetMetricValueByPodModel(std::string_view pod_key,
+                                                            const std::string& model,
+                                                            const std::string& metric) const {
+  auto pod = GetPod(pod_key);
+  if (!pod.ok()) return pod.status();
+  auto value = (*pod)->state->ModelMetric(model, metric);
+  if (!value) {
+    return absl::NotFoundError(
+        fmt::format("metric not found: pod {} model {} metric {}", pod_key, model, metric));
+  }
+  return *value;
+}
+
+absl::Status Store::SetPodMetric(std::string_view pod_key, const std::string& metric,
+                                 MetricValue value) {
+  auto pod = GetPod(pod_key);
+  if (!pod.ok()) return pod.status();
+  (*pod)->state->SetMetric(metric, std::move(value));
+  return absl::OkStatus();
+}
+
+absl::Status Store::SetPodModelMetric(std::string_view pod_key, const std::string& model,
+                                      const std::string& metric, MetricValue value) {
+  auto pod = GetPod(pod_key);
+  if (!pod.ok()) return pod.status();
+  (*pod)->state->SetModelMetric(model, metric, std::move(value));
+  return absl::OkStatus();
+}
+
+Store::RequestShard& Store::ShardFor(std::string_view request_id) {
+  return shards_[absl::Hash<absl::string_view>{}(AsAbsl(request_id)) % kRequestShards];
+}
+
+absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod_key,
+                               std::string_view model, int port) {
+  SnapshotRef snap = snapshot();
+  auto pod_it = snap->pods.find(AsAbsl(pod_key));
+  if (pod_it == snap->pods.end()) {
+    return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
+  }
+  std::shared_ptr<ModelState> model_state;
+  if (auto model_it = snap->models.find(AsAbsl(model)); model_it != snap->models.end()) {
+    model_state = model_it->second->state;
+  }
+  RequestShard& shard = ShardFor(request_id);
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto [it, inserted] = shard.requests.try_emplace(AsAbsl(request_id));
+    if (!inserted) {
+      return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
+    }
+    it->second = InFlight{pod_it->second->state, model_state, port};
+  }
+  pod_it->second->state->AddRunning(port, +1);
+  if (model_state) model_state->pending_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status Store::DoneRequest(std::string_view request_id) {
+  RequestShard& shard = ShardFor(request_id);
+  InFlight done;
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.requests.find(AsAbsl(request_id));
+    if (it == shard.requests.end()) {
+      return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
+    }
+    done = std::move(it->second);
+    shard.requests.erase(it);
+  }
+  done.pod->AddRunning(done.port, -1);
+  done.pod->completed_.fetch_add(1, std::memory_order_relaxed);
+  if (done.model) done.model->pending_.fetch_sub(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+size_t Store::InFlightRequests() const {
+  size_t total = 0;
+  for (size_t i = 0; i < kRequestShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    total += shards_[i].requests.size();
+  }
+  return total;
+}
+
+void Store::AddListener(PodListener* listener) {
+  absl::MutexLock lock(&write_mu_);
+  listeners_.push_back(listener);
+}
+
+void Store::RemoveListener(PodListener* listener) {
+  absl::MutexLock lock(&write_mu_);
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+}  // namespace aibrix::store

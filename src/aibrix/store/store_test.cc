@@ -1,0 +1,360 @@
+#include "aibrix/store/store.h"
+
+#include <thread>
+#include <vector>
+
+#include "aibrix/store/test_pods.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aibrix::store {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using testing::MakePod;
+
+std::vector<std::string> Keys(const std::vector<PodRef>& pods) {
+  std::vector<std::string> keys;
+  for (const PodRef& pod : pods) keys.push_back(pod->key);
+  return keys;
+}
+
+class RecordingListener : public PodListener {
+ public:
+  struct Change {
+    std::string before;
+    std::string after;
+  };
+  void OnPodChanged(const PodRef& before, const PodRef& after) override {
+    changes.push_back({before ? before->key : "", after ? after->key : ""});
+  }
+  std::vector<Change> changes;
+};
+
+TEST(StoreTest, AddPodCreatesPodAndModelEntries) {
+  Store store;
+  EXPECT_TRUE(store.AddPod(MakePod("p1", "llama")));
+  auto pod = store.GetPod("default", "p1");
+  ASSERT_TRUE(pod.ok());
+  EXPECT_EQ((*pod)->key, "default/p1");
+  EXPECT_EQ((*pod)->object.ip, "10.0.0.1");
+  EXPECT_TRUE((*pod)->ready);
+  EXPECT_TRUE(store.HasModel("llama"));
+  EXPECT_THAT(store.ListModels(), ElementsAre("llama"));
+  auto by_model = store.ListPodsByModel("llama");
+  ASSERT_TRUE(by_model.ok());
+  EXPECT_THAT(Keys((*by_model)->pods), ElementsAre("default/p1"));
+  EXPECT_THAT(Keys(store.ListPods()), ElementsAre("default/p1"));
+  auto models = store.ListModelsByPod("default", "p1");
+  ASSERT_TRUE(models.ok());
+  EXPECT_THAT(*models, ElementsAre("llama"));
+}
+
+TEST(StoreTest, MissingEntriesReportTheKey) {
+  Store store;
+  auto pod = store.GetPod("ns", "missing");
+  EXPECT_EQ(pod.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(pod.status().message(), "key does not exist in the cache: ns/missing");
+  auto model = store.ListPodsByModel("m");
+  EXPECT_EQ(model.status().message(), "model does not exist in the cache: m");
+  EXPECT_FALSE(store.HasModel("m"));
+  EXPECT_EQ(store.ReadyPods("m"), nullptr);
+  EXPECT_FALSE(store.ListModelsByPod("ns", "missing").ok());
+}
+
+TEST(StoreTest, IgnoresPodsWithoutModelAndWorkerPods) {
+  Store store;
+  EXPECT_FALSE(store.AddPod(MakePod("nomodel", "")));
+  PodObject worker = MakePod("worker", "llama");
+  worker.labels[kRayNodeTypeLabel] = "worker";
+  EXPECT_FALSE(store.AddPod(worker));
+  PodObject grouped = MakePod("grouped", "llama");
+  grouped.labels[kPodGroupIndexLabel] = "2";
+  EXPECT_FALSE(store.AddPod(grouped));
+  EXPECT_THAT(store.ListPods(), IsEmpty());
+  EXPECT_THAT(store.ListModels(), IsEmpty());
+}
+
+TEST(StoreTest, ModelNameFromAnnotationAllowsSlashes) {
+  Store store;
+  PodObject pod = MakePod("p1", "");
+  pod.annotations[kModelNameLabel] = "meta-llama/Llama-3.1-8B";
+  EXPECT_TRUE(store.AddPod(pod));
+  EXPECT_TRUE(store.HasModel("meta-llama/Llama-3.1-8B"));
+}
+
+TEST(StoreTest, PodBecomesCachedOnlyWhenGroupIndexDropsToZero) {
+  Store store;
+  PodObject pod = MakePod("p1", "llama");
+  pod.labels[kPodGroupIndexLabel] = "1";
+  EXPECT_FALSE(store.AddPod(pod));
+  pod.labels[kPodGroupIndexLabel] = "0";
+  EXPECT_TRUE(store.UpdatePod(pod));
+  EXPECT_TRUE(store.GetPod("default", "p1").ok());
+  pod.labels[kPodGroupIndexLabel] = "3";
+  EXPECT_FALSE(store.UpdatePod(pod));
+  EXPECT_FALSE(store.GetPod("default", "p1").ok());
+  EXPECT_FALSE(store.HasModel("llama"));
+}
+
+TEST(StoreTest, UpdatePodMovesModelMappingAndDropsEmptyModels) {
+  Store store;
+  store.AddPod(MakePod("p1", "old-model"));
+  store.UpdatePod(MakePod("p1", "new-model", "10.0.0.9"));
+  EXPECT_FALSE(store.HasModel("old-model"));
+  EXPECT_TRUE(store.HasModel("new-model"));
+  EXPECT_EQ((*store.GetPod("default", "p1"))->object.ip, "10.0.0.9");
+}
+
+TEST(StoreTest, UpdateOfAStayingPodKeepsCountersAndAdapters) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  store.AddModelAdapter({"default", "sql-lora", {"p1"}});
+  ASSERT_TRUE(store.AddRequest("r1", "default/p1", "llama").ok());
+  PodObject updated = MakePod("p1", "llama");
+  updated.labels["extra"] = "label";
+  store.UpdatePod(updated);
+  auto pod = *store.GetPod("default", "p1");
+  EXPECT_EQ(pod->state->running(), 1);
+  EXPECT_THAT(pod->models, ElementsAre("llama", "sql-lora"));
+  ASSERT_TRUE(store.DoneRequest("r1").ok());
+  EXPECT_EQ(pod->state->running(), 0);
+  EXPECT_EQ(pod->state->completed(), 1);
+}
+
+TEST(StoreTest, DoneAfterSameNamePodRecreationDoesNotTouchTheNewPod) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  ASSERT_TRUE(store.AddRequest("r1", "default/p1", "llama").ok());
+  auto old_pod = *store.GetPod("default", "p1");
+  store.DeletePod("default", "p1");
+  PodObject recreated = MakePod("p1", "llama");
+  recreated.uid = "uid-new";
+  store.AddPod(recreated);
+  auto new_pod = *store.GetPod("default", "p1");
+  EXPECT_NE(old_pod->state, new_pod->state);
+  EXPECT_EQ(new_pod->state->running(), 0);
+  ASSERT_TRUE(store.DoneRequest("r1").ok());
+  EXPECT_EQ(old_pod->state->running(), 0);
+  EXPECT_EQ(old_pod->state->completed(), 1);
+  EXPECT_EQ(new_pod->state->running(), 0);
+  EXPECT_EQ(new_pod->state->completed(), 0);
+}
+
+TEST(StoreTest, UidChangeOnUpdateStartsFreshState) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  ASSERT_TRUE(store.AddRequest("r1", "default/p1", "llama").ok());
+  PodObject replaced = MakePod("p1", "llama");
+  replaced.uid = "other";
+  store.UpdatePod(replaced);
+  EXPECT_EQ((*store.GetPod("default", "p1"))->state->running(), 0);
+}
+
+TEST(StoreTest, DeletePodClearsPodModelAndAdapterEntries) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  store.AddModelAdapter({"default", "sql-lora", {"p1"}});
+  EXPECT_TRUE(store.HasModel("sql-lora"));
+  EXPECT_TRUE(store.DeletePod("default", "p1"));
+  EXPECT_FALSE(store.DeletePod("default", "p1"));
+  EXPECT_THAT(store.ListPods(), IsEmpty());
+  EXPECT_THAT(store.ListModels(), IsEmpty());
+}
+
+TEST(StoreTest, AdapterBeforePodIsMappedWhenThePodArrives) {
+  Store store;
+  store.AddModelAdapter({"default", "sql-lora", {"p1"}});
+  EXPECT_FALSE(store.HasModel("sql-lora"));
+  store.AddPod(MakePod("p1", "llama"));
+  EXPECT_TRUE(store.HasModel("sql-lora"));
+  EXPECT_THAT(Keys((*store.ListPodsByModel("sql-lora"))->pods), ElementsAre("default/p1"));
+}
+
+TEST(StoreTest, AdapterUpdateResetsAndDeleteRemovesMappings) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama", "10.0.0.1"));
+  store.AddPod(MakePod("p2", "llama", "10.0.0.2"));
+  store.AddModelAdapter({"default", "lora", {"p1"}});
+  store.UpdateModelAdapter({"default", "lora", {"p2"}});
+  EXPECT_THAT(Keys((*store.ListPodsByModel("lora"))->pods), ElementsAre("default/p2"));
+  EXPECT_THAT(*store.ListModelsByPod("default", "p1"), ElementsAre("llama"));
+  store.DeleteModelAdapter("default", "lora");
+  EXPECT_FALSE(store.HasModel("lora"));
+  EXPECT_THAT(*store.ListModelsByPod("default", "p2"), ElementsAre("llama"));
+}
+
+TEST(StoreTest, AdapterInOtherNamespaceDoesNotMap) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  store.AddModelAdapter({"other", "lora", {"p1"}});
+  EXPECT_FALSE(store.HasModel("lora"));
+}
+
+TEST(StoreTest, ReadySnapshotFiltersUnreadyPodsAndIsShared) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama", "10.0.0.1"));
+  PodObject unready = MakePod("p2", "llama", "10.0.0.2");
+  unready.ready_condition = false;
+  store.AddPod(unready);
+  PodObject terminating = MakePod("p3", "llama", "10.0.0.3");
+  terminating.deletion_timestamp = "2026-01-01T00:00:00Z";
+  store.AddPod(terminating);
+  PodObject no_ip = MakePod("p4", "llama", "");
+  store.AddPod(no_ip);
+  ModelPodsRef snap = store.ReadyPods("llama");
+  ASSERT_NE(snap, nullptr);
+  EXPECT_THAT(Keys(snap->pods),
+              ElementsAre("default/p1", "default/p2", "default/p3", "default/p4"));
+  EXPECT_THAT(Keys(snap->ready), ElementsAre("default/p1"));
+  EXPECT_EQ(store.ReadyPods("llama").get(), snap.get());  // no copy per call
+  unready.ready_condition = true;
+  store.UpdatePod(unready);
+  EXPECT_THAT(Keys(snap->ready), ElementsAre("default/p1"));  // old snapshot is immutable
+  EXPECT_THAT(Keys(store.ReadyPods("llama")->ready), ElementsAre("default/p1", "default/p2"));
+}
+
+TEST(StoreTest, RequestCountedOnceEvenWhenDoneTwice) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  auto pod = *store.GetPod("default", "p1");
+  auto model = store.ReadyPods("llama");
+  ASSERT_TRUE(store.AddRequest("r1", "default/p1", "llama").ok());
+  EXPECT_EQ(store.AddRequest("r1", "default/p1", "llama").code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(pod->state->running(), 1);
+  EXPECT_EQ(model->state->pending(), 1);
+  EXPECT_TRUE(store.DoneRequest("r1").ok());
+  EXPECT_EQ(store.DoneRequest("r1").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(pod->state->running(), 0);
+  EXPECT_EQ(pod->state->completed(), 1);
+  EXPECT_EQ(model->state->pending(), 0);
+  EXPECT_EQ(store.InFlightRequests(), 0u);
+}
+
+TEST(StoreTest, AddRequestForUnknownPodFails) {
+  Store store;
+  EXPECT_EQ(store.AddRequest("r1", "default/none", "llama").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.InFlightRequests(), 0u);
+}
+
+TEST(StoreTest, PerPortRunningCountsThatPortOnly) {
+  Store store;
+  PodObject pod = MakePod("dp", "llama");
+  pod.labels[kPortLabel] = "8000";
+  pod.containers[0].env.push_back({"data-parallel-size", "2"});
+  store.AddPod(pod);
+  ASSERT_TRUE(store.AddRequest("a", "default/dp", "llama", 8000).ok());
+  ASSERT_TRUE(store.AddRequest("b", "default/dp", "llama", 8001).ok());
+  ASSERT_TRUE(store.AddRequest("c", "default/dp", "llama", 8001).ok());
+  auto state = (*store.GetPod("default", "dp"))->state;
+  EXPECT_EQ(state->running(), 3);
+  EXPECT_EQ(state->running_on_port(8000), 1);
+  EXPECT_EQ(state->running_on_port(8001), 2);
+  ASSERT_TRUE(store.DoneRequest("b").ok());
+  EXPECT_EQ(state->running_on_port(8001), 1);
+}
+
+TEST(StoreTest, MetricsByPodAndModel) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running").status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store.SetPodMetric("default/p1", "num_requests_running", {SimpleMetric{3, {}}}).ok());
+  ASSERT_TRUE(
+      store.SetPodModelMetric("default/p1", "llama", "kv_cache_usage_perc", {SimpleMetric{0.5, {}}})
+          .ok());
+  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running")->Simple(), 3);
+  EXPECT_EQ(store.GetMetricValueByPodModel("default/p1", "llama", "kv_cache_usage_perc")->Simple(),
+            0.5);
+  EXPECT_FALSE(store.GetMetricValueByPodModel("default/p1", "other", "kv_cache_usage_perc").ok());
+  EXPECT_FALSE(store.SetPodMetric("default/none", "x", {SimpleMetric{1, {}}}).ok());
+  // Metrics survive an update of the same pod.
+  PodObject updated = MakePod("p1", "llama");
+  updated.labels["x"] = "y";
+  store.UpdatePod(updated);
+  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running")->Simple(), 3);
+}
+
+TEST(StoreTest, ModelClaimsMapServedModels) {
+  Store store;
+  PodObject warm = MakePod("warm", "");
+  warm.annotations["modelclaim.aibrix.ai/a"] = R"({"model":"m1","port":9001})";
+  warm.annotations["modelclaim.aibrix.ai/b"] = R"({"model":"m2","port":9002,"state":"active"})";
+  warm.annotations["modelclaim.aibrix.ai/c"] = R"({"model":"m3","port":0,"state":"sleeping"})";
+  warm.annotations["modelclaim.aibrix.ai/bad"] = R"({"model":"m4","port":0,"state":"active"})";
+  warm.annotations["modelclaim.aibrix.ai/junk"] = "not json";
+  EXPECT_TRUE(store.AddPod(warm));
+  EXPECT_THAT(store.ListModels(), ElementsAre("m1", "m2"));
+  warm.annotations.erase("modelclaim.aibrix.ai/a");
+  store.UpdatePod(warm);
+  EXPECT_THAT(store.ListModels(), ElementsAre("m2"));
+}
+
+TEST(StoreTest, ListenersSeeAddUpdateDeleteInOrderAndNotNoOps) {
+  Store store;
+  RecordingListener listener;
+  store.AddListener(&listener);
+  store.AddPod(MakePod("p1", "llama"));
+  store.AddPod(MakePod("p1", "llama"));  // identical: no change
+  store.UpdatePod(MakePod("p1", "llama", "10.0.0.2"));
+  store.DeletePod("default", "p1");
+  store.RemoveListener(&listener);
+  store.AddPod(MakePod("p2", "llama"));
+  ASSERT_EQ(listener.changes.size(), 3u);
+  EXPECT_EQ(listener.changes[0].before, "");
+  EXPECT_EQ(listener.changes[0].after, "default/p1");
+  EXPECT_EQ(listener.changes[1].before, "default/p1");
+  EXPECT_EQ(listener.changes[1].after, "default/p1");
+  EXPECT_EQ(listener.changes[2].before, "default/p1");
+  EXPECT_EQ(listener.changes[2].after, "");
+}
+
+TEST(StoreTest, ConcurrentAddDoneLeavesCountsAtZero) {
+  Store store;
+  for (int i = 0; i < 4; ++i) store.AddPod(MakePod("p" + std::to_string(i), "llama"));
+  constexpr int kThreads = 8;
+  constexpr int kRequests = 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&store, t] {
+      for (int i = 0; i < kRequests; ++i) {
+        std::string id = std::to_string(t) + "-" + std::to_string(i);
+        std::string pod = "default/p" + std::to_string(i % 4);
+        ASSERT_TRUE(store.AddRequest(id, pod, "llama").ok());
+        ASSERT_TRUE(store.DoneRequest(id).ok());
+        EXPECT_FALSE(store.DoneRequest(id).ok());
+      }
+    });
+  }
+  // Readers and a writer race the request traffic.
+  std::thread writer([&store] {
+    for (int i = 0; i < 200; ++i) {
+      store.AddPod(MakePod("churn", "llama", "10.1.0." + std::to_string(i % 250)));
+      store.AddModelAdapter({"default", "lora", {"p0", "churn"}});
+      store.DeletePod("default", "churn");
+    }
+  });
+  std::thread reader([&store] {
+    for (int i = 0; i < 2000; ++i) {
+      auto pods = store.ReadyPods("llama");
+      ASSERT_NE(pods, nullptr);
+      EXPECT_GE(pods->ready.size(), 4u);
+      store.ListModels();
+    }
+  });
+  for (auto& thread : threads) thread.join();
+  writer.join();
+  reader.join();
+  EXPECT_EQ(store.InFlightRequests(), 0u);
+  int64_t completed = 0;
+  for (const PodRef& pod : store.ListPods()) {
+    EXPECT_EQ(pod->state->running(), 0);
+    completed += pod->state->completed();
+  }
+  EXPECT_EQ(completed, kThreads * kRequests);
+  EXPECT_EQ(store.ReadyPods("llama")->state->pending(), 0);
+}
+
+}  // namespace
+}  // namespace aibrix::store
