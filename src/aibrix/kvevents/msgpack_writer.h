@@ -1,0 +1,130 @@
+// A minimal msgpack writer that emits the smallest encoding of every value, exactly as
+// msgspec and python-msgpack do (../shared/protocols/README.md §1.5): ints in the smallest
+// unsigned form when non-negative and the smallest signed form when negative, floats always
+// as float64 (cb), str as fixstr/str8/16/32, bytes as bin8/16/32.
+//
+// msgpack-cxx's packer is not used here because it packs integral doubles as integers,
+// which would change a vLLM `ts` of 1760000000.0 on the wire.
+//
+// Thread safety: a writer is a plain value; use one per thread.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace aibrix::kvevents {
+
+class MsgpackWriter {
+ public:
+  explicit MsgpackWriter(std::string* out) : out_(out) {}
+
+  void Nil() { Byte(0xc0); }
+  void Bool(bool v) { Byte(v ? 0xc3 : 0xc2); }
+  void Uint(uint64_t v) {
+    if (v < 0x80) {
+      Byte(static_cast<uint8_t>(v));
+    } else if (v <= 0xff) {
+      Byte(0xcc);
+      Byte(static_cast<uint8_t>(v));
+    } else if (v <= 0xffff) {
+      Byte(0xcd);
+      Be(v, 2);
+    } else if (v <= 0xffffffffULL) {
+      Byte(0xce);
+      Be(v, 4);
+    } else {
+      Byte(0xcf);
+      Be(v, 8);
+    }
+  }
+  void Int(int64_t v) {
+    if (v >= 0) return Uint(static_cast<uint64_t>(v));
+    if (v >= -32) {
+      Byte(static_cast<uint8_t>(0xe0 | (v + 32)));
+    } else if (v >= INT8_MIN) {
+      Byte(0xd0);
+      Be(static_cast<uint64_t>(v), 1);
+    } else if (v >= INT16_MIN) {
+      Byte(0xd1);
+      Be(static_cast<uint64_t>(v), 2);
+    } else if (v >= INT32_MIN) {
+      Byte(0xd2);
+      Be(static_cast<uint64_t>(v), 4);
+    } else {
+      Byte(0xd3);
+      Be(static_cast<uint64_t>(v), 8);
+    }
+  }
+  void Double(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    Byte(0xcb);
+    Be(bits, 8);
+  }
+  void Str(std::string_view s) {
+    const size_t n = s.size();
+    if (n < 32) {
+      Byte(static_cast<uint8_t>(0xa0 | n));
+    } else if (n <= 0xff) {
+      Byte(0xd9);
+      Be(n, 1);
+    } else if (n <= 0xffff) {
+      Byte(0xda);
+      Be(n, 2);
+    } else {
+      Byte(0xdb);
+      Be(n, 4);
+    }
+    out_->append(s);
+  }
+  void Bin(std::string_view s) {
+    const size_t n = s.size();
+    if (n <= 0xff) {
+      Byte(0xc4);
+      Be(n, 1);
+    } else if (n <= 0xffff) {
+      Byte(0xc5);
+      Be(n, 2);
+    } else {
+      Byte(0xc6);
+      Be(n, 4);
+    }
+    out_->append(s);
+  }
+  void Array(size_t n) {
+    if (n < 16) {
+      Byte(static_cast<uint8_t>(0x90 | n));
+    } else if (n <= 0xffff) {
+      Byte(0xdc);
+      Be(n, 2);
+    } else {
+      Byte(0xdd);
+      Be(n, 4);
+    }
+  }
+  void Map(size_t n) {
+    if (n < 16) {
+      Byte(static_cast<uint8_t>(0x80 | n));
+    } else if (n <= 0xffff) {
+      Byte(0xde);
+      Be(n, 2);
+    } else {
+      Byte(0xdf);
+      Be(n, 4);
+    }
+  }
+
+ private:
+  void Byte(uint8_t b) { out_->push_back(static_cast<char>(b)); }
+  void Be(uint64_t v, int bytes) {
+    char buf[8];
+    for (int i = 0; i < bytes; ++i) buf[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+    out_->append(buf, bytes);
+  }
+
+  std::string* out_;
+};
+
+}  // namespace aibrix::kvevents

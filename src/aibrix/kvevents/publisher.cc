@@ -1,0 +1,331 @@
+#include "aibrix/kvevents/publisher.h"
+
+#include <charconv>
+#include <optional>
+#include <utility>
+
+#include "aibrix/common/logging.h"
+#include "fmt/format.h"
+#include "zmq.hpp"
+
+namespace aibrix::kvevents {
+namespace {
+
+std::string Seq8(uint64_t seq) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(seq >> (8 * (7 - i)));
+  return s;
+}
+
+bool ShouldBind(const PublisherOptions& o) {
+  switch (o.bind_mode) {
+    case BindMode::kBind:
+      return true;
+    case BindMode::kConnect:
+      return false;
+    case BindMode::kAuto:
+      break;
+  }
+  const std::string& e = o.endpoint;
+  return e.find('*') != std::string::npos || e.find("::") != std::string::npos ||
+         e.rfind("ipc://", 0) == 0 || e.rfind("inproc://", 0) == 0 ||
+         (e.size() >= 2 && e.compare(e.size() - 2, 2, ":0") == 0);
+}
+
+// ZMQ reports an IPv4 address bound on an IPv6-enabled socket as [::ffff:a.b.c.d].
+std::string Unmap(std::string endpoint) {
+  const std::string mapped = "tcp://[::ffff:";
+  if (endpoint.rfind(mapped, 0) == 0) {
+    const size_t close = endpoint.find(']');
+    if (close != std::string::npos && endpoint.find('.') < close) {
+      return "tcp://" + endpoint.substr(mapped.size(), close - mapped.size()) +
+             endpoint.substr(close + 1);
+    }
+  }
+  return endpoint;
+}
+
+const std::shared_ptr<spdlog::logger>& Log() {
+  static const auto* log = new std::shared_ptr<spdlog::logger>(common::Logger("kv-publisher"));
+  return *log;
+}
+
+}  // namespace
+
+struct Publisher::Sockets {
+  zmq::socket_t pub;
+  std::optional<zmq::socket_t> router;
+};
+
+int EndpointPort(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return 0;
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon < 6) return 0;
+  int port = 0;
+  const char* b = endpoint.data() + colon + 1;
+  const char* e = endpoint.data() + endpoint.size();
+  auto [p, ec] = std::from_chars(b, e, port);
+  if (ec != std::errc() || p != e) return 0;
+  return port;
+}
+
+Publisher::Publisher(PublisherOptions options) : options_(std::move(options)) {}
+
+Publisher::~Publisher() { Stop(); }
+
+absl::Status Publisher::Start() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (running_ || stopped_) {
+    return absl::FailedPreconditionError("publisher already started or stopped");
+  }
+  auto context = std::make_unique<zmq::context_t>(1);
+  auto sockets = std::make_unique<Sockets>();
+  std::string where = options_.endpoint;
+  try {
+    sockets->pub = zmq::socket_t(*context, zmq::socket_type::pub);
+    sockets->pub.set(zmq::sockopt::sndhwm, options_.hwm);
+    sockets->pub.set(zmq::sockopt::rcvhwm, options_.hwm);
+    sockets->pub.set(zmq::sockopt::linger, 0);
+    sockets->pub.set(zmq::sockopt::ipv6, 1);
+    if (ShouldBind(options_)) {
+      sockets->pub.bind(options_.endpoint);
+      bound_endpoint_ = Unmap(sockets->pub.get(zmq::sockopt::last_endpoint));
+    } else {
+      sockets->pub.connect(options_.endpoint);
+      bound_endpoint_ = options_.endpoint;
+    }
+    if (!options_.replay_endpoint.empty()) {
+      where = options_.replay_endpoint;
+      sockets->router.emplace(*context, zmq::socket_type::router);
+      sockets->router->set(zmq::sockopt::linger, 0);
+      sockets->router->set(zmq::sockopt::ipv6, 1);
+      sockets->router->bind(options_.replay_endpoint);
+      bound_replay_endpoint_ = Unmap(sockets->router->get(zmq::sockopt::last_endpoint));
+    }
+  } catch (const zmq::error_t& e) {
+    sockets.reset();
+    context.reset();
+    return absl::UnavailableError(fmt::format("KV event publisher on {}: {}", where, e.what()));
+  }
+  context_ = std::move(context);
+  sockets_ = std::move(sockets);
+  running_ = true;
+  thread_ = std::thread([this] { Run(); });
+  Log()->debug("publishing KV events on {} (replay {})", bound_endpoint_,
+               bound_replay_endpoint_.empty() ? "off" : bound_replay_endpoint_);
+  return absl::OkStatus();
+}
+
+void Publisher::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    running_ = false;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  sockets_.reset();
+  context_.reset();
+}
+
+std::string Publisher::endpoint() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return bound_endpoint_;
+}
+std::string Publisher::replay_endpoint() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return bound_replay_endpoint_;
+}
+int Publisher::port() const { return EndpointPort(endpoint()); }
+int Publisher::replay_port() const { return EndpointPort(replay_endpoint()); }
+
+absl::Status Publisher::Enqueue(Item item, std::chrono::milliseconds timeout, bool bounded) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!running_) return absl::FailedPreconditionError("publisher not running");
+  if (bounded && queue_.size() >= options_.max_queue_size) {
+    const bool ok = cv_.wait_for(
+        l, timeout, [&] { return !running_ || queue_.size() < options_.max_queue_size; });
+    if (!running_) return absl::FailedPreconditionError("publisher not running");
+    if (!ok) {
+      return absl::ResourceExhaustedError(
+          fmt::format("publisher queue full ({} items)", options_.max_queue_size));
+    }
+  }
+  queue_.push_back(std::move(item));
+  ++enqueued_;
+  l.unlock();
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status Publisher::Publish(const kv::EventBatch& batch, std::chrono::milliseconds timeout) {
+  return PublishPayload(EncodeBatch(batch, options_.format, options_.hash_encoding), timeout);
+}
+
+absl::Status Publisher::PublishPayload(std::string payload, std::chrono::milliseconds timeout) {
+  Item item;
+  item.kind = Item::Kind::kPayload;
+  item.payload = std::move(payload);
+  return Enqueue(std::move(item), timeout, /*bounded=*/true);
+}
+
+absl::Status Publisher::SendRawMultipart(std::vector<std::string> frames) {
+  Item item;
+  item.kind = Item::Kind::kRaw;
+  item.frames = std::move(frames);
+  return Enqueue(std::move(item), std::chrono::milliseconds(0), /*bounded=*/false);
+}
+
+absl::Status Publisher::Restart() {
+  Item item;
+  item.kind = Item::Kind::kRestart;
+  return Enqueue(std::move(item), std::chrono::milliseconds(0), /*bounded=*/false);
+}
+
+void Publisher::DropNext(int n) { drop_next_.fetch_add(n); }
+
+void Publisher::Pause() {
+  std::lock_guard<std::mutex> l(mu_);
+  paused_ = true;
+}
+
+void Publisher::Resume() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    paused_ = false;
+  }
+  cv_.notify_all();
+}
+
+void Publisher::SetIgnoreReplay(bool ignore) { ignore_replay_ = ignore; }
+
+bool Publisher::Flush(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!running_) return false;
+  const uint64_t target = enqueued_;
+  return cv_.wait_for(l, timeout, [&] { return !running_ || handled_ >= target; }) && running_;
+}
+
+void Publisher::Run() {
+  std::vector<Item> work;
+  const bool has_router = sockets_->router.has_value();
+  const auto idle_wait = has_router ? std::chrono::milliseconds(1) : std::chrono::milliseconds(20);
+  while (true) {
+    bool paused;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, idle_wait, [&] { return stop_.load() || (!paused_ && !queue_.empty()); });
+      if (stop_) break;
+      paused = paused_;
+      if (!paused) {
+        const size_t n = std::min<size_t>(queue_.size(), 1024);
+        for (size_t i = 0; i < n; ++i) {
+          work.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+    }
+    if (paused) continue;
+    if (!work.empty()) cv_.notify_all();  // room in the queue
+    try {
+      if (has_router) ServeReplay();
+      for (auto& item : work) Handle(item);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == ETERM) break;
+      Log()->warn("KV event publisher {}: {}", bound_endpoint_, e.what());
+    }
+    if (!work.empty()) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        handled_ += work.size();
+      }
+      work.clear();
+      cv_.notify_all();
+    }
+  }
+}
+
+void Publisher::Handle(Item& item) {
+  switch (item.kind) {
+    case Item::Kind::kRestart:
+      next_seq_ = 0;
+      buffer_.clear();
+      return;
+    case Item::Kind::kRaw:
+      for (size_t i = 0; i < item.frames.size(); ++i) {
+        const bool more = i + 1 < item.frames.size();
+        sockets_->pub.send(zmq::buffer(item.frames[i]),
+                           more ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      }
+      return;
+    case Item::Kind::kPayload:
+      break;
+  }
+  const uint64_t seq = next_seq_.fetch_add(1);
+  int drop = drop_next_.load();
+  bool dropped = false;
+  while (drop > 0) {
+    if (drop_next_.compare_exchange_weak(drop, drop - 1)) {
+      dropped = true;
+      break;
+    }
+  }
+  if (dropped) {
+    ++dropped_;
+  } else {
+    const std::string seq8 = Seq8(seq);
+    sockets_->pub.send(zmq::buffer(options_.topic), zmq::send_flags::sndmore);
+    sockets_->pub.send(zmq::buffer(seq8), zmq::send_flags::sndmore);
+    sockets_->pub.send(zmq::buffer(item.payload), zmq::send_flags::none);
+    ++sent_;
+  }
+  if (options_.buffer_steps > 0) {
+    buffer_.emplace_back(seq, std::move(item.payload));
+    while (buffer_.size() > options_.buffer_steps) buffer_.pop_front();
+  }
+}
+
+void Publisher::ServeReplay() {
+  zmq::socket_t& router = *sockets_->router;
+  while (true) {
+    std::vector<zmq::message_t> frames;
+    while (true) {
+      zmq::message_t msg;
+      if (!router.recv(msg, zmq::recv_flags::dontwait)) break;
+      const bool more = msg.more();
+      frames.push_back(std::move(msg));
+      if (!more) break;
+    }
+    if (frames.empty()) return;
+    if (ignore_replay_) continue;
+    // vLLM: exactly [identity, "", start_seq(8)], anything else is ignored without a reply.
+    if (frames.size() != 3 || frames[1].size() != 0 || frames[2].size() != 8) {
+      Log()->warn("ignoring malformed replay request ({} frames)", frames.size());
+      continue;
+    }
+    uint64_t start = 0;
+    const auto* p = static_cast<const unsigned char*>(frames[2].data());
+    for (int i = 0; i < 8; ++i) start = (start << 8) | p[i];
+    ++replay_requests_;
+    const std::string identity = frames[0].to_string();
+    const bool post = options_.reply_layout == ReplyLayout::kPost45177;
+    for (const auto& [seq, payload] : buffer_) {
+      if (seq < start) continue;
+      router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+      router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
+      if (post) router.send(zmq::buffer(options_.topic), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(Seq8(seq)), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(payload), zmq::send_flags::none);
+      ++replayed_batches_;
+    }
+    router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+    router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
+    if (post) router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(Seq8(~uint64_t{0})), zmq::send_flags::sndmore);
+    router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::none);
+  }
+}
+
+}  // namespace aibrix::kvevents
