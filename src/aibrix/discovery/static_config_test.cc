@@ -1,0 +1,168 @@
+#include "aibrix/discovery/static_config.h"
+
+#include <fstream>
+
+#include "aibrix/discovery/static_provider.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aibrix::discovery {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ErrorOf(std::string_view yaml) {
+  auto config = ParseStaticConfig(yaml, "test.yaml");
+  EXPECT_FALSE(config.ok()) << yaml;
+  return std::string(config.status().message());
+}
+
+TEST(StaticConfigTest, NonDisaggregatedEndpointsBecomeReadyPods) {
+  auto config = ParseStaticConfig(R"(
+models:
+  - name: Meta/Llama_3
+    engine: vllm
+    endpoints: ["10.0.0.1:8000", "10.0.0.2:8001"]
+)",
+                                  "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto pods = StaticPods(*config);
+  ASSERT_EQ(pods.size(), 2u);
+  EXPECT_EQ(pods[0].ns, "standalone");
+  EXPECT_EQ(pods[0].name, "meta-llama-3-10-0-0-1-0");
+  EXPECT_EQ(pods[1].name, "meta-llama-3-10-0-0-2-1");
+  EXPECT_EQ(pods[1].ip, "10.0.0.2");
+  EXPECT_EQ(pods[1].labels.at(store::kModelNameLabel), "Meta/Llama_3");
+  EXPECT_EQ(pods[1].labels.at(store::kPortLabel), "8001");
+  EXPECT_EQ(pods[1].labels.at(store::kEngineLabel), "vllm");
+  EXPECT_EQ(pods[1].phase, "Running");
+  EXPECT_TRUE(store::IsPodReady(pods[1]));
+  EXPECT_EQ(pods[1].containers.at(0).name, "vllm");
+  EXPECT_EQ(pods[1].containers.at(0).ports.at(0).port, 8001);
+}
+
+TEST(StaticConfigTest, IndexCountsEndpointsAcrossModelsAndDefaultPort) {
+  auto config = ParseStaticConfig(R"(
+models:
+  - name: a
+    endpoints: ["h1"]
+  - name: b
+    endpoints: ["h2:9000"]
+)",
+                                  "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto pods = StaticPods(*config);
+  EXPECT_EQ(pods[0].name, "a-h1-0");
+  EXPECT_EQ(pods[0].labels.at(store::kPortLabel), "8000");
+  EXPECT_EQ(pods[1].name, "b-h2-1");
+  EXPECT_EQ(pods[0].labels.count(store::kEngineLabel), 0u);
+}
+
+TEST(StaticConfigTest, MapEndpointsCarryLocalOptions) {
+  auto config = ParseStaticConfig(R"(
+models:
+  - name: m
+    endpoints:
+      - address: "127.0.0.1:8001"
+        metric_port: 9001
+        kv_events: true
+        kv_events_port: 5601
+        replay_port: 5602
+        lora_id: 7
+      - "[::1]:8002"
+)",
+                                  "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto pods = StaticPods(*config);
+  ASSERT_EQ(pods.size(), 2u);
+  EXPECT_EQ(pods[0].labels.at(store::kKvEventsEnabledLabel), "true");
+  EXPECT_EQ(pods[0].labels.at(store::kKvEventsPortLabel), "5601");
+  EXPECT_EQ(pods[0].labels.at(store::kKvReplayPortLabel), "5602");
+  EXPECT_EQ(pods[0].labels.at(store::kLoraIdLabel), "7");
+  EXPECT_EQ(store::PodMetricPort(pods[0]), 9001);
+  EXPECT_EQ(pods[1].ip, "::1");
+  EXPECT_EQ(pods[1].name, "m---1-1");
+  EXPECT_FALSE(store::PodKvEventsEnabled(pods[1]));
+}
+
+TEST(StaticConfigTest, RoleSetsGetRoleLabels) {
+  auto config = ParseStaticConfig(R"(
+models:
+  - name: pd
+    rolesets:
+      - name: rs1
+        prefill: ["10.0.0.1:8000"]
+        decode: ["10.0.0.2:8000", "10.0.0.3:8000"]
+      - name: rs2
+        prefill: ["10.0.1.1:8000"]
+)",
+                                  "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto pods = StaticPods(*config);
+  ASSERT_EQ(pods.size(), 4u);
+  EXPECT_EQ(pods[0].labels.at(store::kRoleNameLabel), "prefill");
+  EXPECT_EQ(pods[0].labels.at(store::kRoleSetNameLabel), "rs1");
+  EXPECT_EQ(pods[2].labels.at(store::kRoleNameLabel), "decode");
+  EXPECT_EQ(pods[3].labels.at(store::kRoleSetNameLabel), "rs2");
+}
+
+TEST(StaticConfigTest, BadFilesNameFieldAndLine) {
+  EXPECT_THAT(ErrorOf("models: [\n  {name: x,"), HasSubstr("malformed YAML"));
+  EXPECT_THAT(ErrorOf("- a\n- b\n"), HasSubstr("must be a map"));
+  EXPECT_THAT(ErrorOf("modelz: []\n"), HasSubstr("field 'modelz': unknown field"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoint: [\"h:1\"]\n"),
+              HasSubstr("test.yaml:3: field 'models[0].endpoint': unknown field"));
+  EXPECT_THAT(ErrorOf("models:\n  - endpoints: [\"h:1\"]\n"),
+              HasSubstr("field 'models[0].name': is required"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints: [\"h:0\"]\n"),
+              HasSubstr("test.yaml:3: field 'models[0].endpoints[0]': invalid port '0'"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints: [\"h:99999\"]\n"),
+              HasSubstr("invalid port"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints: [\"h:1\", \"h:1\"]\n"),
+              HasSubstr("duplicate endpoint h:1"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: a\n    endpoints: [\"h:1\"]\n  - name: b\n    "
+                      "endpoints: [\"h:1\"]\n"),
+              HasSubstr("test.yaml:5: field 'models[1].endpoints[0]': duplicate endpoint"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints: [\"h:1\"]\n    rolesets: []\n"),
+              HasSubstr("mutually exclusive"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    rolesets:\n      - prefill: [\"h:1\"]\n"),
+              HasSubstr("roleset name is required"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "metric_port: http\n"),
+              HasSubstr("field 'models[0].endpoints[0].metric_port': must be an integer"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "kv_events: maybe\n"),
+              HasSubstr("must be true or false"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - {metric_port: 1}\n"),
+              HasSubstr("address': is required"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints: [\"::1:80\"]\n"),
+              HasSubstr("must be bracketed"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n"), HasSubstr("needs 'endpoints' or 'rolesets'"));
+  EXPECT_THAT(ErrorOf("models: 3\n"), HasSubstr("field 'models': must be a list"));
+  EXPECT_THAT(ErrorOf(""), HasSubstr("must be a map"));
+}
+
+TEST(StaticConfigTest, SanitizerRules) {
+  EXPECT_EQ(SanitizeModelName("--Meta/Llama_3--"), "meta-llama-3");
+  EXPECT_EQ(SanitizeModelName(std::string(49, 'a') + "-bbb"), std::string(49, 'a'));
+  EXPECT_EQ(SanitizeModelName("///"), "");
+}
+
+TEST(StaticProviderTest, FileNotFoundAndStartAddsPods) {
+  auto missing = StaticProvider::FromFile("/nonexistent/static.yaml");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  const std::string path = ::testing::TempDir() + "/static_provider_test.yaml";
+  std::ofstream(path) << "models:\n  - name: llama\n    endpoints: [\"10.0.0.1:8000\", "
+                         "\"10.0.0.2:8000\"]\n";
+  auto provider = StaticProvider::FromFile(path);
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  EXPECT_EQ((*provider)->type(), "static");
+  store::Store store;
+  ASSERT_TRUE((*provider)->Start(store).ok());
+  auto pods = store.ReadyPods("llama");
+  ASSERT_NE(pods, nullptr);
+  EXPECT_EQ(pods->ready.size(), 2u);
+}
+
+}  // namespace
+}  // namespace aibrix::discovery
