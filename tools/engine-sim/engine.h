@@ -1,0 +1,211 @@
+// Engine: engine-sim's scheduler loop — continuous batching over the BlockPool, with a
+// timing model, deterministic output, vLLM metrics and one KV event batch per step.
+//
+// Model (docs/engine-sim.md has the long form):
+//  * Each step schedules running requests first (one token each when decoding, the rest
+//    of the prompt — up to the token budget — when prefilling), then admits waiting
+//    requests FCFS while fewer than max_num_seqs run. Admission looks up the longest
+//    cached prefix (at most prompt_len-1 tokens, as vLLM) and needs enough free blocks for
+//    the request's whole life besides what running requests still need, so nothing is
+//    ever preempted. Blocks are allocated lazily as tokens are computed; full blocks
+//    (prompt and generated tokens) are cached at scheduling time, as vLLM does.
+//  * Step time (simulated) = uncached prefill tokens / prefill_tokens_per_s
+//    + (decode_step_ms + decode_step_ms_per_seq * decoding requests) when any decodes.
+//    Real time = simulated / time_scale. Output token i of a request is byte
+//    kOutputText[(offset + i) % size], offset derived from the prompt and the seed.
+//  * The events the step produced (BlockStored / BlockRemoved / AllBlocksCleared) go to
+//    the EventOutput as one batch, before the step's compute time elapses.
+//
+// Thread safety: Submit, Abort, ResetPrefixCache, Restart, CacheSnapshot, RenderMetrics and
+// the RequestHandle methods are safe from any thread. One engine thread runs the steps.
+// Lock order: Engine::mu_ before RequestHandle::mu_.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "aibrix/common/kv_events.h"
+#include "block_pool.h"
+#include "metrics.h"
+
+namespace aibrix::enginesim {
+
+// The text generated tokens are drawn from (cycled).
+extern const std::string_view kOutputText;
+
+struct EngineOptions {
+  int block_size = 16;
+  int num_gpu_blocks = 4096;
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 8192;
+  int max_model_len = 8192;
+  double prefill_tokens_per_s = 10000;
+  double decode_step_ms = 10;
+  double decode_step_ms_per_seq = 0.1;
+  double time_scale = 1;
+  uint64_t seed = 0;
+  int data_parallel_rank = 0;
+  std::string model = "engine-sim";
+
+  // OK, or InvalidArgument naming the first bad field.
+  absl::Status Validate() const;
+};
+
+// Where the engine sends its KV event batches. Called from the engine thread only.
+class EventOutput {
+ public:
+  virtual ~EventOutput() = default;
+  virtual void Publish(kv::EventBatch batch) = 0;
+  // Engine restart: sequence numbers start again at 0 and the replay buffer is emptied.
+  virtual void Restart() = 0;
+};
+
+struct RequestArgs {
+  std::vector<uint32_t> prompt;
+  int max_tokens = 16;
+  bool max_tokens_given = false;  // finish reason "length" when given, "stop" otherwise
+  bool stream = false;
+};
+
+// Progress of one request, shared between the HTTP thread that waits and the engine.
+class RequestHandle {
+ public:
+  struct Progress {
+    std::string new_text;  // output since the `seen` passed to Wait
+    bool finished = false;
+    FinishReason reason = FinishReason::kStop;
+    absl::Status error;  // set when the engine dropped the request (restart)
+  };
+
+  RequestHandle(int prompt_tokens, bool stream) : prompt_tokens_(prompt_tokens), stream_(stream) {}
+
+  // Waits until output beyond `seen` bytes exists, the request finished, or `timeout`.
+  Progress Wait(size_t seen, absl::Duration timeout);
+  // Waits for the end and returns the whole output.
+  Progress WaitFinished();
+  // Asks the engine to drop the request (client gone). Idempotent.
+  void Abort() { aborted_.store(true, std::memory_order_relaxed); }
+
+  int prompt_tokens() const { return prompt_tokens_; }
+  bool stream() const { return stream_; }
+  bool aborted() const { return aborted_.load(std::memory_order_relaxed); }
+  // Prompt tokens served from the prefix cache; valid once any output exists.
+  int cached_tokens() const;
+
+ private:
+  friend class Engine;
+  void Append(std::string_view text, int cached_tokens);
+  void Finish(FinishReason reason, absl::Status error);
+
+  const int prompt_tokens_;
+  const bool stream_;
+  std::atomic<bool> aborted_{false};
+  mutable absl::Mutex mu_;
+  std::string output_ ABSL_GUARDED_BY(mu_);
+  int cached_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  FinishReason reason_ ABSL_GUARDED_BY(mu_) = FinishReason::kStop;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
+struct CacheView {
+  int block_size = 0;
+  int num_gpu_blocks = 0;
+  int num_free_blocks = 0;
+  double usage = 0;
+  std::vector<CachedBlock> blocks;  // BlockPool::Snapshot order
+};
+
+class Engine {
+ public:
+  // `events` may be null (no KV events); it must outlive the engine.
+  Engine(EngineOptions options, EventOutput* events);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Starts the engine thread. REQUIRES: options valid.
+  absl::Status Start();
+  // Stops the thread; pending requests finish with an Unavailable error. Idempotent.
+  void Stop();
+
+  // Queues a request. REQUIRES: 0 < prompt.size(), prompt.size() + max_tokens <=
+  // max_model_len (the HTTP layer checks and answers 400).
+  std::shared_ptr<RequestHandle> Submit(RequestArgs args);
+
+  // vLLM's reset_prefix_cache, run by the engine thread between steps. Returns false when
+  // blocks are still in use (nothing changes); on success AllBlocksCleared is published.
+  bool ResetPrefixCache();
+  // Simulates a process restart between steps: in-flight requests fail (Unavailable), the
+  // cache is emptied without any event, metrics restart from zero, the EventOutput restarts.
+  void Restart();
+
+  CacheView CacheSnapshot() const;
+  // Appends the /metrics exposition.
+  void RenderMetrics(std::string* out) const;
+
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  struct Request;
+  enum class Command { kReset, kRestart };
+  struct PendingCommand {
+    Command command;
+    std::promise<bool> done;
+  };
+  struct Scheduled {
+    Request* request;
+    int num_tokens;
+    bool prefill;
+  };
+
+  void Loop();
+  bool RunCommand(Command c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans one step; returns its simulated duration in seconds.
+  double Schedule(std::vector<Scheduled>* out, std::chrono::steady_clock::time_point now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ScheduleTokens(Request* r, int n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Apply(const std::vector<Scheduled>& step, std::chrono::steady_clock::time_point now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishRequest(Request* r, FinishReason reason, std::chrono::steady_clock::time_point now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropAborted(std::chrono::steady_clock::time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailAll(const absl::Status& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  double SimSeconds(std::chrono::steady_clock::duration d) const;
+
+  // Constant after construction.
+  const EngineOptions options_;
+  EventOutput* const events_;
+  const std::string label_model_;  // escaped for Prometheus label values
+  const std::string label_engine_;
+
+  mutable absl::Mutex mu_;
+  BlockPool pool_ ABSL_GUARDED_BY(mu_);
+  EngineMetrics metrics_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Request>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Request>> running_ ABSL_GUARDED_BY(mu_);
+  std::deque<PendingCommand> commands_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by a restart command; the engine thread restarts events_ before its next publish.
+  bool restart_publisher_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::thread thread_;
+};
+
+}  // namespace aibrix::enginesim
