@@ -1,0 +1,286 @@
+#include "engine.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+
+namespace aibrix::enginesim {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Records every batch; keeps the set of cached hashes the events imply.
+class RecordingOutput final : public EventOutput {
+ public:
+  void Publish(kv::EventBatch batch) override {
+    absl::MutexLock lock(&mu_);
+    for (const kv::Event& e : batch.events) {
+      if (const auto* s = std::get_if<kv::BlockStored>(&e)) {
+        for (auto h : s->block_hashes) {
+          EXPECT_TRUE(cached_.insert(h).second) << "stored twice: " << h;
+        }
+        stored_blocks_ += s->block_hashes.size();
+        EXPECT_EQ(s->token_ids.size(), s->block_hashes.size() * s->block_size);
+      } else if (const auto* r = std::get_if<kv::BlockRemoved>(&e)) {
+        for (auto h : r->block_hashes) EXPECT_EQ(cached_.erase(h), 1u) << "removed unknown " << h;
+        ++removed_;
+      } else {
+        cached_.clear();
+        ++cleared_;
+      }
+    }
+    EXPECT_EQ(batch.data_parallel_rank, 3);
+    EXPECT_FALSE(batch.events.empty());
+    ++batches_;
+  }
+  void Restart() override {
+    absl::MutexLock lock(&mu_);
+    cached_.clear();
+    ++restarts_;
+  }
+  std::set<BlockHash> cached() const {
+    absl::MutexLock lock(&mu_);
+    return cached_;
+  }
+  int batches() const {
+    absl::MutexLock lock(&mu_);
+    return batches_;
+  }
+  int cleared() const {
+    absl::MutexLock lock(&mu_);
+    return cleared_;
+  }
+  int removed() const {
+    absl::MutexLock lock(&mu_);
+    return removed_;
+  }
+  int restarts() const {
+    absl::MutexLock lock(&mu_);
+    return restarts_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::set<BlockHash> cached_;
+  size_t stored_blocks_ = 0;
+  int batches_ = 0, cleared_ = 0, removed_ = 0, restarts_ = 0;
+};
+
+EngineOptions FastOptions() {
+  EngineOptions o;
+  o.block_size = 16;
+  o.num_gpu_blocks = 64;
+  o.max_model_len = 512;
+  o.time_scale = 1e6;  // steps take microseconds
+  o.data_parallel_rank = 3;
+  return o;
+}
+
+std::vector<uint32_t> Prompt(uint32_t salt, int n) {
+  std::vector<uint32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = (salt * 131 + i * 7) % 256;
+  return p;
+}
+
+std::set<BlockHash> CacheHashes(const Engine& e) {
+  std::set<BlockHash> out;
+  for (const CachedBlock& b : e.CacheSnapshot().blocks) out.insert(b.hash);
+  return out;
+}
+
+RequestHandle::Progress RunRequest(Engine& e, std::vector<uint32_t> prompt, int max_tokens,
+                                   int* cached = nullptr) {
+  RequestArgs a;
+  a.prompt = std::move(prompt);
+  a.max_tokens = max_tokens;
+  a.max_tokens_given = true;
+  auto h = e.Submit(std::move(a));
+  auto p = h->WaitFinished();
+  if (cached != nullptr) *cached = h->cached_tokens();
+  return p;
+}
+
+TEST(EngineOptionsTest, RejectsModelLenBeyondCache) {
+  EngineOptions o = FastOptions();
+  o.max_model_len = o.num_gpu_blocks * o.block_size + 1;
+  EXPECT_THAT(std::string(o.Validate().message()), HasSubstr("does not fit"));
+  o = FastOptions();
+  o.time_scale = 0;
+  EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(EngineTest, GeneratesDeterministicOutputOfMaxTokens) {
+  Engine e(FastOptions(), nullptr);
+  ASSERT_TRUE(e.Start().ok());
+  auto p1 = RunRequest(e, Prompt(1, 40), 7);
+  auto p2 = RunRequest(e, Prompt(1, 40), 7);
+  EXPECT_EQ(p1.new_text.size(), 7u);
+  EXPECT_EQ(p1.new_text, p2.new_text);
+  EXPECT_EQ(p1.reason, FinishReason::kLength);
+  EXPECT_TRUE(p1.error.ok());
+  EXPECT_NE(kOutputText.find(p1.new_text.substr(0, 3)), std::string_view::npos);
+
+  RequestArgs a;
+  a.prompt = Prompt(2, 5);
+  a.max_tokens = 3;  // default length, not given by the client: finish "stop"
+  auto h = e.Submit(std::move(a));
+  EXPECT_EQ(h->WaitFinished().reason, FinishReason::kStop);
+}
+
+TEST(EngineTest, SecondRequestHitsThePrefixCache) {
+  RecordingOutput out;
+  Engine e(FastOptions(), &out);
+  ASSERT_TRUE(e.Start().ok());
+  int cached = -1;
+  RunRequest(e, Prompt(5, 100), 4, &cached);
+  EXPECT_EQ(cached, 0);
+  RunRequest(e, Prompt(5, 100), 4, &cached);
+  EXPECT_EQ(cached, 96);  // 6 full blocks of the 100-token prompt
+  RunRequest(e, Prompt(5, 96), 4, &cached);
+  EXPECT_EQ(cached, 80);  // at most prompt_len - 1 tokens come from the cache
+  std::string metrics;
+  e.RenderMetrics(&metrics);
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("vllm:prefix_cache_queries_total{engine=\"3\",model_name=\"engine-sim\"} 296.0"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("vllm:prefix_cache_hits_total{engine=\"3\",model_name=\"engine-sim\"} 176.0"));
+  EXPECT_EQ(out.cached(), CacheHashes(e));
+}
+
+TEST(EngineTest, EventsTrackCacheContentsUnderEvictionAndConcurrency) {
+  RecordingOutput out;
+  EngineOptions o = FastOptions();
+  o.num_gpu_blocks = 40;
+  o.max_num_seqs = 4;
+  Engine e(o, &out);
+  ASSERT_TRUE(e.Start().ok());
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&e, c] {
+      for (int i = 0; i < 15; ++i) {
+        // Shared prefixes across clients, different lengths, so hits and evictions mix.
+        auto p = Prompt(static_cast<uint32_t>((c + i) % 5), 60 + 20 * (i % 6));
+        auto r = RunRequest(e, p, 5 + i % 7);
+        EXPECT_TRUE(r.error.ok());
+        EXPECT_EQ(r.new_text.size(), static_cast<size_t>(5 + i % 7));
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_GT(out.removed(), 0);  // 40 blocks cannot hold everything
+  EXPECT_EQ(out.cached(), CacheHashes(e));
+  CacheView v = e.CacheSnapshot();
+  EXPECT_EQ(v.num_free_blocks, v.num_gpu_blocks);  // idle: everything freed
+  for (const CachedBlock& b : v.blocks) EXPECT_EQ(b.ref_cnt, 0);
+}
+
+TEST(EngineTest, ResetPrefixCachePublishesAllBlocksCleared) {
+  RecordingOutput out;
+  Engine e(FastOptions(), &out);
+  ASSERT_TRUE(e.Start().ok());
+  RunRequest(e, Prompt(1, 64), 2);
+  ASSERT_FALSE(CacheHashes(e).empty());
+  EXPECT_TRUE(e.ResetPrefixCache());
+  EXPECT_EQ(out.cleared(), 1);
+  EXPECT_TRUE(CacheHashes(e).empty());
+  EXPECT_TRUE(out.cached().empty());
+}
+
+TEST(EngineTest, RestartEmptiesCacheWithoutEventsAndFailsInFlight) {
+  RecordingOutput out;
+  EngineOptions o = FastOptions();
+  o.time_scale = 1;  // slow enough that the request is in flight
+  o.prefill_tokens_per_s = 400;
+  Engine e(o, &out);
+  ASSERT_TRUE(e.Start().ok());
+  RequestArgs a;
+  a.prompt = Prompt(1, 100);  // 0.25 s of prefill
+  a.max_tokens = 5;
+  auto h = e.Submit(std::move(a));
+  std::string metrics;
+  while (metrics.find("vllm:num_requests_running{engine=\"3\",model_name=\"engine-sim\"} 1.0") ==
+         std::string::npos) {
+    metrics.clear();
+    e.RenderMetrics(&metrics);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const int batches = out.batches();
+  e.Restart();
+  auto p = h->WaitFinished();
+  EXPECT_EQ(p.error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(out.restarts(), 1);
+  EXPECT_EQ(out.cleared(), 0);
+  EXPECT_EQ(out.batches(), batches);
+  EXPECT_TRUE(CacheHashes(e).empty());
+  EXPECT_EQ(e.CacheSnapshot().num_free_blocks, o.num_gpu_blocks);
+}
+
+TEST(EngineTest, CachedPrefixShortensTimeToFirstToken) {
+  EngineOptions o = FastOptions();
+  o.time_scale = 20;
+  o.prefill_tokens_per_s = 1000;  // 480 uncached tokens = 0.48 s simulated = 24 ms real
+  o.decode_step_ms = 1;
+  Engine e(o, nullptr);
+  ASSERT_TRUE(e.Start().ok());
+  auto timed = [&] {
+    RequestArgs a;
+    a.prompt = Prompt(9, 480);
+    a.max_tokens = 1;
+    a.max_tokens_given = true;
+    const auto t0 = std::chrono::steady_clock::now();
+    e.Submit(std::move(a))->WaitFinished();
+    return std::chrono::steady_clock::now() - t0;
+  };
+  const auto cold = timed();
+  const auto warm = timed();  // 464 of 480 tokens cached: 16 to prefill
+  EXPECT_GE(cold, std::chrono::milliseconds(20));
+  EXPECT_LT(warm * 3, cold);
+}
+
+TEST(EngineTest, StreamingHandleSeesTokensIncrementally) {
+  EngineOptions o = FastOptions();
+  o.time_scale = 100;
+  Engine e(o, nullptr);
+  ASSERT_TRUE(e.Start().ok());
+  RequestArgs a;
+  a.prompt = Prompt(3, 20);
+  a.max_tokens = 6;
+  a.max_tokens_given = true;
+  a.stream = true;
+  auto h = e.Submit(std::move(a));
+  std::string text;
+  int updates = 0;
+  while (true) {
+    auto p = h->Wait(text.size(), absl::Seconds(5));
+    text += p.new_text;
+    ++updates;
+    if (p.finished) break;
+  }
+  EXPECT_EQ(text.size(), 6u);
+  EXPECT_GT(updates, 1);
+}
+
+TEST(EngineTest, StopFailsQueuedRequests) {
+  EngineOptions o = FastOptions();
+  o.time_scale = 1;
+  o.prefill_tokens_per_s = 10;
+  Engine e(o, nullptr);
+  ASSERT_TRUE(e.Start().ok());
+  RequestArgs a;
+  a.prompt = Prompt(1, 50);
+  a.max_tokens = 2;
+  auto h = e.Submit(std::move(a));
+  e.Stop();
+  EXPECT_EQ(h->WaitFinished().error.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace aibrix::enginesim

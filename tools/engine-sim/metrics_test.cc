@@ -1,0 +1,91 @@
+#include "metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+namespace aibrix::enginesim {
+namespace {
+
+using ::testing::HasSubstr;
+
+// family -> set of `le` values, from an exposition text.
+std::map<std::string, std::vector<std::string>> Buckets(const std::string& text) {
+  std::map<std::string, std::vector<std::string>> out;
+  std::regex re(R"(^(\S+)_bucket\{.*le="([^"]+)\".*$)");
+  std::istringstream in(text);
+  std::string line;
+  std::smatch m;
+  while (std::getline(in, line)) {
+    if (std::regex_match(line, m, re)) out[m[1]].push_back(m[2]);
+  }
+  return out;
+}
+
+TEST(MetricsTest, NumbersLookLikePrometheusClient) {
+  EXPECT_EQ(FormatPromValue(3), "3.0");
+  EXPECT_EQ(FormatPromValue(0), "0.0");
+  EXPECT_EQ(FormatPromValue(0.0421875), "0.0421875");
+  EXPECT_EQ(FormatPromValue(0.001), "0.001");
+  EXPECT_EQ(FormatPromValue(2560), "2560.0");
+}
+
+TEST(MetricsTest, HistogramIsCumulativeWithCountAndSum) {
+  Histogram h({1, 2, 5});
+  h.Observe(0.5);
+  h.Observe(2);
+  h.Observe(7);
+  std::string out;
+  h.Render(&out, "x", "help", "0", "m");
+  EXPECT_THAT(out, HasSubstr("x_bucket{engine=\"0\",le=\"1.0\",model_name=\"m\"} 1.0\n"));
+  EXPECT_THAT(out, HasSubstr("x_bucket{engine=\"0\",le=\"2.0\",model_name=\"m\"} 2.0\n"));
+  EXPECT_THAT(out, HasSubstr("x_bucket{engine=\"0\",le=\"5.0\",model_name=\"m\"} 2.0\n"));
+  EXPECT_THAT(out, HasSubstr("x_bucket{engine=\"0\",le=\"+Inf\",model_name=\"m\"} 3.0\n"));
+  EXPECT_THAT(out, HasSubstr("x_count{engine=\"0\",model_name=\"m\"} 3.0\n"));
+  EXPECT_THAT(out, HasSubstr("x_sum{engine=\"0\",model_name=\"m\"} 9.5\n"));
+}
+
+TEST(MetricsTest, BucketsMatchTheVllmSample) {
+  std::ifstream f(std::string(AIBRIX_SHARED_DIR) +
+                  "/protocols/vectors/metrics/vllm_metrics_sample.txt");
+  ASSERT_TRUE(f.good());
+  std::stringstream sample;
+  sample << f.rdbuf();
+  auto want = Buckets(sample.str());
+  EngineMetrics m(8192);
+  std::string out;
+  m.Render(&out, EngineGauges{}, "0", "m");
+  auto got = Buckets(out);
+  int compared = 0;
+  for (const auto& [family, les] : got) {
+    auto it = want.find(family);
+    if (it == want.end()) continue;
+    EXPECT_EQ(les, it->second) << family;
+    ++compared;
+  }
+  EXPECT_GE(compared, 12);
+  // Every HELP has a TYPE and every sample line belongs to a declared family.
+  std::set<std::string> families;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("# TYPE ", 0) == 0) families.insert(line.substr(7, line.find(' ', 7) - 7));
+  }
+  for (const char* name :
+       {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+        "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds",
+        "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds",
+        "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+        "vllm:time_per_output_token_seconds", "vllm:inter_token_latency_seconds"}) {
+    EXPECT_TRUE(families.contains(name)) << name;
+  }
+}
+
+}  // namespace
+}  // namespace aibrix::enginesim
