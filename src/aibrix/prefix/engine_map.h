@@ -1,0 +1,131 @@
+// EngineMap: one holder's (pod, tier) map from engine block hash to our block key, with the
+// parent link and the bookkeeping that keeps the holder's key set prefix-closed.
+//
+// Open addressing, linear probing over a compact key array (structure of arrays: 25 bytes
+// per slot), capacity any integer (multiply-shift "fastrange" home slots) grown by 1.5x at
+// load 0.85, backward-shift deletion (no tombstones). Engine key 0 is reserved as "empty"
+// (callers remap it).
+//
+// Thread safety: none; the owning pod's mutex guards it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "aibrix/prefix/block_hash.h"
+
+namespace aibrix::prefix {
+
+class EngineMap {
+ public:
+  static constexpr size_t kNpos = ~size_t{0};
+  static constexpr uint8_t kAnchored = 0x80;  // meta bit: the membership counts (see exact_index.h)
+  static constexpr uint8_t kCcMask = 0x7f;    // meta bits: held children, saturating at 127
+
+  EngineMap() { Allocate(kMinCapacity); }
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return cap_; }
+  size_t bytes() const { return cap_ * kSlotBytes; }
+
+  size_t Find(uint64_t k) const {
+    for (size_t i = Home(k);; i = Next(i)) {
+      const uint64_t x = keys_[i];
+      if (x == k) return i;
+      if (x == 0) return kNpos;
+    }
+  }
+  void Prefetch(uint64_t k) const { __builtin_prefetch(&keys_[Home(k)]); }
+
+  // REQUIRES: k != 0 and k absent. Returns its slot (valid until the next Insert/Erase).
+  size_t Insert(uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
+    if ((size_ + 1) * 20 > cap_ * 17) Resize(cap_ + cap_ / 2);
+    size_t i = Home(k);
+    while (keys_[i] != 0) i = Next(i);
+    keys_[i] = k;
+    ours_[i] = our;
+    parents_[i] = parent;
+    meta_[i] = meta;
+    ++size_;
+    return i;
+  }
+
+  void EraseAt(size_t i) {
+    size_t hole = i;
+    for (size_t j = Next(i); keys_[j] != 0; j = Next(j)) {
+      const size_t h = Home(keys_[j]);
+      // Move j into the hole when the hole lies on j's probe path [h, j].
+      if (Dist(h, j) >= Dist(hole, j)) {
+        keys_[hole] = keys_[j];
+        ours_[hole] = ours_[j];
+        parents_[hole] = parents_[j];
+        meta_[hole] = meta_[j];
+        hole = j;
+      }
+    }
+    keys_[hole] = 0;
+    --size_;
+  }
+
+  uint64_t key(size_t i) const { return keys_[i]; }
+  BlockKey our(size_t i) const { return ours_[i]; }
+  uint64_t parent(size_t i) const { return parents_[i]; }
+  uint8_t& meta(size_t i) { return meta_[i]; }
+  uint8_t meta(size_t i) const { return meta_[i]; }
+
+  // Shrinks when mostly empty (call at a point where no slot index is held).
+  void MaybeShrink() {
+    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 2);
+  }
+  void Reset() {
+    Allocate(kMinCapacity);
+    size_ = 0;
+  }
+
+ private:
+  static constexpr size_t kMinCapacity = 16;
+  static constexpr size_t kSlotBytes = 3 * sizeof(uint64_t) + 1;
+
+  __extension__ typedef unsigned __int128 U128;
+
+  size_t Home(uint64_t k) const { return static_cast<size_t>((U128(Mix64(k)) * cap_) >> 64); }
+  size_t Next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
+  size_t Dist(size_t from, size_t to) const { return to >= from ? to - from : to + cap_ - from; }
+
+  void Allocate(size_t cap) {
+    cap_ = cap;
+    keys_.reset(new uint64_t[cap]());
+    ours_.reset(new uint64_t[cap]);
+    parents_.reset(new uint64_t[cap]);
+    meta_.reset(new uint8_t[cap]);
+  }
+
+  void Resize(size_t cap) {
+    if (cap < kMinCapacity) cap = kMinCapacity;
+    auto keys = std::move(keys_);
+    auto ours = std::move(ours_);
+    auto parents = std::move(parents_);
+    auto meta = std::move(meta_);
+    const size_t old_cap = cap_;
+    Allocate(cap);
+    for (size_t i = 0; i < old_cap; ++i) {
+      if (keys[i] == 0) continue;
+      size_t j = Home(keys[i]);
+      while (keys_[j] != 0) j = Next(j);
+      keys_[j] = keys[i];
+      ours_[j] = ours[i];
+      parents_[j] = parents[i];
+      meta_[j] = meta[i];
+    }
+  }
+
+  size_t cap_ = 0;
+  size_t size_ = 0;
+  std::unique_ptr<uint64_t[]> keys_;
+  std::unique_ptr<uint64_t[]> ours_;
+  std::unique_ptr<uint64_t[]> parents_;
+  std::unique_ptr<uint8_t[]> meta_;
+};
+
+}  // namespace aibrix::prefix

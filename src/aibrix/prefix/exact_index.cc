@@ -1,0 +1,780 @@
+#include "aibrix/prefix/exact_index.h"
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
+#include "aibrix/common/logging.h"
+#include "aibrix/prefix/engine_map.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace aibrix::prefix {
+namespace {
+
+constexpr uint64_t kRootParent = 0;  // parent link of a block that starts at token 0
+constexpr uint64_t kZeroEngine = 0x9E3779B97F4A7C15ULL;
+constexpr size_t kMaxTiers = 8;
+
+uint64_t EngineKey(kv::EngineHash h, int64_t group) {
+  const uint64_t k = group == 0 ? h : h ^ Mix64(0xC0FFEE00ULL + static_cast<uint64_t>(group));
+  return k == 0 ? kZeroEngine : k;
+}
+
+std::string NormalizeTier(const std::optional<std::string>& medium) {
+  if (!medium || medium->empty()) return "GPU";
+  std::string t = *medium;
+  for (char& c : t) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return t;
+}
+
+bool IsMainGroup(const kv::BlockStored& ev) {
+  if (ev.kv_cache_spec_kind) {
+    const std::string& k = *ev.kv_cache_spec_kind;
+    return k == "full_attention" || k == "mla_attention" || k == "sink_full_attention";
+  }
+  return ev.group_idx.value_or(0) == 0;
+}
+
+std::string AdapterOf(const kv::BlockStored& ev) {
+  if (ev.lora_name) return *ev.lora_name;
+  if (ev.lora_id && *ev.lora_id >= 0) return fmt::format("#lora-id={}", *ev.lora_id);
+  return "";
+}
+
+// One (pod, tier).
+struct Holder {
+  HolderId id = 0;
+  std::string tier;
+  EngineMap map;
+  // Entries whose parent is absent, by the missing parent's engine key.
+  absl::flat_hash_map<uint64_t, std::vector<uint64_t>> orphans;
+  // Anchored entries sharing an our-key with another anchored entry (count beyond the first).
+  absl::flat_hash_map<BlockKey, uint32_t> extra_refs;
+  size_t hand = 0;  // eviction clock hand
+
+  size_t bytes() const {
+    return map.bytes() +
+           orphans.capacity() * (sizeof(uint64_t) + sizeof(std::vector<uint64_t>) + 1) +
+           extra_refs.capacity() * (sizeof(BlockKey) + sizeof(uint32_t) + 1);
+  }
+};
+
+}  // namespace
+
+struct ExactIndex::Metrics {
+  explicit Metrics(prometheus::Registry& r)
+      : pod_blocks(prometheus::BuildGauge()
+                       .Name("aibrix_prefix_index_pod_blocks")
+                       .Help("Block memberships held per pod (all tiers) in the prefix index")
+                       .Register(r)),
+        model_blocks(prometheus::BuildGauge()
+                         .Name("aibrix_prefix_index_model_blocks")
+                         .Help("Block memberships held per model in the prefix index")
+                         .Register(r)),
+        bytes_family(prometheus::BuildGauge()
+                         .Name("aibrix_prefix_index_bytes")
+                         .Help("Bytes used by the prefix index, counted from table capacities")
+                         .Register(r)),
+        events(prometheus::BuildCounter()
+                   .Name("aibrix_prefix_index_events_total")
+                   .Help("KV events applied to the exact prefix index, by type")
+                   .Register(r)),
+        blocks(prometheus::BuildCounter()
+                   .Name("aibrix_prefix_index_blocks_total")
+                   .Help("Blocks stored/removed/evicted in the exact prefix index")
+                   .Register(r)),
+        dropped(prometheus::BuildCounter()
+                    .Name("aibrix_prefix_index_dropped_total")
+                    .Help("Event blocks the exact prefix index could not apply, by reason")
+                    .Register(r)),
+        bytes(bytes_family.Add({{"source", "events"}})),
+        stored_events(events.Add({{"type", "BlockStored"}})),
+        removed_events(events.Add({{"type", "BlockRemoved"}})),
+        cleared_events(events.Add({{"type", "AllBlocksCleared"}})),
+        stored_blocks(blocks.Add({{"op", "stored"}})),
+        removed_blocks(blocks.Add({{"op", "removed"}})),
+        evicted_blocks(blocks.Add({{"op", "evicted"}})),
+        unknown_parent(dropped.Add({{"reason", "unknown_parent"}})),
+        bad_block_size(dropped.Add({{"reason", "block_size_mismatch"}})),
+        bad_length(dropped.Add({{"reason", "token_length_mismatch"}})),
+        non_main_group(dropped.Add({{"reason", "non_main_group"}})),
+        too_many_tiers(dropped.Add({{"reason", "too_many_tiers"}})),
+        self_reference(dropped.Add({{"reason", "self_reference"}})),
+        unknown_remove(dropped.Add({{"reason", "unknown_remove"}})) {}
+
+  prometheus::Family<prometheus::Gauge>& pod_blocks;
+  prometheus::Family<prometheus::Gauge>& model_blocks;
+  prometheus::Family<prometheus::Gauge>& bytes_family;
+  prometheus::Family<prometheus::Counter>& events;
+  prometheus::Family<prometheus::Counter>& blocks;
+  prometheus::Family<prometheus::Counter>& dropped;
+  prometheus::Gauge& bytes;
+  prometheus::Counter& stored_events;
+  prometheus::Counter& removed_events;
+  prometheus::Counter& cleared_events;
+  prometheus::Counter& stored_blocks;
+  prometheus::Counter& removed_blocks;
+  prometheus::Counter& evicted_blocks;
+  prometheus::Counter& unknown_parent;
+  prometheus::Counter& bad_block_size;
+  prometheus::Counter& bad_length;
+  prometheus::Counter& non_main_group;
+  prometheus::Counter& too_many_tiers;
+  prometheus::Counter& self_reference;
+  prometheus::Counter& unknown_remove;
+
+  std::mutex mu;  // guards model gauges
+  absl::flat_hash_map<std::string, prometheus::Gauge*> models;
+};
+
+struct ExactIndex::PodState {
+  explicit PodState(std::string key) : pod_key(std::move(key)) {}
+  const std::string pod_key;
+  std::mutex mu;
+  // Guarded by mu:
+  bool removed = false;
+  std::string model;
+  std::vector<std::unique_ptr<Holder>> holders;
+  absl::flat_hash_set<int64_t> main_groups;
+  std::vector<uint64_t> pending;  // removed entries that had children (fix-up at event end)
+  std::vector<BlockKey> keys;     // scratch
+  std::vector<uint64_t> ekeys;    // scratch
+  prometheus::Gauge* gauge = nullptr;
+  uint64_t reported_entries = 0;  // what the model gauge has seen
+  std::string reported_model;
+  // Readable without mu (stats):
+  std::atomic<uint64_t> entries{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> unplaceable{0};
+  std::atomic<uint64_t> unknown_removes{0};
+  std::atomic<uint64_t> skipped{0};
+  std::atomic<uint64_t> evicted{0};
+};
+
+namespace {
+
+// Applies events to one pod. Lives for one locked section.
+class PodWriter {
+ public:
+  using PodState = ExactIndex::PodState;
+  PodWriter(PodState& pod, HolderTable& table, HolderDirectory& dir, const BlockHasher& hasher,
+            std::atomic<uint64_t>& memberships)
+      : pod_(pod), table_(table), dir_(dir), hasher_(hasher), memberships_(memberships) {}
+
+  uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
+           non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0;
+
+  Holder* FindHolder(const std::string& tier) {
+    for (auto& h : pod_.holders) {
+      if (h->tier == tier) return h.get();
+    }
+    return nullptr;
+  }
+
+  Holder* HolderFor(const std::string& tier) {
+    if (Holder* h = FindHolder(tier)) return h;
+    if (pod_.holders.size() >= kMaxTiers) return nullptr;
+    auto h = std::make_unique<Holder>();
+    h->tier = tier;
+    h->id = dir_.Acquire(pod_.pod_key, tier);
+    pod_.holders.push_back(std::move(h));
+    return pod_.holders.back().get();
+  }
+
+  void Stored(const kv::BlockStored& ev, const std::string& model) {
+    const size_t n = ev.block_hashes.size();
+    if (!IsMainGroup(ev)) {
+      non_main += n;
+      return;
+    }
+    const int64_t group = ev.group_idx.value_or(0);
+    pod_.main_groups.insert(group);
+    Holder* h = HolderFor(NormalizeTier(ev.medium));
+    if (h == nullptr) {
+      too_many_tiers += n;
+      return;
+    }
+    if (n == 0) return;
+    if (ev.token_ids.empty()) {  // known hashes now also held in this tier
+      for (kv::EngineHash hash : ev.block_hashes) {
+        const uint64_t e = EngineKey(hash, group);
+        bool found = false;
+        for (auto& other : pod_.holders) {
+          if (other.get() == h) continue;
+          const size_t i = other->map.Find(e);
+          if (i == EngineMap::kNpos) continue;
+          Insert(*h, e, other->map.our(i), other->map.parent(i));
+          found = true;
+          break;
+        }
+        if (!found && h->map.Find(e) == EngineMap::kNpos) ++unknown_parent;
+      }
+      FixOrphans(*h);
+      return;
+    }
+    const size_t bs = static_cast<size_t>(hasher_.block_size());
+    if (ev.block_size != hasher_.block_size()) {
+      bad_block_size += n;
+      return;
+    }
+    if (ev.token_ids.size() != n * bs) {
+      bad_length += n;
+      return;
+    }
+    uint64_t parent_e = kRootParent;
+    BlockKey parent_key;
+    if (ev.parent_block_hash) {
+      parent_e = EngineKey(*ev.parent_block_hash, group);
+      size_t i = h->map.Find(parent_e);
+      const Holder* where = h;
+      for (size_t t = 0; i == EngineMap::kNpos && t < pod_.holders.size(); ++t) {
+        where = pod_.holders[t].get();
+        if (where != h) i = where->map.Find(parent_e);
+      }
+      if (i == EngineMap::kNpos) {
+        unknown_parent += n;
+        return;
+      }
+      parent_key = where->map.our(i);
+    } else {
+      const std::string adapter = AdapterOf(ev);
+      parent_key = ContextRoot(HashContext{model, adapter, 0});
+    }
+    auto& ekeys = pod_.ekeys;
+    ekeys.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      ekeys[i] = EngineKey(ev.block_hashes[i], group);
+      if (ekeys[i] == (i == 0 ? parent_e : ekeys[i - 1])) {
+        self_ref += n;
+        return;
+      }
+      h->map.Prefetch(ekeys[i]);
+    }
+    auto& keys = pod_.keys;
+    keys.resize(n);
+    hasher_.HashInto(parent_key, ev.token_ids, keys.data());
+    for (size_t i = 0; i < n; ++i) table_.Prefetch(keys[i], h->id / kHoldersPerGroup);
+    for (size_t i = 0; i < n; ++i) {
+      Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
+    }
+    FixOrphans(*h);
+  }
+
+  void Removed(const kv::BlockRemoved& ev) {
+    const size_t n = ev.block_hashes.size();
+    const int64_t group = ev.group_idx.value_or(0);
+    if (!pod_.main_groups.contains(group)) {
+      non_main += n;
+      return;
+    }
+    Holder* h = FindHolder(NormalizeTier(ev.medium));
+    if (h == nullptr) {
+      unknown_remove += n;
+      return;
+    }
+    for (kv::EngineHash hash : ev.block_hashes) {
+      if (!Remove(*h, EngineKey(hash, group))) ++unknown_remove;
+    }
+    FixOrphans(*h);
+    h->map.MaybeShrink();
+  }
+
+  void ClearAll() {
+    for (auto& h : pod_.holders) {
+      const EngineMap& m = h->map;
+      for (size_t i = 0; i < m.capacity(); ++i) {
+        if (m.key(i) != 0 && (m.meta(i) & EngineMap::kAnchored)) table_.Clear(m.our(i), h->id);
+      }
+      AddEntries(-static_cast<int64_t>(m.size()));
+      h->map.Reset();
+      h->orphans = {};
+      h->extra_refs = {};
+      h->hand = 0;
+    }
+  }
+
+  // Evicts up to `count` memberships, chain tails first. Returns how many.
+  uint64_t Evict(uint64_t count) {
+    uint64_t done = 0;
+    std::vector<Holder*> order;
+    for (auto& h : pod_.holders) order.push_back(h.get());
+    std::sort(order.begin(), order.end(),
+              [](Holder* a, Holder* b) { return a->map.size() > b->map.size(); });
+    for (Holder* h : order) {
+      EngineMap& m = h->map;
+      size_t budget = 2 * m.capacity();  // bounded scan (cycles in hostile input)
+      while (done < count && m.size() > 0 && budget-- > 0) {
+        if (h->hand >= m.capacity()) h->hand = 0;
+        const size_t i = h->hand;
+        if (m.key(i) == 0 || (m.meta(i) & EngineMap::kCcMask) != 0) {
+          ++h->hand;
+          continue;
+        }
+        // A leaf: evict it and walk up while the parent became a leaf.
+        uint64_t e = m.key(i);
+        while (done < count) {
+          const size_t s = m.Find(e);
+          const uint64_t parent = m.parent(s);
+          Remove(*h, e);
+          ++done;
+          if (parent == kRootParent) break;
+          const size_t p = m.Find(parent);
+          if (p == EngineMap::kNpos || (m.meta(p) & EngineMap::kCcMask) != 0) break;
+          e = parent;
+        }
+      }
+      FixOrphans(*h);
+      m.MaybeShrink();
+      if (done >= count) break;
+    }
+    return done;
+  }
+
+ private:
+  void AddEntries(int64_t d) {
+    pod_.entries.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
+    memberships_.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
+  }
+
+  void SetHeld(Holder& h, BlockKey our) {
+    if (table_.Set(our, h.id)) ++h.extra_refs[our];
+  }
+  void ClearHeld(Holder& h, BlockKey our) {
+    if (auto it = h.extra_refs.find(our); it != h.extra_refs.end()) {
+      if (--it->second == 0) h.extra_refs.erase(it);
+      return;
+    }
+    table_.Clear(our, h.id);
+  }
+  static void IncCc(EngineMap& m, size_t i) {
+    uint8_t& meta = m.meta(i);
+    if ((meta & EngineMap::kCcMask) != EngineMap::kCcMask) ++meta;
+  }
+  static void DecCc(EngineMap& m, size_t i) {
+    uint8_t& meta = m.meta(i);
+    const uint8_t cc = meta & EngineMap::kCcMask;
+    if (cc != 0 && cc != EngineMap::kCcMask) --meta;
+  }
+
+  void Insert(Holder& h, uint64_t e, BlockKey our, uint64_t parent) {
+    EngineMap& m = h.map;
+    if (const size_t i = m.Find(e); i != EngineMap::kNpos) {
+      if (m.our(i) == our) return;  // re-stored (idempotent)
+      // Same engine hash, different content: replace. Its old children stay unanchored.
+      Remove(h, e);
+      FixOrphans(h);
+      h.orphans.erase(e);
+    }
+    bool anchored = true;
+    if (parent != kRootParent) {
+      const size_t p = m.Find(parent);
+      if (p != EngineMap::kNpos) {
+        IncCc(m, p);
+        anchored = (m.meta(p) & EngineMap::kAnchored) != 0;
+      } else {
+        h.orphans[parent].push_back(e);
+        anchored = false;
+      }
+    }
+    m.Insert(e, our, parent, anchored ? EngineMap::kAnchored : 0);
+    if (anchored) SetHeld(h, our);
+    AddEntries(1);
+    ++stored;
+    if (!h.orphans.empty()) {
+      if (auto it = h.orphans.find(e); it != h.orphans.end()) {
+        std::vector<uint64_t> kids = std::move(it->second);
+        h.orphans.erase(it);
+        const size_t self = m.Find(e);
+        for (size_t k = 0; k < kids.size(); ++k) IncCc(m, self);
+        if (anchored) Reanchor(h, kids, /*anchor=*/true);
+      }
+    }
+  }
+
+  bool Remove(Holder& h, uint64_t e) {
+    EngineMap& m = h.map;
+    const size_t i = m.Find(e);
+    if (i == EngineMap::kNpos) return false;
+    const BlockKey our = m.our(i);
+    const uint64_t parent = m.parent(i);
+    const uint8_t meta = m.meta(i);
+    if (meta & EngineMap::kAnchored) ClearHeld(h, our);
+    m.EraseAt(i);
+    if (parent != kRootParent) {
+      if (const size_t p = m.Find(parent); p != EngineMap::kNpos) {
+        DecCc(m, p);
+      } else if (auto it = h.orphans.find(parent); it != h.orphans.end()) {
+        auto& v = it->second;
+        v.erase(std::remove(v.begin(), v.end(), e), v.end());
+        if (v.empty()) h.orphans.erase(it);
+      }
+    }
+    if ((meta & EngineMap::kCcMask) != 0) pod_.pending.push_back(e);
+    AddEntries(-1);
+    ++removed;
+    return true;
+  }
+
+  // Children of removed entries become orphans; anchored ones lose their anchoring (and so
+  // do their held descendants). One scan of the holder, only when a removed entry had
+  // children (rare: engines evict chain tails first).
+  void FixOrphans(Holder& h) {
+    if (pod_.pending.empty()) return;
+    absl::flat_hash_set<uint64_t> gone;
+    for (uint64_t e : pod_.pending) {
+      if (h.map.Find(e) == EngineMap::kNpos) gone.insert(e);
+    }
+    pod_.pending.clear();
+    if (gone.empty()) return;
+    std::vector<uint64_t> unanchor;
+    const EngineMap& m = h.map;
+    for (size_t i = 0; i < m.capacity(); ++i) {
+      if (m.key(i) == 0 || !gone.contains(m.parent(i))) continue;
+      h.orphans[m.parent(i)].push_back(m.key(i));
+      if (m.meta(i) & EngineMap::kAnchored) unanchor.push_back(m.key(i));
+    }
+    if (!unanchor.empty()) Reanchor(h, unanchor, /*anchor=*/false);
+  }
+
+  // Sets (anchor) or clears the anchored state of `roots` and all their held descendants.
+  void Reanchor(Holder& h, const std::vector<uint64_t>& roots, bool anchor) {
+    EngineMap& m = h.map;
+    absl::flat_hash_map<uint64_t, std::vector<uint64_t>> children;
+    for (size_t i = 0; i < m.capacity(); ++i) {
+      if (m.key(i) != 0 && m.parent(i) != kRootParent) children[m.parent(i)].push_back(m.key(i));
+    }
+    std::vector<uint64_t> stack(roots.begin(), roots.end());
+    while (!stack.empty()) {
+      const uint64_t e = stack.back();
+      stack.pop_back();
+      const size_t i = m.Find(e);
+      if (i == EngineMap::kNpos) continue;
+      const bool is = (m.meta(i) & EngineMap::kAnchored) != 0;
+      if (is == anchor) continue;
+      if (anchor) {
+        m.meta(i) |= EngineMap::kAnchored;
+        SetHeld(h, m.our(i));
+      } else {
+        m.meta(i) &= static_cast<uint8_t>(~EngineMap::kAnchored);
+        ClearHeld(h, m.our(i));
+      }
+      if (auto it = children.find(e); it != children.end()) {
+        stack.insert(stack.end(), it->second.begin(), it->second.end());
+      }
+    }
+  }
+
+  PodState& pod_;
+  HolderTable& table_;
+  HolderDirectory& dir_;
+  const BlockHasher& hasher_;
+  std::atomic<uint64_t>& memberships_;
+};
+
+uint64_t PodBytes(const ExactIndex::PodState& pod) {
+  uint64_t b = sizeof(ExactIndex::PodState) + pod.pod_key.capacity();
+  for (const auto& h : pod.holders) b += sizeof(Holder) + h->bytes();
+  return b;
+}
+
+}  // namespace
+
+ExactIndex::ExactIndex(ExactIndexOptions options, prometheus::Registry* registry)
+    : options_(options),
+      hasher_(options.block_size, options.scheme),
+      table_(epoch_),
+      directory_(epoch_),
+      metrics_(registry ? std::make_unique<Metrics>(*registry) : nullptr) {}
+
+ExactIndex::~ExactIndex() {
+  if (!metrics_) return;
+  absl::MutexLock lock(&pods_mu_);
+  for (auto& [key, pod] : pods_) {
+    std::lock_guard<std::mutex> pl(pod->mu);
+    if (pod->gauge) metrics_->pod_blocks.Remove(pod->gauge);
+  }
+}
+
+std::shared_ptr<ExactIndex::PodState> ExactIndex::FindPod(const std::string& pod_key) const {
+  absl::ReaderMutexLock lock(&pods_mu_);
+  auto it = pods_.find(pod_key);
+  return it == pods_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<ExactIndex::PodState> ExactIndex::GetOrCreatePod(const kv::PodSource& source) {
+  if (auto pod = FindPod(source.pod_key)) return pod;
+  absl::MutexLock lock(&pods_mu_);
+  auto& slot = pods_[source.pod_key];
+  if (!slot) {
+    slot = std::make_shared<PodState>(source.pod_key);
+    if (metrics_) {
+      slot->gauge = &metrics_->pod_blocks.Add({{"pod", source.pod_key}, {"source", "events"}});
+    }
+  }
+  return slot;
+}
+
+void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& batch) {
+  std::shared_ptr<PodState> pod;
+  std::unique_lock<std::mutex> lock;
+  for (;;) {  // a concurrent RemovePod may retire the state we found
+    pod = GetOrCreatePod(source);
+    lock = std::unique_lock<std::mutex>(pod->mu);
+    if (!pod->removed) break;
+    lock.unlock();
+  }
+  pod->model = source.model;
+  PodWriter w(*pod, table_, directory_, hasher_, memberships_);
+  uint64_t n_stored = 0, n_removed = 0, n_cleared = 0;
+  for (const kv::Event& event : batch.events) {
+    if (const auto* s = std::get_if<kv::BlockStored>(&event)) {
+      w.Stored(*s, source.model);
+      ++n_stored;
+    } else if (const auto* r = std::get_if<kv::BlockRemoved>(&event)) {
+      w.Removed(*r);
+      ++n_removed;
+    } else {
+      w.ClearAll();
+      ++n_cleared;
+    }
+  }
+  const uint64_t new_bytes = PodBytes(*pod);
+  pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
+  pod->unplaceable.fetch_add(w.unknown_parent, std::memory_order_relaxed);
+  pod->unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
+  pod->skipped.fetch_add(
+      w.bad_block_size + w.bad_length + w.non_main + w.too_many_tiers + w.self_ref,
+      std::memory_order_relaxed);
+  if (metrics_) {
+    Metrics& m = *metrics_;
+    if (n_stored) m.stored_events.Increment(static_cast<double>(n_stored));
+    if (n_removed) m.removed_events.Increment(static_cast<double>(n_removed));
+    if (n_cleared) m.cleared_events.Increment(static_cast<double>(n_cleared));
+    if (w.stored) m.stored_blocks.Increment(static_cast<double>(w.stored));
+    if (w.removed) m.removed_blocks.Increment(static_cast<double>(w.removed));
+    if (w.unknown_parent) m.unknown_parent.Increment(static_cast<double>(w.unknown_parent));
+    if (w.bad_block_size) m.bad_block_size.Increment(static_cast<double>(w.bad_block_size));
+    if (w.bad_length) m.bad_length.Increment(static_cast<double>(w.bad_length));
+    if (w.non_main) m.non_main_group.Increment(static_cast<double>(w.non_main));
+    if (w.too_many_tiers) m.too_many_tiers.Increment(static_cast<double>(w.too_many_tiers));
+    if (w.self_ref) m.self_reference.Increment(static_cast<double>(w.self_ref));
+    if (w.unknown_remove) m.unknown_remove.Increment(static_cast<double>(w.unknown_remove));
+  }
+  if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref > 0) {
+    static common::RateLimiter limiter;
+    uint64_t suppressed = 0;
+    if (limiter.Allow(&suppressed)) {
+      common::Logger("prefix")->warn(
+          "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} (index {}) "
+          "length_mismatch={} self_reference={} ({} similar lines suppressed)",
+          source.pod_key, w.unknown_parent, w.bad_block_size, hasher_.block_size(), w.bad_length,
+          w.self_ref, suppressed);
+    }
+  }
+  lock.unlock();
+  EnforceBudget(*pod);
+  if (metrics_) {
+    std::lock_guard<std::mutex> pl(pod->mu);
+    if (!pod->removed && pod->gauge) pod->gauge->Set(static_cast<double>(pod->entries.load()));
+    const uint64_t entries = pod->entries.load();
+    std::lock_guard<std::mutex> ml(metrics_->mu);
+    if (pod->reported_model != pod->model && !pod->reported_model.empty()) {
+      if (auto* g = metrics_->models[pod->reported_model]) {
+        g->Decrement(static_cast<double>(pod->reported_entries));
+      }
+      pod->reported_entries = 0;
+    }
+    pod->reported_model = pod->model;
+    auto*& g = metrics_->models[pod->model];
+    if (g == nullptr)
+      g = &metrics_->model_blocks.Add({{"model", pod->model}, {"source", "events"}});
+    g->Increment(static_cast<double>(entries) - static_cast<double>(pod->reported_entries));
+    pod->reported_entries = entries;
+    metrics_->bytes.Set(static_cast<double>(bytes()));
+  }
+}
+
+void ExactIndex::EnforceBudget(PodState& pod) {
+  const auto keep = [&](uint64_t limit) {
+    return static_cast<uint64_t>(static_cast<double>(limit) * (1.0 - options_.evict_fraction));
+  };
+  uint64_t evicted = 0;
+  if (pod.entries.load(std::memory_order_relaxed) > options_.max_memberships_per_pod) {
+    std::lock_guard<std::mutex> lock(pod.mu);
+    const uint64_t have = pod.entries.load(std::memory_order_relaxed);
+    const uint64_t target = keep(options_.max_memberships_per_pod);
+    if (!pod.removed && have > target) evicted += EvictLocked(pod, have - target);
+  }
+  for (int round = 0; round < 8; ++round) {
+    const uint64_t total = memberships_.load(std::memory_order_relaxed);
+    if (total <= options_.max_memberships) break;
+    std::shared_ptr<PodState> victim;
+    {
+      absl::ReaderMutexLock lock(&pods_mu_);
+      uint64_t best = 0;
+      for (const auto& [key, p] : pods_) {
+        const uint64_t e = p->entries.load(std::memory_order_relaxed);
+        if (e > best) {
+          best = e;
+          victim = p;
+        }
+      }
+    }
+    if (!victim) break;
+    std::lock_guard<std::mutex> lock(victim->mu);
+    if (victim->removed) continue;
+    const uint64_t over = total - keep(options_.max_memberships);
+    const uint64_t got = EvictLocked(*victim, std::min(over, victim->entries.load()));
+    evicted += got;
+    if (got == 0) break;
+  }
+  if (evicted > 0 && metrics_) metrics_->evicted_blocks.Increment(static_cast<double>(evicted));
+}
+
+uint64_t ExactIndex::EvictLocked(PodState& pod, uint64_t count) {
+  PodWriter w(pod, table_, directory_, hasher_, memberships_);
+  const uint64_t got = w.Evict(count);
+  pod.evicted.fetch_add(got, std::memory_order_relaxed);
+  const uint64_t new_bytes = PodBytes(pod);
+  pod_bytes_.fetch_add(new_bytes - pod.bytes.exchange(new_bytes), std::memory_order_relaxed);
+  return got;
+}
+
+void ExactIndex::ClearPod(const std::string& pod_key) {
+  auto pod = FindPod(pod_key);
+  if (!pod) return;
+  std::lock_guard<std::mutex> lock(pod->mu);
+  PodWriter(*pod, table_, directory_, hasher_, memberships_).ClearAll();
+  const uint64_t new_bytes = PodBytes(*pod);
+  pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
+  if (pod->gauge) pod->gauge->Set(0);
+}
+
+void ExactIndex::RemovePod(const std::string& pod_key) {
+  std::shared_ptr<PodState> pod;
+  {
+    absl::MutexLock lock(&pods_mu_);
+    auto it = pods_.find(pod_key);
+    if (it == pods_.end()) return;
+    pod = std::move(it->second);
+    pods_.erase(it);
+  }
+  std::lock_guard<std::mutex> lock(pod->mu);
+  PodWriter(*pod, table_, directory_, hasher_, memberships_).ClearAll();
+  for (auto& h : pod->holders) directory_.Release(h->id);
+  pod->holders.clear();
+  pod->removed = true;
+  pod_bytes_.fetch_sub(pod->bytes.exchange(0), std::memory_order_relaxed);
+  if (metrics_) {
+    if (pod->gauge) metrics_->pod_blocks.Remove(pod->gauge);
+    pod->gauge = nullptr;
+    std::lock_guard<std::mutex> ml(metrics_->mu);
+    if (auto* g = metrics_->models[pod->reported_model]) {
+      g->Decrement(static_cast<double>(pod->reported_entries));
+    }
+    pod->reported_entries = 0;
+  }
+}
+
+void ExactIndex::MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const {
+  KeyCursor cursor(keys);
+  thread_local std::vector<HolderMatch> found;
+  found.clear();
+  EpochManager::ReadGuard guard(epoch_);
+  const auto& snap = directory_.snapshot();
+  SearchPrefix(table_, snap.group_masks, cursor, &found);
+  for (const HolderMatch& m : found) {
+    const HolderName& name = snap.by_id[m.holder];
+    visit(name.pod, name.tier, m.blocks);
+  }
+}
+
+void ExactIndex::MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
+                             MatchVisitor visit) const {
+  KeyCursor cursor(hasher_, ContextRoot(ctx), tokens);
+  thread_local std::vector<HolderMatch> found;
+  found.clear();
+  EpochManager::ReadGuard guard(epoch_);
+  const auto& snap = directory_.snapshot();
+  SearchPrefix(table_, snap.group_masks, cursor, &found);
+  for (const HolderMatch& m : found) {
+    const HolderName& name = snap.by_id[m.holder];
+    visit(name.pod, name.tier, m.blocks);
+  }
+}
+
+std::vector<PodMatch> ExactIndex::Match(const HashContext& ctx,
+                                        std::span<const uint32_t> tokens) const {
+  std::vector<PodMatch> out;
+  MatchTokens(ctx, tokens, [&](std::string_view pod, std::string_view tier, uint32_t blocks) {
+    out.push_back(PodMatch{std::string(pod), blocks, std::string(tier), MatchSource::kEvents});
+  });
+  std::sort(out.begin(), out.end(), [](const PodMatch& a, const PodMatch& b) {
+    if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
+    if (a.pod != b.pod) return a.pod < b.pod;
+    return a.tier < b.tier;
+  });
+  return out;
+}
+
+std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const {
+  auto pod = FindPod(pod_key);
+  if (!pod) return std::nullopt;
+  std::lock_guard<std::mutex> lock(pod->mu);
+  PodIndexStats s;
+  s.pod = pod->pod_key;
+  s.model = pod->model;
+  s.source = MatchSource::kEvents;
+  s.blocks = pod->entries.load();
+  for (const auto& h : pod->holders) s.tiers.push_back(TierCount{h->tier, h->map.size()});
+  std::sort(s.tiers.begin(), s.tiers.end(),
+            [](const TierCount& a, const TierCount& b) { return a.tier < b.tier; });
+  s.bytes = pod->bytes.load();
+  s.unplaceable_blocks = pod->unplaceable.load();
+  s.unknown_removes = pod->unknown_removes.load();
+  s.skipped_events = pod->skipped.load();
+  s.evicted_blocks = pod->evicted.load();
+  return s;
+}
+
+std::vector<PodIndexStats> ExactIndex::AllStats() const {
+  std::vector<std::string> keys;
+  {
+    absl::ReaderMutexLock lock(&pods_mu_);
+    for (const auto& [k, p] : pods_) keys.push_back(k);
+  }
+  std::sort(keys.begin(), keys.end());
+  std::vector<PodIndexStats> out;
+  for (const auto& k : keys) {
+    if (auto s = Stats(k)) out.push_back(std::move(*s));
+  }
+  return out;
+}
+
+std::vector<uint64_t> ExactIndex::EngineHashesForTest(const std::string& pod_key,
+                                                      const std::string& tier) const {
+  std::vector<uint64_t> out;
+  auto pod = FindPod(pod_key);
+  if (!pod) return out;
+  std::lock_guard<std::mutex> lock(pod->mu);
+  for (const auto& h : pod->holders) {
+    if (h->tier != tier) continue;
+    for (size_t i = 0; i < h->map.capacity(); ++i) {
+      if (h->map.key(i) != 0) out.push_back(h->map.key(i));
+    }
+  }
+  return out;
+}
+
+uint64_t ExactIndex::bytes() const {
+  return table_.bytes() + pod_bytes_.load(std::memory_order_relaxed);
+}
+
+void ExactIndex::UpdateGauges() {
+  if (metrics_) metrics_->bytes.Set(static_cast<double>(bytes()));
+}
+
+}  // namespace aibrix::prefix

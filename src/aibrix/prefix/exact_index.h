@@ -1,0 +1,137 @@
+// ExactIndex: the prefix index fed by engine KV events (vLLM BlockStored / BlockRemoved /
+// AllBlocksCleared), implementing kv::EventSink. It answers, for a prompt, how many leading
+// blocks every pod holds in every tier, exactly as the engines reported them.
+//
+// Event rules (see docs/prefix-index.md):
+//  * BlockStored: each engine hash maps to our key computed from the block's tokens; block i
+//    chains to block i-1 of the same event, block 0 to the parent's mapped key (or the
+//    context root when there is no parent). Unknown parent -> blocks counted as unplaceable,
+//    nothing inserted. Context = (PodSource.model, adapter, main KV group): adapter is
+//    lora_name when set, else "#lora-id=<n>" when only lora_id is set (never matches a named
+//    adapter or the base model: unstable ids must not over-report), else "".
+//  * Only main-attention KV groups are indexed (kv_cache_spec_kind full_attention,
+//    mla_attention or sink_full_attention; when the kind is absent, group_idx 0 or absent).
+//    They share the index's group 0; engine hashes are kept apart per group_idx.
+//  * block_size must equal the index's block size and token_ids must hold exactly
+//    block_size tokens per hash; otherwise the event is counted and skipped. Empty token_ids
+//    = known hashes now also held in `medium`: they are added to that tier.
+//  * Engine-hash maps are per (pod, tier). BlockRemoved removes only the sender's membership
+//    in that tier. AllBlocksCleared / ClearPod drop a pod's entries in time proportional to
+//    the pod's entries.
+//  * Prefix closure: a membership counts (is "anchored") only while the pod holds, in the
+//    same tier, every ancestor along the engine's parent links; removing a block un-anchors
+//    its held descendants and re-storing it re-anchors them. So a pod is never credited
+//    past a hole: the answer is the longest run of blocks 0..k-1 all held.
+//  * Memory: a global budget and a per-pod cap on memberships. Over the limit the writer
+//    evicts chain tails (leaves first, then their parents) from the largest pod: eviction
+//    never leaves a dangling mapping or a hole.
+//
+// Thread safety: ApplyBatch/ClearPod/RemovePod may be called concurrently for different pods
+// (each pod has its own mutex, uncontended when one subscriber thread feeds it). Match*
+// take no lock (epoch-protected reads) and may run on any number of threads concurrently
+// with writers.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
+#include "absl/synchronization/mutex.h"
+#include "aibrix/common/kv_events.h"
+#include "aibrix/prefix/block_hash.h"
+#include "aibrix/prefix/epoch.h"
+#include "aibrix/prefix/holder_table.h"
+#include "aibrix/prefix/types.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace aibrix::prefix {
+
+struct ExactIndexOptions {
+  int block_size = kDefaultBlockSize;
+  ChainScheme scheme = ChainScheme::kMixChain;
+  // Global budget and per-pod cap, in (block, pod, tier) memberships.
+  uint64_t max_memberships = 50'000'000;
+  uint64_t max_memberships_per_pod = 4'000'000;
+  // When a limit is hit, evict down to limit * (1 - evict_fraction) (hysteresis).
+  double evict_fraction = 0.02;
+};
+
+// Receives one answer of a query: valid only during the call.
+using MatchVisitor =
+    absl::FunctionRef<void(std::string_view pod, std::string_view tier, uint32_t blocks)>;
+
+class ExactIndex final : public kv::EventSink {
+ public:
+  // `registry` (optional) receives the index's metric families (see docs/prefix-index.md).
+  explicit ExactIndex(ExactIndexOptions options = {}, prometheus::Registry* registry = nullptr);
+  ~ExactIndex() override;
+  ExactIndex(const ExactIndex&) = delete;
+  ExactIndex& operator=(const ExactIndex&) = delete;
+
+  // kv::EventSink.
+  void ApplyBatch(const kv::PodSource& source, const kv::EventBatch& batch) override;
+  // Drops every entry of `pod_key` (engine restart, gap, pod gone); keeps its registration.
+  void ClearPod(const std::string& pod_key) override;
+  // ClearPod and forget the pod (its holder ids are recycled). For pod deletion.
+  void RemovePod(const std::string& pod_key);
+
+  // Queries. `keys` must come from hasher() with ContextRoot({model, adapter, 0}).
+  // Visits every (pod, tier) holding at least the first block, with its leading blocks.
+  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const;
+  // Hashes lazily (stops hashing when no pod is left) and visits like MatchKeys.
+  void MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
+                   MatchVisitor visit) const;
+  // Convenience: collected results, sorted by matched blocks (desc), then pod, then tier.
+  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const;
+
+  const BlockHasher& hasher() const { return hasher_; }
+
+  // Stats of one pod (nullopt when unknown) and of all pods.
+  std::optional<PodIndexStats> Stats(const std::string& pod_key) const;
+  std::vector<PodIndexStats> AllStats() const;
+  // Memberships in total, and bytes used by all structures (from capacities).
+  uint64_t memberships() const { return memberships_.load(std::memory_order_relaxed); }
+  uint64_t bytes() const;
+  // Refreshes the size gauges (per pod, per model, bytes). Cheap; writers call it after
+  // each batch, the server may call it before a scrape.
+  void UpdateGauges();
+
+  // For tests: the engine hashes (group 0) `pod_key` holds in `tier`, anchored or not.
+  std::vector<uint64_t> EngineHashesForTest(const std::string& pod_key,
+                                            const std::string& tier) const;
+
+  struct PodState;  // defined in exact_index.cc
+  struct Metrics;
+
+ private:
+  std::shared_ptr<PodState> FindPod(const std::string& pod_key) const;
+  std::shared_ptr<PodState> GetOrCreatePod(const kv::PodSource& source);
+  void EnforceBudget(PodState& pod);
+  // Evicts up to `count` memberships of `pod`. REQUIRES: pod.mu held.
+  uint64_t EvictLocked(PodState& pod, uint64_t count);
+
+  const ExactIndexOptions options_;
+  const BlockHasher hasher_;
+  mutable EpochManager epoch_;
+  HolderTable table_;
+  HolderDirectory directory_;
+  std::unique_ptr<Metrics> metrics_;
+  std::atomic<uint64_t> memberships_{0};
+  std::atomic<uint64_t> pod_bytes_{0};
+
+  mutable absl::Mutex pods_mu_;  // lock order: pods_mu_ is never held while taking a pod's mu
+  absl::flat_hash_map<std::string, std::shared_ptr<PodState>> pods_ ABSL_GUARDED_BY(pods_mu_);
+};
+
+}  // namespace aibrix::prefix

@@ -1,0 +1,301 @@
+#include "aibrix/prefix/holder_table.h"
+
+#include <algorithm>
+#include <bit>
+
+#include "absl/container/inlined_vector.h"
+
+namespace aibrix::prefix {
+
+// ---------------------------------------------------------------------------- HolderTable
+
+HolderTable::HolderTable(EpochManager& epoch)
+    : epoch_(epoch), shards_(new Shard[size_t{1} << kShardBits]) {
+  for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
+    shards_[i].array.store(new Array(kMinCapacity), std::memory_order_release);
+  }
+  bytes_.store((size_t{1} << kShardBits) * kMinCapacity * sizeof(Slot));
+}
+
+HolderTable::~HolderTable() {
+  for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
+    delete shards_[i].array.load(std::memory_order_acquire);
+  }
+}
+
+uint64_t HolderTable::TableKey(BlockKey key, uint32_t group) {
+  uint64_t t = group == 0 ? key : key ^ Mix64(0xA5A5A5A5ULL + group);
+  return t == 0 ? 0x4000000000000003ULL : t;
+}
+
+bool HolderTable::Set(BlockKey key, HolderId holder) {
+  const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
+  const uint64_t bit = uint64_t{1} << (holder % kHoldersPerGroup);
+  Shard& shard = ShardOf(tkey);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Array* arr = shard.array.load(std::memory_order_relaxed);
+    const size_t m = arr->cap - 1;
+    size_t idx = tkey & m;
+    while (true) {
+      Slot& s = arr->slots[idx];
+      const uint64_t k = s.key.load(std::memory_order_relaxed);
+      if (k == tkey) {
+        const uint64_t prev = s.mask.fetch_or(bit, std::memory_order_release);
+        if (prev == 0) {
+          ++shard.live;
+          live_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return (prev & bit) != 0;
+      }
+      if (k == 0) break;
+      idx = (idx + 1) & m;
+    }
+    if ((shard.used + 1) * 5 > arr->cap * 4) {
+      Rebuild(shard, shard.live + 1);
+      continue;  // find the empty slot in the new array
+    }
+    Slot& s = arr->slots[idx];
+    s.mask.store(bit, std::memory_order_relaxed);
+    s.key.store(tkey, std::memory_order_release);  // publishes the mask with the key
+    ++shard.used;
+    ++shard.live;
+    live_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  return false;  // unreachable: a rebuilt array always has room
+}
+
+bool HolderTable::Clear(BlockKey key, HolderId holder) {
+  const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
+  const uint64_t bit = uint64_t{1} << (holder % kHoldersPerGroup);
+  Shard& shard = ShardOf(tkey);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  Array* arr = shard.array.load(std::memory_order_relaxed);
+  const size_t m = arr->cap - 1;
+  for (size_t idx = tkey & m;; idx = (idx + 1) & m) {
+    Slot& s = arr->slots[idx];
+    const uint64_t k = s.key.load(std::memory_order_relaxed);
+    if (k == 0) return false;
+    if (k != tkey) continue;
+    const uint64_t prev = s.mask.fetch_and(~bit, std::memory_order_release);
+    if ((prev & bit) == 0) return false;
+    if (prev == bit) {
+      --shard.live;
+      live_.fetch_sub(1, std::memory_order_relaxed);
+      if (arr->cap > kMinCapacity && shard.live * 8 < arr->cap) Rebuild(shard, shard.live);
+    }
+    return true;
+  }
+}
+
+void HolderTable::Rebuild(Shard& shard, size_t need) {
+  Array* old = shard.array.load(std::memory_order_relaxed);
+  const size_t cap = std::max(kMinCapacity, std::bit_ceil(std::max<size_t>(need, 1) * 2));
+  auto* fresh = new Array(cap);
+  const size_t m = cap - 1;
+  size_t live = 0;
+  for (size_t i = 0; i < old->cap; ++i) {
+    const uint64_t mask = old->slots[i].mask.load(std::memory_order_relaxed);
+    if (mask == 0) continue;
+    const uint64_t k = old->slots[i].key.load(std::memory_order_relaxed);
+    size_t idx = k & m;
+    while (fresh->slots[idx].key.load(std::memory_order_relaxed) != 0) idx = (idx + 1) & m;
+    fresh->slots[idx].mask.store(mask, std::memory_order_relaxed);
+    fresh->slots[idx].key.store(k, std::memory_order_relaxed);
+    ++live;
+  }
+  shard.used = live;
+  shard.live = live;
+  bytes_.fetch_add(cap * sizeof(Slot), std::memory_order_relaxed);
+  bytes_.fetch_sub(old->cap * sizeof(Slot), std::memory_order_relaxed);
+  shard.array.store(fresh, std::memory_order_release);
+  epoch_.Synchronize();  // no reader can still be probing `old`
+  delete old;
+}
+
+uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
+  const uint64_t tkey = TableKey(key, group);
+  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
+  const size_t m = arr->cap - 1;
+  for (size_t idx = tkey & m;; idx = (idx + 1) & m) {
+    const Slot& s = arr->slots[idx];
+    const uint64_t k = s.key.load(std::memory_order_acquire);
+    if (k == tkey) return s.mask.load(std::memory_order_acquire);
+    if (k == 0) return 0;
+  }
+}
+
+void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
+  const uint64_t tkey = TableKey(key, group);
+  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
+  __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)]);
+}
+
+// ------------------------------------------------------------------------ HolderDirectory
+
+HolderDirectory::HolderDirectory(EpochManager& epoch) : epoch_(epoch), snapshot_(new Snapshot()) {}
+
+HolderDirectory::~HolderDirectory() { delete snapshot_.load(std::memory_order_acquire); }
+
+size_t HolderDirectory::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Snapshot* s = snapshot_.load(std::memory_order_acquire);
+  return s->by_id.size() - free_ids_.size();
+}
+
+HolderId HolderDirectory::Acquire(const std::string& pod, const std::string& tier) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Snapshot* cur = snapshot_.load(std::memory_order_relaxed);
+  if (auto it = cur->by_pod.find(pod); it != cur->by_pod.end()) {
+    for (HolderId id : it->second) {
+      if (cur->by_id[id].tier == tier) return id;
+    }
+  }
+  auto next = std::make_unique<Snapshot>(*cur);
+  HolderId id;
+  if (!free_ids_.empty()) {
+    std::sort(free_ids_.begin(), free_ids_.end(), std::greater<>());
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    id = static_cast<HolderId>(next->by_id.size());
+    next->by_id.emplace_back();
+  }
+  next->by_id[id] = HolderName{pod, tier};
+  const size_t group = id / kHoldersPerGroup;
+  if (next->group_masks.size() <= group) next->group_masks.resize(group + 1, 0);
+  next->group_masks[group] |= uint64_t{1} << (id % kHoldersPerGroup);
+  next->by_pod[pod].push_back(id);
+  Publish(std::move(next));
+  return id;
+}
+
+void HolderDirectory::Release(HolderId id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Snapshot* cur = snapshot_.load(std::memory_order_relaxed);
+  if (id >= cur->by_id.size() || cur->by_id[id].pod.empty()) return;
+  auto next = std::make_unique<Snapshot>(*cur);
+  const std::string pod = next->by_id[id].pod;
+  auto& ids = next->by_pod[pod];
+  ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+  if (ids.empty()) next->by_pod.erase(pod);
+  next->by_id[id] = HolderName{};
+  next->group_masks[id / kHoldersPerGroup] &= ~(uint64_t{1} << (id % kHoldersPerGroup));
+  Publish(std::move(next));  // synchronizes: no reader sees the old name after this
+  free_ids_.push_back(id);
+}
+
+void HolderDirectory::Publish(std::unique_ptr<Snapshot> next) {
+  Snapshot* old = snapshot_.exchange(next.release(), std::memory_order_acq_rel);
+  epoch_.Synchronize();
+  delete old;
+}
+
+// ------------------------------------------------------------------------------ KeyCursor
+
+KeyCursor::KeyCursor(const BlockHasher& hasher, BlockKey root, std::span<const uint32_t> tokens)
+    : hasher_(&hasher),
+      parent_(root),
+      tokens_(tokens),
+      n_(hasher.NumBlocks(tokens.size())),
+      own_(new BlockKey[n_ == 0 ? 1 : n_]),
+      keys_(own_.get()) {}
+
+KeyCursor::KeyCursor(std::span<const BlockKey> keys)
+    : n_(keys.size()), done_(keys.size()), keys_(keys.data()) {}
+
+void KeyCursor::EnsureThrough(size_t i) {
+  if (i < done_ || i >= n_) return;
+  const size_t bs = hasher_->block_size();
+  const size_t count = i + 1 - done_;
+  hasher_->HashInto(parent_, tokens_.subspan(done_ * bs, count * bs), own_.get() + done_);
+  done_ = i + 1;
+  parent_ = own_[i];
+}
+
+std::span<const BlockKey> KeyCursor::All() {
+  if (n_ > 0) EnsureThrough(n_ - 1);
+  return {keys_, n_};
+}
+
+// --------------------------------------------------------------------------- SearchPrefix
+
+namespace {
+
+struct Alive {
+  uint32_t group;
+  uint64_t mask;
+};
+
+void Emit(uint32_t group, uint64_t mask, size_t blocks, std::vector<HolderMatch>* out) {
+  while (mask != 0) {
+    const int b = std::countr_zero(mask);
+    mask &= mask - 1;
+    out->push_back(
+        {static_cast<HolderId>(group * kHoldersPerGroup + b), static_cast<uint32_t>(blocks)});
+  }
+}
+
+// Every holder in `mask` holds position a and not position b (a < b): find where each stops.
+void Bisect(const HolderTable& table, const KeyCursor& keys, uint32_t group, size_t a, size_t b,
+            uint64_t mask, std::vector<HolderMatch>* out) {
+  while (mask != 0) {
+    if (b == a + 1) {
+      Emit(group, mask, a + 1, out);
+      return;
+    }
+    const size_t mid = a + (b - a) / 2;
+    const uint64_t v = table.Lookup(keys.at(mid), group) & mask;
+    const uint64_t gone = mask & ~v;
+    if (gone != 0 && v != 0) {
+      Bisect(table, keys, group, a, mid, gone, out);
+      a = mid;
+      mask = v;
+    } else if (v != 0) {
+      a = mid;
+    } else {
+      b = mid;
+    }
+  }
+}
+
+}  // namespace
+
+void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates, KeyCursor& keys,
+                  std::vector<HolderMatch>* out) {
+  const size_t n = keys.size();
+  if (n == 0 || candidates.empty()) return;
+  absl::InlinedVector<Alive, 4> alive;
+  keys.EnsureThrough(0);
+  const BlockKey k0 = keys.at(0);
+  for (uint32_t g = 0; g < candidates.size(); ++g) {
+    if (candidates[g] != 0) table.Prefetch(k0, g);
+  }
+  for (uint32_t g = 0; g < candidates.size(); ++g) {
+    if (candidates[g] == 0) continue;
+    const uint64_t v = table.Lookup(k0, g) & candidates[g];
+    if (v != 0) alive.push_back({g, v});
+  }
+  size_t prev = 0;  // every alive holder holds blocks 0..prev
+  while (!alive.empty() && prev + 1 < n) {
+    const size_t pos = std::min(prev + kJump, n - 1);
+    keys.EnsureThrough(pos);
+    for (const Alive& a : alive) table.Prefetch(keys.at(pos), a.group);
+    // Hash the next interval while the probes' cache lines load.
+    keys.EnsureThrough(std::min(pos + kJump, n - 1));
+    size_t kept = 0;
+    for (Alive& a : alive) {
+      const uint64_t v = table.Lookup(keys.at(pos), a.group) & a.mask;
+      if (const uint64_t gone = a.mask & ~v; gone != 0) {
+        Bisect(table, keys, a.group, prev, pos, gone, out);
+      }
+      if (v != 0) alive[kept++] = {a.group, v};
+    }
+    alive.resize(kept);
+    prev = pos;
+  }
+  for (const Alive& a : alive) Emit(a.group, a.mask, prev + 1, out);
+}
+
+}  // namespace aibrix::prefix

@@ -1,0 +1,174 @@
+// The shared core of both prefix indexes: a concurrent map from block key to the set of
+// holders (a holder is one pod in one tier, e.g. "ns/a" on GPU), a directory naming the
+// holders, and the jump search that answers "how many leading blocks does each holder have".
+//
+// Holder sets: holder ids are dense; holder h lives in group h/64 at bit h%64. The table is
+// keyed by (block key, group) and stores one 64-bit mask per group, so up to 64 holders cost
+// one probe per key and 1,000 holders cost 16 probes for the first block (after that only
+// groups that still match are probed). Unlike interned holder sets, no structure is shared by
+// all writers: a writer changes its own bit with one atomic RMW under a shard lock.
+//
+// Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
+// 16-byte slots (key, mask), linear probing, load <= 0.8. A slot's key never changes once
+// written; removing a holder only clears its bit, a slot whose mask is 0 is "dead" until the
+// shard is rebuilt (on growth, or shrink when mostly empty). A rebuild writes a fresh array,
+// publishes it with one pointer store and frees the old one after EpochManager::Synchronize.
+//
+// Thread safety: Set/Clear may be called from any thread (they lock one shard). Lookup,
+// Prefetch and SearchPrefix take no lock but REQUIRE the caller to hold an
+// EpochManager::ReadGuard of the table's epoch manager for as long as it uses the results'
+// backing memory (the directory snapshot, table arrays). Readers observe each slot
+// atomically; a query concurrent with writes sees, per key, either the old or the new mask.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "aibrix/prefix/block_hash.h"
+#include "aibrix/prefix/epoch.h"
+
+namespace aibrix::prefix {
+
+using HolderId = uint32_t;
+inline constexpr uint32_t kHoldersPerGroup = 64;
+
+class HolderTable {
+ public:
+  explicit HolderTable(EpochManager& epoch);
+  ~HolderTable();
+  HolderTable(const HolderTable&) = delete;
+  HolderTable& operator=(const HolderTable&) = delete;
+
+  // Adds `holder` to the holders of `key`. Returns true if it was already there.
+  bool Set(BlockKey key, HolderId holder);
+  // Removes `holder` from the holders of `key`. Returns true if it was there.
+  bool Clear(BlockKey key, HolderId holder);
+
+  // The mask of group `group` for `key` (0 when absent). REQUIRES: a ReadGuard is held.
+  uint64_t Lookup(BlockKey key, uint32_t group) const;
+  // Starts loading the home slot of (key, group). REQUIRES: a ReadGuard is held.
+  void Prefetch(BlockKey key, uint32_t group) const;
+
+  // Bytes held by the slot arrays (capacities, not sizes).
+  size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+  // Number of (key, group) slots with at least one holder.
+  size_t live_slots() const { return live_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Slot {
+    std::atomic<uint64_t> key{0};
+    std::atomic<uint64_t> mask{0};
+  };
+  struct Array {
+    explicit Array(size_t c) : cap(c), slots(new Slot[c]) {}
+    size_t cap;  // power of two
+    std::unique_ptr<Slot[]> slots;
+  };
+  struct alignas(64) Shard {
+    std::mutex mu;
+    std::atomic<Array*> array{nullptr};
+    size_t used = 0;  // slots with a key (live or dead); guarded by mu
+    size_t live = 0;  // slots with a non-zero mask; guarded by mu
+  };
+  static constexpr int kShardBits = 8;
+  static constexpr size_t kMinCapacity = 16;
+
+  static uint64_t TableKey(BlockKey key, uint32_t group);
+  Shard& ShardOf(uint64_t tkey) { return shards_[tkey >> (64 - kShardBits)]; }
+  const Shard& ShardOf(uint64_t tkey) const { return shards_[tkey >> (64 - kShardBits)]; }
+  // Replaces the shard's array by one sized for `need` live slots. REQUIRES: shard.mu held.
+  void Rebuild(Shard& shard, size_t need);
+
+  EpochManager& epoch_;
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<size_t> bytes_{0};
+  std::atomic<size_t> live_{0};
+};
+
+// Who a holder id stands for.
+struct HolderName {
+  std::string pod;   // "namespace/name"; empty for a free id
+  std::string tier;  // "GPU", "CPU", ... (upper case)
+};
+
+// Allocates holder ids and publishes an immutable snapshot of their names for readers.
+class HolderDirectory {
+ public:
+  struct Snapshot {
+    std::vector<HolderName> by_id;
+    std::vector<uint64_t> group_masks;  // allocated ids, per group
+    absl::flat_hash_map<std::string, std::vector<HolderId>> by_pod;
+  };
+
+  explicit HolderDirectory(EpochManager& epoch);
+  ~HolderDirectory();
+  HolderDirectory(const HolderDirectory&) = delete;
+  HolderDirectory& operator=(const HolderDirectory&) = delete;
+
+  // The id of (pod, tier), allocating one (the lowest free id) when new.
+  HolderId Acquire(const std::string& pod, const std::string& tier);
+  // Frees `id`. REQUIRES: the caller cleared every table bit of `id`. The id is reused only
+  // after every reader that could see the old name has left.
+  void Release(HolderId id);
+
+  // The current snapshot. REQUIRES: a ReadGuard is held while it is used.
+  const Snapshot& snapshot() const { return *snapshot_.load(std::memory_order_acquire); }
+  size_t size() const;
+
+ private:
+  void Publish(std::unique_ptr<Snapshot> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  EpochManager& epoch_;
+  mutable std::mutex mu_;
+  std::vector<HolderId> free_ids_ ABSL_GUARDED_BY(mu_);
+  std::atomic<Snapshot*> snapshot_;
+};
+
+// The query's keys: either precomputed, or hashed lazily from tokens (so a query that
+// misses early stops hashing early).
+class KeyCursor {
+ public:
+  KeyCursor(const BlockHasher& hasher, BlockKey root, std::span<const uint32_t> tokens);
+  explicit KeyCursor(std::span<const BlockKey> keys);
+
+  size_t size() const { return n_; }
+  // REQUIRES: EnsureThrough(i) was called.
+  BlockKey at(size_t i) const { return keys_[i]; }
+  void EnsureThrough(size_t i);
+  // All keys (hashes what is left).
+  std::span<const BlockKey> All();
+
+ private:
+  const BlockHasher* hasher_ = nullptr;
+  BlockKey parent_ = 0;
+  std::span<const uint32_t> tokens_;
+  size_t n_ = 0;
+  size_t done_ = 0;
+  std::unique_ptr<BlockKey[]> own_;
+  const BlockKey* keys_ = nullptr;
+};
+
+struct HolderMatch {
+  HolderId holder;
+  uint32_t blocks;  // leading blocks held, >= 1
+};
+
+// Jump distance of the search (probe every kJump-th block, bisect where holders drop out).
+inline constexpr size_t kJump = 32;
+
+// Appends to `out` every holder (restricted to `candidates`, a per-group mask vector, when
+// non-empty) that holds at least the first block, with the number of leading blocks it holds.
+// Exact when every holder's key set is prefix-closed (holding a key implies holding its
+// parent key) — both indexes maintain that invariant. Stops (and stops hashing) at the first
+// probe no candidate holds. REQUIRES: a ReadGuard is held.
+void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates, KeyCursor& keys,
+                  std::vector<HolderMatch>* out);
+
+}  // namespace aibrix::prefix
