@@ -81,7 +81,7 @@ TEST_F(PublisherTest, TopicAndSequence258MatchVector) {
   o.topic = "kv@10.0.0.5@meta-llama/Llama-3.1-8B-Instruct";
   auto p = StartPublisher(o);
   auto sub = Sub(*p);
-  p->DropNext(258);
+  ASSERT_TRUE(p->DropNext(258).ok());
   const auto batch = VectorBatch("m1_map_block_stored");
   for (int i = 0; i < 259; ++i) ASSERT_TRUE(p->Publish(batch).ok());
   auto got = RecvMultipart(sub);

@@ -184,7 +184,12 @@ absl::Status Publisher::Restart() {
   return Enqueue(std::move(item), std::chrono::milliseconds(0), /*bounded=*/false);
 }
 
-void Publisher::DropNext(int n) { drop_next_.fetch_add(n); }
+absl::Status Publisher::DropNext(int n) {
+  Item item;
+  item.kind = Item::Kind::kDropNext;
+  item.drop = n;
+  return Enqueue(std::move(item), std::chrono::milliseconds(0), /*bounded=*/false);
+}
 
 void Publisher::Pause() {
   std::lock_guard<std::mutex> l(mu_);
@@ -253,6 +258,9 @@ void Publisher::Handle(Item& item) {
       next_seq_ = 0;
       buffer_.clear();
       return;
+    case Item::Kind::kDropNext:
+      drop_next_ += item.drop;
+      return;
     case Item::Kind::kRaw:
       for (size_t i = 0; i < item.frames.size(); ++i) {
         const bool more = i + 1 < item.frames.size();
@@ -264,15 +272,8 @@ void Publisher::Handle(Item& item) {
       break;
   }
   const uint64_t seq = next_seq_.fetch_add(1);
-  int drop = drop_next_.load();
-  bool dropped = false;
-  while (drop > 0) {
-    if (drop_next_.compare_exchange_weak(drop, drop - 1)) {
-      dropped = true;
-      break;
-    }
-  }
-  if (dropped) {
+  if (drop_next_ > 0) {
+    --drop_next_;
     ++dropped_;
   } else {
     const std::string seq8 = Seq8(seq);

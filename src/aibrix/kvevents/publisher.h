@@ -98,9 +98,9 @@ class Publisher {
   // buffered). For malformed-frame tests.
   absl::Status SendRawMultipart(std::vector<std::string> frames);
 
-  // The next `n` batches get sequence numbers and enter the replay buffer but are not sent
-  // on PUB (what a subscriber sees when PUB drops messages at the HWM).
-  void DropNext(int n);
+  // In queue order: the next `n` batches get sequence numbers and enter the replay buffer
+  // but are not sent on PUB (what a subscriber sees when PUB drops messages at the HWM).
+  absl::Status DropNext(int n);
   // Simulates an engine restart, in queue order: sequence numbers start again at 0 and the
   // replay buffer is emptied. Sockets stay bound.
   absl::Status Restart();
@@ -124,7 +124,8 @@ class Publisher {
 
  private:
   struct Item {
-    enum class Kind { kPayload, kRaw, kRestart } kind = Kind::kPayload;
+    enum class Kind { kPayload, kRaw, kRestart, kDropNext } kind = Kind::kPayload;
+    int drop = 0;
     std::string payload;
     std::vector<std::string> frames;
   };
@@ -152,7 +153,7 @@ class Publisher {
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> ignore_replay_{false};
-  std::atomic<int> drop_next_{0};
+  int drop_next_ = 0;  // owned by the publisher thread
   std::atomic<uint64_t> next_seq_{0};
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> dropped_{0};

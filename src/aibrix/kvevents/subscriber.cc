@@ -64,10 +64,11 @@ struct Subscriber::Stream {
   std::optional<zmq::socket_t> dealer;
 
   enum class Conn { kWaiting, kConnecting, kConnected } conn = Conn::kWaiting;
-  Clock::time_point conn_deadline;  // kWaiting: connect then; kConnecting: give up then
+  // kWaiting: sockets not created yet (or creation failed); retry at conn_deadline.
+  // kConnecting: created, libzmq is (re)connecting. kConnected: the SUB has a peer.
+  Clock::time_point conn_deadline;
   std::chrono::milliseconds backoff{0};
   bool ever_connected = false;
-  bool first_connect = true;
 
   // Sequence state: the next sequence number this rank's applied run needs.
   std::optional<uint64_t> expected;
@@ -252,18 +253,16 @@ void Subscriber::ApplyLoop() {
 void Subscriber::Clear(const std::string& reason) { Push(Item{ClearItem{reason}, 0}); }
 
 void Subscriber::Connect(Stream& s) {
-  if (!s.first_connect) {
-    ++stats_->reconnect_attempts;
-    metrics_->reconnect_attempts().Increment();
-  }
-  s.first_connect = false;
   const std::string mon = fmt::format("inproc://kvsub-monitor-{}", g_monitor_id.fetch_add(1));
   try {
     s.sub.emplace(*context_, zmq::socket_type::sub);
     s.sub->set(zmq::sockopt::linger, 0);
     s.sub->set(zmq::sockopt::ipv6, 1);
     s.sub->set(zmq::sockopt::rcvhwm, options_.sub_rcvhwm);
-    s.sub->set(zmq::sockopt::reconnect_ivl, -1);  // we reconnect ourselves, with jitter
+    // libzmq reconnects by itself: each retry waits the current interval plus a random
+    // jitter of up to reconnect_ivl, the interval doubling up to reconnect_ivl_max.
+    s.sub->set(zmq::sockopt::reconnect_ivl, static_cast<int>(options_.reconnect_initial.count()));
+    s.sub->set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(options_.reconnect_max.count()));
     if (options_.heartbeat_interval.count() > 0) {
       s.sub->set(zmq::sockopt::heartbeat_ivl,
                  static_cast<int>(options_.heartbeat_interval.count()));
@@ -271,8 +270,9 @@ void Subscriber::Connect(Stream& s) {
                  static_cast<int>(3 * options_.heartbeat_interval.count()));
     }
     s.sub->set(zmq::sockopt::subscribe, options_.topic_filter);
-    if (zmq_socket_monitor(s.sub->handle(), mon.c_str(),
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
+    if (zmq_socket_monitor(
+            s.sub->handle(), mon.c_str(),
+            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) != 0) {
       throw zmq::error_t();
     }
     s.monitor.emplace(*context_, zmq::socket_type::pair);
@@ -280,7 +280,6 @@ void Subscriber::Connect(Stream& s) {
     s.monitor->connect(mon);
     s.sub->connect(s.ep.endpoint);
     s.conn = Stream::Conn::kConnecting;
-    s.conn_deadline = Clock::now() + options_.connect_timeout;
   } catch (const zmq::error_t& e) {
     static common::RateLimiter limiter;
     if (limiter.Allow()) {
@@ -333,13 +332,14 @@ void Subscriber::OnMonitor(Stream& s) {
           StartReplay(s, 0, /*strict=*/false);
         }
       }
-    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+    } else if (event == ZMQ_EVENT_DISCONNECTED && s.conn == Stream::Conn::kConnected) {
       ++stats_->disconnections;
       metrics_->disconnections().Increment();
-      Teardown(s);
-      s.conn = Stream::Conn::kWaiting;
-      ScheduleReconnect(s, /*failed_attempt=*/false);
-      return;
+      metrics_->connection_status(s.rank).Set(0);
+      s.conn = Stream::Conn::kConnecting;  // libzmq reconnects with backoff
+    } else if (event == ZMQ_EVENT_CONNECT_RETRIED) {
+      ++stats_->reconnect_attempts;
+      metrics_->reconnect_attempts().Increment();
     }
   }
 }
@@ -558,14 +558,9 @@ void Subscriber::SocketLoop() {
     auto next = now + options_.poll_interval;
     for (auto& sp : streams_) {
       Stream& s = *sp;
-      if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) {
-        Connect(s);
-      } else if (s.conn == Stream::Conn::kConnecting && now >= s.conn_deadline) {
-        Teardown(s);
-        ScheduleReconnect(s, /*failed_attempt=*/true);
-      }
+      if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
       if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
-      if (s.conn != Stream::Conn::kConnected) next = std::min(next, s.conn_deadline);
+      if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
       if (s.replaying) next = std::min(next, s.replay_deadline);
     }
     items.clear();

@@ -47,14 +47,13 @@ struct SubscriberOptions {
   std::string topic_filter;         // SUB prefix filter; "" = all topics
   std::chrono::milliseconds poll_interval{100};
   std::chrono::milliseconds replay_timeout{5000};
-  // Reconnection: the first retry waits `reconnect_initial`, each further failure doubles it
-  // up to `reconnect_max`; every delay is multiplied by a random factor in
-  // [1 - reconnect_jitter, 1 + reconnect_jitter].
+  // Reconnection (libzmq ZMQ_RECONNECT_IVL / _MAX): a retry waits the current interval plus
+  // a random jitter of up to `reconnect_initial`; the interval starts at `reconnect_initial`
+  // and doubles up to `reconnect_max`. Socket creation errors are retried the same way
+  // (jitter ±reconnect_jitter).
   std::chrono::milliseconds reconnect_initial{1000};
   std::chrono::milliseconds reconnect_max{30000};
   double reconnect_jitter = 0.2;
-  // A connection attempt not established within this time counts as failed.
-  std::chrono::milliseconds connect_timeout{2000};
   // ZMTP heartbeats detect a silently dead peer (0 disables).
   std::chrono::milliseconds heartbeat_interval{5000};
   // Ask for everything the engine still buffers when first connected (best effort: a replay
