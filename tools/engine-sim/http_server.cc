@@ -209,6 +209,16 @@ absl::StatusOr<GenParams> ParseGenParams(const json& body, bool chat) {
   return g;
 }
 
+template <typename F>
+absl::Status AsStatus(F&& f) {
+  if constexpr (std::is_void_v<decltype(f())>) {
+    f();
+    return absl::OkStatus();
+  } else {
+    return f();
+  }
+}
+
 std::string HexId(std::string_view prefix, uint64_t n) {
   return fmt::format("{}{:016x}{:08x}", prefix, n, static_cast<uint32_t>(std::time(nullptr)));
 }
@@ -617,7 +627,9 @@ void SimHttpServer::Register() {
       }
       kvevents::Publisher& p = events_->publisher();
       if (action == "drop_batches") {
-        p.DropNext(static_cast<int>(count));
+        // DropNext returns Status in newer kvevents revisions and void in older ones.
+        absl::Status st = AsStatus([&] { return p.DropNext(static_cast<int>(count)); });
+        if (!st.ok()) return SendStatus(res, st);
       } else if (action == "pause_publisher") {
         p.Pause();
       } else if (action == "resume_publisher") {
