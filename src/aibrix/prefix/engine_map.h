@@ -1,10 +1,10 @@
 // EngineMap: one holder's (pod, tier) map from engine block hash to our block key, with the
 // parent link and the bookkeeping that keeps the holder's key set prefix-closed.
 //
-// Open addressing, linear probing over a compact key array (structure of arrays: 25 bytes
-// per slot), capacity any integer (multiply-shift "fastrange" home slots) grown by 1.5x at
-// load 0.85, backward-shift deletion (no tombstones). Engine key 0 is reserved as "empty"
-// (callers remap it).
+// Open addressing, linear probing over a compact key array (keys, {our key, parent} pairs
+// and meta bytes in three arrays: 25 bytes per slot), capacity any integer (multiply-shift
+// "fastrange" home slots) grown by 1.5x at load 0.85, backward-shift deletion (no tombstones).
+// Engine key 0 is reserved as "empty" (callers remap it).
 //
 // Thread safety: none; the owning pod's mutex guards it.
 #pragma once
@@ -44,8 +44,7 @@ class EngineMap {
     size_t i = Home(k);
     while (keys_[i] != 0) i = Next(i);
     keys_[i] = k;
-    ours_[i] = our;
-    parents_[i] = parent;
+    vals_[i] = {our, parent};
     meta_[i] = meta;
     ++size_;
     return i;
@@ -58,8 +57,7 @@ class EngineMap {
       // Move j into the hole when the hole lies on j's probe path [h, j].
       if (Dist(h, j) >= Dist(hole, j)) {
         keys_[hole] = keys_[j];
-        ours_[hole] = ours_[j];
-        parents_[hole] = parents_[j];
+        vals_[hole] = vals_[j];
         meta_[hole] = meta_[j];
         hole = j;
       }
@@ -69,8 +67,13 @@ class EngineMap {
   }
 
   uint64_t key(size_t i) const { return keys_[i]; }
-  BlockKey our(size_t i) const { return ours_[i]; }
-  uint64_t parent(size_t i) const { return parents_[i]; }
+  BlockKey our(size_t i) const { return vals_[i].our; }
+  uint64_t parent(size_t i) const { return vals_[i].parent; }
+  // Starts loading slot i's value and meta.
+  void PrefetchSlot(size_t i) const {
+    __builtin_prefetch(&vals_[i], 1);
+    __builtin_prefetch(&meta_[i], 1);
+  }
   uint8_t& meta(size_t i) { return meta_[i]; }
   uint8_t meta(size_t i) const { return meta_[i]; }
 
@@ -96,16 +99,14 @@ class EngineMap {
   void Allocate(size_t cap) {
     cap_ = cap;
     keys_.reset(new uint64_t[cap]());
-    ours_.reset(new uint64_t[cap]);
-    parents_.reset(new uint64_t[cap]);
+    vals_.reset(new Val[cap]);
     meta_.reset(new uint8_t[cap]);
   }
 
   void Resize(size_t cap) {
     if (cap < kMinCapacity) cap = kMinCapacity;
     auto keys = std::move(keys_);
-    auto ours = std::move(ours_);
-    auto parents = std::move(parents_);
+    auto vals = std::move(vals_);
     auto meta = std::move(meta_);
     const size_t old_cap = cap_;
     Allocate(cap);
@@ -114,8 +115,7 @@ class EngineMap {
       size_t j = Home(keys[i]);
       while (keys_[j] != 0) j = Next(j);
       keys_[j] = keys[i];
-      ours_[j] = ours[i];
-      parents_[j] = parents[i];
+      vals_[j] = vals[i];
       meta_[j] = meta[i];
     }
   }
@@ -123,8 +123,11 @@ class EngineMap {
   size_t cap_ = 0;
   size_t size_ = 0;
   std::unique_ptr<uint64_t[]> keys_;
-  std::unique_ptr<uint64_t[]> ours_;
-  std::unique_ptr<uint64_t[]> parents_;
+  struct Val {
+    BlockKey our;
+    uint64_t parent;
+  };
+  std::unique_ptr<Val[]> vals_;
   std::unique_ptr<uint8_t[]> meta_;
 };
 

@@ -142,6 +142,7 @@ struct ExactIndex::PodState {
   std::vector<uint64_t> pending;  // removed entries that had children (fix-up at event end)
   std::vector<BlockKey> keys;     // scratch
   std::vector<uint64_t> ekeys;    // scratch
+  std::vector<size_t> slots;      // scratch
   prometheus::Gauge* gauge = nullptr;
   uint64_t reported_entries = 0;  // what the model gauge has seen
   std::string reported_model;
@@ -161,8 +162,22 @@ class PodWriter {
  public:
   using PodState = ExactIndex::PodState;
   PodWriter(PodState& pod, HolderTable& table, HolderDirectory& dir, const BlockHasher& hasher,
-            std::atomic<uint64_t>& memberships)
-      : pod_(pod), table_(table), dir_(dir), hasher_(hasher), memberships_(memberships) {}
+            std::atomic<uint64_t>& memberships, EpochManager& epoch)
+      : pod_(pod),
+        table_(table),
+        dir_(dir),
+        hasher_(hasher),
+        memberships_(memberships),
+        epoch_(epoch) {}
+  ~PodWriter() { Flush(); }
+
+  // Publishes the batched entry counts.
+  void Flush() {
+    if (delta_ == 0) return;
+    pod_.entries.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
+    memberships_.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
+    delta_ = 0;
+  }
 
   uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
            non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0;
@@ -256,7 +271,10 @@ class PodWriter {
     auto& keys = pod_.keys;
     keys.resize(n);
     hasher_.HashInto(parent_key, ev.token_ids, keys.data());
-    for (size_t i = 0; i < n; ++i) table_.Prefetch(keys[i], h->id / kHoldersPerGroup);
+    {
+      EpochManager::ReadGuard guard(epoch_);  // the prefetch reads the shard's array pointer
+      for (size_t i = 0; i < n; ++i) table_.PrefetchForWrite(keys[i], h->id);
+    }
     for (size_t i = 0; i < n; ++i) {
       Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
     }
@@ -275,8 +293,28 @@ class PodWriter {
       unknown_remove += n;
       return;
     }
-    for (kv::EngineHash hash : ev.block_hashes) {
-      if (!Remove(*h, EngineKey(hash, group))) ++unknown_remove;
+    // Pipeline: load the map slots, then their values, then the table slots; then remove.
+    auto& ekeys = pod_.ekeys;
+    ekeys.resize(n);
+    EngineMap& m = h->map;
+    for (size_t i = 0; i < n; ++i) {
+      ekeys[i] = EngineKey(ev.block_hashes[i], group);
+      m.Prefetch(ekeys[i]);
+    }
+    auto& slots = pod_.slots;
+    slots.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      slots[i] = m.Find(ekeys[i]);
+      if (slots[i] != EngineMap::kNpos) m.PrefetchSlot(slots[i]);
+    }
+    {
+      EpochManager::ReadGuard guard(epoch_);
+      for (size_t i = 0; i < n; ++i) {
+        if (slots[i] != EngineMap::kNpos) table_.PrefetchForWrite(m.our(slots[i]), h->id);
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!Remove(*h, ekeys[i])) ++unknown_remove;
     }
     FixOrphans(*h);
     h->map.MaybeShrink();
@@ -334,10 +372,7 @@ class PodWriter {
   }
 
  private:
-  void AddEntries(int64_t d) {
-    pod_.entries.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
-    memberships_.fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
-  }
+  void AddEntries(int64_t d) { delta_ += d; }
 
   void SetHeld(Holder& h, BlockKey our) {
     if (table_.Set(our, h.id)) ++h.extra_refs[our];
@@ -472,6 +507,8 @@ class PodWriter {
   HolderDirectory& dir_;
   const BlockHasher& hasher_;
   std::atomic<uint64_t>& memberships_;
+  EpochManager& epoch_;
+  int64_t delta_ = 0;
 };
 
 uint64_t PodBytes(const ExactIndex::PodState& pod) {
@@ -527,7 +564,7 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
     lock.unlock();
   }
   pod->model = source.model;
-  PodWriter w(*pod, table_, directory_, hasher_, memberships_);
+  PodWriter w(*pod, table_, directory_, hasher_, memberships_, epoch_);
   uint64_t n_stored = 0, n_removed = 0, n_cleared = 0;
   for (const kv::Event& event : batch.events) {
     if (const auto* s = std::get_if<kv::BlockStored>(&event)) {
@@ -541,6 +578,7 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
       ++n_cleared;
     }
   }
+  w.Flush();
   const uint64_t new_bytes = PodBytes(*pod);
   pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
   pod->unplaceable.fetch_add(w.unknown_parent, std::memory_order_relaxed);
@@ -635,7 +673,7 @@ void ExactIndex::EnforceBudget(PodState& pod) {
 }
 
 uint64_t ExactIndex::EvictLocked(PodState& pod, uint64_t count) {
-  PodWriter w(pod, table_, directory_, hasher_, memberships_);
+  PodWriter w(pod, table_, directory_, hasher_, memberships_, epoch_);
   const uint64_t got = w.Evict(count);
   pod.evicted.fetch_add(got, std::memory_order_relaxed);
   const uint64_t new_bytes = PodBytes(pod);
@@ -647,7 +685,7 @@ void ExactIndex::ClearPod(const std::string& pod_key) {
   auto pod = FindPod(pod_key);
   if (!pod) return;
   std::lock_guard<std::mutex> lock(pod->mu);
-  PodWriter(*pod, table_, directory_, hasher_, memberships_).ClearAll();
+  PodWriter(*pod, table_, directory_, hasher_, memberships_, epoch_).ClearAll();
   const uint64_t new_bytes = PodBytes(*pod);
   pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
   if (pod->gauge) pod->gauge->Set(0);
@@ -663,7 +701,7 @@ void ExactIndex::RemovePod(const std::string& pod_key) {
     pods_.erase(it);
   }
   std::lock_guard<std::mutex> lock(pod->mu);
-  PodWriter(*pod, table_, directory_, hasher_, memberships_).ClearAll();
+  PodWriter(*pod, table_, directory_, hasher_, memberships_, epoch_).ClearAll();
   for (auto& h : pod->holders) directory_.Release(h->id);
   pod->holders.clear();
   pod->removed = true;

@@ -32,7 +32,7 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
   const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
   const uint64_t bit = uint64_t{1} << (holder % kHoldersPerGroup);
   Shard& shard = ShardOf(tkey);
-  std::lock_guard<std::mutex> lock(shard.mu);
+  std::lock_guard<SpinLock> lock(shard.mu);
   for (int attempt = 0; attempt < 2; ++attempt) {
     Array* arr = shard.array.load(std::memory_order_relaxed);
     const size_t m = arr->cap - 1;
@@ -70,7 +70,7 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
   const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
   const uint64_t bit = uint64_t{1} << (holder % kHoldersPerGroup);
   Shard& shard = ShardOf(tkey);
-  std::lock_guard<std::mutex> lock(shard.mu);
+  std::lock_guard<SpinLock> lock(shard.mu);
   Array* arr = shard.array.load(std::memory_order_relaxed);
   const size_t m = arr->cap - 1;
   for (size_t idx = tkey & m;; idx = (idx + 1) & m) {
@@ -130,6 +130,12 @@ void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)]);
+}
+
+void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {
+  const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
+  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
+  __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)], 1);
 }
 
 // ------------------------------------------------------------------------ HolderDirectory

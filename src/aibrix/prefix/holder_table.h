@@ -55,6 +55,8 @@ class HolderTable {
   uint64_t Lookup(BlockKey key, uint32_t group) const;
   // Starts loading the home slot of (key, group). REQUIRES: a ReadGuard is held.
   void Prefetch(BlockKey key, uint32_t group) const;
+  // Same, for a writer about to Set/Clear (no ReadGuard needed: only an address is formed).
+  void PrefetchForWrite(BlockKey key, HolderId holder) const;
 
   // Bytes held by the slot arrays (capacities, not sizes).
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
@@ -71,8 +73,22 @@ class HolderTable {
     size_t cap;  // power of two
     std::unique_ptr<Slot[]> slots;
   };
+  // A test-and-test-and-set lock: the shard's critical sections are a few dozen ns, and
+  // unlock is a plain release store (std::mutex costs a second locked instruction).
+  class SpinLock {
+   public:
+    void lock() {
+      while (locked_.exchange(true, std::memory_order_acquire)) {
+        while (locked_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
+      }
+    }
+    void unlock() { locked_.store(false, std::memory_order_release); }
+
+   private:
+    std::atomic<bool> locked_{false};
+  };
   struct alignas(64) Shard {
-    std::mutex mu;
+    SpinLock mu;
     std::atomic<Array*> array{nullptr};
     size_t used = 0;  // slots with a key (live or dead); guarded by mu
     size_t live = 0;  // slots with a non-zero mask; guarded by mu
