@@ -444,12 +444,42 @@ class Decoder {
         *out = nlohmann::json::object();
         for (uint32_t k = 0; k < v.n; ++k) {
           Val key, val;
-          nlohmann::json kj, vj;
-          if (!Next(&key) || !ToJson(key, depth + 1, &kj)) return false;
+          nlohmann::json vj;
+          if (!Next(&key)) return false;
+          // JSON keys are strings. Scalars are spelled out; container keys (which Python
+          // cannot even produce for a dict) are dropped with their value: rendering them as
+          // text would let nested keys grow the output exponentially through escaping.
+          std::string name;
+          switch (key.kind) {
+            case Kind::kStr:
+              name = std::string(key.s);
+              break;
+            case Kind::kUint:
+              name = std::to_string(key.u);
+              break;
+            case Kind::kInt:
+              name = std::to_string(key.i);
+              break;
+            case Kind::kBool:
+              name = key.b ? "true" : "false";
+              break;
+            case Kind::kNil:
+              name = "null";
+              break;
+            case Kind::kFloat:
+              name = fmt::format("{}", key.d);
+              break;
+            case Kind::kBin: {
+              nlohmann::json kj;
+              if (!ToJson(key, depth + 1, &kj)) return false;
+              name = kj["$bin"].get<std::string>();
+              break;
+            }
+            default:
+              if (!SkipChildren(key, depth + 1) || !Skip(depth + 1)) return false;
+              continue;
+          }
           if (!Next(&val) || !ToJson(val, depth + 1, &vj)) return false;
-          const std::string name =
-              kj.is_string() ? kj.get<std::string>()
-                             : kj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
           (*out)[name] = std::move(vj);
         }
         return true;

@@ -1,0 +1,243 @@
+#include "aibrix/kvevents/manager.h"
+
+#include <charconv>
+#include <utility>
+
+#include "aibrix/common/env.h"
+#include "aibrix/common/logging.h"
+#include "aibrix/common/net.h"
+#include "aibrix/common/strings.h"
+#include "fmt/format.h"
+#include "zmq.hpp"
+
+namespace aibrix::kvevents {
+namespace {
+
+int LabelPort(const store::PodObject& pod, const char* label, int fallback) {
+  auto it = pod.labels.find(label);
+  if (it == pod.labels.end()) return fallback;
+  int port = 0;
+  const std::string& v = it->second;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), port);
+  if (ec != std::errc() || p != v.data() + v.size() || port < 0 || port > 65535) return fallback;
+  return port;
+}
+
+std::string TcpEndpoint(const std::string& ip, int port) {
+  return "tcp://" + common::FormatHostPort(ip, static_cast<uint16_t>(port));
+}
+
+}  // namespace
+
+bool KvEventSyncEnabledFromEnv() { return common::EnvBool(kKvEventSyncEnv, false); }
+
+bool PodTarget::operator==(const PodTarget& o) const {
+  if (uid != o.uid || ip != o.ip || model != o.model || lora_id != o.lora_id ||
+      ranks.size() != o.ranks.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (ranks[i].endpoint != o.ranks[i].endpoint ||
+        ranks[i].replay_endpoint != o.ranks[i].replay_endpoint) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::unique_ptr<PodTarget> TargetForPod(const store::Pod& pod, const EventManagerOptions& options) {
+  const store::PodObject& o = pod.object;
+  if (!options.enabled || !store::PodKvEventsEnabled(o) || o.phase != "Running" || o.ip.empty()) {
+    return nullptr;
+  }
+  const std::string model = store::PodModelName(o);
+  if (model.empty()) return nullptr;
+  auto t = std::make_unique<PodTarget>();
+  t->uid = o.uid;
+  t->ip = o.ip;
+  t->model = model;
+  t->lora_id = store::PodLoraId(o);
+  const int port = LabelPort(o, store::kKvEventsPortLabel, options.default_port);
+  const int replay = LabelPort(o, store::kKvReplayPortLabel, options.default_replay_port);
+  if (port == 0) return nullptr;
+  const int dp = store::PodDataParallelSize(o);
+  for (int r = 0; r < dp && port + r <= 65535; ++r) {
+    RankEndpoint ep;
+    ep.endpoint = TcpEndpoint(o.ip, port + r);
+    if (replay > 0 && replay + r <= 65535) ep.replay_endpoint = TcpEndpoint(o.ip, replay + r);
+    t->ranks.push_back(std::move(ep));
+  }
+  return t;
+}
+
+EventManager::EventManager(store::Store* store, kv::EventSink* sink, prometheus::Registry* registry,
+                           EventManagerOptions options)
+    : store_(store), sink_(sink), options_(std::move(options)) {
+  if (!registry) {
+    own_registry_ = std::make_unique<prometheus::Registry>();
+    registry = own_registry_.get();
+  }
+  metrics_ = std::make_unique<KvMetrics>(*registry);
+}
+
+EventManager::~EventManager() { Stop(); }
+
+absl::Status EventManager::Start() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (started_) return absl::FailedPreconditionError("event manager already started");
+    started_ = true;
+    if (!options_.enabled) return absl::OkStatus();
+    context_ = std::make_unique<zmq::context_t>(1);
+    thread_ = std::thread([this] { Run(); });
+  }
+  store_->AddListener(this);
+  // Pods cached before we listened. Reconciliation reads the current state, so a pod also
+  // notified through the listener is handled once more at no cost.
+  for (const auto& pod : store_->ListPods()) Enqueue(pod->key);
+  return absl::OkStatus();
+}
+
+void EventManager::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!started_ || stopping_) return;
+    stopping_ = true;
+  }
+  if (!options_.enabled) return;
+  store_->RemoveListener(this);
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::map<std::string, Entry> entries;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    entries.swap(entries_);
+  }
+  for (auto& [key, e] : entries) e.subscriber->Stop();
+  entries.clear();
+  context_.reset();
+}
+
+void EventManager::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
+  if (!options_.enabled) return;
+  Enqueue(after ? after->key : before ? before->key : std::string());
+}
+
+void EventManager::Enqueue(const std::string& key) {
+  if (key.empty()) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    ++enqueued_;
+    if (!queued_.insert(key).second) {
+      ++done_;  // already queued: that reconciliation covers this change too
+      return;
+    }
+    queue_.push_back(key);
+  }
+  cv_.notify_all();
+}
+
+bool EventManager::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  const uint64_t target = enqueued_;
+  return cv_.wait_for(l, timeout, [&] { return done_ >= target || stopping_; });
+}
+
+void EventManager::Run() {
+  while (true) {
+    std::string key;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      key = std::move(queue_.front());
+      queue_.pop_front();
+      queued_.erase(key);
+    }
+    Reconcile(key);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ++done_;
+    }
+    cv_.notify_all();
+  }
+}
+
+void EventManager::Reconcile(const std::string& key) {
+  auto pod = store_->GetPod(key);
+  std::unique_ptr<PodTarget> want;
+  if (pod.ok()) want = TargetForPod(**pod, options_);
+
+  std::unique_ptr<Subscriber> old;
+  std::string reason;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      if (want && *want == it->second.target) return;  // nothing changed for us
+      if (!pod.ok()) {
+        reason = "pod_deleted";
+      } else if (!want) {
+        reason = "ineligible";
+      } else if (want->ip != it->second.target.ip) {
+        reason = "ip_changed";
+      } else if (want->uid != it->second.target.uid) {
+        reason = "pod_recreated";
+      } else {
+        reason = "config_changed";
+      }
+      old = std::move(it->second.subscriber);
+      entries_.erase(it);
+    }
+  }
+  auto log = common::Logger("kvevents");
+  if (old) {
+    old->Stop();
+    old.reset();
+    // The old subscriber's applier is joined: nothing for this pod reaches the sink any more
+    // until the new subscriber starts.
+    sink_->ClearPod(key);
+    metrics_->ForPod(key)->resyncs(reason).Increment();
+    log->info("pod {}: unsubscribed from KV events ({}), entries cleared", key, reason);
+    if (!want) metrics_->RemovePod(key);
+  }
+  if (!want) return;
+
+  SubscriberOptions so = options_.subscriber;
+  so.source.pod_key = key;
+  so.source.model = want->model;
+  so.source.lora_id = want->lora_id;
+  so.ranks = want->ranks;
+  so.context = context_.get();
+  auto sub = std::make_unique<Subscriber>(std::move(so), sink_, metrics_->ForPod(key));
+  if (auto st = sub->Start(); !st.ok()) {
+    log->warn("pod {}: cannot subscribe to KV events: {}", key, common::AsStd(st.message()));
+    return;
+  }
+  log->info("pod {}: subscribed to KV events at {}{}", key, want->ranks.front().endpoint,
+            want->ranks.size() > 1 ? fmt::format(" (+{} ranks)", want->ranks.size() - 1) : "");
+  std::lock_guard<std::mutex> l(mu_);
+  entries_[key] = Entry{std::move(*want), std::move(sub)};
+}
+
+std::vector<std::string> EventManager::SubscribedPods() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::string> keys;
+  for (const auto& [k, e] : entries_) keys.push_back(k);
+  return keys;
+}
+
+std::vector<RankEndpoint> EventManager::Endpoints(const std::string& pod_key) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = entries_.find(pod_key);
+  return it == entries_.end() ? std::vector<RankEndpoint>{} : it->second.target.ranks;
+}
+
+Subscriber::Stats EventManager::PodStats(const std::string& pod_key) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = entries_.find(pod_key);
+  return it == entries_.end() ? Subscriber::Stats{} : it->second.subscriber->stats();
+}
+
+}  // namespace aibrix::kvevents
