@@ -52,6 +52,8 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   // Many engine-sims share one small machine: keep per-thread malloc arenas few.
   mallopt(M_ARENA_MAX, 2);
+  // A client that hangs up mid-response must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
 
   enginesim::EngineOptions eo;
   enginesim::HttpOptions ho;
