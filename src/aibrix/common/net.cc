@@ -7,19 +7,20 @@
 namespace aibrix::common {
 namespace {
 
-absl::StatusOr<uint16_t> ParsePort(std::string_view text, std::string_view whole) {
+absl::StatusOr<uint16_t> ParsePort(std::string_view text, std::string_view whole, PortZero zero) {
   int port = 0;
+  const int lowest = zero == PortZero::kAllowed ? 0 : 1;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
-  if (ec != std::errc() || end != text.data() + text.size() || port < 1 || port > 65535) {
-    return absl::InvalidArgumentError(
-        fmt::format("invalid port '{}' in '{}': want an integer in 1..65535", text, whole));
+  if (ec != std::errc() || end != text.data() + text.size() || port < lowest || port > 65535) {
+    return absl::InvalidArgumentError(fmt::format(
+        "invalid port '{}' in '{}': want an integer in {}..65535", text, whole, lowest));
   }
   return static_cast<uint16_t>(port);
 }
 
 }  // namespace
 
-absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port) {
+absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port, PortZero zero) {
   HostPort out;
   std::string_view port_text;
   if (!text.empty() && text.front() == '[') {
@@ -62,7 +63,7 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port) 
     out.port = static_cast<uint16_t>(default_port);
     return out;
   }
-  auto port = ParsePort(port_text, text);
+  auto port = ParsePort(port_text, text, zero);
   if (!port.ok()) return port.status();
   out.port = *port;
   return out;

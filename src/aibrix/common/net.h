@@ -16,9 +16,14 @@ struct HostPort {
   uint16_t port = 0;
 };
 
+// Whether port 0 ("any free port", for listening addresses) is accepted.
+enum class PortZero { kRejected, kAllowed };
+
 // Parses "host:port", "[v6]:port", or (when `default_port` > 0) a bare host / "[v6]".
-// Errors: empty host, malformed brackets, port not an integer in 1..65535.
-absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port = 0);
+// Errors: empty host, malformed brackets, port not an integer in 1..65535 (0..65535 when
+// port zero is allowed).
+absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port = 0,
+                                       PortZero zero = PortZero::kRejected);
 
 // "host:port", with IPv6 literals bracketed.
 std::string FormatHostPort(std::string_view host, uint16_t port);

@@ -26,6 +26,9 @@ TEST(NetTest, RejectsBadAddressesWithReason) {
     EXPECT_FALSE(parsed.ok()) << bad;
   }
   EXPECT_FALSE(ParseHostPort("host").ok());
+  auto any = ParseHostPort("127.0.0.1:0", 0, PortZero::kAllowed);
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ(any->port, 0);
 }
 
 TEST(NetTest, FormatsIpv6Bracketed) {

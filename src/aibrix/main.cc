@@ -1,0 +1,67 @@
+// aibrix-cache: the service (default) and its operator tools (subcommands).
+// Thin by design: parse flags, build the Service, wait for SIGINT/SIGTERM, stop.
+#include <csignal>
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "aibrix/common/logging.h"
+#include "aibrix/server/service.h"
+
+namespace {
+
+// Blocks the stop signals in every thread (threads inherit the mask), so that only the
+// main thread receives them, through sigwait.
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using aibrix::server::ServiceConfig;
+  ServiceConfig config = ServiceConfig::FromEnvironment();
+
+  CLI::App app{"aibrix-cache: pod registry, KV-event prefix index and router for LLM inference"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--http-addr", config.http_addr, "HTTP listen address (API, proxy, /metrics)");
+  app.add_option("--discovery", config.discovery, "Pod discovery: static")
+      ->check(CLI::IsMember({"static"}));
+  app.add_option("--static-config", config.static_config, "Static discovery YAML file")
+      ->check(CLI::ExistingFile);
+  app.add_option("--max-body-bytes", config.max_body_bytes, "Largest accepted request body")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--http-threads", config.http_threads, "HTTP worker threads")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--metric-refresh-ms", config.metric_refresh_ms,
+                 "Engine metric scrape interval (env AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
+               "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
+  app.add_option("--block-size", config.block_size,
+                 "Prefix index block size in tokens (env AIBRIX_PREFIX_CACHE_BLOCK_SIZE)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  CLI11_PARSE(app, argc, argv);
+
+  aibrix::common::SetLogLevel(config.log_level);
+  auto log = aibrix::common::Logger("main");
+  sigset_t stop_signals = BlockStopSignals();
+
+  aibrix::server::Service service(config);
+  if (auto status = service.Start(); !status.ok()) {
+    log->error("start-up failed: {}", status.ToString());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  log->info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  service.Stop();
+  log->info("stopped");
+  return 0;
+}

@@ -1,0 +1,18 @@
+#include "aibrix/server/config.h"
+
+#include "aibrix/common/env.h"
+
+namespace aibrix::server {
+
+ServiceConfig ServiceConfig::FromEnvironment() {
+  ServiceConfig config;
+  config.metric_refresh_ms = static_cast<int>(
+      common::EnvPositiveInt("AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS", config.metric_refresh_ms));
+  config.kv_event_sync =
+      common::EnvBool("AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", config.kv_event_sync);
+  config.block_size =
+      static_cast<int>(common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_BLOCK_SIZE", config.block_size));
+  return config;
+}
+
+}  // namespace aibrix::server

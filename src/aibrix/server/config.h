@@ -1,0 +1,33 @@
+// Configuration of the aibrix-cache service: defaults, then the AIBrix environment variables
+// that apply (spec §8), then command-line flags (main.cc), which win.
+//
+// Thread safety: a plain value.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace aibrix::server {
+
+struct ServiceConfig {
+  std::string http_addr = "127.0.0.1:8090";
+  std::string discovery = "static";  // only "static" is implemented so far
+  std::string static_config;         // path of the static YAML file
+  size_t max_body_bytes = 8 << 20;
+  int http_threads = 64;
+  std::string log_level = "info";
+
+  // AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS: engine metric scrape interval.
+  int metric_refresh_ms = 50;
+  // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED: subscribe to engines' KV events.
+  bool kv_event_sync = false;
+  // AIBRIX_PREFIX_CACHE_BLOCK_SIZE: prefix-index block size, in tokens (the reference counts
+  // bytes of 4-byte token ids; we count tokens, vLLM's unit).
+  int block_size = 16;
+
+  // The AIBrix environment variables applied over the defaults; invalid values keep the
+  // default (the reference's parsing rules).
+  static ServiceConfig FromEnvironment();
+};
+
+}  // namespace aibrix::server

@@ -1,0 +1,128 @@
+// Starts the real aibrix-cache binary on a free port and checks its HTTP surface.
+#include <signal.h>
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/subprocess.h"
+
+namespace aibrix {
+namespace {
+
+using testing::BinaryPath;
+using ::testing::HasSubstr;
+using testing::Subprocess;
+
+std::string WriteConfig(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void StartService(const std::string& config, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
+                                     "--static-config", config};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto process = Subprocess::Start(argv);
+    ASSERT_TRUE(process.ok()) << process.status();
+    process_ = std::move(*process);
+    auto port = process_->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
+                                      std::chrono::seconds(20));
+    ASSERT_TRUE(port.ok()) << port.status();
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", std::stoi(*port));
+    ASSERT_TRUE(process_->WaitForLine("ready:", std::chrono::seconds(20)).ok());
+  }
+
+  std::unique_ptr<Subprocess> process_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(ServiceTest, ServesHealthPodsModelsAndMetrics) {
+  StartService(WriteConfig("svc.yaml", R"(
+models:
+  - name: llama
+    engine: vllm
+    endpoints: ["127.0.0.1:18001", {address: "127.0.0.1:18002", kv_events: true}]
+  - name: qwen
+    endpoints: ["127.0.0.2:18003"]
+)"));
+  auto health = client_->Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto ready = client_->Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+
+  auto pods = client_->Get("/cache/pods");
+  ASSERT_TRUE(pods);
+  ASSERT_EQ(pods->status, 200);
+  auto pods_json = nlohmann::json::parse(pods->body)["pods"];
+  ASSERT_EQ(pods_json.size(), 3u);
+  EXPECT_EQ(pods_json[0]["key"], "standalone/llama-127-0-0-1-0");
+  EXPECT_EQ(pods_json[0]["ready"], true);
+  EXPECT_EQ(pods_json[0]["port"], 18001);
+  EXPECT_EQ(pods_json[1]["kv_events_enabled"], true);
+  EXPECT_EQ(pods_json[2]["model"], "qwen");
+
+  auto one = client_->Get("/cache/pods/standalone/qwen-127-0-0-2-2");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+  EXPECT_EQ(nlohmann::json::parse(one->body)["ip"], "127.0.0.2");
+  auto missing = client_->Get("/cache/pods/standalone/nope");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_THAT(nlohmann::json::parse(missing->body)["error"]["message"].get<std::string>(),
+              HasSubstr("standalone/nope"));
+
+  auto models = client_->Get("/cache/models");
+  ASSERT_TRUE(models);
+  auto models_json = nlohmann::json::parse(models->body)["models"];
+  ASSERT_EQ(models_json.size(), 2u);
+  EXPECT_EQ(models_json[0]["name"], "llama");
+  EXPECT_EQ(models_json[0]["ready_pods"].size(), 2u);
+
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, HasSubstr("aibrix_cache_pods{state=\"ready\"} 3"));
+  EXPECT_THAT(metrics->body, HasSubstr("aibrix_cache_models 2"));
+  EXPECT_THAT(metrics->body,
+              HasSubstr("aibrix_cache_http_requests_total{code=\"200\",route=\"/readyz\"} 1"));
+
+  auto unknown = client_->Get("/no/such/path");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_EQ(nlohmann::json::parse(unknown->body)["error"]["code"], 404);
+
+  auto exit_code = process_->Stop(SIGTERM, std::chrono::seconds(10));
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  EXPECT_EQ(*exit_code, 0);
+  EXPECT_THAT(process_->Output(), HasSubstr("shutting down"));
+}
+
+TEST_F(ServiceTest, BadConfigStopsStartupWithFieldAndLine) {
+  const std::string config =
+      WriteConfig("bad.yaml", "models:\n  - name: m\n    endpoints: [\"h:0\"]\n");
+  auto process = Subprocess::Start(
+      {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config});
+  ASSERT_TRUE(process.ok());
+  auto exit_code = (*process)->Wait(std::chrono::seconds(20));
+  ASSERT_TRUE(exit_code.ok());
+  EXPECT_EQ(*exit_code, 1);
+  EXPECT_THAT((*process)->Output(), HasSubstr("bad.yaml:3: field 'models[0].endpoints[0]'"));
+}
+
+TEST_F(ServiceTest, SigintStopsGracefully) {
+  StartService(WriteConfig("int.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\"]\n"));
+  auto exit_code = process_->Stop(SIGINT, std::chrono::seconds(10));
+  ASSERT_TRUE(exit_code.ok());
+  EXPECT_EQ(*exit_code, 0);
+}
+
+}  // namespace
+}  // namespace aibrix
