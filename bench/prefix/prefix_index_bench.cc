@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <numeric>
 #include <random>
 #include <string>
@@ -22,6 +23,14 @@ constexpr int kPromptBlocks = 512;
 const char* const kModel = "meta-llama/Llama-3.1-8B-Instruct";
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// CPU time of the calling thread: "per core" rates that do not count time spent descheduled
+// on this shared machine.
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 std::vector<uint32_t> RandomTokens(std::mt19937_64& rng, size_t n) {
   std::vector<uint32_t> t(n);
@@ -238,24 +247,28 @@ WriteFigures MeasureWrites(int pods, uint64_t live_blocks, uint64_t steady_block
   const double grow_s = Seconds(Clock::now() - t0);
   const uint64_t grown = index.memberships();
 
+  double store_cpu = 0, remove_cpu = 0;
   Clock::duration store_t{}, remove_t{};
   for (uint64_t done = 0; done < steady_blocks; done += 32) {
     const auto a = Clock::now();
+    const double ca = ThreadCpuSeconds();
     store_one();
     const auto b = Clock::now();
+    const double cb = ThreadCpuSeconds();
     remove_one();
+    remove_cpu += ThreadCpuSeconds() - cb;
     remove_t += Clock::now() - b;
+    store_cpu += cb - ca;
     store_t += b - a;
   }
   std::fprintf(stderr,
-               "writes: pods=%d live=%llu grow=%.3fs steady: %llu blocks stored in %.3fs, "
-               "removed in %.3fs; memberships after=%llu\n",
+               "writes: pods=%d live=%llu grow=%.3fs steady: %llu blocks stored in %.3fs wall "
+               "%.3fs cpu, removed in %.3fs wall %.3fs cpu; memberships after=%llu\n",
                pods, static_cast<unsigned long long>(grown), grow_s,
-               static_cast<unsigned long long>(steady_blocks), Seconds(store_t), Seconds(remove_t),
-               static_cast<unsigned long long>(index.memberships()));
-  return {static_cast<double>(steady_blocks) / Seconds(store_t),
-          static_cast<double>(steady_blocks) / Seconds(remove_t),
-          static_cast<double>(grown) / grow_s};
+               static_cast<unsigned long long>(steady_blocks), Seconds(store_t), store_cpu,
+               Seconds(remove_t), remove_cpu, static_cast<unsigned long long>(index.memberships()));
+  return {static_cast<double>(steady_blocks) / store_cpu,
+          static_cast<double>(steady_blocks) / remove_cpu, static_cast<double>(grown) / grow_s};
 }
 
 // ---------------------------------------------------------------------------- memory

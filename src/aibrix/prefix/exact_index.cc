@@ -171,8 +171,10 @@ class PodWriter {
         epoch_(epoch) {}
   ~PodWriter() { Flush(); }
 
-  // Publishes the batched entry counts.
+  // Applies deferred table updates and publishes the batched entry counts.
+  // REQUIRES: called before the pod's mutex is released.
   void Flush() {
+    FlushTable();
     if (delta_ == 0) return;
     pod_.entries.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
     memberships_.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
@@ -279,6 +281,7 @@ class PodWriter {
       Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
     }
     FixOrphans(*h);
+    FlushTable();
   }
 
   void Removed(const kv::BlockRemoved& ev) {
@@ -317,10 +320,12 @@ class PodWriter {
       if (!Remove(*h, ekeys[i])) ++unknown_remove;
     }
     FixOrphans(*h);
+    FlushTable();
     h->map.MaybeShrink();
   }
 
   void ClearAll() {
+    FlushTable();
     for (auto& h : pod_.holders) {
       const EngineMap& m = h->map;
       for (size_t i = 0; i < m.capacity(); ++i) {
@@ -365,6 +370,7 @@ class PodWriter {
         }
       }
       FixOrphans(*h);
+      FlushTable();
       m.MaybeShrink();
       if (done >= count) break;
     }
@@ -374,16 +380,33 @@ class PodWriter {
  private:
   void AddEntries(int64_t d) { delta_ += d; }
 
+  // Table updates are deferred and applied in one pass (FlushTable) after the map work of an
+  // event, so the table slots prefetched at the start have arrived. Sets and clears are
+  // never pending together (each flushes the other kind first), so order is preserved.
   void SetHeld(Holder& h, BlockKey our) {
-    if (table_.Set(our, h.id)) ++h.extra_refs[our];
+    if (!pending_clear_.empty()) FlushTable();
+    pending_set_.push_back({our, &h});
   }
   void ClearHeld(Holder& h, BlockKey our) {
+    if (!pending_set_.empty()) FlushTable();
     if (auto it = h.extra_refs.find(our); it != h.extra_refs.end()) {
       if (--it->second == 0) h.extra_refs.erase(it);
       return;
     }
-    table_.Clear(our, h.id);
+    pending_clear_.push_back({our, &h});
   }
+
+ public:
+  void FlushTable() {
+    for (const auto& [our, h] : pending_set_) {
+      if (table_.Set(our, h->id)) ++h->extra_refs[our];
+    }
+    pending_set_.clear();
+    for (const auto& [our, h] : pending_clear_) table_.Clear(our, h->id);
+    pending_clear_.clear();
+  }
+
+ private:
   static void IncCc(EngineMap& m, size_t i) {
     uint8_t& meta = m.meta(i);
     if ((meta & EngineMap::kCcMask) != EngineMap::kCcMask) ++meta;
@@ -509,6 +532,8 @@ class PodWriter {
   std::atomic<uint64_t>& memberships_;
   EpochManager& epoch_;
   int64_t delta_ = 0;
+  std::vector<std::pair<BlockKey, Holder*>> pending_set_;
+  std::vector<std::pair<BlockKey, Holder*>> pending_clear_;
 };
 
 uint64_t PodBytes(const ExactIndex::PodState& pod) {

@@ -42,10 +42,7 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
       const uint64_t k = s.key.load(std::memory_order_relaxed);
       if (k == tkey) {
         const uint64_t prev = s.mask.fetch_or(bit, std::memory_order_release);
-        if (prev == 0) {
-          ++shard.live;
-          live_.fetch_add(1, std::memory_order_relaxed);
-        }
+        if (prev == 0) ++shard.live;
         return (prev & bit) != 0;
       }
       if (k == 0) break;
@@ -60,7 +57,6 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
     s.key.store(tkey, std::memory_order_release);  // publishes the mask with the key
     ++shard.used;
     ++shard.live;
-    live_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
   return false;  // unreachable: a rebuilt array always has room
@@ -82,7 +78,6 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
     if ((prev & bit) == 0) return false;
     if (prev == bit) {
       --shard.live;
-      live_.fetch_sub(1, std::memory_order_relaxed);
       if (arr->cap > kMinCapacity && shard.live * 8 < arr->cap) Rebuild(shard, shard.live);
     }
     return true;
@@ -130,6 +125,15 @@ void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)]);
+}
+
+size_t HolderTable::live_slots() const {
+  size_t n = 0;
+  for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
+    std::lock_guard<SpinLock> lock(shards_[i].mu);
+    n += shards_[i].live;
+  }
+  return n;
 }
 
 void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {

@@ -61,7 +61,8 @@ class HolderTable {
   // Bytes held by the slot arrays (capacities, not sizes).
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   // Number of (key, group) slots with at least one holder.
-  size_t live_slots() const { return live_.load(std::memory_order_relaxed); }
+  // Takes every shard lock in turn; for stats and tests.
+  size_t live_slots() const;
 
  private:
   struct Slot {
@@ -88,7 +89,7 @@ class HolderTable {
     std::atomic<bool> locked_{false};
   };
   struct alignas(64) Shard {
-    SpinLock mu;
+    mutable SpinLock mu;
     std::atomic<Array*> array{nullptr};
     size_t used = 0;  // slots with a key (live or dead); guarded by mu
     size_t live = 0;  // slots with a non-zero mask; guarded by mu
@@ -105,7 +106,6 @@ class HolderTable {
   EpochManager& epoch_;
   std::unique_ptr<Shard[]> shards_;
   std::atomic<size_t> bytes_{0};
-  std::atomic<size_t> live_{0};
 };
 
 // Who a holder id stands for.

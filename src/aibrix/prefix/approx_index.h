@@ -1,0 +1,103 @@
+// ApproxIndex: the prefix index fed by routing decisions (the reference's prefix-cache
+// policy, for pods that publish no KV events). After each routing decision the router calls
+// Record(prompt, chosen pod); queries then answer as if the pod had cached every block it
+// was sent, until the pod's LRU capacity or the TTL drops them.
+//
+// Per pod: an LRU of block keys with a last-recorded time. Record touches the prompt's
+// blocks from the last to the first, so a block is always more recent than its descendants
+// and LRU/TTL eviction always removes chain tails: every pod's key set stays prefix-closed,
+// which keeps the shared jump search (holder_table.h) exact. Expired entries are dropped on
+// the pod's next Record and by Sweep(), which the owner calls periodically (the reference
+// sweeps every second).
+//
+// Thread safety: Record/RemovePod/Sweep lock one pod at a time (no global lock); queries
+// take no lock and may run concurrently with them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "aibrix/common/clock.h"
+#include "aibrix/prefix/block_hash.h"
+#include "aibrix/prefix/epoch.h"
+#include "aibrix/prefix/exact_index.h"
+#include "aibrix/prefix/holder_table.h"
+#include "aibrix/prefix/types.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace aibrix::prefix {
+
+struct ApproxIndexOptions {
+  int block_size = kDefaultBlockSize;
+  ChainScheme scheme = ChainScheme::kMixChain;
+  // AIBRIX_PREFIX_CACHE_BLOCK_NUMBER (the reference applies it to the whole table; we apply
+  // it per pod so one busy pod cannot evict the others).
+  uint64_t max_blocks_per_pod = 200'000;
+  // AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS.
+  std::chrono::nanoseconds ttl = std::chrono::minutes(20);
+  // Not owned; must outlive the index.
+  const common::Clock* clock = &common::SystemClock::Instance();
+};
+
+class ApproxIndex {
+ public:
+  explicit ApproxIndex(ApproxIndexOptions options = {}, prometheus::Registry* registry = nullptr);
+  ~ApproxIndex();
+  ApproxIndex(const ApproxIndex&) = delete;
+  ApproxIndex& operator=(const ApproxIndex&) = delete;
+
+  // Records that `pod` was sent a prompt: all its complete blocks become (most recently)
+  // held by the pod. `keys` must be a whole chain from block 0, from hasher().
+  void RecordKeys(std::span<const BlockKey> keys, const std::string& pod);
+  void Record(const HashContext& ctx, std::span<const uint32_t> tokens, const std::string& pod);
+
+  // Forgets a pod (deleted, or it now publishes KV events).
+  void RemovePod(const std::string& pod);
+  // Drops entries older than the TTL in every pod. Returns how many were dropped.
+  uint64_t Sweep();
+
+  // Queries, as ExactIndex's (tier is always "GPU").
+  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const;
+  void MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
+                   MatchVisitor visit) const;
+  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const;
+
+  const BlockHasher& hasher() const { return hasher_; }
+  std::optional<PodIndexStats> Stats(const std::string& pod) const;
+  std::vector<PodIndexStats> AllStats() const;
+  uint64_t memberships() const { return memberships_.load(std::memory_order_relaxed); }
+  uint64_t bytes() const;
+
+  struct PodLru;  // defined in approx_index.cc
+  struct Metrics;
+
+ private:
+  std::shared_ptr<PodLru> GetOrCreate(const std::string& pod);
+  // Evicts from the tail while over capacity or older than the TTL. REQUIRES: lru.mu held.
+  uint64_t TrimLocked(PodLru& lru, int64_t now_ns);
+
+  const ApproxIndexOptions options_;
+  const BlockHasher hasher_;
+  mutable EpochManager epoch_;
+  HolderTable table_;
+  HolderDirectory directory_;
+  std::unique_ptr<Metrics> metrics_;
+  std::atomic<uint64_t> memberships_{0};
+  std::atomic<uint64_t> pod_bytes_{0};
+
+  mutable absl::Mutex pods_mu_;  // never held while taking a pod's mutex
+  absl::flat_hash_map<std::string, std::shared_ptr<PodLru>> pods_ ABSL_GUARDED_BY(pods_mu_);
+};
+
+}  // namespace aibrix::prefix

@@ -1,0 +1,86 @@
+#include "aibrix/prefix/match.h"
+
+#include <algorithm>
+
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+
+namespace aibrix::prefix {
+
+void to_json(nlohmann::json& j, const PodMatch& m) {
+  j = nlohmann::json{{"pod", m.pod},
+                     {"matched_blocks", m.matched_blocks},
+                     {"tier", m.tier},
+                     {"source", std::string(MatchSourceName(m.source))}};
+}
+
+void to_json(nlohmann::json& j, const MatchResponse& r) {
+  nlohmann::json pods = nlohmann::json::array();
+  for (const PodMatch& m : r.pods) pods.push_back(m);
+  j = nlohmann::json{
+      {"block_size", r.block_size}, {"total_blocks", r.total_blocks}, {"pods", std::move(pods)}};
+}
+
+void to_json(nlohmann::json& j, const PodIndexStats& s) {
+  nlohmann::json tiers = nlohmann::json::object();
+  for (const TierCount& t : s.tiers) tiers[t.tier] = t.blocks;
+  j = nlohmann::json{{"pod", s.pod},
+                     {"model", s.model},
+                     {"source", std::string(MatchSourceName(s.source))},
+                     {"blocks", s.blocks},
+                     {"tiers", std::move(tiers)},
+                     {"bytes", s.bytes},
+                     {"unplaceable_blocks", s.unplaceable_blocks},
+                     {"unknown_removes", s.unknown_removes},
+                     {"skipped_events", s.skipped_events},
+                     {"evicted_blocks", s.evicted_blocks}};
+}
+
+absl::StatusOr<PrefixMatcher> PrefixMatcher::Create(const ExactIndex* exact,
+                                                    const ApproxIndex* approx) {
+  if (exact == nullptr && approx == nullptr) {
+    return absl::InvalidArgumentError("prefix matcher: no index configured");
+  }
+  if (exact != nullptr && approx != nullptr &&
+      (exact->hasher().block_size() != approx->hasher().block_size() ||
+       exact->hasher().scheme() != approx->hasher().scheme())) {
+    return absl::InvalidArgumentError(
+        fmt::format("prefix matcher: exact index block size {} and approximate index block "
+                    "size {} (or chain schemes) differ",
+                    exact->hasher().block_size(), approx->hasher().block_size()));
+  }
+  return PrefixMatcher(exact, approx, exact ? &exact->hasher() : &approx->hasher());
+}
+
+std::vector<BlockKey> PrefixMatcher::Keys(std::string_view model, std::string_view lora,
+                                          std::span<const uint32_t> tokens) const {
+  return hasher_->Hash(HashContext{model, lora, 0}, tokens);
+}
+
+MatchResponse PrefixMatcher::MatchKeys(std::span<const BlockKey> keys) const {
+  MatchResponse r;
+  r.block_size = hasher_->block_size();
+  r.total_blocks = keys.size();
+  const auto add = [&r](MatchSource source) {
+    return [&r, source](std::string_view pod, std::string_view tier, uint32_t blocks) {
+      r.pods.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
+    };
+  };
+  if (exact_) exact_->MatchKeys(keys, add(MatchSource::kEvents));
+  if (approx_) approx_->MatchKeys(keys, add(MatchSource::kRouting));
+  std::sort(r.pods.begin(), r.pods.end(), [](const PodMatch& a, const PodMatch& b) {
+    if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
+    if (a.pod != b.pod) return a.pod < b.pod;
+    if (a.tier != b.tier) return a.tier < b.tier;
+    return a.source < b.source;
+  });
+  return r;
+}
+
+MatchResponse PrefixMatcher::Match(std::string_view model, std::string_view lora,
+                                   std::span<const uint32_t> tokens) const {
+  const std::vector<BlockKey> keys = Keys(model, lora, tokens);
+  return MatchKeys(keys);
+}
+
+}  // namespace aibrix::prefix
