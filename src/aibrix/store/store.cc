@@ -11,9 +11,7 @@ namespace aibrix::store {
 
 using common::AsAbsl;
 
-Store::Store() : shards_(new RequestShard[kRequestShards]) {
-  snapshot_.store(std::make_shared<Snapshot>(), std::memory_order_release);
-}
+Store::Store() { snapshot_.store(std::make_shared<Snapshot>(), std::memory_order_release); }
 
 bool Store::AddPod(const PodObject& pod) {
   const std::string key = pod.Key();
@@ -245,10 +243,6 @@ absl::Status Store::SetPodModelMetric(std::string_view pod_key, const std::strin
   return absl::OkStatus();
 }
 
-Store::RequestShard& Store::ShardFor(std::string_view request_id) {
-  return shards_[absl::Hash<absl::string_view>{}(AsAbsl(request_id)) % kRequestShards];
-}
-
 absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod_key,
                                std::string_view model, int port) {
   SnapshotRef snap = snapshot();
@@ -256,50 +250,32 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
   if (pod_it == snap->pods.end()) {
     return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
   }
-  std::shared_ptr<ModelState> model_state;
-  if (auto model_it = snap->models.find(AsAbsl(model)); model_it != snap->models.end()) {
-    model_state = model_it->second->state;
+  auto model_it = snap->models.find(AsAbsl(model));
+  return AddRequest(request_id, pod_it->second,
+                    model_it == snap->models.end() ? nullptr : model_it->second, port);
+}
+
+absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
+                               const ModelPodsRef& model, int port) {
+  std::shared_ptr<ModelState> model_state = model ? model->state : nullptr;
+  if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, port})) {
+    return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
   }
-  RequestShard& shard = ShardFor(request_id);
-  {
-    absl::MutexLock lock(&shard.mu);
-    auto [it, inserted] = shard.requests.try_emplace(AsAbsl(request_id));
-    if (!inserted) {
-      return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
-    }
-    it->second = InFlight{pod_it->second->state, model_state, port};
-  }
-  pod_it->second->state->AddRunning(port, +1);
-  if (model_state) model_state->pending_.fetch_add(1, std::memory_order_relaxed);
+  pod->state->AddRunning(port, +1);
+  if (model_state) model_state->pending_.Add(1);
   return absl::OkStatus();
 }
 
 absl::Status Store::DoneRequest(std::string_view request_id) {
-  RequestShard& shard = ShardFor(request_id);
-  InFlight done;
-  {
-    absl::MutexLock lock(&shard.mu);
-    auto it = shard.requests.find(AsAbsl(request_id));
-    if (it == shard.requests.end()) {
-      return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
-    }
-    done = std::move(it->second);
-    shard.requests.erase(it);
-  }
-  done.pod->AddRunning(done.port, -1);
-  done.pod->completed_.fetch_add(1, std::memory_order_relaxed);
-  if (done.model) done.model->pending_.fetch_sub(1, std::memory_order_relaxed);
+  std::optional<InFlightRequest> done = requests_.Take(request_id);
+  if (!done) return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
+  done->pod->AddRunning(done->port, -1);
+  done->pod->completed_.fetch_add(1, std::memory_order_relaxed);
+  if (done->model) done->model->pending_.Add(-1);
   return absl::OkStatus();
 }
 
-size_t Store::InFlightRequests() const {
-  size_t total = 0;
-  for (size_t i = 0; i < kRequestShards; ++i) {
-    absl::MutexLock lock(&shards_[i].mu);
-    total += shards_[i].requests.size();
-  }
-  return total;
-}
+size_t Store::InFlightRequests() const { return requests_.size(); }
 
 void Store::AddListener(PodListener* listener) {
   absl::MutexLock lock(&write_mu_);

@@ -25,7 +25,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "aibrix/common/striped_counter.h"
 #include "aibrix/store/pod.h"
+#include "aibrix/store/request_table.h"
 
 namespace aibrix::store {
 
@@ -41,11 +43,11 @@ struct ModelAdapterObject {
 class ModelState {
  public:
   // Requests admitted for this model and not yet done.
-  int32_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  int64_t pending() const { return pending_.Value(); }
 
  private:
   friend class Store;
-  std::atomic<int32_t> pending_{0};
+  common::StripedCounter pending_;  // updated by every routing thread; read rarely
 };
 
 // The pods of one model, as of one snapshot.
@@ -133,6 +135,11 @@ class Store {
   // request is then counted once).
   absl::Status AddRequest(std::string_view request_id, std::string_view pod_key,
                           std::string_view model, int port = 0);
+  // The routing hot path: the router already holds the pod and the model's pod set from a
+  // snapshot, so nothing is looked up. `model` may be null (no pending count).
+  // AlreadyExists if the id is already in flight.
+  absl::Status AddRequest(std::string_view request_id, const PodRef& pod, const ModelPodsRef& model,
+                          int port = 0);
   // Settles request `request_id`: running down, completed up, pending down, on the pod and
   // model states it was added with. NotFound if the id is not in flight (never added, or
   // already done), so a second call changes nothing.
@@ -154,16 +161,6 @@ class Store {
   struct AdapterEntry {
     ModelAdapterObject object;
   };
-  struct InFlight {
-    std::shared_ptr<PodState> pod;
-    std::shared_ptr<ModelState> model;
-    int port = 0;
-  };
-  struct RequestShard {
-    mutable absl::Mutex mu;
-    absl::flat_hash_map<std::string, InFlight> requests ABSL_GUARDED_BY(mu);
-  };
-  static constexpr size_t kRequestShards = 64;
 
   // Removes the entry of `key` (if any) and marks it dirty.
   bool ErasePodLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
@@ -176,7 +173,6 @@ class Store {
   // Rebuilds the records of dirty pods, publishes the next snapshot, then tells listeners
   // about every dirty pod whose record changed.
   void PublishAndNotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  RequestShard& ShardFor(std::string_view request_id);
 
   // Guarded by write_mu_: the source of truth the snapshots are built from.
   mutable absl::Mutex write_mu_;
@@ -191,8 +187,8 @@ class Store {
   // Published topology; written under write_mu_, read lock-free.
   std::atomic<SnapshotRef> snapshot_;
 
-  // In-flight requests, sharded by hash of the request id.
-  std::unique_ptr<RequestShard[]> shards_;
+  // In-flight requests (internally sharded).
+  RequestTable requests_;
 };
 
 }  // namespace aibrix::store
