@@ -62,12 +62,9 @@ absl::Status EngineOptions::Validate() const {
 
 // ---- RequestHandle ----
 
-RequestHandle::Progress RequestHandle::Wait(size_t seen, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto ready = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return finished_ || output_.size() > seen;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+RequestHandle::Progress RequestHandle::Wait(size_t seen, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [this, seen] { return finished_ || output_.size() > seen; });
   Progress p;
   if (output_.size() > seen) p.new_text = output_.substr(seen);
   p.finished = finished_;
@@ -77,8 +74,8 @@ RequestHandle::Progress RequestHandle::Wait(size_t seen, absl::Duration timeout)
 }
 
 RequestHandle::Progress RequestHandle::WaitFinished() {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&finished_));
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return finished_; });
   Progress p;
   p.new_text = output_;
   p.finished = true;
@@ -88,21 +85,27 @@ RequestHandle::Progress RequestHandle::WaitFinished() {
 }
 
 int RequestHandle::cached_tokens() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return cached_tokens_;
 }
 
 void RequestHandle::Append(std::string_view text, int cached_tokens) {
-  absl::MutexLock lock(&mu_);
-  output_ += text;
-  cached_tokens_ = cached_tokens;
+  {
+    std::lock_guard lock(mu_);
+    output_ += text;
+    cached_tokens_ = cached_tokens;
+  }
+  cv_.notify_all();
 }
 
 void RequestHandle::Finish(FinishReason reason, absl::Status error) {
-  absl::MutexLock lock(&mu_);
-  finished_ = true;
-  reason_ = reason;
-  error_ = std::move(error);
+  {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    reason_ = reason;
+    error_ = std::move(error);
+  }
+  cv_.notify_all();
 }
 
 // ---- Engine ----
@@ -138,7 +141,7 @@ Engine::~Engine() { Stop(); }
 
 absl::Status Engine::Start() {
   if (absl::Status st = options_.Validate(); !st.ok()) return st;
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   if (started_) return absl::FailedPreconditionError("engine already started");
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
@@ -147,12 +150,13 @@ absl::Status Engine::Start() {
 
 void Engine::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (stop_) return;
     stop_ = true;
   }
+  work_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   FailAll(absl::UnavailableError("engine stopped"));
   for (PendingCommand& c : commands_) c.done.set_value(false);
   commands_.clear();
@@ -172,39 +176,44 @@ std::shared_ptr<RequestHandle> Engine::Submit(RequestArgs args) {
   r->tokens.reserve(r->tokens.size() + r->max_output);
   r->arrival = std::chrono::steady_clock::now();
   std::shared_ptr<RequestHandle> handle = r->handle;
-  absl::MutexLock lock(&mu_);
-  if (stop_) {
-    handle->Finish(FinishReason::kAbort, absl::UnavailableError("engine stopped"));
-    return handle;
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) {
+      handle->Finish(FinishReason::kAbort, absl::UnavailableError("engine stopped"));
+      return handle;
+    }
+    waiting_.push_back(std::move(r));
   }
-  waiting_.push_back(std::move(r));
+  work_cv_.notify_one();
   return handle;
 }
 
 bool Engine::ResetPrefixCache() {
   std::future<bool> done;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (stop_ || !started_) return false;
     commands_.push_back(PendingCommand{Command::kReset, {}});
     done = commands_.back().done.get_future();
   }
+  work_cv_.notify_one();
   return done.get();
 }
 
 void Engine::Restart() {
   std::future<bool> done;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (stop_ || !started_) return;
     commands_.push_back(PendingCommand{Command::kRestart, {}});
     done = commands_.back().done.get_future();
   }
+  work_cv_.notify_one();
   done.get();
 }
 
 CacheView Engine::CacheSnapshot() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   CacheView v;
   v.block_size = pool_.block_size();
   v.num_gpu_blocks = pool_.num_blocks();
@@ -215,7 +224,7 @@ CacheView Engine::CacheSnapshot() const {
 }
 
 void Engine::RenderMetrics(std::string* out) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   EngineGauges g;
   g.num_running = static_cast<int>(running_.size());
   g.num_waiting = static_cast<int>(waiting_.size());
@@ -430,11 +439,9 @@ void Engine::Loop() {
     double seconds = 0;
     SteadyTime start;
     {
-      mu_.LockWhen(absl::Condition(this, &Engine::HasWork));
-      if (stop_) {
-        mu_.Unlock();
-        return;
-      }
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [this] { return HasWork(); });
+      if (stop_) return;
       while (!commands_.empty()) {
         PendingCommand c = std::move(commands_.front());
         commands_.pop_front();
@@ -450,7 +457,6 @@ void Engine::Loop() {
       DropAborted(start);
       seconds = Schedule(&step, start);
       events = pool_.TakeEvents();
-      mu_.Unlock();
     }
     if (events_ != nullptr) {
       if (restart_publisher) events_->Restart();
@@ -478,12 +484,12 @@ void Engine::Loop() {
       const SteadyTime now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       {
-        absl::MutexLock lock(&mu_);
+        std::lock_guard lock(mu_);
         if (stop_) break;
       }
       std::this_thread::sleep_until(std::min(deadline, now + std::chrono::milliseconds(50)));
     }
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     Apply(step, deadline);
     busy = !running_.empty();
   }

@@ -34,9 +34,7 @@
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "aibrix/common/kv_events.h"
 #include "block_pool.h"
 #include "metrics.h"
@@ -93,7 +91,7 @@ class RequestHandle {
   RequestHandle(int prompt_tokens, bool stream) : prompt_tokens_(prompt_tokens), stream_(stream) {}
 
   // Waits until output beyond `seen` bytes exists, the request finished, or `timeout`.
-  Progress Wait(size_t seen, absl::Duration timeout);
+  Progress Wait(size_t seen, std::chrono::milliseconds timeout);
   // Waits for the end and returns the whole output.
   Progress WaitFinished();
   // Asks the engine to drop the request (client gone). Idempotent.
@@ -113,12 +111,16 @@ class RequestHandle {
   const int prompt_tokens_;
   const bool stream_;
   std::atomic<bool> aborted_{false};
-  mutable absl::Mutex mu_;
-  std::string output_ ABSL_GUARDED_BY(mu_);
-  int cached_tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  FinishReason reason_ ABSL_GUARDED_BY(mu_) = FinishReason::kStop;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not TSan-instrumented, so TSan
+  // cannot see absl::Mutex's conditional waits.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  // Guarded by mu_.
+  std::string output_;
+  int cached_tokens_ = 0;
+  bool finished_ = false;
+  FinishReason reason_ = FinishReason::kStop;
+  absl::Status error_;
 };
 
 struct CacheView {
@@ -173,18 +175,15 @@ class Engine {
   };
 
   void Loop();
-  bool RunCommand(Command c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RunCommand(Command c);
+  bool HasWork() const;
   // Plans one step; returns its simulated duration in seconds.
-  double Schedule(std::vector<Scheduled>* out, std::chrono::steady_clock::time_point now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool ScheduleTokens(Request* r, int n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Apply(const std::vector<Scheduled>& step, std::chrono::steady_clock::time_point now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishRequest(Request* r, FinishReason reason, std::chrono::steady_clock::time_point now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropAborted(std::chrono::steady_clock::time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FailAll(const absl::Status& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  double Schedule(std::vector<Scheduled>* out, std::chrono::steady_clock::time_point now);
+  bool ScheduleTokens(Request* r, int n);
+  void Apply(const std::vector<Scheduled>& step, std::chrono::steady_clock::time_point now);
+  void FinishRequest(Request* r, FinishReason reason, std::chrono::steady_clock::time_point now);
+  void DropAborted(std::chrono::steady_clock::time_point now);
+  void FailAll(const absl::Status& error);
   double SimSeconds(std::chrono::steady_clock::duration d) const;
 
   // Constant after construction.
@@ -193,17 +192,19 @@ class Engine {
   const std::string label_model_;  // escaped for Prometheus label values
   const std::string label_engine_;
 
-  mutable absl::Mutex mu_;
-  BlockPool pool_ ABSL_GUARDED_BY(mu_);
-  EngineMetrics metrics_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::unique_ptr<Request>> waiting_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<Request>> running_ ABSL_GUARDED_BY(mu_);
-  std::deque<PendingCommand> commands_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  // Everything below is guarded by mu_ (a std::mutex for the TSan reason given above);
+  // the private methods above that touch it require mu_ held.
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // signalled when HasWork() may have become true
+  BlockPool pool_;
+  EngineMetrics metrics_;
+  std::deque<std::unique_ptr<Request>> waiting_;
+  std::vector<std::unique_ptr<Request>> running_;
+  std::deque<PendingCommand> commands_;
+  bool stop_ = false;
+  bool started_ = false;
   // Set by a restart command; the engine thread restarts events_ before its next publish.
-  bool restart_publisher_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool restart_publisher_ = false;
 
   std::thread thread_;
 };

@@ -5,10 +5,9 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
-
-#include "absl/synchronization/mutex.h"
 
 namespace aibrix::enginesim {
 namespace {
@@ -19,7 +18,7 @@ using ::testing::HasSubstr;
 class RecordingOutput final : public EventOutput {
  public:
   void Publish(kv::EventBatch batch) override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     for (const kv::Event& e : batch.events) {
       if (const auto* s = std::get_if<kv::BlockStored>(&e)) {
         for (auto h : s->block_hashes) {
@@ -40,33 +39,33 @@ class RecordingOutput final : public EventOutput {
     ++batches_;
   }
   void Restart() override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     cached_.clear();
     ++restarts_;
   }
   std::set<BlockHash> cached() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return cached_;
   }
   int batches() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return batches_;
   }
   int cleared() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return cleared_;
   }
   int removed() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return removed_;
   }
   int restarts() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return restarts_;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::set<BlockHash> cached_;
   size_t stored_blocks_ = 0;
   int batches_ = 0, cleared_ = 0, removed_ = 0, restarts_ = 0;
@@ -259,7 +258,7 @@ TEST(EngineTest, StreamingHandleSeesTokensIncrementally) {
   std::string text;
   int updates = 0;
   while (true) {
-    auto p = h->Wait(text.size(), absl::Seconds(5));
+    auto p = h->Wait(text.size(), std::chrono::seconds(5));
     text += p.new_text;
     ++updates;
     if (p.finished) break;

@@ -279,7 +279,7 @@ bool StreamStep(StreamState& st, httplib::DataSink& sink) {
                                      {"finish_reason", nullptr}}));
     st.role_sent = true;
   }
-  RequestHandle::Progress p = st.handle->Wait(st.seen, absl::Milliseconds(200));
+  RequestHandle::Progress p = st.handle->Wait(st.seen, std::chrono::milliseconds(200));
   const json reason = std::string(FinishReasonName(p.reason));
   for (size_t i = 0; i < p.new_text.size(); ++i) {
     const bool last = p.finished && p.error.ok() && i + 1 == p.new_text.size();
@@ -586,6 +586,9 @@ void SimHttpServer::Register() {
                 {"blocks", std::move(blocks)}};
     if (events_ != nullptr) {
       kvevents::Publisher& p = events_->publisher();
+      // Batches of finished requests are already queued; let the publisher thread number
+      // and send them so next_seq counts them (bounded: a paused publisher never drains).
+      p.Flush(std::chrono::milliseconds(500));
       out["kv_events"] = {{"endpoint", p.endpoint()},
                           {"replay_endpoint", p.replay_endpoint()},
                           {"next_seq", p.next_seq()},
