@@ -1,6 +1,7 @@
 #include "http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <ctime>
 #include <limits>
@@ -322,6 +323,14 @@ SimHttpServer::SimHttpServer(HttpOptions options, Engine* engine, KvEventOutput*
   server_->set_keep_alive_max_count(std::numeric_limits<int>::max());
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_tcp_nodelay(true);
+  // httplib's default sets SO_REUSEPORT, which lets a second process bind a busy port
+  // silently; SO_REUSEADDR alone makes that a clear start-up error. The callback also
+  // hands us the listening socket so Bind() can raise httplib's backlog of 5.
+  server_->set_socket_options([this](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd_.store(sock);
+  });
   Register();
 }
 
@@ -337,6 +346,9 @@ absl::StatusOr<int> SimHttpServer::Bind() {
   } else if (!server_->bind_to_port(options_.host, port)) {
     return absl::UnavailableError(fmt::format("cannot bind {}:{}", options_.host, port));
   }
+  // A burst of connections (a proxy warming its pool, a benchmark's clients) overflows a
+  // 5-deep accept queue; on Linux a second listen() just resizes it.
+  if (const int fd = listen_fd_.load(); fd >= 0) ::listen(fd, 1024);
   return port;
 }
 

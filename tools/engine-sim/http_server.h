@@ -56,6 +56,7 @@ class SimHttpServer {
   std::unique_ptr<httplib::Server> server_;
   std::atomic<bool> healthy_{true};
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<int> listen_fd_{-1};
 };
 
 }  // namespace aibrix::enginesim
