@@ -121,8 +121,8 @@ class Algorithm {
  public:
   virtual ~Algorithm() = default;
   virtual std::string_view name() const = 0;
-  // Chooses one pod of `pods.ready` not in request.exclude_pods.
-  // REQUIRES: at least one such pod (the Router checks).
+  // Chooses one pod of `pods.ready`. The Router has already removed request.exclude_pods.
+  // REQUIRES: pods.ready is non-empty and sorted by key (the Router checks).
   // Errors: Unavailable when the policy finds no target (e.g. the load-imbalance gate).
   virtual absl::StatusOr<Decision> Route(const RouteRequest& request,
                                          const store::ModelPods& pods) const = 0;

@@ -1,0 +1,105 @@
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "aibrix/prefix/match.h"
+#include "aibrix/routing/algorithm.h"
+#include "aibrix/routing/kv_aware.h"
+#include "aibrix/routing/load_algorithms.h"
+#include "aibrix/routing/metrics.h"
+#include "aibrix/routing/prefix_cache.h"
+#include "aibrix/routing/random_source.h"
+#include "fmt/format.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+
+namespace aibrix::routing {
+
+Router::Router(store::Store& store, RouterDeps deps, RouterOptions options,
+               prometheus::Registry* registry)
+    : store_(store),
+      random_(std::make_unique<RandomSource>(options.seed)),
+      // The matcher does not say which indexes it holds; a configured approx index is local.
+      metrics_(std::make_unique<RoutingMetrics>(registry, deps.matcher != nullptr,
+                                                deps.approx != nullptr)) {
+  env_.store = &store_;
+  env_.deps = deps;
+  env_.options = options;
+  env_.random = random_.get();
+  env_.metrics = metrics_.get();
+  algorithms_.push_back(std::make_unique<RandomAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastRequestAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<ThroughputAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastKvCacheAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastLatencyAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastGpuCacheAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kApprox));
+  algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kExact));
+  algorithms_.push_back(std::make_unique<KvAwareAlgorithm>(env_));
+  std::sort(algorithms_.begin(), algorithms_.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
+}
+
+Router::~Router() = default;
+
+const Algorithm* Router::Find(std::string_view name) const {
+  for (const auto& a : algorithms_) {
+    if (a->name() == name) return a.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::string> Router::Names() const {
+  std::vector<std::string> names;
+  names.reserve(algorithms_.size());
+  for (const auto& a : algorithms_) names.emplace_back(a->name());
+  return names;
+}
+
+std::string Router::NamesJoined() const { return fmt::format("{}", fmt::join(Names(), ", ")); }
+
+absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
+                                       const RouteRequest& request) const {
+  const auto start = std::chrono::steady_clock::now();
+  const Algorithm* algo = Find(algorithm);
+  if (algo == nullptr) {
+    metrics_->CountError("unknown", "unknown_algorithm");
+    return absl::InvalidArgumentError(
+        fmt::format("unknown algorithm '{}' (known: {})", algorithm, NamesJoined()));
+  }
+  const store::ModelPodsRef pods = store_.ReadyPods(request.model);
+  if (pods == nullptr) {
+    metrics_->CountError(algo->name(), "unknown_model");
+    return absl::NotFoundError(fmt::format("model does not exist in the cache: {}", request.model));
+  }
+  const store::ModelPods* view = pods.get();
+  store::ModelPods filtered;
+  if (!request.exclude_pods.empty()) {
+    filtered.model = pods->model;
+    filtered.state = pods->state;
+    for (const store::PodRef& pod : pods->ready) {
+      if (std::find(request.exclude_pods.begin(), request.exclude_pods.end(), pod->key) ==
+          request.exclude_pods.end()) {
+        filtered.ready.push_back(pod);
+      }
+    }
+    view = &filtered;
+  }
+  if (view->ready.empty()) {
+    metrics_->CountError(algo->name(), "no_ready_pod");
+    return absl::UnavailableError(fmt::format("no ready pod for model {}", request.model));
+  }
+  absl::StatusOr<Decision> d = algo->Route(request, *view);
+  if (!d.ok()) {
+    metrics_->CountError(algo->name(), "policy");
+    return d;
+  }
+  if (const AlgorithmSeries* s = metrics_->ForAlgorithm(algo->name(), request.model)) {
+    s->decisions->Increment();
+    s->latency->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return d;
+}
+
+}  // namespace aibrix::routing
