@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <msgpack.hpp>
 #include <optional>
@@ -557,6 +558,72 @@ TEST(EngineSimMetricsTest, ConsistentWithServedRequests) {
                         "model_name=\"m\"}"),
             6);
   EXPECT_EQ(sim.Stop(), 0);  // SIGTERM is a clean shutdown
+}
+
+// Polls /metrics until `pred(text)` holds or `timeout` passes.
+bool WaitForMetrics(httplib::Client& c, const std::function<bool(const std::string&)>& pred,
+                    std::chrono::milliseconds timeout = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = c.Get("/metrics");
+    if (r && pred(r->body)) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
+TEST(EngineSimSchedulingTest, MaxNumSeqsBoundsTheRunningBatch) {
+  // 10 ms real per decode step: 4 requests of 30 tokens take a while, two at a time.
+  SimProcess sim({"--model", "m", "--max-num-seqs", "2", "--decode-step-ms", "10",
+                  "--decode-step-ms-per-seq", "0"});
+  ASSERT_TRUE(sim.ok());
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&sim, i] {
+      auto c = sim.Client();
+      PostOk(*c, "/v1/completions", {{"prompt", PromptText(i, 20)}, {"max_tokens", 30}});
+    });
+  }
+  auto c = sim.Client();
+  const std::string l = "{engine=\"0\",model_name=\"m\"}";
+  EXPECT_TRUE(WaitForMetrics(*c, [&](const std::string& t) {
+    return MetricValue(t, "vllm:num_requests_running" + l) == 2 &&
+           MetricValue(t, "vllm:num_requests_waiting" + l) == 2 &&
+           MetricValue(t, "vllm:kv_cache_usage_perc" + l) > 0;
+  }));
+  for (auto& t : clients) t.join();
+  EXPECT_TRUE(WaitForMetrics(*c, [&](const std::string& t) {
+    return MetricValue(t, "vllm:num_requests_running" + l) == 0 &&
+           MetricValue(t, "vllm:request_queue_time_seconds_count" + l) == 4;
+  }));
+}
+
+TEST(EngineSimSchedulingTest, ClientDisconnectAbortsAStream) {
+  SimProcess sim({"--model", "m", "--decode-step-ms", "10", "--max-model-len", "2048"});
+  ASSERT_TRUE(sim.ok());
+  {
+    httplib::Client c("127.0.0.1", sim.port());
+    int chunks = 0;
+    json req = {{"prompt", "abort me"}, {"max_tokens", 1000}, {"stream", true}};
+    httplib::Request r;
+    r.method = "POST";
+    r.path = "/v1/completions";
+    r.body = req.dump();
+    r.set_header("Content-Type", "application/json");
+    r.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      return ++chunks < 3;  // hang up after a few chunks (10 s of output remain)
+    };
+    auto res = c.send(r);
+    EXPECT_FALSE(res);  // cancelled by the receiver
+  }
+  auto c = sim.Client();
+  const std::string l = "{engine=\"0\",model_name=\"m\"}";
+  EXPECT_TRUE(WaitForMetrics(*c, [&](const std::string& t) {
+    return MetricValue(t, "vllm:num_requests_running" + l) == 0 &&
+           MetricValue(t,
+                       "vllm:request_success_total{engine=\"0\",finished_reason=\"abort\","
+                       "model_name=\"m\"}") == 1;
+  }));
 }
 
 // ---- KV events ----
