@@ -1,0 +1,154 @@
+#include "stats.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <numeric>
+
+#include "fmt/format.h"
+
+namespace aibrix::loadgen {
+
+double Percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  q = std::clamp(q, 0.0, 1.0);
+  const double rank = q * static_cast<double>(sorted.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(rank));
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  const double frac = rank - static_cast<double>(lo);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
+}
+
+Summary Summarize(std::vector<double> values) {
+  Summary s;
+  if (values.empty()) return s;
+  std::sort(values.begin(), values.end());
+  s.count = values.size();
+  s.mean = std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(s.count);
+  s.p50 = Percentile(values, 0.50);
+  s.p90 = Percentile(values, 0.90);
+  s.p99 = Percentile(values, 0.99);
+  s.max = values.back();
+  return s;
+}
+
+nlohmann::json SummaryToJson(const Summary& s, double scale) {
+  return {{"count", s.count},     {"mean", s.mean * scale}, {"p50", s.p50 * scale},
+          {"p90", s.p90 * scale}, {"p99", s.p99 * scale},   {"max", s.max * scale}};
+}
+
+namespace {
+
+// Sum of the samples of metric `name` (exact name, any labels). nullopt if absent.
+absl::StatusOr<std::optional<double>> SumSeries(std::string_view text, std::string_view name) {
+  std::optional<double> sum;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.starts_with(name) || line.size() == name.size()) continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;  // a longer name sharing the prefix
+    size_t value_at = name.size();
+    if (next == '{') {
+      // Label values may contain '}' only escaped inside quotes; find the closing brace
+      // outside quotes.
+      bool quoted = false;
+      size_t i = name.size() + 1;
+      for (; i < line.size(); ++i) {
+        if (quoted && line[i] == '\\') {
+          ++i;
+        } else if (line[i] == '"') {
+          quoted = !quoted;
+        } else if (!quoted && line[i] == '}') {
+          break;
+        }
+      }
+      if (i >= line.size()) {
+        return absl::InvalidArgumentError(fmt::format("unterminated labels in '{}'", line));
+      }
+      value_at = i + 1;
+    }
+    std::string_view rest = line.substr(value_at);
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    const size_t space = rest.find(' ');  // an optional timestamp follows
+    std::string value(rest.substr(0, space));
+    while (!value.empty() && value.back() == '\r') value.pop_back();
+    char* parse_end = nullptr;
+    const double v = std::strtod(value.c_str(), &parse_end);
+    if (value.empty() || parse_end != value.c_str() + value.size()) {
+      return absl::InvalidArgumentError(fmt::format("bad sample value in '{}'", line));
+    }
+    sum = sum.value_or(0) + v;
+  }
+  return sum;
+}
+
+}  // namespace
+
+absl::StatusOr<PrefixCacheCounters> ParsePrefixCacheCounters(std::string_view text) {
+  for (std::string_view prefix : {"vllm:prefix_cache_", "vllm:gpu_prefix_cache_"}) {
+    const std::string queries_name = fmt::format("{}queries_total", prefix);
+    const std::string hits_name = fmt::format("{}hits_total", prefix);
+    absl::StatusOr<std::optional<double>> queries = SumSeries(text, queries_name);
+    if (!queries.ok()) return queries.status();
+    absl::StatusOr<std::optional<double>> hits = SumSeries(text, hits_name);
+    if (!hits.ok()) return hits.status();
+    if (queries->has_value() && hits->has_value()) {
+      return PrefixCacheCounters{**queries, **hits};
+    }
+  }
+  return absl::NotFoundError(
+      "no vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in the metrics");
+}
+
+std::optional<double> HitRateDelta(const PrefixCacheCounters& before,
+                                   const PrefixCacheCounters& after) {
+  const double queries = after.queries - before.queries;
+  const double hits = after.hits - before.hits;
+  if (queries <= 0 || hits < 0) return std::nullopt;
+  return hits / queries;
+}
+
+bool SseParser::Feed(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const size_t nl = bytes.find('\n');
+    if (nl == std::string_view::npos) {
+      line_.append(bytes);
+      return true;
+    }
+    bool ok;
+    if (line_.empty()) {
+      ok = Line(bytes.substr(0, nl));
+    } else {
+      line_.append(bytes.substr(0, nl));
+      ok = Line(line_);
+      line_.clear();
+    }
+    bytes.remove_prefix(nl + 1);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool SseParser::Line(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.empty()) {  // end of event
+    if (!has_data_) return true;
+    has_data_ = false;
+    std::string data = std::move(data_);
+    data_.clear();
+    return on_data_(data);
+  }
+  if (!line.starts_with("data:")) return true;  // comment, event:, id:, retry:
+  std::string_view value = line.substr(5);
+  if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  if (has_data_) data_ += '\n';
+  data_.append(value);
+  has_data_ = true;
+  return true;
+}
+
+}  // namespace aibrix::loadgen
