@@ -103,7 +103,7 @@ ApproxIndex::ApproxIndex(ApproxIndexOptions options, prometheus::Registry* regis
 
 ApproxIndex::~ApproxIndex() {
   if (!metrics_) return;
-  absl::MutexLock lock(&pods_mu_);
+  std::unique_lock lock(pods_mu_);
   for (auto& [key, lru] : pods_) {
     std::lock_guard<std::mutex> l(lru->mu);
     if (lru->gauge) metrics_->pod_blocks.Remove(lru->gauge);
@@ -112,10 +112,10 @@ ApproxIndex::~ApproxIndex() {
 
 std::shared_ptr<ApproxIndex::PodLru> ApproxIndex::GetOrCreate(const std::string& pod) {
   {
-    absl::ReaderMutexLock lock(&pods_mu_);
+    std::shared_lock lock(pods_mu_);
     if (auto it = pods_.find(pod); it != pods_.end()) return it->second;
   }
-  absl::MutexLock lock(&pods_mu_);
+  std::unique_lock lock(pods_mu_);
   auto& slot = pods_[pod];
   if (!slot) {
     slot = std::make_shared<PodLru>(pod);
@@ -213,7 +213,7 @@ void ApproxIndex::Record(const HashContext& ctx, std::span<const uint32_t> token
 void ApproxIndex::RemovePod(const std::string& pod) {
   std::shared_ptr<PodLru> lru;
   {
-    absl::MutexLock lock(&pods_mu_);
+    std::unique_lock lock(pods_mu_);
     auto it = pods_.find(pod);
     if (it == pods_.end()) return;
     lru = std::move(it->second);
@@ -239,7 +239,7 @@ void ApproxIndex::RemovePod(const std::string& pod) {
 uint64_t ApproxIndex::Sweep() {
   std::vector<std::shared_ptr<PodLru>> all;
   {
-    absl::ReaderMutexLock lock(&pods_mu_);
+    std::shared_lock lock(pods_mu_);
     for (const auto& [k, p] : pods_) all.push_back(p);
   }
   const int64_t now = options_.clock->Now().time_since_epoch().count();
@@ -294,7 +294,7 @@ std::vector<PodMatch> ApproxIndex::Match(const HashContext& ctx,
 std::optional<PodIndexStats> ApproxIndex::Stats(const std::string& pod) const {
   std::shared_ptr<PodLru> lru;
   {
-    absl::ReaderMutexLock lock(&pods_mu_);
+    std::shared_lock lock(pods_mu_);
     auto it = pods_.find(pod);
     if (it == pods_.end()) return std::nullopt;
     lru = it->second;
@@ -312,7 +312,7 @@ std::optional<PodIndexStats> ApproxIndex::Stats(const std::string& pod) const {
 std::vector<PodIndexStats> ApproxIndex::AllStats() const {
   std::vector<std::string> keys;
   {
-    absl::ReaderMutexLock lock(&pods_mu_);
+    std::shared_lock lock(pods_mu_);
     for (const auto& [k, p] : pods_) keys.push_back(k);
   }
   std::sort(keys.begin(), keys.end());

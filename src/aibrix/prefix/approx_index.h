@@ -18,13 +18,13 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "aibrix/common/clock.h"
 #include "aibrix/prefix/block_hash.h"
 #include "aibrix/prefix/epoch.h"
@@ -96,8 +96,11 @@ class ApproxIndex {
   std::atomic<uint64_t> memberships_{0};
   std::atomic<uint64_t> pod_bytes_{0};
 
-  mutable absl::Mutex pods_mu_;  // never held while taking a pod's mutex
-  absl::flat_hash_map<std::string, std::shared_ptr<PodLru>> pods_ ABSL_GUARDED_BY(pods_mu_);
+  // std::shared_mutex rather than absl::Mutex: Debian builds Abseil without TSan
+  // annotations, so TSan cannot see absl::Mutex. Lock order: never held while taking a
+  // pod's mutex.
+  mutable std::shared_mutex pods_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<PodLru>> pods_;  // guarded by pods_mu_
 };
 
 }  // namespace aibrix::prefix

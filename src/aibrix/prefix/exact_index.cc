@@ -553,7 +553,7 @@ ExactIndex::ExactIndex(ExactIndexOptions options, prometheus::Registry* registry
 
 ExactIndex::~ExactIndex() {
   if (!metrics_) return;
-  absl::MutexLock lock(&pods_mu_);
+  std::unique_lock lock(pods_mu_);
   for (auto& [key, pod] : pods_) {
     std::lock_guard<std::mutex> pl(pod->mu);
     if (pod->gauge) metrics_->pod_blocks.Remove(pod->gauge);
@@ -561,14 +561,14 @@ ExactIndex::~ExactIndex() {
 }
 
 std::shared_ptr<ExactIndex::PodState> ExactIndex::FindPod(const std::string& pod_key) const {
-  absl::ReaderMutexLock lock(&pods_mu_);
+  std::shared_lock lock(pods_mu_);
   auto it = pods_.find(pod_key);
   return it == pods_.end() ? nullptr : it->second;
 }
 
 std::shared_ptr<ExactIndex::PodState> ExactIndex::GetOrCreatePod(const kv::PodSource& source) {
   if (auto pod = FindPod(source.pod_key)) return pod;
-  absl::MutexLock lock(&pods_mu_);
+  std::unique_lock lock(pods_mu_);
   auto& slot = pods_[source.pod_key];
   if (!slot) {
     slot = std::make_shared<PodState>(source.pod_key);
@@ -676,7 +676,7 @@ void ExactIndex::EnforceBudget(PodState& pod) {
     if (total <= options_.max_memberships) break;
     std::shared_ptr<PodState> victim;
     {
-      absl::ReaderMutexLock lock(&pods_mu_);
+      std::shared_lock lock(pods_mu_);
       uint64_t best = 0;
       for (const auto& [key, p] : pods_) {
         const uint64_t e = p->entries.load(std::memory_order_relaxed);
@@ -719,7 +719,7 @@ void ExactIndex::ClearPod(const std::string& pod_key) {
 void ExactIndex::RemovePod(const std::string& pod_key) {
   std::shared_ptr<PodState> pod;
   {
-    absl::MutexLock lock(&pods_mu_);
+    std::unique_lock lock(pods_mu_);
     auto it = pods_.find(pod_key);
     if (it == pods_.end()) return;
     pod = std::move(it->second);
@@ -806,7 +806,7 @@ std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const
 std::vector<PodIndexStats> ExactIndex::AllStats() const {
   std::vector<std::string> keys;
   {
-    absl::ReaderMutexLock lock(&pods_mu_);
+    std::shared_lock lock(pods_mu_);
     for (const auto& [k, p] : pods_) keys.push_back(k);
   }
   std::sort(keys.begin(), keys.end());

@@ -35,6 +35,7 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -44,7 +45,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
-#include "absl/synchronization/mutex.h"
 #include "aibrix/common/kv_events.h"
 #include "aibrix/prefix/block_hash.h"
 #include "aibrix/prefix/epoch.h"
@@ -130,8 +130,11 @@ class ExactIndex final : public kv::EventSink {
   std::atomic<uint64_t> memberships_{0};
   std::atomic<uint64_t> pod_bytes_{0};
 
-  mutable absl::Mutex pods_mu_;  // lock order: pods_mu_ is never held while taking a pod's mu
-  absl::flat_hash_map<std::string, std::shared_ptr<PodState>> pods_ ABSL_GUARDED_BY(pods_mu_);
+  // std::shared_mutex rather than absl::Mutex: Debian builds Abseil without TSan
+  // annotations, so TSan cannot see absl::Mutex. Lock order: never held while taking a
+  // pod's mutex.
+  mutable std::shared_mutex pods_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<PodState>> pods_;  // guarded by pods_mu_
 };
 
 }  // namespace aibrix::prefix
