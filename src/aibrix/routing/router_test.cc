@@ -1,0 +1,637 @@
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <thread>
+
+#include "aibrix/common/strings.h"
+#include "aibrix/prefix/approx_index.h"
+#include "aibrix/prefix/exact_index.h"
+#include "aibrix/prefix/match.h"
+#include "aibrix/routing/algorithm.h"
+#include "aibrix/store/test_pods.h"
+#include "fmt/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+
+namespace aibrix::routing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int kBs = 4;
+constexpr char kModel[] = "m";
+
+prefix::ExactIndexOptions ExactOpts() {
+  prefix::ExactIndexOptions o;
+  o.block_size = kBs;
+  return o;
+}
+prefix::ApproxIndexOptions ApproxOpts() {
+  prefix::ApproxIndexOptions o;
+  o.block_size = kBs;
+  return o;
+}
+
+store::MetricValue Simple(double v) { return store::MetricValue{store::SimpleMetric{v, {}}}; }
+store::MetricValue Hist(double sum, double count) {
+  store::HistogramMetric h;
+  h.sum = sum;
+  h.count = count;
+  return store::MetricValue{h};
+}
+
+std::string Msg(const absl::Status& s) { return std::string(common::AsStd(s.message())); }
+
+class RouterTest : public ::testing::Test {
+ protected:
+  RouterTest()
+      : exact_(ExactOpts()),
+        approx_(ApproxOpts()),
+        matcher_(*prefix::PrefixMatcher::Create(&exact_, &approx_)) {}
+
+  // Pods ns/p0 .. ns/p{n-1}, ready, serving `model`.
+  void AddPods(int n, const std::string& model = kModel) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(store_.AddPod(store::testing::MakePod(fmt::format("p{}", i), model,
+                                                        fmt::format("10.0.0.{}", i + 1), "ns")));
+    }
+  }
+  // Puts `n` requests in flight on `pod`.
+  void SetRunning(const std::string& pod, int n) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(store_.AddRequest(fmt::format("{}-{}", pod, next_id_++), pod, kModel).ok());
+    }
+  }
+  std::unique_ptr<Router> MakeRouter(RouterOptions o = {}, prometheus::Registry* reg = nullptr) {
+    if (o.seed == 0) o.seed = 42;
+    return std::make_unique<Router>(store_, RouterDeps{&matcher_, &approx_}, o, reg);
+  }
+  // The engine on `pod` reports holding the first `blocks` blocks of `tokens`.
+  void StoreExact(const std::string& pod, const std::vector<uint32_t>& tokens, int blocks) {
+    kv::BlockStored s;
+    for (int i = 0; i < blocks; ++i) s.block_hashes.push_back(1000 + i);
+    s.token_ids.assign(tokens.begin(), tokens.begin() + blocks * kBs);
+    s.block_size = kBs;
+    kv::EventBatch b;
+    b.events.push_back(s);
+    exact_.ApplyBatch(kv::PodSource{pod, kModel, -1}, b);
+  }
+  void RecordApprox(const std::string& pod, const std::vector<uint32_t>& tokens, int blocks) {
+    const auto keys = matcher_.Keys(kModel, "", tokens);
+    approx_.RecordKeys(std::span(keys).first(blocks), pod);
+  }
+  static std::vector<uint32_t> Prompt(int tokens, uint32_t first = 1) {
+    std::vector<uint32_t> t(tokens);
+    std::iota(t.begin(), t.end(), first);
+    return t;
+  }
+  RouteRequest Req(const std::vector<uint32_t>& tokens) {
+    RouteRequest r;
+    r.model = kModel;
+    r.tokens = tokens;
+    return r;
+  }
+  std::string RouteKey(const Router& router, std::string_view algo, const RouteRequest& req) {
+    auto d = router.Route(algo, req);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? d->pod->key : "";
+  }
+  // How often each pod is chosen over `n` decisions.
+  std::map<std::string, int> Histogram(const Router& router, std::string_view algo,
+                                       const RouteRequest& req, int n) {
+    std::map<std::string, int> h;
+    for (int i = 0; i < n; ++i) ++h[RouteKey(router, algo, req)];
+    return h;
+  }
+
+  store::Store store_;
+  prefix::ExactIndex exact_;
+  prefix::ApproxIndex approx_;
+  prefix::PrefixMatcher matcher_;
+  int next_id_ = 0;
+};
+
+// --- Registry -------------------------------------------------------------------------------
+
+TEST_F(RouterTest, NamesAreSortedAndFound) {
+  auto router = MakeRouter();
+  EXPECT_THAT(router->Names(), ElementsAre("kv-aware", "least-gpu-cache", "least-kv-cache",
+                                           "least-latency", "least-request", "prefix-cache",
+                                           "prefix-cache-kv", "random", "throughput"));
+  for (const std::string& n : router->Names()) {
+    ASSERT_NE(router->Find(n), nullptr);
+    EXPECT_EQ(router->Find(n)->name(), n);
+  }
+  EXPECT_FALSE(router->Has("prefix"));
+}
+
+TEST_F(RouterTest, UnknownAlgorithmListsTheKnownOnes) {
+  AddPods(1);
+  auto router = MakeRouter();
+  const auto t = Prompt(8);
+  auto d = router->Route("fastest", Req(t));
+  ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Msg(d.status()),
+            "unknown algorithm 'fastest' (known: kv-aware, least-gpu-cache, least-kv-cache, "
+            "least-latency, least-request, prefix-cache, prefix-cache-kv, random, throughput)");
+}
+
+TEST_F(RouterTest, UnknownModelIsNotFound) {
+  AddPods(1);
+  auto router = MakeRouter();
+  RouteRequest req;
+  req.model = "nope";
+  auto d = router->Route("random", req);
+  ASSERT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(d.status()), HasSubstr("nope"));
+}
+
+TEST_F(RouterTest, NoReadyPodIsUnavailable) {
+  store::PodObject pod = store::testing::MakePod("p0", kModel, "10.0.0.1", "ns");
+  pod.ready_condition = false;
+  ASSERT_TRUE(store_.AddPod(pod));
+  auto router = MakeRouter();
+  for (const std::string& algo : router->Names()) {
+    auto d = router->Route(algo, Req(Prompt(8)));
+    ASSERT_EQ(d.status().code(), absl::StatusCode::kUnavailable) << algo;
+    EXPECT_EQ(Msg(d.status()), "no ready pod for model m");
+  }
+}
+
+TEST_F(RouterTest, ExcludedPodsAreNeverChosen) {
+  AddPods(3);
+  auto router = MakeRouter();
+  const auto t = Prompt(16);
+  RouteRequest req = Req(t);
+  req.exclude_pods = {"ns/p0", "ns/p2"};
+  for (const std::string& algo : router->Names()) {
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(RouteKey(*router, algo, req), "ns/p1") << algo;
+  }
+  req.exclude_pods.push_back("ns/p1");
+  EXPECT_EQ(router->Route("random", req).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(RouterTest, UnreadyPodsAreNeverCandidates) {
+  AddPods(2);
+  store::PodObject down = store::testing::MakePod("p9", kModel, "", "ns");  // no IP: not ready
+  ASSERT_TRUE(store_.AddPod(down));
+  const auto t = Prompt(16);
+  StoreExact("ns/p9", t, 4);  // the unready pod holds the whole prompt
+  RecordApprox("ns/p9", t, 4);
+  auto router = MakeRouter();
+  for (const std::string& algo : router->Names()) {
+    for (int i = 0; i < 20; ++i) {
+      auto d = router->Route(algo, Req(t));
+      ASSERT_TRUE(d.ok()) << d.status();
+      EXPECT_NE(d->pod->key, "ns/p9") << algo;
+      EXPECT_EQ(d->candidates.size(), 2u) << algo;
+    }
+  }
+}
+
+// --- random / least-request -----------------------------------------------------------------
+
+TEST_F(RouterTest, RandomIsSeededAndCoversEveryPod) {
+  AddPods(3);
+  const auto t = Prompt(4);
+  auto a = MakeRouter({.seed = 7});
+  auto b = MakeRouter({.seed = 7});
+  std::vector<std::string> sa, sb;
+  for (int i = 0; i < 50; ++i) {
+    sa.push_back(RouteKey(*a, "random", Req(t)));
+    sb.push_back(RouteKey(*b, "random", Req(t)));
+  }
+  EXPECT_EQ(sa, sb);
+  const auto h = Histogram(*a, "random", Req(t), 3000);
+  ASSERT_EQ(h.size(), 3u);
+  for (const auto& [pod, n] : h) EXPECT_GT(n, 800) << pod;
+}
+
+TEST_F(RouterTest, LeastRequestPicksFewestInFlightAndBreaksTiesRandomly) {
+  AddPods(3);
+  SetRunning("ns/p0", 2);
+  SetRunning("ns/p1", 1);
+  SetRunning("ns/p2", 1);
+  auto router = MakeRouter();
+  const auto t = Prompt(4);
+  auto d = router->Route("least-request", Req(t));
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->candidates.size(), 3u);
+  EXPECT_EQ(d->candidates[0].running, 2);
+  EXPECT_EQ(d->candidates[0].score, 2);
+  EXPECT_EQ(d->algorithm, "least-request");
+  const auto h = Histogram(*router, "least-request", Req(t), 400);
+  EXPECT_EQ(h.count("ns/p0"), 0u);
+  EXPECT_GT(h.at("ns/p1"), 100);
+  EXPECT_GT(h.at("ns/p2"), 100);
+  // Settling a request on p0 does not change the picture; settling two does.
+  ASSERT_TRUE(store_.DoneRequest("ns/p0-0").ok());
+  ASSERT_TRUE(store_.DoneRequest("ns/p0-1").ok());
+  EXPECT_EQ(RouteKey(*router, "least-request", Req(t)), "ns/p0");
+}
+
+// --- metric algorithms ----------------------------------------------------------------------
+
+TEST_F(RouterTest, ThroughputWeighsPromptTokensDouble) {
+  AddPods(3);
+  // p0: 2*100 + 10 = 210; p1: 2*10 + 150 = 170; p2: no metric.
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p0", kModel, "avg_prompt_throughput_toks_per_s", Simple(100))
+          .ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p0", kModel, "avg_generation_throughput_toks_per_s", Simple(10))
+          .ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p1", kModel, "avg_prompt_throughput_toks_per_s", Simple(10))
+          .ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p1", kModel, "avg_generation_throughput_toks_per_s", Simple(150))
+          .ok());
+  auto router = MakeRouter();
+  const auto t = Prompt(4);
+  auto d = router->Route("throughput", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 210);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 170);
+  EXPECT_TRUE(std::isnan(d->candidates[2].score));
+}
+
+TEST_F(RouterTest, MetricAlgorithmsFallBackToLeastRequestWhenNoPodHasTheMetric) {
+  AddPods(3);
+  SetRunning("ns/p0", 1);
+  SetRunning("ns/p2", 1);
+  auto router = MakeRouter();
+  const auto t = Prompt(4);
+  for (const char* algo : {"throughput", "least-kv-cache", "least-latency", "least-gpu-cache"}) {
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(RouteKey(*router, algo, Req(t)), "ns/p1") << algo;
+  }
+}
+
+TEST_F(RouterTest, LeastKvCacheAddsCpuUsageAndReadsPodScopeToo) {
+  AddPods(3);
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "kv_cache_usage_perc", Simple(0.3)).ok());
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "cpu_cache_usage_perc", Simple(0.5)).ok());
+  ASSERT_TRUE(store_.SetPodMetric("ns/p1", "kv_cache_usage_perc", Simple(0.6)).ok());  // pod scope
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p2", kModel, "cpu_cache_usage_perc", Simple(0)).ok());
+  auto router = MakeRouter();
+  auto d = router->Route("least-kv-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");  // 0.6 < 0.8; p2 has no kv metric
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.8);
+  EXPECT_TRUE(std::isnan(d->candidates[2].score));
+}
+
+TEST_F(RouterTest, LeastGpuCachePrefersGpuGaugeThenKvGauge) {
+  AddPods(3);
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "gpu_cache_usage_perc", Simple(0.4)).ok());
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "kv_cache_usage_perc", Simple(0.0)).ok());
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p1", kModel, "kv_cache_usage_perc", Simple(0.2)).ok());
+  ASSERT_TRUE(store_.SetPodModelMetric("ns/p2", kModel, "gpu_cache_usage_perc", Simple(0.9)).ok());
+  auto router = MakeRouter();
+  auto d = router->Route("least-gpu-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.4);
+}
+
+TEST_F(RouterTest, LeastLatencySumsHistogramMeans) {
+  AddPods(3);
+  // p0: 0.1 + 0.2 + 1.0 = 1.3; p1: queue 2.0 only; p2: 0.5 + 0.5 = 1.0.
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p0", kModel, "request_queue_time_seconds", Hist(1, 10)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p0", kModel, "request_prefill_time_seconds", Hist(2, 10)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p0", kModel, "request_decode_time_seconds", Hist(10, 10)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p1", kModel, "request_queue_time_seconds", Hist(4, 2)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p2", kModel, "request_prefill_time_seconds", Hist(1, 2)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("ns/p2", kModel, "request_decode_time_seconds", Hist(2, 4)).ok());
+  auto router = MakeRouter();
+  auto d = router->Route("least-latency", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p2");
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 1.3);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 2.0);
+  EXPECT_DOUBLE_EQ(d->candidates[2].score, 1.0);
+}
+
+TEST_F(RouterTest, MetricTiesAreBrokenRandomly) {
+  AddPods(3);
+  for (const char* p : {"ns/p0", "ns/p1", "ns/p2"}) {
+    ASSERT_TRUE(store_.SetPodModelMetric(p, kModel, "kv_cache_usage_perc", Simple(0.5)).ok());
+  }
+  auto router = MakeRouter();
+  EXPECT_EQ(Histogram(*router, "least-kv-cache", Req(Prompt(4)), 300).size(), 3u);
+}
+
+// --- prefix-cache ---------------------------------------------------------------------------
+
+TEST_F(RouterTest, PrefixCacheRecordsItsDecisionAndFollowsIt) {
+  AddPods(4);
+  auto router = MakeRouter();
+  const auto t = Prompt(4 * kBs + 1);  // 4 complete blocks
+  auto first = router->Route("prefix-cache", Req(t));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->matched_blocks, 0u);
+  EXPECT_EQ(first->total_blocks, 4u);
+  // The index now credits the chosen pod with the prompt.
+  const auto m = matcher_.Match(kModel, "", t);
+  ASSERT_EQ(m.pods.size(), 1u);
+  EXPECT_EQ(m.pods[0].pod, first->pod->key);
+  EXPECT_EQ(m.pods[0].matched_blocks, 4u);
+  for (int i = 0; i < 10; ++i) {
+    auto d = router->Route("prefix-cache", Req(t));
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->pod->key, first->pod->key);
+    EXPECT_EQ(d->matched_blocks, 4u);
+    const int idx = first->pod->key.back() - '0';
+    EXPECT_EQ(d->candidates[idx].score, 100);
+  }
+}
+
+TEST_F(RouterTest, PrefixCachePrefersLongerMatchThenLowerLoad) {
+  AddPods(3);
+  const auto t = Prompt(4 * kBs);
+  RecordApprox("ns/p0", t, 1);  // 25 %
+  RecordApprox("ns/p1", t, 3);  // 75 %
+  RecordApprox("ns/p2", t, 3);  // 75 %
+  SetRunning("ns/p1", 1);
+  auto router = MakeRouter();
+  auto d = router->Route("prefix-cache", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p2");
+  EXPECT_EQ(d->candidates[0].score, 25);
+  EXPECT_EQ(d->candidates[1].score, 75);
+  EXPECT_EQ(d->candidates[1].matched_blocks, 3u);
+}
+
+TEST_F(RouterTest, PrefixCacheStdDevRuleSkipsAnOverloadedHolder) {
+  AddPods(3);
+  const auto t = Prompt(4 * kBs);
+  RecordApprox("ns/p0", t, 4);
+  // running {2, 2, 0}: mean 1.33, sample sd 1.15, limit 2.49 -> p0 qualifies.
+  SetRunning("ns/p0", 2);
+  SetRunning("ns/p1", 2);
+  auto router = MakeRouter();
+  EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p0");
+  // running {5, 2, 0}: mean 2.33, sd 2.52, limit 4.85 -> p0 skipped, least-request wins.
+  SetRunning("ns/p0", 3);  // routing itself adds no request: only the caller's AddRequest
+  EXPECT_EQ(store_.ReadyPods(kModel)->ready[0]->state->running(), 5);
+  EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p2");
+}
+
+TEST_F(RouterTest, PrefixCacheStdDevFactorIsConfigurable) {
+  AddPods(3);
+  const auto t = Prompt(4 * kBs);
+  RecordApprox("ns/p0", t, 4);
+  SetRunning("ns/p0", 5);
+  SetRunning("ns/p1", 2);
+  // limit = 2.33 + 2 * 2.52 = 7.4 -> p0 qualifies.
+  auto router = MakeRouter({.std_dev_factor = 2.0});
+  EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p0");
+}
+
+TEST_F(RouterTest, PrefixCacheLoadImbalanceGate) {
+  AddPods(2);
+  const auto t = Prompt(4 * kBs);
+  RecordApprox("ns/p0", t, 4);
+  // max - min = 8: not imbalanced; 2 pods {8, 0}: mean 4, sd 5.66 -> p0 (the holder) wins.
+  SetRunning("ns/p0", 8);
+  auto router = MakeRouter();
+  EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p0");
+  // max - min = 9 > 8: only pods at the minimum are eligible.
+  SetRunning("ns/p0", 1);
+  EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p1");
+  // (That decision recorded t on p1 too.) A higher threshold lets a sole holder win again.
+  const auto t2 = Prompt(4 * kBs, 100);
+  RecordApprox("ns/p0", t2, 4);
+  auto lenient = MakeRouter({.imbalance_abs_count = 9});
+  EXPECT_EQ(RouteKey(*lenient, "prefix-cache", Req(t2)), "ns/p0");
+}
+
+TEST_F(RouterTest, PrefixCacheUnderTheGateStillPrefersAHolderAmongTheLeastLoaded) {
+  AddPods(3);
+  const auto t = Prompt(4 * kBs);
+  RecordApprox("ns/p2", t, 2);
+  SetRunning("ns/p0", 9);
+  auto router = MakeRouter();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p2");
+}
+
+TEST_F(RouterTest, PrefixCacheWithoutMatchIsLeastRequestWithRandomTies) {
+  AddPods(3);
+  SetRunning("ns/p1", 1);
+  // Prompts shorter than a block hash to nothing: nothing is recorded either.
+  auto router = MakeRouter();
+  const auto t = Prompt(kBs - 1);
+  const auto h = Histogram(*router, "prefix-cache", Req(t), 200);
+  EXPECT_EQ(h.count("ns/p1"), 0u);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_EQ(approx_.memberships(), 0u);
+}
+
+TEST_F(RouterTest, PrefixCacheUsesTheRequestedAdapter) {
+  AddPods(2);
+  const auto t = Prompt(4 * kBs);
+  auto router = MakeRouter();
+  RouteRequest lora = Req(t);
+  lora.lora = "sql";
+  const std::string chosen = RouteKey(*router, "prefix-cache", lora);
+  // The blocks were recorded under the adapter, not the base model.
+  EXPECT_TRUE(matcher_.Match(kModel, "", t).pods.empty());
+  ASSERT_EQ(matcher_.Match(kModel, "sql", t).pods.size(), 1u);
+  EXPECT_EQ(matcher_.Match(kModel, "sql", t).pods[0].pod, chosen);
+  // Load the adapter's pod a little: the adapter request still follows its blocks.
+  SetRunning(chosen, 1);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(RouteKey(*router, "prefix-cache", lora), chosen);
+}
+
+TEST_F(RouterTest, PrefixCacheDerivesTheAdapterFromAnAdapterModelName) {
+  AddPods(2);
+  store_.AddModelAdapter({"ns", "sql", {"p0", "p1"}});
+  const auto t = Prompt(2 * kBs);
+  auto router = MakeRouter();
+  RouteRequest req = Req(t);
+  req.model = "sql";
+  const std::string chosen = RouteKey(*router, "prefix-cache", req);
+  ASSERT_EQ(matcher_.Match(kModel, "sql", t).pods.size(), 1u);
+  EXPECT_EQ(matcher_.Match(kModel, "sql", t).pods[0].pod, chosen);
+}
+
+TEST_F(RouterTest, PrefixCacheIgnoresExactIndexAndKvVariantIgnoresApprox) {
+  AddPods(3);
+  const auto t = Prompt(4 * kBs);
+  StoreExact("ns/p1", t, 4);
+  RecordApprox("ns/p2", t, 4);
+  auto router = MakeRouter();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(RouteKey(*router, "prefix-cache-kv", Req(t)), "ns/p1");
+    EXPECT_EQ(RouteKey(*router, "prefix-cache", Req(t)), "ns/p2");
+  }
+  // prefix-cache-kv records nothing in the approximate index.
+  const uint64_t before = approx_.memberships();
+  ASSERT_TRUE(router->Route("prefix-cache-kv", Req(Prompt(4 * kBs, 500))).ok());
+  EXPECT_EQ(approx_.memberships(), before);
+}
+
+TEST_F(RouterTest, PrefixCacheKvUsesTheBestTier) {
+  AddPods(2);
+  const auto t = Prompt(4 * kBs);
+  StoreExact("ns/p0", t, 2);
+  auto router = MakeRouter();
+  auto d = router->Route("prefix-cache-kv", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p0");
+  EXPECT_EQ(d->matched_blocks, 2u);
+  EXPECT_EQ(d->candidates[0].score, 50);
+}
+
+// --- kv-aware -------------------------------------------------------------------------------
+
+TEST_F(RouterTest, KvAwareCostIsUncachedPrefillPlusDecodeLoad) {
+  AddPods(3);
+  const auto t = Prompt(16 * kBs);  // 64 tokens, 16 blocks
+  StoreExact("ns/p0", t, 16);       // all cached, running 1
+  RecordApprox("ns/p1", t, 8);      // half cached, running 0
+  SetRunning("ns/p0", 1);
+  SetRunning("ns/p2", 0);
+  // Light decode weight: the full holder wins (the decision re-records t on p0 only).
+  {
+    auto router = MakeRouter({.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 16});
+    auto d = router->Route("kv-aware", Req(t));
+    ASSERT_TRUE(d.ok());
+    EXPECT_DOUBLE_EQ(d->candidates[0].score, 16);
+    EXPECT_EQ(d->pod->key, "ns/p0");
+  }
+  // Heavy decode weight: one running request outweighs 32 uncached tokens.
+  {
+    auto router = MakeRouter({.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 256});
+    auto d = router->Route("kv-aware", Req(t));
+    ASSERT_TRUE(d.ok());
+    EXPECT_DOUBLE_EQ(d->candidates[0].score, 256);  // 0 uncached + 256 * 1
+    EXPECT_DOUBLE_EQ(d->candidates[1].score, 32);   // 32 uncached
+    EXPECT_DOUBLE_EQ(d->candidates[2].score, 64);   // 64 uncached
+    EXPECT_EQ(d->candidates[0].matched_blocks, 16u);
+    EXPECT_EQ(d->candidates[1].matched_blocks, 8u);
+    EXPECT_EQ(d->pod->key, "ns/p1");
+  }
+}
+
+TEST_F(RouterTest, KvAwareTakesTheBestOfBothIndexesAndRecords) {
+  AddPods(2);
+  const auto t = Prompt(8 * kBs);
+  StoreExact("ns/p0", t, 2);
+  RecordApprox("ns/p0", t, 6);
+  auto router = MakeRouter();
+  auto d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p0");
+  EXPECT_EQ(d->candidates[0].matched_blocks, 6u);
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 8);
+  EXPECT_EQ(d->total_blocks, 8u);
+  // The decision was recorded: the approximate index now holds the whole prompt on p0.
+  uint32_t approx_p0 = 0;
+  for (const auto& m : matcher_.Match(kModel, "", t).pods) {
+    if (m.pod == "ns/p0" && m.source == prefix::MatchSource::kRouting) approx_p0 = m.matched_blocks;
+  }
+  EXPECT_EQ(approx_p0, 8u);
+}
+
+TEST_F(RouterTest, KvAwareTiesAreRandom) {
+  AddPods(4);
+  auto router = MakeRouter();
+  EXPECT_EQ(Histogram(*router, "kv-aware", Req(Prompt(kBs - 1)), 400).size(), 4u);
+}
+
+TEST_F(RouterTest, WorksWithoutAnyIndex) {
+  AddPods(2);
+  SetRunning("ns/p0", 1);
+  Router router(store_, RouterDeps{}, RouterOptions{.seed = 1});
+  const auto t = Prompt(4 * kBs);
+  for (const char* algo : {"prefix-cache", "prefix-cache-kv", "kv-aware"}) {
+    auto d = router.Route(algo, Req(t));
+    ASSERT_TRUE(d.ok()) << algo << d.status();
+    EXPECT_EQ(d->pod->key, "ns/p1") << algo;
+    EXPECT_EQ(d->total_blocks, 0u);
+  }
+}
+
+// --- metrics and concurrency ----------------------------------------------------------------
+
+double CounterValue(const std::vector<prometheus::MetricFamily>& fams, const std::string& name,
+                    const std::map<std::string, std::string>& want) {
+  for (const auto& f : fams) {
+    if (f.name != name) continue;
+    for (const auto& m : f.metric) {
+      std::map<std::string, std::string> labels;
+      for (const auto& l : m.label) labels[l.name] = l.value;
+      bool ok = true;
+      for (const auto& [k, v] : want) ok = ok && labels[k] == v;
+      if (ok) return m.counter.value;
+    }
+  }
+  return -1;
+}
+
+TEST_F(RouterTest, ExportsRoutingMetrics) {
+  AddPods(2);
+  prometheus::Registry reg;
+  auto router = MakeRouter({}, &reg);
+  const auto t = Prompt(4 * kBs);
+  ASSERT_TRUE(router->Route("prefix-cache", Req(t)).ok());  // no match: fallback
+  ASSERT_TRUE(router->Route("prefix-cache", Req(t)).ok());  // 100 % match
+  ASSERT_FALSE(router->Route("nope", Req(t)).ok());
+  const auto fams = reg.Collect();
+  EXPECT_EQ(
+      CounterValue(fams, "aibrix_prefix_cache_routing_decisions_total",
+                   {{"model", "m"}, {"match_percent_bucket", "0"}, {"using_kv_sync", "false"}}),
+      1);
+  EXPECT_EQ(CounterValue(fams, "aibrix_prefix_cache_routing_decisions_total",
+                         {{"model", "m"}, {"match_percent_bucket", "76-100"}}),
+            1);
+  EXPECT_EQ(CounterValue(fams, "aibrix_prefix_cache_routing_selection_total",
+                         {{"selection", "prefix_match"}, {"using_kv_sync", "false"}}),
+            1);
+  EXPECT_EQ(CounterValue(fams, "aibrix_prefix_cache_routing_selection_total",
+                         {{"selection", "least_request_fallback"}, {"using_kv_sync", "false"}}),
+            1);
+  EXPECT_EQ(CounterValue(fams, "aibrix_routing_decisions_total",
+                         {{"algorithm", "prefix-cache"}, {"model", "m"}}),
+            2);
+  EXPECT_EQ(CounterValue(fams, "aibrix_routing_errors_total", {{"reason", "unknown_algorithm"}}),
+            1);
+}
+
+TEST_F(RouterTest, ConcurrentRoutingWithRequestAccounting) {
+  AddPods(8);
+  prometheus::Registry reg;
+  auto router = MakeRouter({}, &reg);
+  std::vector<std::thread> threads;
+  for (int th = 0; th < 4; ++th) {
+    threads.emplace_back([&, th] {
+      const std::vector<std::string> names = router->Names();
+      for (int i = 0; i < 300; ++i) {
+        const auto t = Prompt(8 * kBs, static_cast<uint32_t>(1 + (i % 5) * 1000));
+        RouteRequest req = Req(t);
+        req.request_id = fmt::format("t{}-{}", th, i);
+        auto d = router->Route(names[(i + th) % names.size()], req);
+        ASSERT_TRUE(d.ok()) << d.status();
+        ASSERT_TRUE(store_.AddRequest(req.request_id, d->pod, store_.ReadyPods(kModel)).ok());
+        if (i % 2 == 0) {
+          ASSERT_TRUE(store_.DoneRequest(req.request_id).ok());
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(store_.InFlightRequests(), 4u * 150u);
+}
+
+}  // namespace
+}  // namespace aibrix::routing
