@@ -5,6 +5,7 @@
 
 #include "CLI/CLI.hpp"
 #include "aibrix/common/logging.h"
+#include "aibrix/kvevents/kv_tail.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -47,7 +48,22 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--approx-blocks-per-pod", config.approx_blocks_per_pod,
+                 "Routing-fed index capacity per pod (env AIBRIX_PREFIX_CACHE_BLOCK_NUMBER)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--approx-ttl-minutes", config.approx_ttl_minutes,
+                 "Routing-fed index TTL (env AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--index-max-memberships", config.index_max_memberships,
+                 "Event-fed index budget in (block, pod, tier) memberships")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--index-max-memberships-per-pod", config.index_max_memberships_per_pod,
+                 "Event-fed index cap per pod")
+      ->check(CLI::PositiveNumber);
+  int tool_exit_code = 0;
+  CLI::App* kv_tail = aibrix::kvevents::AddKvTailCommand(app, &tool_exit_code);
   CLI11_PARSE(app, argc, argv);
+  if (kv_tail->parsed()) return tool_exit_code;
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");

@@ -12,6 +12,10 @@ ServiceConfig ServiceConfig::FromEnvironment() {
       common::EnvBool("AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", config.kv_event_sync);
   config.block_size =
       static_cast<int>(common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_BLOCK_SIZE", config.block_size));
+  config.approx_blocks_per_pod =
+      common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_BLOCK_NUMBER", config.approx_blocks_per_pod);
+  config.approx_ttl_minutes = common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS",
+                                                     config.approx_ttl_minutes);
   return config;
 }
 

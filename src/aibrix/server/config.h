@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace aibrix::server {
@@ -24,6 +25,13 @@ struct ServiceConfig {
   // AIBRIX_PREFIX_CACHE_BLOCK_SIZE: prefix-index block size, in tokens (the reference counts
   // bytes of 4-byte token ids; we count tokens, vLLM's unit).
   int block_size = 16;
+  // AIBRIX_PREFIX_CACHE_BLOCK_NUMBER: blocks the routing-fed index keeps per pod.
+  int64_t approx_blocks_per_pod = 200000;
+  // AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS: TTL of routing-fed entries.
+  int64_t approx_ttl_minutes = 20;
+  // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
+  int64_t index_max_memberships = 50'000'000;
+  int64_t index_max_memberships_per_pod = 4'000'000;
 
   // The AIBrix environment variables applied over the defaults; invalid values keep the
   // default (the reference's parsing rules).

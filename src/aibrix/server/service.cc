@@ -1,6 +1,8 @@
 #include "aibrix/server/service.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
@@ -12,10 +14,73 @@
 
 namespace aibrix::server {
 
+namespace {
+
+prefix::ExactIndexOptions ExactOptions(const ServiceConfig& config) {
+  prefix::ExactIndexOptions options;
+  options.block_size = config.block_size;
+  options.max_memberships = static_cast<uint64_t>(config.index_max_memberships);
+  options.max_memberships_per_pod = static_cast<uint64_t>(config.index_max_memberships_per_pod);
+  return options;
+}
+
+prefix::ApproxIndexOptions ApproxOptions(const ServiceConfig& config) {
+  prefix::ApproxIndexOptions options;
+  options.block_size = config.block_size;
+  options.max_blocks_per_pod = static_cast<uint64_t>(config.approx_blocks_per_pod);
+  options.ttl = std::chrono::minutes(config.approx_ttl_minutes);
+  return options;
+}
+
+kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
+  kvevents::EventManagerOptions options;
+  options.enabled = config.kv_event_sync;
+  return options;
+}
+
+// A JSON array of non-negative integers below 2^32 as token ids; nullopt otherwise.
+std::optional<std::vector<uint32_t>> TokenIds(const nlohmann::json& value) {
+  if (!value.is_array()) return std::nullopt;
+  std::vector<uint32_t> ids;
+  ids.reserve(value.size());
+  for (const nlohmann::json& id : value) {
+    if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX) return std::nullopt;
+    ids.push_back(static_cast<uint32_t>(id.get<uint64_t>()));
+  }
+  return ids;
+}
+
+}  // namespace
+
 Service::Service(ServiceConfig config)
     : config_(std::move(config)),
       registry_(std::make_shared<prometheus::Registry>()),
-      store_collector_(store_) {}
+      store_collector_(store_),
+      exact_index_(ExactOptions(config_), registry_.get()),
+      approx_index_(ApproxOptions(config_), registry_.get()),
+      kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)) {
+  auto matcher = prefix::PrefixMatcher::Create(&exact_index_, &approx_index_);
+  // Both indexes are built from the same block size and scheme, so this cannot fail.
+  if (matcher.ok()) matcher_.emplace(std::move(*matcher));
+}
+
+void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
+  if (after != nullptr || before == nullptr) return;
+  service_.exact_index_.RemovePod(before->key);
+  service_.approx_index_.RemovePod(before->key);
+}
+
+void Service::HousekeepingLoop(std::stop_token stop) {
+  std::mutex mu;
+  std::condition_variable_any wake;
+  std::unique_lock<std::mutex> lock(mu);
+  while (!stop.stop_requested()) {
+    wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    if (stop.stop_requested()) break;
+    approx_index_.Sweep();
+    exact_index_.UpdateGauges();
+  }
+}
 
 Service::~Service() { Stop(); }
 
@@ -50,10 +115,18 @@ absl::Status Service::Start() {
   }
   log->info("listening on http://{}", common::FormatHostPort(options.host, http_->port()));
 
+  store_.AddListener(&index_cleaner_);
+  // The KV event manager subscribes to pods as discovery adds them; it never blocks the
+  // discovery thread (sockets are handled on its own threads).
+  if (auto st = kv_manager_.Start(); !st.ok()) {
+    Stop();
+    return st;
+  }
   if (auto st = discovery_->Start(store_); !st.ok()) {
     Stop();
     return st;
   }
+  housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
   log->info("ready: {} pods, {} models ({} discovery)", store_.ListPods().size(),
             store_.ListModels().size(), discovery_->type());
@@ -62,8 +135,14 @@ absl::Status Service::Start() {
 
 void Service::Stop() {
   ready_.store(false);
-  if (discovery_) discovery_->Stop();
   if (http_) http_->Stop();
+  if (discovery_) discovery_->Stop();
+  kv_manager_.Stop();
+  store_.RemoveListener(&index_cleaner_);
+  if (housekeeping_.joinable()) {
+    housekeeping_.request_stop();
+    housekeeping_.join();
+  }
 }
 
 std::string Service::RenderMetrics() const {
@@ -89,7 +168,7 @@ void Service::RegisterRoutes() {
   });
   http_->Get("/cache/pods", "/cache/pods", [this](const Request&, Response& res) {
     nlohmann::json pods = nlohmann::json::array();
-    for (const store::PodRef& pod : store_.ListPods()) pods.push_back(PodToJson(*pod));
+    for (const store::PodRef& pod : store_.ListPods()) pods.push_back(PodJson(*pod));
     SendJson(res, {{"pods", std::move(pods)}});
   });
   http_->Get(R"(/cache/pods/([^/]+)/([^/]+))", "/cache/pods/{ns}/{name}",
@@ -99,8 +178,10 @@ void Service::RegisterRoutes() {
                  SendError(res, 404, common::AsStd(pod.status().message()), "not_found_error");
                  return;
                }
-               SendJson(res, PodToJson(**pod));
+               SendJson(res, PodJson(**pod));
              });
+  http_->Post("/cache/match", "/cache/match",
+              [this](const Request& req, Response& res) { HandleMatch(req, res); });
   http_->Get("/cache/models", "/cache/models", [this](const Request&, Response& res) {
     store::SnapshotRef snap = store_.snapshot();
     std::vector<const store::ModelPods*> sorted;
@@ -111,6 +192,59 @@ void Service::RegisterRoutes() {
     for (const store::ModelPods* model : sorted) models.push_back(ModelToJson(*model));
     SendJson(res, {{"models", std::move(models)}});
   });
+}
+
+nlohmann::json Service::PodJson(const store::Pod& pod) const {
+  nlohmann::json json = PodToJson(pod);
+  nlohmann::json index = nlohmann::json::object();
+  if (auto stats = exact_index_.Stats(pod.key)) index["events"] = *stats;
+  if (auto stats = approx_index_.Stats(pod.key)) index["routing"] = *stats;
+  json["prefix_index"] = std::move(index);
+  json["kv_events_subscribed"] = !kv_manager_.Endpoints(pod.key).empty();
+  return json;
+}
+
+void Service::HandleMatch(const Request& req, Response& res) {
+  auto body = ParseJsonBody(req, res);
+  if (!body) return;
+  if (!body->contains("model") || !(*body)["model"].is_string()) {
+    SendError(res, 400, "'model' (string) is required");
+    return;
+  }
+  const std::string model = (*body)["model"].get<std::string>();
+  std::string lora;
+  if (body->contains("lora") && !(*body)["lora"].is_null()) {
+    if (!(*body)["lora"].is_string()) {
+      SendError(res, 400, "'lora' must be a string");
+      return;
+    }
+    lora = (*body)["lora"].get<std::string>();
+  }
+  std::vector<uint32_t> tokens;
+  if (body->contains("token_ids")) {
+    auto ids = TokenIds((*body)["token_ids"]);
+    if (!ids) {
+      SendError(res, 400, "'token_ids' must be an array of integers in [0, 2^32)");
+      return;
+    }
+    tokens = std::move(*ids);
+  } else if (body->contains("prompt") && (*body)["prompt"].is_string()) {
+    auto ids = local_tokenizer_.Tokenize((*body)["prompt"].get<std::string>());
+    if (!ids.ok()) {
+      SendError(res, 400, common::AsStd(ids.status().message()));
+      return;
+    }
+    tokens = std::move(*ids);
+  } else {
+    SendError(res, 400, "one of 'token_ids' (array) or 'prompt' (string) is required");
+    return;
+  }
+  if (!store_.HasModel(model)) {
+    SendError(res, 404, fmt::format("model '{}' does not exist in the cache", model),
+              "not_found_error");
+    return;
+  }
+  SendJson(res, matcher_->Match(model, lora, tokens));
 }
 
 }  // namespace aibrix::server

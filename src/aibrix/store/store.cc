@@ -11,7 +11,12 @@ namespace aibrix::store {
 
 using common::AsAbsl;
 
-Store::Store() { snapshot_.store(std::make_shared<Snapshot>(), std::memory_order_release); }
+Store::Store() : snapshot_(std::make_shared<Snapshot>()) {}
+
+SnapshotRef Store::snapshot() const {
+  absl::MutexLock lock(&snapshot_mu_);
+  return snapshot_;
+}
 
 bool Store::AddPod(const PodObject& pod) {
   const std::string key = pod.Key();
@@ -96,7 +101,7 @@ std::vector<std::string> Store::ModelsOfLocked(const PodObject& pod) const {
 
 void Store::PublishAndNotifyLocked() {
   if (dirty_.empty()) return;
-  SnapshotRef previous = snapshot_.load(std::memory_order_acquire);
+  SnapshotRef previous = snapshot();
   auto next = std::make_shared<Snapshot>();
   next->version = ++version_;
   next->pods.reserve(pods_.size());
@@ -136,7 +141,10 @@ void Store::PublishAndNotifyLocked() {
     next->models.emplace(model, std::move(entry));
   }
   model_states_ = std::move(states);
-  snapshot_.store(next, std::memory_order_release);
+  {
+    absl::MutexLock lock(&snapshot_mu_);
+    snapshot_ = next;
+  }
 
   for (const std::string& key : dirty_) {
     auto before_it = previous->pods.find(key);

@@ -3,9 +3,9 @@
 // the requests this process has routed to them.
 //
 // Thread safety: every method may be called from any thread.
-//  - Topology (pods, models, adapters) is published as an immutable Snapshot through one
-//    atomic pointer. Readers load it and never wait for a writer; writers serialise on
-//    write_mu_, build the next snapshot and swap it in.
+//  - Topology (pods, models, adapters) is published as an immutable Snapshot. Readers copy
+//    the pointer under a mutex held only for that copy, so they never wait for a writer to
+//    build a snapshot; writers serialise on write_mu_, build the next one and swap it in.
 //  - Request counters are atomics in PodState / ModelState; the in-flight request table is
 //    sharded by request id so concurrent requests on different pods rarely share a lock.
 //  - Listeners are called on the writer's thread after the snapshot is published, one
@@ -97,7 +97,7 @@ class Store {
   void DeleteModelAdapter(std::string_view ns, std::string_view name);
 
   // --- Reads --------------------------------------------------------------------------
-  SnapshotRef snapshot() const { return snapshot_.load(std::memory_order_acquire); }
+  SnapshotRef snapshot() const;
   // The cached pod (ready or not); NotFound "key does not exist in the cache: ns/name".
   absl::StatusOr<PodRef> GetPod(std::string_view ns, std::string_view name) const;
   absl::StatusOr<PodRef> GetPod(std::string_view pod_key) const;
@@ -184,8 +184,12 @@ class Store {
   std::vector<PodListener*> listeners_ ABSL_GUARDED_BY(write_mu_);
   uint64_t version_ ABSL_GUARDED_BY(write_mu_) = 0;
 
-  // Published topology; written under write_mu_, read lock-free.
-  std::atomic<SnapshotRef> snapshot_;
+  // Published topology. Readers hold snapshot_mu_ only to copy the pointer (never while a
+  // writer builds the next snapshot). A mutex rather than std::atomic<std::shared_ptr>:
+  // libstdc++ 12's atomic shared_ptr unlocks with relaxed ordering after load(), which
+  // ThreadSanitizer reports as a race.
+  mutable absl::Mutex snapshot_mu_;
+  SnapshotRef snapshot_ ABSL_GUARDED_BY(snapshot_mu_);
 
   // In-flight requests (internally sharded).
   RequestTable requests_;
