@@ -3,6 +3,7 @@
 #include <numeric>
 #include <set>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace aibrix::prefix {
@@ -69,16 +70,16 @@ TEST(BlockHashTest, SchemesAreDeterministicAndDiffer) {
   }
 }
 
-TEST(BlockHashTest, StableAcrossReleases) {
-  // Pinned so a change of the scheme (which invalidates replicas' shared assumptions) is
-  // deliberate. Values computed by this implementation (XXH3-64 of little-endian u32 tokens).
-  BlockHasher h(16);
-  const auto keys = h.Hash({"meta-llama/Llama-3.1-8B-Instruct", "", 0}, Iota(32));
-  ASSERT_EQ(keys.size(), 2u);
-  EXPECT_NE(keys[0], 0u);
-  EXPECT_NE(keys[0], keys[1]);
-  static const BlockKey pinned0 = keys[0];
-  EXPECT_EQ(h.Hash({"meta-llama/Llama-3.1-8B-Instruct", "", 0}, Iota(16))[0], pinned0);
+TEST(BlockHashTest, PinnedValues) {
+  // Our own scheme (not vLLM's, not the Go reference's XXH64): pinned so that a change, which
+  // would make replicas of different versions disagree, is deliberate. Tokens are hashed as
+  // little-endian u32; the context is length-prefixed model, adapter and KV group.
+  const HashContext ctx{"meta-llama/Llama-3.1-8B-Instruct", "", 0};
+  EXPECT_EQ(ContextRoot(ctx), 0x191eebfef3c52a39ULL);
+  EXPECT_THAT(BlockHasher(16, ChainScheme::kMixChain).Hash(ctx, Iota(32)),
+              ::testing::ElementsAre(0x1a443a7d7ad82ca9ULL, 0xe222448182836920ULL));
+  EXPECT_THAT(BlockHasher(16, ChainScheme::kSeededChain).Hash(ctx, Iota(32)),
+              ::testing::ElementsAre(0x2b893955833b168eULL, 0xcfb1f8e5b087eef9ULL));
 }
 
 }  // namespace

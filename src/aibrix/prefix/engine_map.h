@@ -37,10 +37,17 @@ class EngineMap {
     }
   }
   void Prefetch(uint64_t k) const { __builtin_prefetch(&keys_[Home(k)]); }
+  // Prefetch for an insert of k: its home slot's key, value and meta lines.
+  void PrefetchInsert(uint64_t k) const {
+    const size_t h = Home(k);
+    __builtin_prefetch(&keys_[h], 1);
+    __builtin_prefetch(&vals_[h], 1);
+    __builtin_prefetch(&meta_[h], 1);
+  }
 
   // REQUIRES: k != 0 and k absent. Returns its slot (valid until the next Insert/Erase).
   size_t Insert(uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
-    if ((size_ + 1) * 20 > cap_ * 17) Resize(cap_ + cap_ / 2);
+    if ((size_ + 1) * 20 > cap_ * 17) Resize((size_ + 1) * 10 / 7 + 1);
     size_t i = Home(k);
     while (keys_[i] != 0) i = Next(i);
     keys_[i] = k;
@@ -79,7 +86,7 @@ class EngineMap {
 
   // Shrinks when mostly empty (call at a point where no slot index is held).
   void MaybeShrink() {
-    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 2);
+    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 10 / 7 + 1);
   }
   void Reset() {
     Allocate(kMinCapacity);

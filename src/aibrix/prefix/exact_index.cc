@@ -268,7 +268,7 @@ class PodWriter {
         self_ref += n;
         return;
       }
-      h->map.Prefetch(ekeys[i]);
+      h->map.PrefetchInsert(ekeys[i]);
     }
     auto& keys = pod_.keys;
     keys.resize(n);

@@ -35,8 +35,7 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
   std::lock_guard<SpinLock> lock(shard.mu);
   for (int attempt = 0; attempt < 2; ++attempt) {
     Array* arr = shard.array.load(std::memory_order_relaxed);
-    const size_t m = arr->cap - 1;
-    size_t idx = tkey & m;
+    size_t idx = Home(tkey, arr->cap);
     while (true) {
       Slot& s = arr->slots[idx];
       const uint64_t k = s.key.load(std::memory_order_relaxed);
@@ -46,7 +45,7 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
         return (prev & bit) != 0;
       }
       if (k == 0) break;
-      idx = (idx + 1) & m;
+      idx = Next(idx, arr->cap);
     }
     if ((shard.used + 1) * 5 > arr->cap * 4) {
       Rebuild(shard, shard.live + 1);
@@ -68,8 +67,7 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
   Shard& shard = ShardOf(tkey);
   std::lock_guard<SpinLock> lock(shard.mu);
   Array* arr = shard.array.load(std::memory_order_relaxed);
-  const size_t m = arr->cap - 1;
-  for (size_t idx = tkey & m;; idx = (idx + 1) & m) {
+  for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
     Slot& s = arr->slots[idx];
     const uint64_t k = s.key.load(std::memory_order_relaxed);
     if (k == 0) return false;
@@ -78,7 +76,7 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
     if ((prev & bit) == 0) return false;
     if (prev == bit) {
       --shard.live;
-      if (arr->cap > kMinCapacity && shard.live * 8 < arr->cap) Rebuild(shard, shard.live);
+      if (arr->cap > kMinCapacity && shard.live * 4 < arr->cap) Rebuild(shard, shard.live);
     }
     return true;
   }
@@ -86,16 +84,15 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
 
 void HolderTable::Rebuild(Shard& shard, size_t need) {
   Array* old = shard.array.load(std::memory_order_relaxed);
-  const size_t cap = std::max(kMinCapacity, std::bit_ceil(std::max<size_t>(need, 1) * 2));
+  const size_t cap = std::max(kMinCapacity, need * 5 / 3 + 1);  // load 0.6
   auto* fresh = new Array(cap);
-  const size_t m = cap - 1;
   size_t live = 0;
   for (size_t i = 0; i < old->cap; ++i) {
     const uint64_t mask = old->slots[i].mask.load(std::memory_order_relaxed);
     if (mask == 0) continue;
     const uint64_t k = old->slots[i].key.load(std::memory_order_relaxed);
-    size_t idx = k & m;
-    while (fresh->slots[idx].key.load(std::memory_order_relaxed) != 0) idx = (idx + 1) & m;
+    size_t idx = Home(k, cap);
+    while (fresh->slots[idx].key.load(std::memory_order_relaxed) != 0) idx = Next(idx, cap);
     fresh->slots[idx].mask.store(mask, std::memory_order_relaxed);
     fresh->slots[idx].key.store(k, std::memory_order_relaxed);
     ++live;
@@ -112,8 +109,7 @@ void HolderTable::Rebuild(Shard& shard, size_t need) {
 uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  const size_t m = arr->cap - 1;
-  for (size_t idx = tkey & m;; idx = (idx + 1) & m) {
+  for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
     const Slot& s = arr->slots[idx];
     const uint64_t k = s.key.load(std::memory_order_acquire);
     if (k == tkey) return s.mask.load(std::memory_order_acquire);
@@ -124,7 +120,7 @@ uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
 void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)]);
+  __builtin_prefetch(&arr->slots[Home(tkey, arr->cap)]);
 }
 
 size_t HolderTable::live_slots() const {
@@ -139,7 +135,7 @@ size_t HolderTable::live_slots() const {
 void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {
   const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  __builtin_prefetch(&arr->slots[tkey & (arr->cap - 1)], 1);
+  __builtin_prefetch(&arr->slots[Home(tkey, arr->cap)], 1);
 }
 
 // ------------------------------------------------------------------------ HolderDirectory

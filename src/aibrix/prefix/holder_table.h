@@ -9,7 +9,8 @@
 // all writers: a writer changes its own bit with one atomic RMW under a shard lock.
 //
 // Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
-// 16-byte slots (key, mask), linear probing, load <= 0.8. A slot's key never changes once
+// 16-byte slots (key, mask), linear probing from a multiply-shift home slot; a shard is
+// rebuilt at load 0.8 to load 0.6, so the load stays in [0.6, 0.8]. A slot's key never changes once
 // written; removing a holder only clears its bit, a slot whose mask is 0 is "dead" until the
 // shard is rebuilt (on growth, or shrink when mostly empty). A rebuild writes a fresh array,
 // publishes it with one pointer store and frees the old one after EpochManager::Synchronize.
@@ -71,7 +72,7 @@ class HolderTable {
   };
   struct Array {
     explicit Array(size_t c) : cap(c), slots(new Slot[c]) {}
-    size_t cap;  // power of two
+    size_t cap;
     std::unique_ptr<Slot[]> slots;
   };
   // A test-and-test-and-set lock: the shard's critical sections are a few dozen ns, and
@@ -98,6 +99,12 @@ class HolderTable {
   static constexpr size_t kMinCapacity = 16;
 
   static uint64_t TableKey(BlockKey key, uint32_t group);
+  __extension__ typedef unsigned __int128 U128;
+  // Home slot: fastrange over the bits below the shard bits.
+  static size_t Home(uint64_t tkey, size_t cap) {
+    return static_cast<size_t>((U128(tkey << kShardBits) * cap) >> 64);
+  }
+  static size_t Next(size_t i, size_t cap) { return i + 1 == cap ? 0 : i + 1; }
   Shard& ShardOf(uint64_t tkey) { return shards_[tkey >> (64 - kShardBits)]; }
   const Shard& ShardOf(uint64_t tkey) const { return shards_[tkey >> (64 - kShardBits)]; }
   // Replaces the shard's array by one sized for `need` live slots. REQUIRES: shard.mu held.
