@@ -45,9 +45,29 @@ class EngineMap {
     __builtin_prefetch(&meta_[h], 1);
   }
 
+  // One probe for an insert: grows first if needed, then returns k's slot (*found = true) or
+  // the empty slot where k goes (*found = false). Valid until the next Insert/Erase/Resize.
+  size_t FindOrPrepare(uint64_t k, bool* found) {
+    if ((size_ + 1) * 5 > cap_ * 4) Resize((size_ + 1) * 20 / 13 + 1);
+    for (size_t i = Home(k);; i = Next(i)) {
+      const uint64_t x = keys_[i];
+      if (x == k || x == 0) {
+        *found = x == k;
+        return i;
+      }
+    }
+  }
+  // Fills the empty slot `i` returned by FindOrPrepare(k).
+  void InsertAt(size_t i, uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
+    keys_[i] = k;
+    vals_[i] = {our, parent};
+    meta_[i] = meta;
+    ++size_;
+  }
+
   // REQUIRES: k != 0 and k absent. Returns its slot (valid until the next Insert/Erase).
   size_t Insert(uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
-    if ((size_ + 1) * 20 > cap_ * 17) Resize((size_ + 1) * 10 / 7 + 1);
+    if ((size_ + 1) * 5 > cap_ * 4) Resize((size_ + 1) * 20 / 13 + 1);
     size_t i = Home(k);
     while (keys_[i] != 0) i = Next(i);
     keys_[i] = k;
@@ -86,7 +106,7 @@ class EngineMap {
 
   // Shrinks when mostly empty (call at a point where no slot index is held).
   void MaybeShrink() {
-    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 10 / 7 + 1);
+    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 20 / 13 + 1);
   }
   void Reset() {
     Allocate(kMinCapacity);

@@ -419,12 +419,15 @@ class PodWriter {
 
   void Insert(Holder& h, uint64_t e, BlockKey our, uint64_t parent) {
     EngineMap& m = h.map;
-    if (const size_t i = m.Find(e); i != EngineMap::kNpos) {
-      if (m.our(i) == our) return;  // re-stored (idempotent)
+    bool found = false;
+    size_t slot = m.FindOrPrepare(e, &found);
+    if (found) {
+      if (m.our(slot) == our) return;  // re-stored (idempotent)
       // Same engine hash, different content: replace. Its old children stay unanchored.
       Remove(h, e);
       FixOrphans(h);
       h.orphans.erase(e);
+      slot = m.FindOrPrepare(e, &found);
     }
     bool anchored = true;
     if (parent != kRootParent) {
@@ -437,7 +440,7 @@ class PodWriter {
         anchored = false;
       }
     }
-    m.Insert(e, our, parent, anchored ? EngineMap::kAnchored : 0);
+    m.InsertAt(slot, e, our, parent, anchored ? EngineMap::kAnchored : 0);
     if (anchored) SetHeld(h, our);
     AddEntries(1);
     ++stored;
