@@ -167,7 +167,7 @@ std::vector<ModelClaim> PodModelClaims(const PodObject& pod) {
 }
 
 int32_t PodState::running_on_port(int port) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = running_by_port_.find(port);
   return it == running_by_port_.end() ? 0 : it->second;
 }
@@ -175,24 +175,24 @@ int32_t PodState::running_on_port(int port) const {
 void PodState::AddRunning(int port, int delta) {
   running_.fetch_add(delta, std::memory_order_relaxed);
   if (port > 0) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     running_by_port_[port] += delta;
   }
 }
 
 void PodState::SetMetric(const std::string& name, MetricValue value) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   metrics_[name] = std::move(value);
 }
 
 void PodState::SetModelMetric(const std::string& model, const std::string& name,
                               MetricValue value) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   model_metrics_[model + "/" + name] = std::move(value);
 }
 
 std::optional<MetricValue> PodState::Metric(const std::string& name) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = metrics_.find(name);
   if (it == metrics_.end()) return std::nullopt;
   return it->second;
@@ -200,14 +200,14 @@ std::optional<MetricValue> PodState::Metric(const std::string& name) const {
 
 std::optional<MetricValue> PodState::ModelMetric(const std::string& model,
                                                  const std::string& name) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = model_metrics_.find(model + "/" + name);
   if (it == model_metrics_.end()) return std::nullopt;
   return it->second;
 }
 
 std::vector<std::string> PodState::MetricNames() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   std::vector<std::string> names;
   for (const auto& [name, value] : metrics_) names.push_back(name);
   std::sort(names.begin(), names.end());

@@ -17,7 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "aibrix/common/mutex.h"
 #include "aibrix/store/metric_value.h"
 
 namespace aibrix::store {
@@ -147,7 +147,7 @@ class PodState {
 
   std::atomic<int32_t> running_{0};
   std::atomic<int64_t> completed_{0};
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   absl::flat_hash_map<int, int32_t> running_by_port_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, MetricValue> metrics_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, MetricValue> model_metrics_ ABSL_GUARDED_BY(mu_);

@@ -17,7 +17,7 @@ RequestTable::Id::Id(std::string_view id) {
 bool RequestTable::Insert(std::string_view id, InFlightRequest request) {
   const size_t hash = IdHash{}(id);
   Shard& shard = ShardFor(hash);
-  absl::MutexLock lock(&shard.mu);
+  common::MutexLock lock(&shard.mu);
   if (shard.requests.find(id, hash) != shard.requests.end()) return false;
   shard.requests.emplace(Id(id), std::move(request));
   return true;
@@ -26,7 +26,7 @@ bool RequestTable::Insert(std::string_view id, InFlightRequest request) {
 std::optional<InFlightRequest> RequestTable::Take(std::string_view id) {
   const size_t hash = IdHash{}(id);
   Shard& shard = ShardFor(hash);
-  absl::MutexLock lock(&shard.mu);
+  common::MutexLock lock(&shard.mu);
   auto it = shard.requests.find(id, hash);
   if (it == shard.requests.end()) return std::nullopt;
   InFlightRequest request = std::move(it->second);
@@ -37,7 +37,7 @@ std::optional<InFlightRequest> RequestTable::Take(std::string_view id) {
 size_t RequestTable::size() const {
   size_t total = 0;
   for (const Shard& shard : shards_) {
-    absl::MutexLock lock(&shard.mu);
+    common::MutexLock lock(&shard.mu);
     total += shard.requests.size();
   }
   return total;

@@ -18,7 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
-#include "absl/synchronization/mutex.h"
+#include "aibrix/common/mutex.h"
 
 namespace aibrix::store {
 
@@ -74,7 +74,7 @@ class RequestTable {
     bool operator()(std::string_view a, const Id& b) const { return a == b.view(); }
   };
   struct alignas(64) Shard {
-    mutable absl::Mutex mu;
+    mutable common::Mutex mu;
     absl::flat_hash_map<Id, InFlightRequest, IdHash, IdEq> requests ABSL_GUARDED_BY(mu);
   };
   static constexpr size_t kShards = 64;

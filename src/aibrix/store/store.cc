@@ -14,13 +14,13 @@ using common::AsAbsl;
 Store::Store() : snapshot_(std::make_shared<Snapshot>()) {}
 
 SnapshotRef Store::snapshot() const {
-  absl::MutexLock lock(&snapshot_mu_);
+  common::MutexLock lock(&snapshot_mu_);
   return snapshot_;
 }
 
 bool Store::AddPod(const PodObject& pod) {
   const std::string key = pod.Key();
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   if (IsWorkerPod(pod) || (PodModelName(pod).empty() && PodModelClaims(pod).empty())) {
     if (ErasePodLocked(key)) PublishAndNotifyLocked();
     return false;
@@ -41,7 +41,7 @@ bool Store::AddPod(const PodObject& pod) {
 }
 
 bool Store::DeletePod(std::string_view ns, std::string_view name) {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   if (!ErasePodLocked(fmt::format("{}/{}", ns, name))) return false;
   PublishAndNotifyLocked();
   return true;
@@ -55,7 +55,7 @@ bool Store::ErasePodLocked(const std::string& key) {
 
 void Store::AddModelAdapter(const ModelAdapterObject& adapter) {
   const std::string key = adapter.ns + "/" + adapter.name;
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   auto it = adapters_.find(key);
   if (it != adapters_.end()) {
     MarkAdapterPodsLocked(it->second.object);
@@ -68,7 +68,7 @@ void Store::AddModelAdapter(const ModelAdapterObject& adapter) {
 }
 
 void Store::DeleteModelAdapter(std::string_view ns, std::string_view name) {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   auto it = adapters_.find(AsAbsl(fmt::format("{}/{}", ns, name)));
   if (it == adapters_.end()) return;
   MarkAdapterPodsLocked(it->second.object);
@@ -142,7 +142,7 @@ void Store::PublishAndNotifyLocked() {
   }
   model_states_ = std::move(states);
   {
-    absl::MutexLock lock(&snapshot_mu_);
+    common::MutexLock lock(&snapshot_mu_);
     snapshot_ = next;
   }
 
@@ -286,12 +286,12 @@ absl::Status Store::DoneRequest(std::string_view request_id) {
 size_t Store::InFlightRequests() const { return requests_.size(); }
 
 void Store::AddListener(PodListener* listener) {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   listeners_.push_back(listener);
 }
 
 void Store::RemoveListener(PodListener* listener) {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
 }
 

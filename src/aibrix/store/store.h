@@ -24,7 +24,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "aibrix/common/mutex.h"
 #include "aibrix/common/striped_counter.h"
 #include "aibrix/store/pod.h"
 #include "aibrix/store/request_table.h"
@@ -175,7 +175,7 @@ class Store {
   void PublishAndNotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   // Guarded by write_mu_: the source of truth the snapshots are built from.
-  mutable absl::Mutex write_mu_;
+  mutable common::Mutex write_mu_;
   absl::flat_hash_map<std::string, PodEntry> pods_ ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_map<std::string, AdapterEntry> adapters_ ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> model_states_
@@ -188,7 +188,7 @@ class Store {
   // writer builds the next snapshot). A mutex rather than std::atomic<std::shared_ptr>:
   // libstdc++ 12's atomic shared_ptr unlocks with relaxed ordering after load(), which
   // ThreadSanitizer reports as a race.
-  mutable absl::Mutex snapshot_mu_;
+  mutable common::Mutex snapshot_mu_;
   SnapshotRef snapshot_ ABSL_GUARDED_BY(snapshot_mu_);
 
   // In-flight requests (internally sharded).
