@@ -103,7 +103,13 @@ struct ExactIndex::Metrics {
         non_main_group(dropped.Add({{"reason", "non_main_group"}})),
         too_many_tiers(dropped.Add({{"reason", "too_many_tiers"}})),
         self_reference(dropped.Add({{"reason", "self_reference"}})),
-        unknown_remove(dropped.Add({{"reason", "unknown_remove"}})) {}
+        unknown_remove(dropped.Add({{"reason", "unknown_remove"}})),
+        fixup_scans(prometheus::BuildCounter()
+                        .Name("aibrix_prefix_index_fixup_scans_total")
+                        .Help("Scans of a pod's map because a removed block still had held "
+                              "children (engines normally evict chain tails first)")
+                        .Register(r)
+                        .Add({})) {}
 
   prometheus::Family<prometheus::Gauge>& pod_blocks;
   prometheus::Family<prometheus::Gauge>& model_blocks;
@@ -125,6 +131,7 @@ struct ExactIndex::Metrics {
   prometheus::Counter& too_many_tiers;
   prometheus::Counter& self_reference;
   prometheus::Counter& unknown_remove;
+  prometheus::Counter& fixup_scans;
 
   std::mutex mu;  // guards model gauges
   absl::flat_hash_map<std::string, prometheus::Gauge*> models;
@@ -181,6 +188,7 @@ class PodWriter {
     delta_ = 0;
   }
 
+  uint64_t fixup_scans = 0;  // holder scans for removed blocks that still had children
   uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
            non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0;
 
@@ -490,6 +498,7 @@ class PodWriter {
     }
     pod_.pending.clear();
     if (gone.empty()) return;
+    ++fixup_scans;
     std::vector<uint64_t> unanchor;
     const EngineMap& m = h.map;
     for (size_t i = 0; i < m.capacity(); ++i) {
@@ -628,6 +637,7 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
     if (w.too_many_tiers) m.too_many_tiers.Increment(static_cast<double>(w.too_many_tiers));
     if (w.self_ref) m.self_reference.Increment(static_cast<double>(w.self_ref));
     if (w.unknown_remove) m.unknown_remove.Increment(static_cast<double>(w.unknown_remove));
+    if (w.fixup_scans) m.fixup_scans.Increment(static_cast<double>(w.fixup_scans));
   }
   if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref > 0) {
     static common::RateLimiter limiter;
