@@ -60,6 +60,13 @@ int main(int argc, char** argv) {
   app.add_option("--index-max-memberships-per-pod", config.index_max_memberships_per_pod,
                  "Event-fed index cap per pod")
       ->check(CLI::PositiveNumber);
+  app.add_option("--routing-algorithm", config.routing_algorithm,
+                 "Algorithm when a request names none (header routing-strategy)");
+  app.add_option("--upstream-timeout-ms", config.upstream_timeout_ms,
+                 "Proxy: time to wait for an engine's first response byte")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--routing-seed", config.routing_seed,
+                 "Seed of the routers' random source (0: random)");
   int tool_exit_code = 0;
   CLI::App* kv_tail = aibrix::kvevents::AddKvTailCommand(app, &tool_exit_code);
   CLI11_PARSE(app, argc, argv);

@@ -1,5 +1,7 @@
 #include "aibrix/server/config.h"
 
+#include <cstdlib>
+
 #include "aibrix/common/env.h"
 
 namespace aibrix::server {
@@ -16,6 +18,13 @@ ServiceConfig ServiceConfig::FromEnvironment() {
       common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_BLOCK_NUMBER", config.approx_blocks_per_pod);
   config.approx_ttl_minutes = common::EnvPositiveInt("AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS",
                                                      config.approx_ttl_minutes);
+  config.imbalance_abs_count = common::EnvPositiveInt(
+      "AIBRIX_PREFIX_CACHE_POD_RUNNING_REQUEST_IMBALANCE_ABS_COUNT", config.imbalance_abs_count);
+  if (auto factor = common::EnvString("AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR")) {
+    char* end = nullptr;
+    const double value = std::strtod(factor->c_str(), &end);
+    if (end != factor->c_str() && *end == '\0' && value > 0) config.std_dev_factor = value;
+  }
   return config;
 }
 

@@ -29,6 +29,14 @@ struct ServiceConfig {
   int64_t approx_blocks_per_pod = 200000;
   // AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS: TTL of routing-fed entries.
   int64_t approx_ttl_minutes = 20;
+  // Routing: the algorithm used when a request names none, and the proxy's upstream limits.
+  std::string routing_algorithm = "random";
+  int upstream_timeout_ms = 300000;
+  // AIBRIX_PREFIX_CACHE_POD_RUNNING_REQUEST_IMBALANCE_ABS_COUNT / _STANDARD_DEVIATION_FACTOR.
+  int64_t imbalance_abs_count = 8;
+  double std_dev_factor = 1.0;
+  uint64_t routing_seed = 0;  // 0: random
+
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;
   int64_t index_max_memberships_per_pod = 4'000'000;

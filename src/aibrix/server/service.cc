@@ -62,6 +62,18 @@ Service::Service(ServiceConfig config)
   auto matcher = prefix::PrefixMatcher::Create(&exact_index_, &approx_index_);
   // Both indexes are built from the same block size and scheme, so this cannot fail.
   if (matcher.ok()) matcher_.emplace(std::move(*matcher));
+  routing::RouterOptions router_options;
+  router_options.seed = config_.routing_seed;
+  router_options.imbalance_abs_count = static_cast<int32_t>(config_.imbalance_abs_count);
+  router_options.std_dev_factor = config_.std_dev_factor;
+  router_ = std::make_unique<routing::Router>(
+      store_, routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_}, router_options,
+      registry_.get());
+  GatewayOptions gateway_options;
+  gateway_options.default_algorithm = config_.routing_algorithm;
+  gateway_options.upstream_timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
+  gateway_ =
+      std::make_unique<Gateway>(store_, *router_, local_tokenizer_, gateway_options, *registry_);
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -94,6 +106,11 @@ absl::Status Service::Start() {
   if (config_.discovery != "static") {
     return absl::InvalidArgumentError(
         fmt::format("--discovery {}: only 'static' is supported by this build", config_.discovery));
+  }
+  if (!router_->Has(config_.routing_algorithm)) {
+    return absl::InvalidArgumentError(fmt::format("--routing-algorithm {}: unknown (known: {})",
+                                                  config_.routing_algorithm,
+                                                  router_->NamesJoined()));
   }
   if (config_.static_config.empty()) {
     return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
@@ -180,6 +197,7 @@ void Service::RegisterRoutes() {
                }
                SendJson(res, PodJson(**pod));
              });
+  gateway_->Register(*http_);
   http_->Post("/cache/match", "/cache/match",
               [this](const Request& req, Response& res) { HandleMatch(req, res); });
   http_->Get("/cache/models", "/cache/models", [this](const Request&, Response& res) {

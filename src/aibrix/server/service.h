@@ -17,7 +17,9 @@
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
 #include "aibrix/prefix/match.h"
+#include "aibrix/routing/algorithm.h"
 #include "aibrix/server/config.h"
+#include "aibrix/server/gateway.h"
 #include "aibrix/server/http_server.h"
 #include "aibrix/server/store_collector.h"
 #include "aibrix/store/store.h"
@@ -71,6 +73,8 @@ class Service {
   std::optional<prefix::PrefixMatcher> matcher_;
   tokenizer::ByteTokenizer local_tokenizer_;
   kvevents::EventManager kv_manager_;
+  std::unique_ptr<routing::Router> router_;
+  std::unique_ptr<Gateway> gateway_;
   IndexCleaner index_cleaner_{*this};
   std::jthread housekeeping_;
   std::unique_ptr<discovery::Provider> discovery_;

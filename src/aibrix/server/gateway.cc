@@ -1,0 +1,467 @@
+#include "aibrix/server/gateway.h"
+
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "aibrix/common/logging.h"
+#include "aibrix/common/net.h"
+#include "aibrix/common/strings.h"
+#include "fmt/format.h"
+
+namespace aibrix::server {
+namespace {
+
+constexpr char kTargetPodHeader[] = "x-aibrix-target-pod";
+constexpr char kRoutingStrategyHeader[] = "routing-strategy";
+constexpr size_t kStreamBufferBytes = 1 << 20;
+
+std::string Message(const absl::Status& status) { return std::string(status.message()); }
+
+void SendStatus(Response& res, const absl::Status& status) {
+  const int code = HttpStatusFor(status);
+  SendError(res, code, Message(status),
+            code == 404   ? "not_found_error"
+            : code == 503 ? "service_unavailable"
+            : code == 504 ? "timeout"
+            : code >= 500 ? "internal_error"
+                          : "invalid_request_error");
+}
+
+// Output tokens from an OpenAI response or stream event's "usage", if present.
+std::optional<int64_t> UsageOutputTokens(const nlohmann::json& body) {
+  if (!body.is_object() || !body.contains("usage") || !body["usage"].is_object()) {
+    return std::nullopt;
+  }
+  const auto& usage = body["usage"];
+  if (usage.contains("completion_tokens") && usage["completion_tokens"].is_number_integer()) {
+    return usage["completion_tokens"].get<int64_t>();
+  }
+  return std::nullopt;
+}
+
+bool IsTimeout(httplib::Error error) {
+  return error == httplib::Error::Read || error == httplib::Error::ConnectionTimeout;
+}
+
+// Hands the body of one upstream streaming response from the thread that reads it to the
+// HTTP worker that writes it to the client, with back-pressure (bounded bytes) and
+// cancellation when the client goes away.
+struct StreamBridge {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> chunks;
+  size_t buffered = 0;
+  bool headers = false;
+  bool upstream_done = false;
+  bool client_gone = false;
+  int status = 0;
+  std::string content_type;
+  httplib::Error error = httplib::Error::Success;
+  std::string line;  // partial SSE line, to find the usage event
+  std::optional<int64_t> output_tokens;
+
+  void ScanForUsage(const char* data, size_t size) {
+    line.append(data, size);
+    size_t start = 0;
+    for (size_t nl; (nl = line.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::string_view event(line.data() + start, nl - start);
+      if (event.rfind("data:", 0) != 0 || event.find("\"usage\"") == std::string_view::npos) {
+        continue;
+      }
+      event.remove_prefix(5);
+      auto json = nlohmann::json::parse(event, nullptr, /*allow_exceptions=*/false);
+      if (auto tokens = UsageOutputTokens(json)) output_tokens = tokens;
+    }
+    line.erase(0, start);
+  }
+};
+
+}  // namespace
+
+int HttpStatusFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+Gateway::Gateway(store::Store& store, const routing::Router& router,
+                 const tokenizer::Tokenizer& tokenizer, GatewayOptions options,
+                 prometheus::Registry& registry)
+    : store_(store),
+      router_(router),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      upstreams_(
+          UpstreamPool::Options{options_.upstream_connect_timeout, options_.upstream_timeout, 64}),
+      id_prefix_(std::random_device{}()),
+      proxy_requests_(prometheus::BuildCounter()
+                          .Name("aibrix_cache_proxy_requests_total")
+                          .Help("Proxied OpenAI requests by target pod and response status")
+                          .Register(registry)),
+      retries_(prometheus::BuildCounter()
+                   .Name("aibrix_cache_proxy_retries_total")
+                   .Help("Proxied requests retried on another pod after an upstream failure")
+                   .Register(registry)
+                   .Add({})),
+      upstream_errors_(prometheus::BuildCounter()
+                           .Name("aibrix_cache_proxy_upstream_errors_total")
+                           .Help("Upstream failures before the first response byte, by kind")
+                           .Register(registry)) {}
+
+void Gateway::Register(HttpServer& http) {
+  http.Post("/cache/route", "/cache/route",
+            [this](const Request& req, Response& res) { HandleRoute(req, res); });
+  http.Post("/cache/done", "/cache/done",
+            [this](const Request& req, Response& res) { HandleDone(req, res); });
+  http.Get("/v1/models", "/v1/models",
+           [this](const Request& req, Response& res) { HandleModels(req, res); });
+  http.Post("/v1/completions", "/v1/completions",
+            [this](const Request& req, Response& res) { HandleCompletion(req, res); });
+  http.Post("/v1/chat/completions", "/v1/chat/completions",
+            [this](const Request& req, Response& res) { HandleCompletion(req, res); });
+}
+
+absl::StatusOr<std::vector<uint32_t>> Gateway::TokensOf(const nlohmann::json& body) const {
+  auto ids_of = [](const nlohmann::json& array) -> absl::StatusOr<std::vector<uint32_t>> {
+    std::vector<uint32_t> ids;
+    ids.reserve(array.size());
+    for (const nlohmann::json& id : array) {
+      if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX) {
+        return absl::InvalidArgumentError("token ids must be integers in [0, 2^32)");
+      }
+      ids.push_back(static_cast<uint32_t>(id.get<uint64_t>()));
+    }
+    return ids;
+  };
+  if (body.contains("token_ids")) {
+    if (!body["token_ids"].is_array()) {
+      return absl::InvalidArgumentError("'token_ids' must be an array");
+    }
+    return ids_of(body["token_ids"]);
+  }
+  if (body.contains("messages")) {
+    auto ids = tokenizer_.TokenizeChat(body["messages"], tokenizer::ChatOptions{});
+    if (!ids.ok()) return ids.status();
+    return std::vector<uint32_t>(ids->begin(), ids->end());
+  }
+  if (body.contains("prompt")) {
+    const nlohmann::json& prompt = body["prompt"];
+    if (prompt.is_string()) {
+      auto ids = tokenizer_.Tokenize(prompt.get<std::string>());
+      if (!ids.ok()) return ids.status();
+      return std::vector<uint32_t>(ids->begin(), ids->end());
+    }
+    if (prompt.is_array() && (prompt.empty() || prompt[0].is_number())) return ids_of(prompt);
+    return absl::InvalidArgumentError(
+        "'prompt' must be a string or an array of token ids (batched prompts are not supported)");
+  }
+  return absl::InvalidArgumentError("one of 'prompt', 'messages' or 'token_ids' is required");
+}
+
+absl::StatusOr<Gateway::Routed> Gateway::RouteTo(const std::string& algorithm,
+                                                 const std::string& model,
+                                                 std::span<const uint32_t> tokens,
+                                                 const std::string& request_id,
+                                                 std::vector<std::string> exclude) const {
+  routing::RouteRequest request;
+  request.model = model;
+  request.tokens = tokens;
+  request.request_id = request_id;
+  request.exclude_pods = std::move(exclude);
+  auto decision = router_.Route(algorithm, request);
+  if (!decision.ok()) return decision.status();
+  Routed routed;
+  routed.address_host = decision->pod->ip();
+  routed.port = store::PodServingPort(decision->pod->object);
+  routed.decision = std::move(*decision);
+  return routed;
+}
+
+std::string Gateway::AlgorithmFor(const Request& req) const {
+  std::string header = req.get_header_value(kRoutingStrategyHeader);
+  return header.empty() ? options_.default_algorithm : header;
+}
+
+std::string Gateway::NewRequestId() {
+  return fmt::format("aibrix-{:08x}-{}", static_cast<uint32_t>(id_prefix_),
+                     next_request_id_.fetch_add(1, std::memory_order_relaxed));
+}
+
+void Gateway::Admit(const std::string& request_id, const std::string& model, const Routed& routed) {
+  auto status = store_.AddRequest(request_id, routed.decision.pod, store_.ReadyPods(model));
+  if (!status.ok()) {
+    common::Logger("gateway")->warn("request {} not counted: {}", request_id, status.ToString());
+  }
+}
+
+void Gateway::HandleRoute(const Request& req, Response& res) {
+  auto body = ParseJsonBody(req, res);
+  if (!body) return;
+  if (!body->contains("model") || !(*body)["model"].is_string()) {
+    SendError(res, 400, "'model' (string) is required");
+    return;
+  }
+  const std::string model = (*body)["model"].get<std::string>();
+  std::string algorithm = options_.default_algorithm;
+  if (body->contains("algorithm")) {
+    if (!(*body)["algorithm"].is_string()) {
+      SendError(res, 400, "'algorithm' must be a string");
+      return;
+    }
+    algorithm = (*body)["algorithm"].get<std::string>();
+  }
+  std::string request_id;
+  if (body->contains("request_id")) {
+    if (!(*body)["request_id"].is_string() || (*body)["request_id"].get<std::string>().empty()) {
+      SendError(res, 400, "'request_id' must be a non-empty string");
+      return;
+    }
+    request_id = (*body)["request_id"].get<std::string>();
+  }
+  auto tokens = TokensOf(*body);
+  if (!tokens.ok()) {
+    SendStatus(res, tokens.status());
+    return;
+  }
+  auto routed = RouteTo(algorithm, model, *tokens, request_id, {});
+  if (!routed.ok()) {
+    SendStatus(res, routed.status());
+    return;
+  }
+  if (!request_id.empty()) {
+    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(model));
+    if (!added.ok()) {
+      SendStatus(res, absl::InvalidArgumentError(Message(added)));
+      return;
+    }
+  }
+  nlohmann::json candidates = nlohmann::json::array();
+  for (const routing::Candidate& c : routed->decision.candidates) {
+    candidates.push_back(
+        {{"pod", c.pod->key},
+         {"score", std::isnan(c.score) ? nlohmann::json(nullptr) : nlohmann::json(c.score)},
+         {"matched_blocks", c.matched_blocks},
+         {"running", c.running}});
+  }
+  SendJson(res, {{"pod", routed->decision.pod->key},
+                 {"address", common::FormatHostPort(routed->address_host,
+                                                    static_cast<uint16_t>(routed->port))},
+                 {"algorithm", routed->decision.algorithm},
+                 {"matched_blocks", routed->decision.matched_blocks},
+                 {"total_blocks", routed->decision.total_blocks},
+                 {"candidates", std::move(candidates)}});
+}
+
+void Gateway::HandleDone(const Request& req, Response& res) {
+  auto body = ParseJsonBody(req, res);
+  if (!body) return;
+  if (!body->contains("request_id") || !(*body)["request_id"].is_string()) {
+    SendError(res, 400, "'request_id' (string) is required");
+    return;
+  }
+  for (const char* field : {"input_tokens", "output_tokens"}) {
+    if (body->contains(field) && !(*body)[field].is_number_unsigned()) {
+      SendError(res, 400, fmt::format("'{}' must be a non-negative integer", field));
+      return;
+    }
+  }
+  auto done = store_.DoneRequest((*body)["request_id"].get<std::string>());
+  if (!done.ok()) {
+    SendError(res, 404, Message(done), "not_found_error");
+    return;
+  }
+  SendJson(res, {{"status", "done"}});
+}
+
+void Gateway::HandleModels(const Request&, Response& res) {
+  nlohmann::json data = nlohmann::json::array();
+  for (const std::string& model : store_.ListModels()) {
+    data.push_back({{"id", model}, {"object", "model"}, {"owned_by", "aibrix"}});
+  }
+  SendJson(res, {{"object", "list"}, {"data", std::move(data)}});
+}
+
+void Gateway::HandleCompletion(const Request& req, Response& res) {
+  auto body = ParseJsonBody(req, res);
+  if (!body) return;
+  if (!body->contains("model") || !(*body)["model"].is_string()) {
+    SendError(res, 400, "'model' (string) is required");
+    return;
+  }
+  const std::string model = (*body)["model"].get<std::string>();
+  const bool stream =
+      body->contains("stream") && (*body)["stream"].is_boolean() && (*body)["stream"].get<bool>();
+  auto tokens = TokensOf(*body);
+  if (!tokens.ok()) {
+    SendStatus(res, tokens.status());
+    return;
+  }
+  const std::string algorithm = AlgorithmFor(req);
+  std::vector<std::string> tried;
+  httplib::Error error = httplib::Error::Success;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::string request_id = NewRequestId();
+    auto routed = RouteTo(algorithm, model, *tokens, request_id, tried);
+    if (!routed.ok()) {
+      // A retry that finds no other pod reports the first failure instead.
+      if (attempt > 0) break;
+      SendStatus(res, routed.status());
+      return;
+    }
+    Admit(request_id, model, *routed);
+    res.set_header(kTargetPodHeader, routed->decision.pod->key);
+    const bool ok = stream ? ForwardStream(req, *routed, request_id, res, &error)
+                           : ForwardBuffered(req, *routed, res, &error);
+    if (ok) {
+      proxy_requests_
+          .Add({{"pod", routed->decision.pod->key}, {"code", std::to_string(res.status)}})
+          .Increment();
+      if (!stream) {
+        (void)store_.DoneRequest(request_id);
+      }
+      return;
+    }
+    // Failed before any byte reached the client: settle and try another pod once.
+    (void)store_.DoneRequest(request_id);
+    upstream_errors_.Add({{"kind", httplib::to_string(error)}}).Increment();
+    tried.push_back(routed->decision.pod->key);
+    res.headers.erase(kTargetPodHeader);
+    if (attempt == 0) retries_.Increment();
+  }
+  if (IsTimeout(error)) {
+    SendError(res, 504, fmt::format("upstream timed out ({})", httplib::to_string(error)),
+              "timeout");
+  } else {
+    SendError(res, 502, fmt::format("upstream failed: {}", httplib::to_string(error)),
+              "upstream_error");
+  }
+}
+
+bool Gateway::ForwardBuffered(const Request& req, const Routed& routed, Response& res,
+                              httplib::Error* error) {
+  UpstreamPool::Lease lease = upstreams_.Acquire(routed.address_host, routed.port);
+  httplib::Headers headers;
+  if (req.has_header("Authorization")) {
+    headers.emplace("Authorization", req.get_header_value("Authorization"));
+  }
+  auto result = lease.client().Post(req.path, headers, req.body, "application/json");
+  if (!result) {
+    *error = result.error();
+    lease.Discard();
+    return false;
+  }
+  res.status = result->status;
+  res.set_content(result->body, result->get_header_value("Content-Type").empty()
+                                    ? "application/json"
+                                    : result->get_header_value("Content-Type"));
+  return true;
+}
+
+bool Gateway::ForwardStream(const Request& req, const Routed& routed, const std::string& request_id,
+                            Response& res, httplib::Error* error) {
+  auto bridge = std::make_shared<StreamBridge>();
+  auto lease =
+      std::make_shared<UpstreamPool::Lease>(upstreams_.Acquire(routed.address_host, routed.port));
+  httplib::Request upstream;
+  upstream.method = "POST";
+  upstream.path = req.path;
+  upstream.body = req.body;
+  upstream.set_header("Content-Type", "application/json");
+  upstream.set_header("Accept", "text/event-stream");
+  if (req.has_header("Authorization")) {
+    upstream.set_header("Authorization", req.get_header_value("Authorization"));
+  }
+  upstream.response_handler = [bridge](const httplib::Response& r) {
+    std::lock_guard<std::mutex> lock(bridge->mu);
+    bridge->status = r.status;
+    bridge->content_type = r.get_header_value("Content-Type");
+    bridge->headers = true;
+    bridge->cv.notify_all();
+    return true;
+  };
+  upstream.content_receiver = [bridge](const char* data, size_t size, uint64_t, uint64_t) {
+    std::unique_lock<std::mutex> lock(bridge->mu);
+    bridge->cv.wait(lock,
+                    [&] { return bridge->buffered < kStreamBufferBytes || bridge->client_gone; });
+    if (bridge->client_gone) return false;  // abort the upstream request
+    bridge->ScanForUsage(data, size);
+    bridge->chunks.emplace_back(data, size);
+    bridge->buffered += size;
+    bridge->cv.notify_all();
+    return true;
+  };
+  auto reader =
+      std::make_shared<std::thread>([bridge, lease, upstream = std::move(upstream)]() mutable {
+        httplib::Response response;
+        httplib::Error err = httplib::Error::Success;
+        const bool ok = lease->client().send(upstream, response, err);
+        if (!ok) lease->Discard();
+        std::lock_guard<std::mutex> lock(bridge->mu);
+        bridge->upstream_done = true;
+        if (!ok) bridge->error = err;
+        bridge->cv.notify_all();
+      });
+
+  {
+    std::unique_lock<std::mutex> lock(bridge->mu);
+    bridge->cv.wait(lock, [&] { return bridge->headers || bridge->upstream_done; });
+    if (!bridge->headers) {
+      *error = bridge->error;
+      lock.unlock();
+      reader->join();
+      return false;
+    }
+    res.status = bridge->status;
+  }
+  const std::string content_type =
+      bridge->content_type.empty() ? "text/event-stream" : bridge->content_type;
+  res.set_chunked_content_provider(
+      content_type,
+      [bridge](size_t, httplib::DataSink& sink) {
+        std::unique_lock<std::mutex> lock(bridge->mu);
+        bridge->cv.wait(lock, [&] { return !bridge->chunks.empty() || bridge->upstream_done; });
+        if (bridge->chunks.empty()) {
+          sink.done();
+          return true;
+        }
+        std::string chunk = std::move(bridge->chunks.front());
+        bridge->chunks.pop_front();
+        bridge->buffered -= chunk.size();
+        bridge->cv.notify_all();
+        lock.unlock();
+        if (!sink.write(chunk.data(), chunk.size())) {
+          std::lock_guard<std::mutex> relock(bridge->mu);
+          bridge->client_gone = true;
+          bridge->cv.notify_all();
+          return false;
+        }
+        return true;
+      },
+      [this, bridge, reader, request_id](bool) {
+        {
+          std::lock_guard<std::mutex> lock(bridge->mu);
+          if (!bridge->upstream_done) bridge->client_gone = true;
+          bridge->cv.notify_all();
+        }
+        reader->join();
+        (void)store_.DoneRequest(request_id);
+      });
+  return true;
+}
+
+}  // namespace aibrix::server
