@@ -187,7 +187,8 @@ class Demo:
         p = self.start(f"aibrix-cache-{algorithm}", [
             self.bin["aibrix-cache"], "--static-config", config,
             "--http-addr", "127.0.0.1:0", "--kv-event-sync",
-            "--routing-algorithm", algorithm, "--log-level", "warn"])
+            "--routing-algorithm", algorithm, "--routing-seed", str(self.args.seed),
+            "--log-level", "info"])  # "listening" and "ready" are info lines
         m = p.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", 15)
         p.wait_for(r"ready", 15)
         return p, int(m.group(1))
@@ -277,6 +278,8 @@ class Demo:
     def run(self):
         a = self.args
         for name, path in self.bin.items():
+            if name == "aibrix-cache" and not a.algorithms:
+                continue  # oracle only
             if not os.access(path, os.X_OK):
                 raise DemoError(f"{path} not found: build it first "
                                 f"(cmake --build {a.build_dir} --target {name})")
@@ -347,17 +350,19 @@ class Demo:
         if kv:
             print(f", {KV_SYNC} hit rate {fmt_pct(hit(kv)).strip()}", end="")
         print()
-        ok = True
+        ok = None
         if kv and hit(kv) is not None and hit(oracle):
             ratio = hit(kv) / hit(oracle)
-            ok &= ratio >= 0.9
+            ok = ratio >= 0.9
             print(f"figure kv_sync_hit_rate_vs_oracle {ratio:.3f} ratio")
         if kv and rnd and kv["ttft_ms"]["p90"] > 0:
             ratio = rnd["ttft_ms"]["p90"] / kv["ttft_ms"]["p90"]
-            ok &= ratio >= 3
+            ok = (ok is not False) and ratio >= 3
             print(f"figure ttft_p90_random_over_kv_sync {ratio:.2f} x")
-        print(f"targets (>= 0.9 of the oracle hit rate, >= 3x TTFT p90): "
-              f"{'met' if ok else 'NOT met'}; demo took {elapsed:.0f} s")
+        if ok is not None:
+            print(f"targets (>= 0.9 of the oracle hit rate, >= 3x TTFT p90): "
+                  f"{'met' if ok else 'NOT met'}")
+        print(f"demo took {elapsed:.0f} s")
         sys.stdout.flush()
 
 
@@ -370,7 +375,7 @@ def parse_args(argv):
     p.add_argument("--keep-logs", action="store_true", help="keep the work directory")
     g = p.add_argument_group("fleet (engine-sim)")
     g.add_argument("--pods", type=int, default=4)
-    g.add_argument("--blocks-per-pod", type=int, default=1024)
+    g.add_argument("--blocks-per-pod", type=int, default=1280)
     g.add_argument("--block-size", type=int, default=16)
     g.add_argument("--prefill-tokens-per-s", type=int, default=8000, help="simulated")
     g.add_argument("--decode-step-ms", type=float, default=16, help="simulated")
@@ -402,6 +407,8 @@ def main(argv):
     def on_signal(signum, frame):
         raise KeyboardInterrupt()
 
+    # Also when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         return demo.run()
