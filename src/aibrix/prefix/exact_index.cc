@@ -17,6 +17,7 @@ namespace {
 constexpr uint64_t kRootParent = 0;  // parent link of a block that starts at token 0
 constexpr uint64_t kZeroEngine = 0x9E3779B97F4A7C15ULL;
 constexpr size_t kMaxTiers = 8;
+constexpr size_t kPrefetchDistance = 6;  // blocks ahead in the write pipelines
 
 uint64_t EngineKey(kv::EngineHash h, int64_t group) {
   const uint64_t k = group == 0 ? h : h ^ Mix64(0xC0FFEE00ULL + static_cast<uint64_t>(group));
@@ -276,16 +277,19 @@ class PodWriter {
         self_ref += n;
         return;
       }
-      h->map.PrefetchInsert(ekeys[i]);
     }
     auto& keys = pod_.keys;
     keys.resize(n);
     hasher_.HashInto(parent_key, ev.token_ids, keys.data());
-    {
-      EpochManager::ReadGuard guard(epoch_);  // the prefetch reads the shard's array pointer
-      for (size_t i = 0; i < n; ++i) table_.PrefetchForWrite(keys[i], h->id);
-    }
+    // Software pipeline: prefetch the map and table slots kPrefetchDistance blocks ahead (a
+    // burst of prefetches for the whole event overflows the core's miss buffers).
+    const auto prefetch = [&](size_t i) {
+      h->map.PrefetchInsert(ekeys[i]);
+      table_.PrefetchForWrite(keys[i], h->id);
+    };
+    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) prefetch(i);
     for (size_t i = 0; i < n; ++i) {
+      if (i + kPrefetchDistance < n) prefetch(i + kPrefetchDistance);
       Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
     }
     FixOrphans(*h);
@@ -304,27 +308,28 @@ class PodWriter {
       unknown_remove += n;
       return;
     }
-    // Pipeline: load the map slots, then their values, then the table slots; then remove.
+    // Software pipeline at a fixed distance: map slot -> its value -> the table slot.
     auto& ekeys = pod_.ekeys;
     ekeys.resize(n);
     EngineMap& m = h->map;
-    for (size_t i = 0; i < n; ++i) {
-      ekeys[i] = EngineKey(ev.block_hashes[i], group);
-      m.Prefetch(ekeys[i]);
-    }
+    for (size_t i = 0; i < n; ++i) ekeys[i] = EngineKey(ev.block_hashes[i], group);
     auto& slots = pod_.slots;
     slots.resize(n);
+    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) m.Prefetch(ekeys[i]);
     for (size_t i = 0; i < n; ++i) {
+      if (i + kPrefetchDistance < n) m.Prefetch(ekeys[i + kPrefetchDistance]);
       slots[i] = m.Find(ekeys[i]);
       if (slots[i] != EngineMap::kNpos) m.PrefetchSlot(slots[i]);
     }
-    {
-      EpochManager::ReadGuard guard(epoch_);
-      for (size_t i = 0; i < n; ++i) {
-        if (slots[i] != EngineMap::kNpos) table_.PrefetchForWrite(m.our(slots[i]), h->id);
+    // Slots may shift as earlier entries are erased: a stale slot only wastes a prefetch.
+    const auto prefetch = [&](size_t i) {
+      if (slots[i] != EngineMap::kNpos && slots[i] < m.capacity()) {
+        table_.PrefetchForWrite(m.our(slots[i]), h->id);
       }
-    }
+    };
+    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) prefetch(i);
     for (size_t i = 0; i < n; ++i) {
+      if (i + kPrefetchDistance < n) prefetch(i + kPrefetchDistance);
       if (!Remove(*h, ekeys[i])) ++unknown_remove;
     }
     FixOrphans(*h);

@@ -245,6 +245,19 @@ TEST_F(ExactIndexTest, OnlyMainAttentionGroupsAreIndexed) {
   EXPECT_THAT(Query(t), ElementsAre(M("ns/a", 1)));
 }
 
+TEST_F(ExactIndexTest, SameEngineHashWithNewContentReplacesTheBlock) {
+  // An engine restarted without a ClearPod reuses hashes for other content.
+  const auto a = Tokens(3, 1), b = Tokens(3, 2);
+  Apply("ns/a", Stored({1, 2, 3}, std::nullopt, a));
+  Apply("ns/a", Stored({1, 2, 3}, std::nullopt, b));
+  EXPECT_THAT(Query(a), IsEmpty());
+  EXPECT_THAT(Query(b), ElementsAre(M("ns/a", 3)));
+  EXPECT_EQ(index_.memberships(), 3u);
+  Apply("ns/a", Removed({3, 2, 1}));
+  EXPECT_THAT(Query(b), IsEmpty());
+  EXPECT_EQ(index_.memberships(), 0u);
+}
+
 TEST_F(ExactIndexTest, SelfReferencingHashesAreRejected) {
   const auto t = Tokens(2);
   Apply("ns/a", Stored({1, 1}, std::nullopt, t));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <new>
+#include <type_traits>
 
 #include "absl/container/inlined_vector.h"
 
@@ -9,18 +11,35 @@ namespace aibrix::prefix {
 
 // ---------------------------------------------------------------------------- HolderTable
 
+HolderTable::Array* HolderTable::Array::New(size_t cap) {
+  void* mem = ::operator new (sizeof(Array) + cap * sizeof(Slot), std::align_val_t{64});
+  auto* a = new (mem) Array{cap};
+  Slot* slots = a->slots();
+  for (size_t i = 0; i < cap; ++i) new (&slots[i]) Slot();
+  return a;
+}
+
+void HolderTable::Array::Free(Array* a) {
+  static_assert(std::is_trivially_destructible_v<Slot>);
+  ::operator delete (a, std::align_val_t{64});
+}
+
 HolderTable::HolderTable(EpochManager& epoch)
     : epoch_(epoch), shards_(new Shard[size_t{1} << kShardBits]) {
   for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
-    shards_[i].array.store(new Array(kMinCapacity), std::memory_order_release);
+    Array* a = Array::New(kMinCapacity);
+    shards_[i].array.store(a, std::memory_order_release);
+    shards_[i].slots_hint.store(a->slots(), std::memory_order_relaxed);
+    shards_[i].cap_hint.store(a->cap, std::memory_order_relaxed);
   }
   bytes_.store((size_t{1} << kShardBits) * kMinCapacity * sizeof(Slot));
 }
 
 HolderTable::~HolderTable() {
   for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
-    delete shards_[i].array.load(std::memory_order_acquire);
+    Array::Free(shards_[i].array.load(std::memory_order_acquire));
   }
+  for (Array* a : retired_) Array::Free(a);
 }
 
 uint64_t HolderTable::TableKey(BlockKey key, uint32_t group) {
@@ -36,8 +55,9 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     Array* arr = shard.array.load(std::memory_order_relaxed);
     size_t idx = Home(tkey, arr->cap);
+    size_t dead = ~size_t{0};  // first dead slot on the probe path
     while (true) {
-      Slot& s = arr->slots[idx];
+      Slot& s = arr->slots()[idx];
       const uint64_t k = s.key.load(std::memory_order_relaxed);
       if (k == tkey) {
         const uint64_t prev = s.mask.fetch_or(bit, std::memory_order_release);
@@ -45,13 +65,24 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
         return (prev & bit) != 0;
       }
       if (k == 0) break;
+      if (dead == ~size_t{0} && s.mask.load(std::memory_order_relaxed) == 0) dead = idx;
       idx = Next(idx, arr->cap);
+    }
+    if (dead != ~size_t{0}) {
+      // Reuse a dead slot (the key is absent: the whole probe path was searched). The key
+      // changes before the mask (release): a reader that sees the new mask also sees the new
+      // key, and Lookup re-checks the key after reading the mask.
+      Slot& s = arr->slots()[dead];
+      s.key.store(tkey, std::memory_order_relaxed);
+      s.mask.store(bit, std::memory_order_release);
+      ++shard.live;
+      return false;
     }
     if ((shard.used + 1) * 5 > arr->cap * 4) {
       Rebuild(shard, shard.live + 1);
       continue;  // find the empty slot in the new array
     }
-    Slot& s = arr->slots[idx];
+    Slot& s = arr->slots()[idx];
     s.mask.store(bit, std::memory_order_relaxed);
     s.key.store(tkey, std::memory_order_release);  // publishes the mask with the key
     ++shard.used;
@@ -68,7 +99,7 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
   std::lock_guard<SpinLock> lock(shard.mu);
   Array* arr = shard.array.load(std::memory_order_relaxed);
   for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
-    Slot& s = arr->slots[idx];
+    Slot& s = arr->slots()[idx];
     const uint64_t k = s.key.load(std::memory_order_relaxed);
     if (k == 0) return false;
     if (k != tkey) continue;
@@ -85,34 +116,54 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
 void HolderTable::Rebuild(Shard& shard, size_t need) {
   Array* old = shard.array.load(std::memory_order_relaxed);
   const size_t cap = std::max(kMinCapacity, need * 5 / 3 + 1);  // load 0.6
-  auto* fresh = new Array(cap);
+  Array* fresh = Array::New(cap);
   size_t live = 0;
   for (size_t i = 0; i < old->cap; ++i) {
-    const uint64_t mask = old->slots[i].mask.load(std::memory_order_relaxed);
+    const uint64_t mask = old->slots()[i].mask.load(std::memory_order_relaxed);
     if (mask == 0) continue;
-    const uint64_t k = old->slots[i].key.load(std::memory_order_relaxed);
+    const uint64_t k = old->slots()[i].key.load(std::memory_order_relaxed);
     size_t idx = Home(k, cap);
-    while (fresh->slots[idx].key.load(std::memory_order_relaxed) != 0) idx = Next(idx, cap);
-    fresh->slots[idx].mask.store(mask, std::memory_order_relaxed);
-    fresh->slots[idx].key.store(k, std::memory_order_relaxed);
+    while (fresh->slots()[idx].key.load(std::memory_order_relaxed) != 0) idx = Next(idx, cap);
+    fresh->slots()[idx].mask.store(mask, std::memory_order_relaxed);
+    fresh->slots()[idx].key.store(k, std::memory_order_relaxed);
     ++live;
   }
   shard.used = live;
   shard.live = live;
   bytes_.fetch_add(cap * sizeof(Slot), std::memory_order_relaxed);
-  bytes_.fetch_sub(old->cap * sizeof(Slot), std::memory_order_relaxed);
   shard.array.store(fresh, std::memory_order_release);
-  epoch_.Synchronize();  // no reader can still be probing `old`
-  delete old;
+  shard.slots_hint.store(fresh->slots(), std::memory_order_relaxed);
+  shard.cap_hint.store(cap, std::memory_order_relaxed);
+  Retire(old);
+}
+
+void HolderTable::Retire(Array* old) {
+  std::vector<Array*> batch;
+  {
+    std::lock_guard<std::mutex> lock(retire_mu_);
+    retired_.push_back(old);
+    if (retired_.size() < 8) return;  // still counted in bytes_ until freed
+    batch.swap(retired_);
+  }
+  epoch_.Synchronize();  // no reader can still be probing the retired arrays
+  for (Array* a : batch) {
+    bytes_.fetch_sub(a->cap * sizeof(Slot), std::memory_order_relaxed);
+    Array::Free(a);
+  }
 }
 
 uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
-    const Slot& s = arr->slots[idx];
+    const Slot& s = arr->slots()[idx];
     const uint64_t k = s.key.load(std::memory_order_acquire);
-    if (k == tkey) return s.mask.load(std::memory_order_acquire);
+    if (k == tkey) {
+      const uint64_t mask = s.mask.load(std::memory_order_acquire);
+      // A dead slot may be reused for another key meanwhile: if so, the mask is not ours
+      // (and our key is dead, or was re-inserted after this reader started).
+      return s.key.load(std::memory_order_relaxed) == tkey ? mask : 0;
+    }
     if (k == 0) return 0;
   }
 }
@@ -120,7 +171,7 @@ uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
 void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  __builtin_prefetch(&arr->slots[Home(tkey, arr->cap)]);
+  __builtin_prefetch(&arr->slots()[Home(tkey, arr->cap)]);
 }
 
 size_t HolderTable::live_slots() const {
@@ -134,8 +185,15 @@ size_t HolderTable::live_slots() const {
 
 void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {
   const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
-  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  __builtin_prefetch(&arr->slots[Home(tkey, arr->cap)], 1);
+  const Shard& shard = ShardOf(tkey);
+  // The hints may be mid-update (one array's capacity, another's slots): the address is
+  // computed as an integer and only prefetched, never dereferenced.
+  const size_t cap = shard.cap_hint.load(std::memory_order_relaxed);
+  const uintptr_t base =
+      reinterpret_cast<uintptr_t>(shard.slots_hint.load(std::memory_order_relaxed));
+  const uintptr_t home = base + Home(tkey, cap) * sizeof(Slot);
+  __builtin_prefetch(reinterpret_cast<const void*>(home), 1);
+  __builtin_prefetch(reinterpret_cast<const void*>(home + 64), 1);  // probes run past home
 }
 
 // ------------------------------------------------------------------------ HolderDirectory

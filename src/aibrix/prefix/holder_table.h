@@ -10,10 +10,12 @@
 //
 // Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
 // 16-byte slots (key, mask), linear probing from a multiply-shift home slot; a shard is
-// rebuilt at load 0.8 to load 0.6, so the load stays in [0.6, 0.8]. A slot's key never changes once
-// written; removing a holder only clears its bit, a slot whose mask is 0 is "dead" until the
-// shard is rebuilt (on growth, or shrink when mostly empty). A rebuild writes a fresh array,
-// publishes it with one pointer store and frees the old one after EpochManager::Synchronize.
+// rebuilt at load 0.8 to load 0.6, so the load stays in [0.6, 0.8]. Removing a holder only
+// clears its bit; a slot whose mask is 0 is "dead" and the next insert on its probe path
+// reuses it. Readers re-check the slot's key after reading its mask, so a reused slot never
+// lends its new mask to the old key. A rebuild (growth, or shrink when mostly empty) writes a
+// fresh array, publishes it with one pointer store and frees the old one after
+// EpochManager::Synchronize.
 //
 // Thread safety: Set/Clear may be called from any thread (they lock one shard). Lookup,
 // Prefetch and SearchPrefix take no lock but REQUIRE the caller to hold an
@@ -56,7 +58,9 @@ class HolderTable {
   uint64_t Lookup(BlockKey key, uint32_t group) const;
   // Starts loading the home slot of (key, group). REQUIRES: a ReadGuard is held.
   void Prefetch(BlockKey key, uint32_t group) const;
-  // Same, for a writer about to Set/Clear (no ReadGuard needed: only an address is formed).
+  // Same, for a writer about to Set/Clear. Needs no ReadGuard (and must not take one: a
+  // writer may rebuild a shard, which waits for readers): it forms the address from
+  // per-shard hints and never dereferences it; a stale hint only wastes the prefetch.
   void PrefetchForWrite(BlockKey key, HolderId holder) const;
 
   // Bytes held by the slot arrays (capacities, not sizes).
@@ -70,10 +74,14 @@ class HolderTable {
     std::atomic<uint64_t> key{0};
     std::atomic<uint64_t> mask{0};
   };
-  struct Array {
-    explicit Array(size_t c) : cap(c), slots(new Slot[c]) {}
+  // A shard's slot array: this header, then `cap` slots in the same allocation (one
+  // dependent load from the shard to a slot).
+  struct alignas(64) Array {
     size_t cap;
-    std::unique_ptr<Slot[]> slots;
+    Slot* slots() { return reinterpret_cast<Slot*>(this + 1); }
+    const Slot* slots() const { return reinterpret_cast<const Slot*>(this + 1); }
+    static Array* New(size_t cap);
+    static void Free(Array* a);
   };
   // A test-and-test-and-set lock: the shard's critical sections are a few dozen ns, and
   // unlock is a plain release store (std::mutex costs a second locked instruction).
@@ -92,6 +100,8 @@ class HolderTable {
   struct alignas(64) Shard {
     mutable SpinLock mu;
     std::atomic<Array*> array{nullptr};
+    std::atomic<const Slot*> slots_hint{nullptr};  // array's slots, for PrefetchForWrite
+    std::atomic<size_t> cap_hint{0};
     size_t used = 0;  // slots with a key (live or dead); guarded by mu
     size_t live = 0;  // slots with a non-zero mask; guarded by mu
   };
@@ -109,10 +119,14 @@ class HolderTable {
   const Shard& ShardOf(uint64_t tkey) const { return shards_[tkey >> (64 - kShardBits)]; }
   // Replaces the shard's array by one sized for `need` live slots. REQUIRES: shard.mu held.
   void Rebuild(Shard& shard, size_t need);
+  // Frees `old` after a grace period; batches grace periods over several retired arrays.
+  void Retire(Array* old);
 
   EpochManager& epoch_;
   std::unique_ptr<Shard[]> shards_;
   std::atomic<size_t> bytes_{0};
+  std::mutex retire_mu_;
+  std::vector<Array*> retired_;  // guarded by retire_mu_
 };
 
 // Who a holder id stands for.
