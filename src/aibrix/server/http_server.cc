@@ -65,6 +65,8 @@ HttpServer::HttpServer(HttpServerOptions options, prometheus::Registry& registry
   server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_.set_payload_max_length(options_.max_body_bytes);
   server_.set_keep_alive_max_count(10000);
+  // Without TCP_NODELAY, Nagle plus delayed ACKs stall each keep-alive response ~40 ms.
+  server_.set_tcp_nodelay(true);
   // httplib's default also sets SO_REUSEPORT, which would let a second process bind the same
   // port silently; keep only SO_REUSEADDR so "address in use" is reported.
   server_.set_socket_options([](socket_t sock) {

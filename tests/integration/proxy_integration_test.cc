@@ -1,0 +1,263 @@
+// The whole path on loopback: aibrix-cache in front of real engine-sim processes that
+// publish KV events. Routing, the OpenAI proxy (buffered and streaming), request
+// accounting, retry on a dead pod and upstream timeouts.
+#include <signal.h>
+
+#include <fstream>
+#include <thread>
+
+#include "fmt/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/subprocess.h"
+
+namespace aibrix {
+namespace {
+
+using testing::BinaryPath;
+using testing::FreePort;
+using ::testing::HasSubstr;
+using testing::Subprocess;
+
+bool Eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (probe()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+struct Engine {
+  std::unique_ptr<Subprocess> process;
+  int port = 0;
+  int kv_port = 0;
+  int replay_port = 0;
+};
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  Engine StartEngine(double time_scale = 1000) {
+    Engine engine;
+    engine.port = FreePort();
+    engine.kv_port = FreePort();
+    engine.replay_port = FreePort();
+    auto process = Subprocess::Start(
+        {BinaryPath("engine-sim"), "--port", std::to_string(engine.port), "--model", "llama",
+         "--time-scale", fmt::format("{}", time_scale), "--kv-events-endpoint",
+         fmt::format("tcp://*:{}", engine.kv_port), "--kv-events-replay-endpoint",
+         fmt::format("tcp://*:{}", engine.replay_port), "--http-threads", "8"});
+    EXPECT_TRUE(process.ok());
+    engine.process = std::move(*process);
+    EXPECT_TRUE(engine.process->WaitForLine("listening on", std::chrono::seconds(20)).ok())
+        << engine.process->Output();
+    return engine;
+  }
+
+  void StartService(const std::vector<std::string>& endpoints, std::vector<std::string> flags) {
+    const std::string config =
+        ::testing::TempDir() + "/proxy_" + std::to_string(getpid()) + ".yaml";
+    std::ofstream out(config);
+    out << "models:\n  - name: llama\n    endpoints:\n";
+    for (const std::string& endpoint : endpoints) out << "      - " << endpoint << "\n";
+    out.close();
+    std::vector<std::string> argv = {BinaryPath("aibrix-cache"),
+                                     "--http-addr",
+                                     "127.0.0.1:0",
+                                     "--static-config",
+                                     config,
+                                     "--routing-seed",
+                                     "7"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto process = Subprocess::Start(argv);
+    ASSERT_TRUE(process.ok());
+    service_ = std::move(*process);
+    auto port = service_->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
+                                      std::chrono::seconds(20));
+    ASSERT_TRUE(port.ok()) << port.status();
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", std::stoi(*port));
+    client_->set_read_timeout(std::chrono::seconds(30));
+    ASSERT_TRUE(service_->WaitForLine("ready:", std::chrono::seconds(20)).ok());
+  }
+
+  static std::string KvEndpoint(const Engine& e) {
+    return fmt::format(
+        "{{address: \"127.0.0.1:{}\", kv_events: true, kv_events_port: {}, replay_port: {}}}",
+        e.port, e.kv_port, e.replay_port);
+  }
+
+  int TotalRunning() {
+    auto res = client_->Get("/cache/pods");
+    int running = 0;
+    const nlohmann::json body = nlohmann::json::parse(res->body);
+    for (const auto& pod : body["pods"]) running += pod["running_requests"].get<int>();
+    return running;
+  }
+
+  std::unique_ptr<Subprocess> service_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(ProxyTest, PrefixCacheKvFollowsTheEngineThatCachedThePrompt) {
+  Engine a = StartEngine();
+  Engine b = StartEngine();
+  StartService({KvEndpoint(a), KvEndpoint(b)},
+               {"--kv-event-sync", "--routing-algorithm", "prefix-cache-kv"});
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto res = client_->Get("/cache/pods");
+        int subscribed = 0;
+        const nlohmann::json body = nlohmann::json::parse(res->body);
+        for (const auto& pod : body["pods"]) subscribed += pod["kv_events_subscribed"] == true;
+        return subscribed == 2;
+      },
+      std::chrono::seconds(10)));
+
+  const std::string prompt(400, 'x');
+  const nlohmann::json request = {{"model", "llama"}, {"prompt", prompt}, {"max_tokens", 4}};
+  auto first = client_->Post("/v1/completions", request.dump(), "application/json");
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200) << first->body;
+  const std::string owner = first->get_header_value("x-aibrix-target-pod");
+  ASSERT_FALSE(owner.empty());
+  EXPECT_EQ(nlohmann::json::parse(first->body)["usage"]["completion_tokens"], 4);
+  // Once the engine's BlockStored events arrive, the same prefix goes to the same pod.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto match = client_->Post("/cache/match",
+                                   nlohmann::json{{"model", "llama"}, {"prompt", prompt}}.dump(),
+                                   "application/json");
+        auto pods = nlohmann::json::parse(match->body)["pods"];
+        return !pods.empty() && pods[0]["pod"] == owner && pods[0]["matched_blocks"] == 25;
+      },
+      std::chrono::seconds(10)))
+      << client_
+             ->Post("/cache/match", nlohmann::json{{"model", "llama"}, {"prompt", prompt}}.dump(),
+                    "application/json")
+             ->body
+      << " owner " << owner;
+  for (int i = 0; i < 5; ++i) {
+    const nlohmann::json longer = {
+        {"model", "llama"}, {"prompt", prompt + std::to_string(i)}, {"max_tokens", 2}};
+    auto res = client_->Post("/v1/completions", longer.dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("x-aibrix-target-pod"), owner);
+    EXPECT_GT(nlohmann::json::parse(res->body)["usage"]["prompt_tokens_details"]["cached_tokens"],
+              0);
+  }
+  EXPECT_EQ(TotalRunning(), 0);
+}
+
+TEST_F(ProxyTest, StreamsPassThroughAndSettleOnce) {
+  Engine a = StartEngine();
+  StartService({fmt::format("\"127.0.0.1:{}\"", a.port)}, {"--routing-algorithm", "least-request"});
+  const nlohmann::json request = {{"model", "llama"},
+                                  {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                  {"stream", true},
+                                  {"max_tokens", 5}};
+  std::string body;
+  int chunks = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = request.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+    body.append(data, size);
+    ++chunks;
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error error;
+  ASSERT_TRUE(client_->send(req, res, error));
+  EXPECT_EQ(res.status, 200);
+  EXPECT_THAT(res.get_header_value("Content-Type"), HasSubstr("text/event-stream"));
+  EXPECT_FALSE(res.get_header_value("x-aibrix-target-pod").empty());
+  EXPECT_THAT(body, HasSubstr("data: [DONE]"));
+  EXPECT_GE(chunks, 1);
+  EXPECT_TRUE(Eventually([&] { return TotalRunning() == 0; }, std::chrono::seconds(5)));
+
+  // A client that goes away mid-stream still settles the request.
+  Engine slow = StartEngine(/*time_scale=*/1);
+  (void)slow;
+  httplib::Request abort_req = req;
+  const nlohmann::json long_request = {
+      {"model", "llama"}, {"prompt", "hello"}, {"stream", true}, {"max_tokens", 200}};
+  abort_req.path = "/v1/completions";
+  abort_req.body = long_request.dump();
+  int received = 0;
+  abort_req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+    return ++received < 2;
+  };
+  httplib::Response aborted;
+  client_->send(abort_req, aborted, error);
+  EXPECT_TRUE(Eventually([&] { return TotalRunning() == 0; }, std::chrono::seconds(10)));
+}
+
+TEST_F(ProxyTest, DeadPodIsRetriedOnAnotherAndErrorsAreOpenAiShaped) {
+  Engine a = StartEngine();
+  const int dead_port = FreePort();
+  StartService(
+      {fmt::format("\"127.0.0.1:{}\"", dead_port), fmt::format("\"127.0.0.1:{}\"", a.port)},
+      {"--routing-algorithm", "random"});
+  for (int i = 0; i < 6; ++i) {
+    auto res =
+        client_->Post("/v1/completions", R"({"model":"llama","prompt":"abc","max_tokens":1})",
+                      "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    EXPECT_THAT(res->get_header_value("x-aibrix-target-pod"), HasSubstr("-1"));
+  }
+  EXPECT_EQ(TotalRunning(), 0);
+  auto metrics = client_->Get("/metrics");
+  EXPECT_THAT(metrics->body, HasSubstr("aibrix_cache_proxy_upstream_errors_total"));
+
+  auto check_error = [&](const std::string& path, const std::string& body, int status,
+                         const std::string& needle, httplib::Headers headers = {}) {
+    auto res = client_->Post(path, headers, body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, status) << body;
+    auto json = nlohmann::json::parse(res->body);
+    EXPECT_EQ(json["error"]["code"], status);
+    EXPECT_THAT(json["error"]["message"].get<std::string>(), HasSubstr(needle));
+  };
+  check_error("/v1/completions", R"({"model":"nope","prompt":"x"})", 404, "nope");
+  check_error("/v1/completions", R"({"model":"llama","prompt":"x"})", 400, "unknown algorithm",
+              {{"routing-strategy", "bogus"}});
+  check_error("/v1/completions", R"({"model":"llama"})", 400, "prompt");
+  check_error("/v1/completions", "{not json", 400, "malformed JSON");
+  check_error("/cache/route", R"({"model":"llama","token_ids":[1,"a"]})", 400, "token ids");
+  check_error("/cache/done", R"({"request_id":"never"})", 404, "not in flight");
+
+  auto routed =
+      client_->Post("/cache/route", R"({"model":"llama","prompt":"hello","request_id":"r1"})",
+                    "application/json");
+  ASSERT_EQ(routed->status, 200);
+  auto decision = nlohmann::json::parse(routed->body);
+  EXPECT_EQ(decision["candidates"].size(), 2u);
+  EXPECT_EQ(decision["algorithm"], "random");
+  EXPECT_EQ(TotalRunning(), 1) << routed->body << client_->Get("/cache/pods")->body;
+  EXPECT_EQ(
+      client_->Post("/cache/done", R"({"request_id":"r1","output_tokens":3})", "application/json")
+          ->status,
+      200);
+  EXPECT_EQ(TotalRunning(), 0);
+}
+
+TEST_F(ProxyTest, NoReadyPodIs503AndSlowUpstreamIs504) {
+  Engine slow = StartEngine(/*time_scale=*/0.01);
+  StartService({fmt::format("\"127.0.0.1:{}\"", slow.port)},
+               {"--routing-algorithm", "random", "--upstream-timeout-ms", "300"});
+  auto res =
+      client_->Post("/v1/completions", R"({"model":"llama","prompt":"abcdefgh","max_tokens":50})",
+                    "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 504) << res->body;
+  EXPECT_EQ(nlohmann::json::parse(res->body)["error"]["code"], 504);
+  EXPECT_EQ(TotalRunning(), 0);
+}
+
+}  // namespace
+}  // namespace aibrix
