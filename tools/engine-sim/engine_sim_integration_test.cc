@@ -462,6 +462,10 @@ TEST_F(EngineSimApiTest, BadInputGetsOpenAiErrors) {
       {"/v1/completions", R"({"prompt":["a","b"]})", 400},
       {"/v1/completions", R"({"prompt":"hi","max_tokens":0})", 400},
       {"/v1/completions", R"({"prompt":"hi","max_tokens":"3"})", 400},
+      {"/v1/completions", R"({"prompt":"hi","max_tokens":9223372036854775807})", 400},
+      {"/v1/completions", R"({"prompt":"hi","max_tokens":18446744073709551615})", 400},
+      {"/v1/completions", R"({"prompt":[4294967296]})", 400},
+      {"/v1/completions", R"({"prompt":"hi","n":18446744073709551615})", 400},
       {"/v1/completions", R"({"prompt":"hi","n":2})", 400},
       {"/v1/completions", R"({"prompt":"hi","stream":"yes"})", 400},
       {"/v1/completions", json({{"prompt", long_prompt}}).dump(), 400},
@@ -806,9 +810,9 @@ std::vector<std::vector<std::string>> Replay(zmq::context_t& ctx, const std::str
   zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
   dealer.connect(endpoint);
-  std::array<zmq::const_buffer, 2> req = {zmq::buffer(std::string_view()),
-                                          zmq::buffer(Be64Bytes(start))};
-  EXPECT_TRUE(zmq::send_multipart(dealer, req));
+  // A DEALER sends ["", start_seq]; the ROUTER prepends the identity.
+  EXPECT_TRUE(dealer.send(zmq::message_t(), zmq::send_flags::sndmore));
+  EXPECT_TRUE(dealer.send(zmq::message_t(Be64Bytes(start)), zmq::send_flags::none));
   std::vector<std::vector<std::string>> out;
   while (auto frames = RecvFrames(dealer, 5000ms)) {
     out.push_back(*frames);

@@ -205,7 +205,10 @@ absl::StatusOr<GenParams> ParseGenParams(const json& body, bool chat) {
     if (v < 1) {
       return absl::InvalidArgumentError(fmt::format("{} must be at least 1, got {}.", name, v));
     }
-    g.max_tokens = v;  // max_completion_tokens (read last) wins, as in vLLM
+    // Anything this large fails the context-length check anyway; capping keeps the
+    // prompt + max_tokens arithmetic far from overflow.
+    g.max_tokens = std::min<int64_t>(
+        v, int64_t{1} << 40);  // max_completion_tokens (read last) wins, as in vLLM
   }
   return g;
 }
