@@ -850,6 +850,12 @@ std::vector<uint64_t> ExactIndex::EngineHashesForTest(const std::string& pod_key
   return out;
 }
 
+std::map<std::string, uint64_t> ExactIndex::BlocksPerModel() const {
+  std::map<std::string, uint64_t> out;
+  for (const PodIndexStats& s : AllStats()) out[s.model] += s.blocks;
+  return out;
+}
+
 uint64_t ExactIndex::bytes() const {
   return table_.bytes() + pod_bytes_.load(std::memory_order_relaxed);
 }

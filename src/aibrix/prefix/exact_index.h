@@ -33,6 +33,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
@@ -100,6 +101,8 @@ class ExactIndex final : public kv::EventSink {
   // Stats of one pod (nullopt when unknown) and of all pods.
   std::optional<PodIndexStats> Stats(const std::string& pod_key) const;
   std::vector<PodIndexStats> AllStats() const;
+  // Memberships per model (sum over the pods serving it).
+  std::map<std::string, uint64_t> BlocksPerModel() const;
   // Memberships in total, and bytes used by all structures (from capacities).
   uint64_t memberships() const { return memberships_.load(std::memory_order_relaxed); }
   uint64_t bytes() const;

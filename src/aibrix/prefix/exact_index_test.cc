@@ -349,6 +349,7 @@ TEST(ExactIndexMetricsTest, ExportsSizesAndCounters) {
       text, ::testing::HasSubstr("aibrix_prefix_index_dropped_total{reason=\"unknown_parent\"} 1"));
   EXPECT_THAT(text, ::testing::HasSubstr("aibrix_prefix_index_bytes{source=\"events\"}"));
   EXPECT_GT(index.bytes(), 0u);
+  EXPECT_EQ(index.BlocksPerModel(), (std::map<std::string, uint64_t>{{"m", 2}}));
   index.RemovePod("ns/a");
   const std::string after = prometheus::TextSerializer().Serialize(registry->Collect());
   EXPECT_THAT(after, ::testing::Not(::testing::HasSubstr("pod=\"ns/a\"")));
