@@ -12,11 +12,12 @@ BlockHash NoneHash(uint64_t seed) {
   return XXH3_64bits_withSeed(kNone.data(), kNone.size(), seed);
 }
 
-BlockHash HashBlock(BlockHash parent, std::span<const uint32_t> block_tokens, uint64_t seed) {
+BlockHash HashBlock(BlockHash parent, std::span<const uint32_t> block_tokens, uint64_t seed,
+                    std::string_view extra) {
   // Fixed little-endian layout so the value does not depend on the host.
   unsigned char stack_buf[8 + 4 * 64];
   std::vector<unsigned char> heap_buf;
-  const size_t size = 8 + 4 * block_tokens.size();
+  const size_t size = 8 + 4 * block_tokens.size() + extra.size();
   unsigned char* buf = stack_buf;
   if (size > sizeof stack_buf) {
     heap_buf.resize(size);
@@ -28,15 +29,16 @@ BlockHash HashBlock(BlockHash parent, std::span<const uint32_t> block_tokens, ui
       buf[8 + 4 * t + i] = static_cast<unsigned char>(block_tokens[t] >> (8 * i));
     }
   }
+  if (!extra.empty()) std::memcpy(buf + 8 + 4 * block_tokens.size(), extra.data(), extra.size());
   return XXH3_64bits_withSeed(buf, size, seed);
 }
 
 void ExtendBlockHashes(std::span<const uint32_t> tokens, int block_size, uint64_t seed,
-                       std::vector<BlockHash>* hashes) {
+                       std::vector<BlockHash>* hashes, std::string_view extra) {
   const size_t full = tokens.size() / static_cast<size_t>(block_size);
   for (size_t i = hashes->size(); i < full; ++i) {
     const BlockHash parent = i == 0 ? NoneHash(seed) : (*hashes)[i - 1];
-    hashes->push_back(HashBlock(parent, tokens.subspan(i * block_size, block_size), seed));
+    hashes->push_back(HashBlock(parent, tokens.subspan(i * block_size, block_size), seed, extra));
   }
 }
 

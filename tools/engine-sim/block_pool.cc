@@ -48,6 +48,7 @@ void BlockPool::Uncache(int id) {
   b.parent.reset();
   b.tokens.clear();
   b.tokens.shrink_to_fit();
+  b.lora_name.clear();
 }
 
 int BlockPool::CountCachedPrefix(std::span<const BlockHash> hashes) const {
@@ -96,7 +97,8 @@ int BlockPool::Allocate() {
 }
 
 void BlockPool::CacheFullBlocks(std::span<const int> block_ids, std::span<const BlockHash> hashes,
-                                std::span<const uint32_t> tokens, int from, int to) {
+                                std::span<const uint32_t> tokens, int from, int to,
+                                std::string_view lora_name, int64_t lora_id) {
   kv::BlockStored* run = nullptr;
   for (int i = from; i < to; ++i) {
     Block& b = blocks_[block_ids[i]];
@@ -111,12 +113,17 @@ void BlockPool::CacheFullBlocks(std::span<const int> block_ids, std::span<const 
     if (i > 0) b.parent = hashes[i - 1];
     b.tokens.assign(tokens.begin() + static_cast<ptrdiff_t>(i) * block_size_,
                     tokens.begin() + static_cast<ptrdiff_t>(i + 1) * block_size_);
+    b.lora_name = lora_name;
     cached_.emplace(h, block_ids[i]);
     if (run == nullptr) {
       run = &std::get<kv::BlockStored>(events_.emplace_back(std::in_place_type<kv::BlockStored>));
       run->parent_block_hash = b.parent;
       run->block_size = block_size_;
       run->medium = "GPU";
+      if (!lora_name.empty()) {
+        run->lora_name = std::string(lora_name);
+        run->lora_id = lora_id;
+      }
     }
     run->block_hashes.push_back(h);
     run->token_ids.insert(run->token_ids.end(), b.tokens.begin(), b.tokens.end());
@@ -164,7 +171,8 @@ std::vector<CachedBlock> BlockPool::Snapshot() const {
                               .parent = b.parent,
                               .block_index = b.block_index,
                               .ref_cnt = b.ref_cnt,
-                              .tokens = b.tokens});
+                              .tokens = b.tokens,
+                              .lora_name = b.lora_name});
   };
   for (int id = head_; id >= 0; id = blocks_[id].next) {
     if (blocks_[id].cached) add(id);

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -36,6 +38,7 @@ struct CachedBlock {
   int64_t block_index = 0;          // position in its chain (0 = tokens [0, block_size))
   int ref_cnt = 0;
   std::vector<uint32_t> tokens;
+  std::string lora_name;  // empty for the base model
 };
 
 class BlockPool {
@@ -68,9 +71,11 @@ class BlockPool {
 
   // Caches blocks [from, to) of a request: block_ids[i] holds tokens
   // [i*block_size, (i+1)*block_size) of `tokens`, whose chain hash is hashes[i].
+  // `lora_name`/`lora_id` (empty/0 for the base model) go into the BlockStored event.
   // REQUIRES: from <= to <= block_ids.size(), to <= hashes.size(), tokens cover `to` blocks.
   void CacheFullBlocks(std::span<const int> block_ids, std::span<const BlockHash> hashes,
-                       std::span<const uint32_t> tokens, int from, int to);
+                       std::span<const uint32_t> tokens, int from, int to,
+                       std::string_view lora_name = {}, int64_t lora_id = 0);
 
   // Drops one reference on each block; blocks reaching 0 join the free queue tail in
   // reverse order of `block_ids`.
@@ -102,6 +107,7 @@ class BlockPool {
     std::optional<BlockHash> parent;
     int64_t block_index = 0;
     std::vector<uint32_t> tokens;  // the cached block's tokens (for events and /sim/cache)
+    std::string lora_name;
   };
 
   void PushBack(int id);

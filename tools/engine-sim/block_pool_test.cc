@@ -49,6 +49,32 @@ TEST(BlockHashTest, ChainIsDeterministicAndPrefixDependent) {
   EXPECT_NE(a, Chain(Tokens(0, 12), /*seed=*/1));
 }
 
+TEST(BlockHashTest, LoraAdapterNameChangesEveryHash) {
+  auto t = Tokens(0, 8);
+  std::vector<BlockHash> base, lora;
+  ExtendBlockHashes(t, kB, 0, &base);
+  ExtendBlockHashes(t, kB, 0, &lora, "sql-lora");
+  ASSERT_EQ(lora.size(), 2u);
+  EXPECT_NE(base[0], lora[0]);
+  EXPECT_NE(base[1], lora[1]);
+  EXPECT_EQ(lora[1], HashBlock(lora[0], std::vector<uint32_t>{4, 5, 6, 7}, 0, "sql-lora"));
+}
+
+TEST(BlockPoolTest, LoraBlocksCarryTheAdapterInEventsAndSnapshot) {
+  BlockPool pool(4, kB);
+  auto t = Tokens(0, 4);
+  std::vector<BlockHash> h;
+  ExtendBlockHashes(t, kB, 0, &h, "a");
+  std::vector<int> blocks = {pool.Allocate()};
+  pool.CacheFullBlocks(blocks, h, t, 0, 1, "a", 3);
+  auto events = pool.TakeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  const auto& s = std::get<kv::BlockStored>(events[0]);
+  EXPECT_EQ(s.lora_name, "a");
+  EXPECT_EQ(s.lora_id, 3);
+  EXPECT_EQ(pool.Snapshot()[0].lora_name, "a");
+}
+
 TEST(BlockPoolTest, StoredEventsDescribeNewlyCachedRuns) {
   BlockPool pool(8, kB);
   auto tokens = Tokens(100, 10);  // 2 full blocks + 2 tokens
@@ -64,6 +90,8 @@ TEST(BlockPoolTest, StoredEventsDescribeNewlyCachedRuns) {
   EXPECT_THAT(s0.token_ids, ElementsAre(100, 101, 102, 103));
   EXPECT_EQ(s0.block_size, kB);
   EXPECT_EQ(s0.medium, "GPU");
+  EXPECT_FALSE(s0.lora_name.has_value());
+  EXPECT_FALSE(s0.lora_id.has_value());
   const auto& s1 = std::get<kv::BlockStored>(events[1]);
   EXPECT_THAT(s1.block_hashes, ElementsAre(hashes[1]));
   EXPECT_EQ(s1.parent_block_hash, hashes[0]);

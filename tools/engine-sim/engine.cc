@@ -57,6 +57,15 @@ absl::Status EngineOptions::Validate() const {
   if (!(time_scale > 0)) return bad("--time-scale must be > 0");
   if (data_parallel_rank < 0) return bad("--data-parallel-rank must be >= 0");
   if (model.empty()) return bad("--model must not be empty");
+  for (size_t i = 0; i < lora_modules.size(); ++i) {
+    if (lora_modules[i].empty()) return bad("--lora-modules: empty adapter name");
+    if (lora_modules[i] == model) return bad("--lora-modules: adapter named like the model");
+    for (size_t j = 0; j < i; ++j) {
+      if (lora_modules[i] == lora_modules[j]) {
+        return bad(fmt::format("--lora-modules: `{}` given twice", lora_modules[i]));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -123,6 +132,8 @@ struct Engine::Request {
   int num_cached_blocks = 0;      // leading blocks registered in the prefix cache
   int lifetime_blocks = 0;        // blocks needed by the time the last token is sampled
   uint64_t text_offset = 0;
+  std::string lora_name;
+  int64_t lora_id = 0;
   int cached_tokens = 0;
   std::string text;  // output not yet handed to a non-streaming handle
   SteadyTime arrival, admitted, first_token, last_token;
@@ -172,6 +183,8 @@ std::shared_ptr<RequestHandle> Engine::Submit(RequestArgs args) {
   r->text_offset = XXH3_64bits_withSeed(args.prompt.data(), args.prompt.size() * sizeof(uint32_t),
                                         options_.seed) %
                    kOutputText.size();
+  r->lora_name = std::move(args.lora_name);
+  r->lora_id = args.lora_id;
   r->tokens = std::move(args.prompt);
   r->tokens.reserve(r->tokens.size() + r->max_output);
   r->arrival = std::chrono::steady_clock::now();
@@ -329,9 +342,10 @@ bool Engine::ScheduleTokens(Request* r, int n) {
   }
   const int full = target / options_.block_size;
   std::span<const uint32_t> known(r->tokens.data(), static_cast<size_t>(target));
-  ExtendBlockHashes(known, options_.block_size, options_.seed, &r->hashes);
+  ExtendBlockHashes(known, options_.block_size, options_.seed, &r->hashes, r->lora_name);
   if (full > r->num_cached_blocks) {
-    pool_.CacheFullBlocks(r->blocks, r->hashes, r->tokens, r->num_cached_blocks, full);
+    pool_.CacheFullBlocks(r->blocks, r->hashes, r->tokens, r->num_cached_blocks, full, r->lora_name,
+                          r->lora_id);
     r->num_cached_blocks = full;
   }
   return true;
@@ -362,7 +376,7 @@ double Engine::Schedule(std::vector<Scheduled>* out, SteadyTime now) {
          budget > 0) {
     Request* r = waiting_.front().get();
     std::span<const uint32_t> prompt(r->tokens.data(), static_cast<size_t>(r->num_prompt));
-    ExtendBlockHashes(prompt, bs, options_.seed, &r->hashes);
+    ExtendBlockHashes(prompt, bs, options_.seed, &r->hashes, r->lora_name);
     const int hit = std::min(pool_.CountCachedPrefix(r->hashes), (r->num_prompt - 1) / bs);
     const int free_hit = pool_.CountFreeAmongCached(r->hashes, hit);
     const int need = r->lifetime_blocks - hit;

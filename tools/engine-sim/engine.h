@@ -57,6 +57,8 @@ struct EngineOptions {
   uint64_t seed = 0;
   int data_parallel_rank = 0;
   std::string model = "engine-sim";
+  // Served LoRA adapters (names); a request naming one gets its own prefix-cache space.
+  std::vector<std::string> lora_modules;
 
   // OK, or InvalidArgument naming the first bad field.
   absl::Status Validate() const;
@@ -76,6 +78,8 @@ struct RequestArgs {
   int max_tokens = 16;
   bool max_tokens_given = false;  // finish reason "length" when given, "stop" otherwise
   bool stream = false;
+  std::string lora_name;  // LoRA adapter the request names; empty = base model
+  int64_t lora_id = 0;    // the adapter's int id (1-based registration order)
 };
 
 // Progress of one request, shared between the HTTP thread that waits and the engine.

@@ -693,6 +693,44 @@ TEST(EngineSimEventsTest, FirstBlockCarriesPromptTokensAndNoParent) {
   EXPECT_EQ(batch->data_parallel_rank, 0);
 }
 
+TEST(EngineSimEventsTest, LoraAdaptersHaveTheirOwnCacheSpace) {
+  SimProcess sim({"--time-scale", "1000", "--kv-events-endpoint", "tcp://127.0.0.1:*", "--model",
+                  "base", "--lora-modules", "sql-lora=/models/sql", "--lora-modules", "chat-lora"});
+  ASSERT_TRUE(sim.ok());
+  zmq::context_t ctx;
+  EventTap tap(sim, ctx);
+  auto c = sim.Client();
+  json models = GetJson(*c, "/v1/models");
+  ASSERT_EQ(models["data"].size(), 3u);
+  EXPECT_EQ(models["data"][1]["id"], "sql-lora");
+  EXPECT_EQ(models["data"][1]["parent"], "base");
+  const std::string prompt = PromptText(6, 40);
+  json a =
+      PostOk(*c, "/v1/completions", {{"model", "sql-lora"}, {"prompt", prompt}, {"max_tokens", 1}});
+  EXPECT_EQ(a["model"], "sql-lora");
+  json b =
+      PostOk(*c, "/v1/completions", {{"model", "base"}, {"prompt", prompt}, {"max_tokens", 1}});
+  EXPECT_EQ(b["usage"]["prompt_tokens_details"]["cached_tokens"], 0);  // not shared
+  json a2 =
+      PostOk(*c, "/v1/completions", {{"model", "sql-lora"}, {"prompt", prompt}, {"max_tokens", 1}});
+  EXPECT_EQ(a2["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
+  auto msgs = tap.Drain();
+  ASSERT_EQ(msgs.size(), 2u);  // the third request stored nothing new
+  auto first = aibrix::kvevents::DecodeBatch(msgs[0].payload);
+  auto second = aibrix::kvevents::DecodeBatch(msgs[1].payload);
+  ASSERT_TRUE(first.ok() && second.ok());
+  const auto& s1 = std::get<aibrix::kv::BlockStored>(first->events[0]);
+  const auto& s2 = std::get<aibrix::kv::BlockStored>(second->events[0]);
+  EXPECT_EQ(s1.lora_name, "sql-lora");
+  EXPECT_EQ(s1.lora_id, 1);
+  EXPECT_FALSE(s2.lora_name.has_value());
+  EXPECT_EQ(s1.token_ids, s2.token_ids);
+  EXPECT_NE(s1.block_hashes, s2.block_hashes);
+  int status = 0;
+  Post(*c, "/v1/completions", R"({"model":"nope-lora","prompt":"x"})", &status);
+  EXPECT_EQ(status, 404);
+}
+
 // Array lengths per era (vectors/README.md): batch, BlockStored, BlockRemoved, cleared.
 struct Era {
   std::string name;

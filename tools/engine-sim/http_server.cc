@@ -93,15 +93,27 @@ absl::StatusOr<json> ParseBody(const httplib::Request& req) {
   return body;
 }
 
-absl::Status CheckModel(const json& body, const std::string& served) {
+// The model a request names: the served model (lora_id 0) or one of its LoRA adapters.
+struct ModelRef {
+  std::string name;
+  std::string lora_name;  // empty for the base model
+  int64_t lora_id = 0;
+};
+
+absl::StatusOr<ModelRef> ResolveModel(const json& body, const EngineOptions& eo) {
   auto it = body.find("model");
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (it == body.end() || it->is_null()) return ModelRef{eo.model, "", 0};
   if (!it->is_string()) return absl::InvalidArgumentError("`model` must be a string");
-  if (it->get_ref<const std::string&>() != served) {
-    return absl::NotFoundError(
-        fmt::format("The model `{}` does not exist.", it->get_ref<const std::string&>()));
+  const std::string& name = it->get_ref<const std::string&>();
+  if (name == eo.model) return ModelRef{name, "", 0};
+  for (size_t i = 0; i < eo.lora_modules.size(); ++i) {
+    if (eo.lora_modules[i] == name) return ModelRef{name, name, static_cast<int64_t>(i + 1)};
   }
-  return absl::OkStatus();
+  return absl::NotFoundError(fmt::format("The model `{}` does not exist.", name));
+}
+
+absl::Status CheckModel(const json& body, const EngineOptions& eo) {
+  return ResolveModel(body, eo).status();
 }
 
 // Optional boolean field; `fallback` when absent or null.
@@ -402,35 +414,45 @@ void SimHttpServer::Register() {
     SendJson(res, {{"version", "0.0.0-engine-sim"}});
   });
 
-  s.Get("/v1/models",
-        [model, max_len = eo.max_model_len](const httplib::Request&, httplib::Response& res) {
-          const int64_t now = std::time(nullptr);
-          json card = {{"id", model},
-                       {"object", "model"},
-                       {"created", now},
-                       {"owned_by", "vllm"},
-                       {"root", model},
-                       {"parent", nullptr},
-                       {"max_model_len", max_len},
-                       {"permission", json::array({{{"id", "modelperm-engine-sim"},
-                                                    {"object", "model_permission"},
-                                                    {"created", now},
-                                                    {"allow_create_engine", false},
-                                                    {"allow_sampling", true},
-                                                    {"allow_logprobs", true},
-                                                    {"allow_search_indices", false},
-                                                    {"allow_view", true},
-                                                    {"allow_fine_tuning", false},
-                                                    {"organization", "*"},
-                                                    {"group", nullptr},
-                                                    {"is_blocking", false}}})}};
-          SendJson(res, {{"object", "list"}, {"data", json::array({card})}});
-        });
+  s.Get("/v1/models", [model, max_len = eo.max_model_len, loras = eo.lora_modules](
+                          const httplib::Request&, httplib::Response& res) {
+    const int64_t now = std::time(nullptr);
+    json data = json::array();
+    json card = {{"id", model},
+                 {"object", "model"},
+                 {"created", now},
+                 {"owned_by", "vllm"},
+                 {"root", model},
+                 {"parent", nullptr},
+                 {"max_model_len", max_len},
+                 {"permission", json::array({{{"id", "modelperm-engine-sim"},
+                                              {"object", "model_permission"},
+                                              {"created", now},
+                                              {"allow_create_engine", false},
+                                              {"allow_sampling", true},
+                                              {"allow_logprobs", true},
+                                              {"allow_search_indices", false},
+                                              {"allow_view", true},
+                                              {"allow_fine_tuning", false},
+                                              {"organization", "*"},
+                                              {"group", nullptr},
+                                              {"is_blocking", false}}})}};
+    data.push_back(card);
+    for (const std::string& lora : loras) {
+      json adapter = card;
+      adapter["id"] = lora;
+      adapter["root"] = lora;
+      adapter["parent"] = model;
+      data.push_back(std::move(adapter));
+    }
+    SendJson(res, {{"object", "list"}, {"data", std::move(data)}});
+  });
 
-  auto generate = [this, model](const httplib::Request& req, httplib::Response& res, bool chat) {
+  auto generate = [this](const httplib::Request& req, httplib::Response& res, bool chat) {
     absl::StatusOr<json> body = ParseBody(req);
     if (!body.ok()) return SendStatus(res, body.status());
-    if (absl::Status st = CheckModel(*body, model); !st.ok()) return SendStatus(res, st);
+    absl::StatusOr<ModelRef> model_ref = ResolveModel(*body, engine_->options());
+    if (!model_ref.ok()) return SendStatus(res, model_ref.status());
     absl::StatusOr<std::vector<uint32_t>> prompt =
         chat ? ParseChatPrompt(*body) : ParseCompletionPrompt(*body);
     if (!prompt.ok()) return SendStatus(res, prompt.status());
@@ -464,6 +486,9 @@ void SimHttpServer::Register() {
     }
     args.prompt = std::move(*prompt);
     args.stream = params->stream;
+    args.lora_name = model_ref->lora_name;
+    args.lora_id = model_ref->lora_id;
+    const std::string model = model_ref->name;
     const std::string id = HexId(chat ? "chatcmpl-" : "cmpl-", next_id_.fetch_add(1));
     const int64_t created = std::time(nullptr);
     std::shared_ptr<RequestHandle> handle = engine_->Submit(std::move(args));
@@ -520,10 +545,11 @@ void SimHttpServer::Register() {
   });
 
   s.Post("/tokenize",
-         [model, max_len = eo.max_model_len](const httplib::Request& req, httplib::Response& res) {
+         [this, max_len = eo.max_model_len](const httplib::Request& req, httplib::Response& res) {
            absl::StatusOr<json> body = ParseBody(req);
            if (!body.ok()) return SendStatus(res, body.status());
-           if (absl::Status st = CheckModel(*body, model); !st.ok()) return SendStatus(res, st);
+           if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok())
+             return SendStatus(res, st);
            absl::StatusOr<bool> strs = BoolField(*body, "return_token_strs", false);
            if (!strs.ok()) return SendStatus(res, strs.status());
            if (auto st = BoolField(*body, "add_special_tokens", true); !st.ok()) {
@@ -549,10 +575,11 @@ void SimHttpServer::Register() {
                           {"tokens", *ids},
                           {"token_strs", std::move(token_strs)}});
          });
-  s.Post("/detokenize", [model](const httplib::Request& req, httplib::Response& res) {
+  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     absl::StatusOr<json> body = ParseBody(req);
     if (!body.ok()) return SendStatus(res, body.status());
-    if (absl::Status st = CheckModel(*body, model); !st.ok()) return SendStatus(res, st);
+    if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok())
+      return SendStatus(res, st);
     auto it = body->find("tokens");
     if (it == body->end() || !it->is_array()) {
       return SendError(res, 400, "`tokens` (an array of token ids) is required");
@@ -591,6 +618,7 @@ void SimHttpServer::Register() {
                  {"block_index", b.block_index},
                  {"ref_cnt", b.ref_cnt}};
       if (with_tokens) jb["tokens"] = b.tokens;
+      jb["lora_name"] = b.lora_name.empty() ? json(nullptr) : json(b.lora_name);
       blocks.push_back(std::move(jb));
     }
     json out = {{"block_size", v.block_size},

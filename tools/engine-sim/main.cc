@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--model,--served-model-name", eo.model, "served model name")
       ->capture_default_str();
+  app.add_option("--lora-modules", eo.lora_modules,
+                 "served LoRA adapters, `name` or `name=path` (vLLM's syntax), repeatable");
   app.add_option("--block-size", eo.block_size, "tokens per KV block")->capture_default_str();
   app.add_option("--num-gpu-blocks", eo.num_gpu_blocks, "KV cache capacity in blocks")
       ->capture_default_str();
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
       return Fail(fmt::format("--kv-events-config: {}", e.what()));
     }
   }
+  for (std::string& lora : eo.lora_modules) lora = lora.substr(0, lora.find('='));
   if (absl::Status st = eo.Validate(); !st.ok()) return Fail(std::string(st.message()));
   if (ho.default_max_tokens < 1) return Fail("--default-max-tokens must be >= 1");
   if (buffer_steps < 1) return Fail("--buffer-steps must be >= 1");
