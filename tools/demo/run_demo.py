@@ -204,6 +204,40 @@ class Demo:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    @staticmethod
+    def scrape(port):
+        """{(name, labels-text): value} of a Prometheus endpoint; {} when unreachable."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except (OSError, urllib.error.URLError):
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+            if m:
+                try:
+                    out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+                except ValueError:
+                    pass
+        return out
+
+    @staticmethod
+    def routing_stats(metrics):
+        """Mean routing decision time (µs) and prefix-cache selection counts."""
+        def total(name, label=None):
+            return sum(v for (n, l), v in metrics.items()
+                       if n == name and (label is None or label in l))
+        count = total("aibrix_routing_latency_seconds_count")
+        mean_us = total("aibrix_routing_latency_seconds_sum") / count * 1e6 if count else None
+        selection = {sel: total("aibrix_prefix_cache_routing_selection_total",
+                                f'selection="{sel}"')
+                     for sel in ("prefix_match", "prefix_match_skipped",
+                                 "least_request_fallback")}
+        return mean_us, selection
+
     def reset_caches(self, engines):
         for e in engines:
             deadline = time.monotonic() + 10
@@ -295,6 +329,7 @@ class Demo:
             time.sleep(0.5)  # KV event subscribers connect
             log(f"{alg}: {a.num_requests} requests at {a.rate} req/s through aibrix-cache :{port}")
             r = self.loadgen(alg, port, metrics_ports, strategy=alg)
+            r["route_us"], r["selection"] = self.routing_stats(self.scrape(port))
             r["overhead_us"] = self.probe_overhead(engines[0]["port"], port, alg)
             results[alg] = r
             self.stop(svc)
@@ -327,22 +362,29 @@ class Demo:
               f"tokens, {self.args.users} users x {self.args.turns} turns")
         hdr = (f"{'algorithm':<16} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p90':>9} "
                f"{'E2E p90':>9} {'req/s':>7} {'tok/s':>7} {'errors':>6} "
-               f"{'overhead':>9}  pods (requests)")
+               f"{'route':>7} {'overhead':>9}  pods (requests)")
         print(hdr)
         print("-" * len(hdr))
         for name, r in results.items():
             errors = r["requests"]["failed"]
             ov = r.get("overhead_us")
+            rt = r.get("route_us")
             pods = " ".join(str(v) for _, v in sorted(r["pods"].items()))
             print(f"{name:<16} {fmt_pct(hit(r)):>8} {r['ttft_ms']['p50']:7.0f}ms "
                   f"{r['ttft_ms']['p90']:7.0f}ms {r['e2e_ms']['p90']:7.0f}ms "
                   f"{r['throughput']['req_per_s']:7.2f} "
                   f"{r['throughput']['output_tokens_per_s']:7.0f} {errors:>6} "
+                  f"{'' if rt is None else f'{rt:5.0f}us':>7} "
                   f"{'' if ov is None else f'{ov:7.0f}us':>9}  {pods}")
         print()
         print("hit rate = prompt tokens found in the engines' prefix caches / prompt tokens "
-              "(vllm:prefix_cache_* deltas); overhead = p50 added by the proxy vs calling an "
-              "engine directly (tiny requests)")
+              "(vllm:prefix_cache_* deltas); route = mean routing decision time "
+              "(aibrix_routing_latency_seconds); overhead = p50 latency the proxy adds to a tiny "
+              "request vs calling an engine directly")
+        for name, r in results.items():
+            sel = r.get("selection") or {}
+            if sum(sel.values()) > 0:
+                print(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sel.items()))
         kv = results.get(KV_SYNC)
         rnd = results.get("random")
         oracle = results["oracle"]
