@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -577,28 +578,39 @@ bool WaitForMetrics(httplib::Client& c, const std::function<bool(const std::stri
 }
 
 TEST(EngineSimSchedulingTest, MaxNumSeqsBoundsTheRunningBatch) {
-  // 10 ms real per decode step: 4 requests of 30 tokens take a while, two at a time.
+  // 10 ms real per decode step and 1000 tokens each: the requests stay in flight long
+  // enough to observe (even under sanitizers); a restart fault then ends them all.
   SimProcess sim({"--model", "m", "--max-num-seqs", "2", "--decode-step-ms", "10",
-                  "--decode-step-ms-per-seq", "0"});
+                  "--decode-step-ms-per-seq", "0", "--max-model-len", "2048"});
   ASSERT_TRUE(sim.ok());
   std::vector<std::thread> clients;
+  std::atomic<int> unavailable{0};
   for (int i = 0; i < 4; ++i) {
-    clients.emplace_back([&sim, i] {
+    clients.emplace_back([&sim, &unavailable, i] {
       auto c = sim.Client();
-      PostOk(*c, "/v1/completions", {{"prompt", PromptText(i, 20)}, {"max_tokens", 30}});
+      auto r = c->Post("/v1/completions",
+                       json({{"prompt", PromptText(i, 20)}, {"max_tokens", 1000}}).dump(),
+                       "application/json");
+      if (r && r->status == 503) unavailable.fetch_add(1);
     });
   }
   auto c = sim.Client();
   const std::string l = "{engine=\"0\",model_name=\"m\"}";
-  EXPECT_TRUE(WaitForMetrics(*c, [&](const std::string& t) {
-    return MetricValue(t, "vllm:num_requests_running" + l) == 2 &&
-           MetricValue(t, "vllm:num_requests_waiting" + l) == 2 &&
-           MetricValue(t, "vllm:kv_cache_usage_perc" + l) > 0;
-  }));
+  EXPECT_TRUE(WaitForMetrics(
+      *c,
+      [&](const std::string& t) {
+        return MetricValue(t, "vllm:num_requests_running" + l) == 2 &&
+               MetricValue(t, "vllm:num_requests_waiting" + l) == 2 &&
+               MetricValue(t, "vllm:kv_cache_usage_perc" + l) > 0;
+      },
+      8000ms));
+  PostOk(*c, "/sim/fault", {{"action", "restart"}});
   for (auto& t : clients) t.join();
+  EXPECT_EQ(unavailable.load(), 4);  // in-flight requests fail with 503 on restart
   EXPECT_TRUE(WaitForMetrics(*c, [&](const std::string& t) {
     return MetricValue(t, "vllm:num_requests_running" + l) == 0 &&
-           MetricValue(t, "vllm:request_queue_time_seconds_count" + l) == 4;
+           MetricValue(t, "vllm:num_requests_waiting" + l) == 0 &&
+           MetricValue(t, "vllm:kv_cache_usage_perc" + l) == 0;
   }));
 }
 
