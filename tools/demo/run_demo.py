@@ -190,8 +190,19 @@ class Demo:
             "--routing-algorithm", algorithm, "--routing-seed", str(self.args.seed),
             "--log-level", "info"])  # "listening" and "ready" are info lines
         m = p.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", 15)
-        p.wait_for(r"ready", 15)
-        return p, int(m.group(1))
+        port = int(m.group(1))
+        deadline = time.monotonic() + 15
+        while True:  # ready once the first discovery sync is done
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if p.popen.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(f"{p.name} did not become ready (/readyz):\n{p.tail()}")
+            time.sleep(0.05)
+        return p, port
 
     # ----- HTTP helpers ------------------------------------------------------------------
 
@@ -345,8 +356,8 @@ class Demo:
         oport = int(m.group(1))
         results["oracle"] = self.loadgen("oracle", oport, [oport])
         self.stop(oracle)
-        self.report(results, time.monotonic() - t0)
-        return 0
+        met = self.report(results, time.monotonic() - t0)
+        return 3 if (a.check_targets and met is False) else 0
 
     def report(self, results, elapsed):
         def hit(r):
@@ -406,6 +417,7 @@ class Demo:
                   f"{'met' if ok else 'NOT met'}")
         print(f"demo took {elapsed:.0f} s")
         sys.stdout.flush()
+        return ok
 
 
 def parse_args(argv):
@@ -415,6 +427,8 @@ def parse_args(argv):
     p.add_argument("--algorithms", default=",".join(ALGORITHMS),
                    help="comma-separated routing algorithms to compare")
     p.add_argument("--keep-logs", action="store_true", help="keep the work directory")
+    p.add_argument("--check-targets", action="store_true",
+                   help="exit 3 when a figure misses its target (for CI)")
     g = p.add_argument_group("fleet (engine-sim)")
     g.add_argument("--pods", type=int, default=4)
     g.add_argument("--blocks-per-pod", type=int, default=1280)
