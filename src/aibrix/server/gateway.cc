@@ -136,39 +136,18 @@ void Gateway::Register(HttpServer& http) {
             [this](const Request& req, Response& res) { HandleCompletion(req, res); });
 }
 
-absl::StatusOr<std::vector<uint32_t>> Gateway::TokensOf(const nlohmann::json& body) const {
-  auto ids_of = [](const nlohmann::json& array) -> absl::StatusOr<std::vector<uint32_t>> {
-    std::vector<uint32_t> ids;
-    ids.reserve(array.size());
-    for (const nlohmann::json& id : array) {
-      if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX) {
-        return absl::InvalidArgumentError("token ids must be integers in [0, 2^32)");
-      }
-      ids.push_back(static_cast<uint32_t>(id.get<uint64_t>()));
-    }
-    return ids;
-  };
-  if (body.contains("token_ids")) {
-    if (!body["token_ids"].is_array()) {
-      return absl::InvalidArgumentError("'token_ids' must be an array");
-    }
-    return ids_of(body["token_ids"]);
-  }
-  if (body.contains("messages")) {
-    auto ids = tokenizer_.TokenizeChat(body["messages"], tokenizer::ChatOptions{});
+absl::StatusOr<std::vector<uint32_t>> Gateway::TokensOf(RequestBody& body) const {
+  if (body.token_ids) return std::move(*body.token_ids);
+  if (body.messages_json) {
+    auto messages = nlohmann::json::parse(*body.messages_json, nullptr, /*allow_exceptions=*/false);
+    auto ids = tokenizer_.TokenizeChat(messages, tokenizer::ChatOptions{});
     if (!ids.ok()) return ids.status();
     return std::vector<uint32_t>(ids->begin(), ids->end());
   }
-  if (body.contains("prompt")) {
-    const nlohmann::json& prompt = body["prompt"];
-    if (prompt.is_string()) {
-      auto ids = tokenizer_.Tokenize(prompt.get<std::string>());
-      if (!ids.ok()) return ids.status();
-      return std::vector<uint32_t>(ids->begin(), ids->end());
-    }
-    if (prompt.is_array() && (prompt.empty() || prompt[0].is_number())) return ids_of(prompt);
-    return absl::InvalidArgumentError(
-        "'prompt' must be a string or an array of token ids (batched prompts are not supported)");
+  if (body.prompt) {
+    auto ids = tokenizer_.Tokenize(*body.prompt);
+    if (!ids.ok()) return ids.status();
+    return std::vector<uint32_t>(ids->begin(), ids->end());
   }
   return absl::InvalidArgumentError("one of 'prompt', 'messages' or 'token_ids' is required");
 }
@@ -210,41 +189,33 @@ void Gateway::Admit(const std::string& request_id, const std::string& model, con
 }
 
 void Gateway::HandleRoute(const Request& req, Response& res) {
-  auto body = ParseJsonBody(req, res);
-  if (!body) return;
-  if (!body->contains("model") || !(*body)["model"].is_string()) {
+  auto body = ParseRequestBody(req.body);
+  if (!body.ok()) {
+    SendStatus(res, body.status());
+    return;
+  }
+  if (body->model.empty()) {
     SendError(res, 400, "'model' (string) is required");
     return;
   }
-  const std::string model = (*body)["model"].get<std::string>();
-  std::string algorithm = options_.default_algorithm;
-  if (body->contains("algorithm")) {
-    if (!(*body)["algorithm"].is_string()) {
-      SendError(res, 400, "'algorithm' must be a string");
-      return;
-    }
-    algorithm = (*body)["algorithm"].get<std::string>();
-  }
-  std::string request_id;
-  if (body->contains("request_id")) {
-    if (!(*body)["request_id"].is_string() || (*body)["request_id"].get<std::string>().empty()) {
-      SendError(res, 400, "'request_id' must be a non-empty string");
-      return;
-    }
-    request_id = (*body)["request_id"].get<std::string>();
+  const std::string algorithm = body->algorithm.value_or(options_.default_algorithm);
+  const std::string request_id = body->request_id.value_or("");
+  if (body->request_id && request_id.empty()) {
+    SendError(res, 400, "'request_id' must be a non-empty string");
+    return;
   }
   auto tokens = TokensOf(*body);
   if (!tokens.ok()) {
     SendStatus(res, tokens.status());
     return;
   }
-  auto routed = RouteTo(algorithm, model, *tokens, request_id, {});
+  auto routed = RouteTo(algorithm, body->model, *tokens, request_id, {});
   if (!routed.ok()) {
     SendStatus(res, routed.status());
     return;
   }
   if (!request_id.empty()) {
-    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(model));
+    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body->model));
     if (!added.ok()) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;
@@ -268,19 +239,16 @@ void Gateway::HandleRoute(const Request& req, Response& res) {
 }
 
 void Gateway::HandleDone(const Request& req, Response& res) {
-  auto body = ParseJsonBody(req, res);
-  if (!body) return;
-  if (!body->contains("request_id") || !(*body)["request_id"].is_string()) {
+  auto body = ParseRequestBody(req.body);
+  if (!body.ok()) {
+    SendStatus(res, body.status());
+    return;
+  }
+  if (!body->request_id) {
     SendError(res, 400, "'request_id' (string) is required");
     return;
   }
-  for (const char* field : {"input_tokens", "output_tokens"}) {
-    if (body->contains(field) && !(*body)[field].is_number_unsigned()) {
-      SendError(res, 400, fmt::format("'{}' must be a non-negative integer", field));
-      return;
-    }
-  }
-  auto done = store_.DoneRequest((*body)["request_id"].get<std::string>());
+  auto done = store_.DoneRequest(*body->request_id);
   if (!done.ok()) {
     SendError(res, 404, Message(done), "not_found_error");
     return;
@@ -297,15 +265,17 @@ void Gateway::HandleModels(const Request&, Response& res) {
 }
 
 void Gateway::HandleCompletion(const Request& req, Response& res) {
-  auto body = ParseJsonBody(req, res);
-  if (!body) return;
-  if (!body->contains("model") || !(*body)["model"].is_string()) {
+  auto body = ParseRequestBody(req.body);
+  if (!body.ok()) {
+    SendStatus(res, body.status());
+    return;
+  }
+  if (body->model.empty()) {
     SendError(res, 400, "'model' (string) is required");
     return;
   }
-  const std::string model = (*body)["model"].get<std::string>();
-  const bool stream =
-      body->contains("stream") && (*body)["stream"].is_boolean() && (*body)["stream"].get<bool>();
+  const std::string model = body->model;
+  const bool stream = body->stream;
   auto tokens = TokensOf(*body);
   if (!tokens.ok()) {
     SendStatus(res, tokens.status());

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "aibrix/routing/algorithm.h"
 #include "aibrix/server/http_server.h"
+#include "aibrix/server/request_body.h"
 #include "aibrix/server/upstream_pool.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/tokenizer.h"
@@ -61,7 +62,7 @@ class Gateway {
   void HandleCompletion(const Request& req, Response& res);
 
   // Token ids of a request body: token_ids, prompt (string or token array) or messages.
-  absl::StatusOr<std::vector<uint32_t>> TokensOf(const nlohmann::json& body) const;
+  absl::StatusOr<std::vector<uint32_t>> TokensOf(RequestBody& body) const;
   // Routes and resolves the pod's serving address.
   absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
                                  std::span<const uint32_t> tokens, const std::string& request_id,

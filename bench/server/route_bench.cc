@@ -1,0 +1,161 @@
+// Routing API and proxy under load, on loopback.
+//  * /cache/route: 64 pods, 8k-token prompts sent as token ids, prefix-cache algorithm,
+//    closed-loop clients with keep-alive for a fixed time: figures route_decisions_per_s and
+//    route_p99_ms (the service runs in this process; clients share the same 2 cores).
+//  * Proxy overhead: one engine-sim (at a huge time scale, so the engine itself costs ~0),
+//    p50 latency of a small non-streaming completion called directly and through the proxy:
+//    figure proxy_overhead_p50_us = p50(proxy) - p50(direct).
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "aibrix/common/logging.h"
+#include "aibrix/server/service.h"
+#include "fmt/format.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/subprocess.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  size_t index = static_cast<size_t>(p / 100.0 * static_cast<double>(values.size() - 1));
+  return values[index];
+}
+
+std::string WriteConfig(const std::string& name, const std::string& yaml) {
+  std::string path = fmt::format("/tmp/{}-{}.yaml", name, getpid());
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+void RouteBenchmark(int threads, std::chrono::seconds duration) {
+  std::string yaml = "models:\n  - name: llama\n    endpoints:\n";
+  for (int i = 0; i < 64; ++i)
+    yaml += fmt::format("      - \"10.0.{}.{}:8000\"\n", i / 250, i % 250 + 1);
+  aibrix::server::ServiceConfig config;
+  config.http_addr = "127.0.0.1:0";
+  config.static_config = WriteConfig("route-bench", yaml);
+  config.routing_algorithm = "prefix-cache";
+  aibrix::common::SetLogLevel("warn");
+  aibrix::server::Service service(config);
+  if (auto st = service.Start(); !st.ok()) {
+    std::fprintf(stderr, "route-bench: %s\n", st.ToString().c_str());
+    std::exit(1);
+  }
+  // 32 conversations: 8k tokens each, sharing 6k-token system prefixes four by four.
+  std::vector<std::string> bodies;
+  std::mt19937 rng(42);
+  for (int c = 0; c < 32; ++c) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (int t = 0; t < 8192; ++t) {
+      ids.push_back(t < 6144 ? static_cast<uint32_t>((c / 4) * 100000 + t)
+                             : static_cast<uint32_t>(rng()));
+    }
+    bodies.push_back(nlohmann::json{{"model", "llama"}, {"token_ids", ids}}.dump());
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<double>> latencies(threads);
+  std::atomic<uint64_t> errors{0};
+  std::vector<std::thread> clients;
+  const auto start = Clock::now();
+  for (int t = 0; t < threads; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client client("127.0.0.1", service.http_port());
+      client.set_keep_alive(true);
+      client.set_tcp_nodelay(true);
+      size_t i = static_cast<size_t>(t);
+      while (!stop.load(std::memory_order_relaxed)) {
+        const auto begin = Clock::now();
+        auto res = client.Post("/cache/route", bodies[i++ % bodies.size()], "application/json");
+        if (!res || res->status != 200) {
+          errors.fetch_add(1);
+          continue;
+        }
+        latencies[t].push_back(
+            std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
+      }
+    });
+  }
+  std::this_thread::sleep_for(duration);
+  stop = true;
+  for (auto& client : clients) client.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::vector<double> all;
+  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  service.Stop();
+  std::printf("route: %zu decisions in %.1f s with %d client threads, %llu errors, p50 %.3f ms\n",
+              all.size(), seconds, threads, static_cast<unsigned long long>(errors.load()),
+              Percentile(all, 50));
+  std::printf("figure route_decisions_per_s %.0f decisions/s\n",
+              static_cast<double>(all.size()) / seconds);
+  std::printf("figure route_p99_ms %.3f ms\n", Percentile(all, 99));
+}
+
+// p50 latency in µs of `n` small completions on `client`.
+double CompletionP50(httplib::Client& client, int n) {
+  const std::string body = R"({"model":"llama","prompt":"hello world","max_tokens":1})";
+  std::vector<double> latencies;
+  for (int i = 0; i < n; ++i) {
+    const auto begin = Clock::now();
+    auto res = client.Post("/v1/completions", body, "application/json");
+    if (!res || res->status != 200) {
+      std::fprintf(stderr, "proxy-bench: request failed\n");
+      std::exit(1);
+    }
+    latencies.push_back(std::chrono::duration<double, std::micro>(Clock::now() - begin).count());
+  }
+  return Percentile(latencies, 50);
+}
+
+void ProxyBenchmark(int requests) {
+  const int engine_port = aibrix::testing::FreePort();
+  auto engine = aibrix::testing::Subprocess::Start(
+      {aibrix::testing::BinaryPath("engine-sim"), "--port", std::to_string(engine_port), "--model",
+       "llama", "--time-scale", "1000000", "--log-level", "warn"});
+  if (!engine.ok() || !(*engine)->WaitForLine("listening on", std::chrono::seconds(20)).ok()) {
+    std::fprintf(stderr, "proxy-bench: engine-sim did not start\n");
+    std::exit(1);
+  }
+  aibrix::server::ServiceConfig config;
+  config.http_addr = "127.0.0.1:0";
+  config.static_config = WriteConfig(
+      "proxy-bench",
+      fmt::format("models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n", engine_port));
+  config.routing_algorithm = "least-request";
+  aibrix::server::Service service(config);
+  if (auto st = service.Start(); !st.ok()) std::exit(1);
+  httplib::Client direct("127.0.0.1", engine_port);
+  httplib::Client proxied("127.0.0.1", service.http_port());
+  for (auto* client : {&direct, &proxied}) {
+    client->set_keep_alive(true);
+    client->set_tcp_nodelay(true);
+  }
+  CompletionP50(direct, 200);  // warm up both paths
+  CompletionP50(proxied, 200);
+  double direct_p50 = 0;
+  double proxied_p50 = 0;
+  for (int round = 0; round < 3; ++round) {  // interleave to share the machine's noise
+    direct_p50 += CompletionP50(direct, requests) / 3;
+    proxied_p50 += CompletionP50(proxied, requests) / 3;
+  }
+  service.Stop();
+  std::printf("proxy: p50 direct %.1f us, through the proxy %.1f us\n", direct_p50, proxied_p50);
+  std::printf("figure proxy_overhead_p50_us %.1f us\n", proxied_p50 - direct_p50);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = argc > 1 ? std::atoi(argv[1]) : 4;
+  RouteBenchmark(threads, std::chrono::seconds(5));
+  ProxyBenchmark(1000);
+  return 0;
+}
