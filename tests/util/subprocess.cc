@@ -72,6 +72,13 @@ void Subprocess::ReadLoop() {
   }
 }
 
+void Subprocess::MarkReaped(int status) {
+  reaped_ = true;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  // The child is gone, so its end of the pipe is closed: read everything it printed.
+  if (reader_.joinable()) reader_.join();
+}
+
 std::string Subprocess::Output() const {
   std::lock_guard<std::mutex> lock(mu_);
   return output_;
@@ -81,18 +88,21 @@ absl::StatusOr<std::string> Subprocess::WaitForLine(const std::string& pattern,
                                                     std::chrono::milliseconds timeout) {
   const std::regex re(pattern);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto find = [&]() -> std::optional<std::string> {
     std::istringstream lines(Output());
     std::string line;
     while (std::getline(lines, line)) {
       std::smatch match;
-      if (std::regex_search(line, match, re)) {
-        return match.size() > 1 ? match[1].str() : line;
-      }
+      if (std::regex_search(line, match, re)) return match.size() > 1 ? match[1].str() : line;
     }
+    return std::nullopt;
+  };
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto found = find()) return *found;
     int status = 0;
     if (!reaped_ && waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
+      MarkReaped(status);  // drains the output: the line may have come just before the exit
+      if (auto found = find()) return *found;
       return absl::FailedPreconditionError(
           fmt::format("process exited before printing /{}/; output:\n{}", pattern, Output()));
     }
@@ -108,8 +118,7 @@ absl::StatusOr<int> Subprocess::Wait(std::chrono::milliseconds timeout) {
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      MarkReaped(status);
       return exit_code_;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

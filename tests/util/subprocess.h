@@ -43,6 +43,8 @@ class Subprocess {
  private:
   Subprocess(pid_t pid, int out_fd);
   void ReadLoop();
+  // Records the exit status of the reaped child and drains its output.
+  void MarkReaped(int status);
 
   pid_t pid_;
   int out_fd_;
