@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build >/dev/null
 cmake --build build -j"${AIBRIX_JOBS:-2}" --target aibrix-cache engine-sim loadgen
 exec python3 tools/demo/run_demo.py --build-dir build "$@"
