@@ -45,6 +45,35 @@ class EngineMap {
     __builtin_prefetch(&meta_[h], 1);
   }
 
+  // Write pipelines (see exact_index.cc), all hints only: stage 1 starts loading the key
+  // lines a probe for k walks (its home line and the next: linear probes at load <= 0.8
+  // often cross a line); stage 2, once those lines arrived, probes them without changing
+  // anything and starts loading the value and meta lines of the slot an insert or an
+  // erase of k will touch (an erase's backward shift also reads the next lines).
+  void PrefetchProbe(uint64_t k) const {
+    const uint64_t* p = &keys_[Home(k)];
+    __builtin_prefetch(p, 1);
+    __builtin_prefetch(p + 8, 1);  // may run past the array end: a prefetch never faults
+  }
+  // Returns the slot of k, or the empty slot an insert of k would fill now.
+  size_t ProbeSlot(uint64_t k) const {
+    for (size_t i = Home(k);; i = Next(i)) {
+      const uint64_t x = keys_[i];
+      if (x == k || x == 0) return i;
+    }
+  }
+  void PrefetchSlotForInsert(size_t i) const {
+    __builtin_prefetch(&vals_[i], 1);
+    __builtin_prefetch(&meta_[i], 1);
+  }
+  // For an erase at slot i: the backward shift reads and moves the entries up to the end of
+  // i's cluster (the next empty key), usually a few slots: load their value lines too.
+  void PrefetchSlotForErase(size_t i) const {
+    __builtin_prefetch(&meta_[i], 1);
+    __builtin_prefetch(&vals_[i], 1);
+    __builtin_prefetch(&vals_[i] + 4, 1);
+  }
+
   // One probe for an insert: grows first if needed, then returns k's slot (*found = true) or
   // the empty slot where k goes (*found = false). Valid until the next Insert/Erase/Resize.
   size_t FindOrPrepare(uint64_t k, bool* found) {

@@ -17,7 +17,7 @@ namespace {
 constexpr uint64_t kRootParent = 0;  // parent link of a block that starts at token 0
 constexpr uint64_t kZeroEngine = 0x9E3779B97F4A7C15ULL;
 constexpr size_t kMaxTiers = 8;
-constexpr size_t kPrefetchDistance = 6;  // blocks ahead in the write pipelines
+constexpr size_t kPrefetchDistance = 4;  // blocks per stage of the write pipelines
 
 uint64_t EngineKey(kv::EngineHash h, int64_t group) {
   const uint64_t k = group == 0 ? h : h ^ Mix64(0xC0FFEE00ULL + static_cast<uint64_t>(group));
@@ -150,7 +150,6 @@ struct ExactIndex::PodState {
   std::vector<uint64_t> pending;  // removed entries that had children (fix-up at event end)
   std::vector<BlockKey> keys;     // scratch
   std::vector<uint64_t> ekeys;    // scratch
-  std::vector<size_t> slots;      // scratch
   prometheus::Gauge* gauge = nullptr;
   uint64_t reported_entries = 0;  // what the model gauge has seen
   std::string reported_model;
@@ -281,15 +280,24 @@ class PodWriter {
     auto& keys = pod_.keys;
     keys.resize(n);
     hasher_.HashInto(parent_key, ev.token_ids, keys.data());
-    // Software pipeline: prefetch the map and table slots kPrefetchDistance blocks ahead (a
-    // burst of prefetches for the whole event overflows the core's miss buffers).
-    const auto prefetch = [&](size_t i) {
-      h->map.PrefetchInsert(ekeys[i]);
-      table_.PrefetchForWrite(keys[i], h->id);
+    // Three-stage software pipeline (a burst of prefetches for the whole event overflows
+    // the core's miss buffers): block i + 2D starts loading its map key lines and table
+    // lines; block i + D probes the (now cached) key lines and starts loading the value and
+    // meta lines of the slot it will fill (linear probes end several slots past the home
+    // slot, often on another line); block i is inserted. The table updates run after the
+    // whole event (FlushTable), long after their lines were requested.
+    EngineMap& m = h->map;
+    const auto stage1 = [&](size_t j) {
+      m.PrefetchProbe(ekeys[j]);
+      table_.PrefetchForWrite(keys[j], h->id);
     };
-    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) prefetch(i);
+    const auto stage2 = [&](size_t j) { m.PrefetchSlotForInsert(m.ProbeSlot(ekeys[j])); };
+    constexpr size_t D = kPrefetchDistance;
+    for (size_t j = 0; j < std::min(n, 2 * D); ++j) stage1(j);
+    for (size_t j = 0; j < std::min(n, D); ++j) stage2(j);
     for (size_t i = 0; i < n; ++i) {
-      if (i + kPrefetchDistance < n) prefetch(i + kPrefetchDistance);
+      if (i + 2 * D < n) stage1(i + 2 * D);
+      if (i + D < n) stage2(i + D);
       Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
     }
     FixOrphans(*h);
@@ -308,28 +316,23 @@ class PodWriter {
       unknown_remove += n;
       return;
     }
-    // Software pipeline at a fixed distance: map slot -> its value -> the table slot.
+    // Software pipeline (as in Stored): block i + 2D starts loading its key lines; block
+    // i + D finds its slot in them and starts loading the slot's value and meta lines (and
+    // the next value line, which the erase's backward shift reads); block i reads its value,
+    // starts loading its table lines and is removed from the map. The table clears run after
+    // the event (FlushTable). Slots may shift as earlier entries are erased: a stale slot
+    // only wastes a prefetch.
     auto& ekeys = pod_.ekeys;
     ekeys.resize(n);
     EngineMap& m = h->map;
     for (size_t i = 0; i < n; ++i) ekeys[i] = EngineKey(ev.block_hashes[i], group);
-    auto& slots = pod_.slots;
-    slots.resize(n);
-    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) m.Prefetch(ekeys[i]);
+    const auto stage2 = [&](size_t j) { m.PrefetchSlotForErase(m.ProbeSlot(ekeys[j])); };
+    constexpr size_t D = kPrefetchDistance;
+    for (size_t j = 0; j < std::min(n, 2 * D); ++j) m.PrefetchProbe(ekeys[j]);
+    for (size_t j = 0; j < std::min(n, D); ++j) stage2(j);
     for (size_t i = 0; i < n; ++i) {
-      if (i + kPrefetchDistance < n) m.Prefetch(ekeys[i + kPrefetchDistance]);
-      slots[i] = m.Find(ekeys[i]);
-      if (slots[i] != EngineMap::kNpos) m.PrefetchSlot(slots[i]);
-    }
-    // Slots may shift as earlier entries are erased: a stale slot only wastes a prefetch.
-    const auto prefetch = [&](size_t i) {
-      if (slots[i] != EngineMap::kNpos && slots[i] < m.capacity()) {
-        table_.PrefetchForWrite(m.our(slots[i]), h->id);
-      }
-    };
-    for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) prefetch(i);
-    for (size_t i = 0; i < n; ++i) {
-      if (i + kPrefetchDistance < n) prefetch(i + kPrefetchDistance);
+      if (i + 2 * D < n) m.PrefetchProbe(ekeys[i + 2 * D]);
+      if (i + D < n) stage2(i + D);
       if (!Remove(*h, ekeys[i])) ++unknown_remove;
     }
     FixOrphans(*h);
@@ -475,7 +478,10 @@ class PodWriter {
     const BlockKey our = m.our(i);
     const uint64_t parent = m.parent(i);
     const uint8_t meta = m.meta(i);
-    if (meta & EngineMap::kAnchored) ClearHeld(h, our);
+    if (meta & EngineMap::kAnchored) {
+      table_.PrefetchForWrite(our, h.id);  // cleared at the event's FlushTable
+      ClearHeld(h, our);
+    }
     m.EraseAt(i);
     if (parent != kRootParent) {
       if (const size_t p = m.Find(parent); p != EngineMap::kNpos) {
