@@ -183,6 +183,7 @@ QueryFigures MeasureQueries(int pods, int shared, int private_prompts, bool with
 // ---------------------------------------------------------------------------- writes
 struct WriteFigures {
   double store_per_s, remove_per_s, store_growing_per_s;
+  uint64_t live;  // memberships live during the steady state
 };
 
 // 64 pods. Grows the index to `live_blocks` (timed as the growth-phase rate), then runs a
@@ -271,7 +272,8 @@ WriteFigures MeasureWrites(int pods, uint64_t live_blocks, uint64_t steady_block
                static_cast<unsigned long long>(steady_blocks), Seconds(store_t), store_cpu,
                Seconds(remove_t), remove_cpu, static_cast<unsigned long long>(index.memberships()));
   return {static_cast<double>(steady_blocks) / store_cpu,
-          static_cast<double>(steady_blocks) / remove_cpu, static_cast<double>(grown) / grow_s};
+          static_cast<double>(steady_blocks) / remove_cpu, static_cast<double>(grown) / grow_s,
+          grown};
 }
 
 // ---------------------------------------------------------------------------- memory
@@ -342,6 +344,8 @@ int main(int argc, char** argv) {
     std::printf("figure store_blocks_per_s %.0f blocks/s\n", w.store_per_s);
     std::printf("figure remove_blocks_per_s %.0f blocks/s\n", w.remove_per_s);
     std::printf("figure store_blocks_per_s_growing %.0f blocks/s\n", w.store_growing_per_s);
+    std::printf("figure write_live_memberships %llu memberships\n",
+                static_cast<unsigned long long>(w.live));
   }
   if (want("memory")) {
     const double bpm = BytesPerMembership(10'000'000, 64, 4);

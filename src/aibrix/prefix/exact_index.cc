@@ -405,6 +405,10 @@ class PodWriter {
   }
   void ClearHeld(Holder& h, BlockKey our) {
     if (!pending_set_.empty()) FlushTable();
+    if (h.extra_refs.empty()) {
+      pending_clear_.push_back({our, &h});
+      return;
+    }
     if (auto it = h.extra_refs.find(our); it != h.extra_refs.end()) {
       if (--it->second == 0) h.extra_refs.erase(it);
       return;
@@ -628,12 +632,19 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
   }
   w.Flush();
   const uint64_t new_bytes = PodBytes(*pod);
-  pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
-  pod->unplaceable.fetch_add(w.unknown_parent, std::memory_order_relaxed);
-  pod->unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
-  pod->skipped.fetch_add(
-      w.bad_block_size + w.bad_length + w.non_main + w.too_many_tiers + w.self_ref,
-      std::memory_order_relaxed);
+  if (const uint64_t old = pod->bytes.load(std::memory_order_relaxed); old != new_bytes) {
+    pod->bytes.store(new_bytes, std::memory_order_relaxed);  // written under pod->mu only
+    pod_bytes_.fetch_add(new_bytes - old, std::memory_order_relaxed);
+  }
+  // Locked RMWs only for counters that moved (the common event moves none of them).
+  if (w.unknown_parent) pod->unplaceable.fetch_add(w.unknown_parent, std::memory_order_relaxed);
+  if (w.unknown_remove) {
+    pod->unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
+  }
+  if (const uint64_t skipped =
+          w.bad_block_size + w.bad_length + w.non_main + w.too_many_tiers + w.self_ref) {
+    pod->skipped.fetch_add(skipped, std::memory_order_relaxed);
+  }
   if (metrics_) {
     Metrics& m = *metrics_;
     if (n_stored) m.stored_events.Increment(static_cast<double>(n_stored));
