@@ -6,7 +6,7 @@
 // keyed by (block key, group) and stores one 64-bit mask per group, so up to 64 holders cost
 // one probe per key and 1,000 holders cost 16 probes for the first block (after that only
 // groups that still match are probed). Unlike interned holder sets, no structure is shared by
-// all writers: a writer changes its own bit with one atomic RMW under a shard lock.
+// all writers: a writer changes its own bit with one atomic store under a shard lock.
 //
 // Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
 // 16-byte slots (key, mask), linear probing from a multiply-shift home slot; a shard is
