@@ -211,6 +211,15 @@ TEST_F(ProxyTest, DeadPodIsRetriedOnAnotherAndErrorsAreOpenAiShaped) {
     EXPECT_THAT(res->get_header_value("x-aibrix-target-pod"), HasSubstr("-1"));
   }
   EXPECT_EQ(TotalRunning(), 0);
+  // The trace counted each client request once (not each attempt) with its usage tokens.
+  const nlohmann::json models = nlohmann::json::parse(client_->Get("/cache/models")->body);
+  const nlohmann::json& trace = models["models"][0]["trace"];
+  EXPECT_EQ(trace["meta_total_reqs"], 6);
+  int64_t bucketed = 0;
+  for (const auto& [key, value] : trace.items()) {
+    if (key.rfind("meta_", 0) != 0) bucketed += value.get<int64_t>();
+  }
+  EXPECT_EQ(bucketed, 6);
   auto metrics = client_->Get("/metrics");
   EXPECT_THAT(metrics->body, HasSubstr("aibrix_cache_proxy_upstream_errors_total"));
 

@@ -100,11 +100,12 @@ int HttpStatusFor(const absl::Status& status) {
 }
 
 Gateway::Gateway(store::Store& store, const routing::Router& router,
-                 const tokenizer::Tokenizer& tokenizer, GatewayOptions options,
-                 prometheus::Registry& registry)
+                 const tokenizer::Tokenizer& tokenizer, tracking::RequestTracker& tracker,
+                 GatewayOptions options, prometheus::Registry& registry)
     : store_(store),
       router_(router),
       tokenizer_(tokenizer),
+      tracker_(tracker),
       options_(std::move(options)),
       upstreams_(
           UpstreamPool::Options{options_.upstream_connect_timeout, options_.upstream_timeout, 64}),
@@ -220,6 +221,7 @@ void Gateway::HandleRoute(const Request& req, Response& res) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;
     }
+    tracker_.OnAdmitted(body->model);
   }
   nlohmann::json candidates = nlohmann::json::array();
   for (const routing::Candidate& c : routed->decision.candidates) {
@@ -250,8 +252,14 @@ void Gateway::HandleDone(const Request& req, Response& res) {
   }
   auto done = store_.DoneRequest(*body->request_id);
   if (!done.ok()) {
-    SendError(res, 404, Message(done), "not_found_error");
+    SendError(res, 404, Message(done.status()), "not_found_error");
     return;
+  }
+  if (done->model != nullptr) {
+    std::optional<int64_t> output;
+    if (body->output_tokens) output = static_cast<int64_t>(*body->output_tokens);
+    tracker_.OnFinished(done->model->name(), static_cast<int64_t>(body->input_tokens.value_or(0)),
+                        output);
   }
   SendJson(res, {{"status", "done"}});
 }
@@ -294,15 +302,19 @@ void Gateway::HandleCompletion(const Request& req, Response& res) {
       return;
     }
     Admit(request_id, model, *routed);
+    if (attempt == 0) tracker_.OnAdmitted(model);
     res.set_header(kTargetPodHeader, routed->decision.pod->key);
-    const bool ok = stream ? ForwardStream(req, *routed, request_id, res, &error)
-                           : ForwardBuffered(req, *routed, res, &error);
+    const int64_t input_tokens = static_cast<int64_t>(tokens->size());
+    std::optional<int64_t> output_tokens;
+    const bool ok = stream
+                        ? ForwardStream(req, *routed, request_id, model, input_tokens, res, &error)
+                        : ForwardBuffered(req, *routed, res, &error, &output_tokens);
     if (ok) {
       proxy_requests_
           .Add({{"pod", routed->decision.pod->key}, {"code", std::to_string(res.status)}})
           .Increment();
-      if (!stream) {
-        (void)store_.DoneRequest(request_id);
+      if (!stream && store_.DoneRequest(request_id).ok()) {
+        tracker_.OnFinished(model, input_tokens, output_tokens);
       }
       return;
     }
@@ -313,6 +325,7 @@ void Gateway::HandleCompletion(const Request& req, Response& res) {
     res.headers.erase(kTargetPodHeader);
     if (attempt == 0) retries_.Increment();
   }
+  tracker_.OnFinished(model, static_cast<int64_t>(tokens->size()), std::nullopt);
   if (IsTimeout(error)) {
     SendError(res, 504, fmt::format("upstream timed out ({})", httplib::to_string(error)),
               "timeout");
@@ -323,7 +336,7 @@ void Gateway::HandleCompletion(const Request& req, Response& res) {
 }
 
 bool Gateway::ForwardBuffered(const Request& req, const Routed& routed, Response& res,
-                              httplib::Error* error) {
+                              httplib::Error* error, std::optional<int64_t>* output_tokens) {
   UpstreamPool::Lease lease = upstreams_.Acquire(routed.address_host, routed.port);
   httplib::Headers headers;
   if (req.has_header("Authorization")) {
@@ -336,6 +349,10 @@ bool Gateway::ForwardBuffered(const Request& req, const Routed& routed, Response
     return false;
   }
   res.status = result->status;
+  if (result->status == 200) {
+    *output_tokens =
+        UsageOutputTokens(nlohmann::json::parse(result->body, nullptr, /*allow_exceptions=*/false));
+  }
   res.set_content(result->body, result->get_header_value("Content-Type").empty()
                                     ? "application/json"
                                     : result->get_header_value("Content-Type"));
@@ -343,7 +360,8 @@ bool Gateway::ForwardBuffered(const Request& req, const Routed& routed, Response
 }
 
 bool Gateway::ForwardStream(const Request& req, const Routed& routed, const std::string& request_id,
-                            Response& res, httplib::Error* error) {
+                            const std::string& model, int64_t input_tokens, Response& res,
+                            httplib::Error* error) {
   auto bridge = std::make_shared<StreamBridge>();
   auto lease =
       std::make_shared<UpstreamPool::Lease>(upstreams_.Acquire(routed.address_host, routed.port));
@@ -422,14 +440,16 @@ bool Gateway::ForwardStream(const Request& req, const Routed& routed, const std:
         }
         return true;
       },
-      [this, bridge, reader, request_id](bool) {
+      [this, bridge, reader, request_id, model, input_tokens](bool) {
         {
           std::lock_guard<std::mutex> lock(bridge->mu);
           if (!bridge->upstream_done) bridge->client_gone = true;
           bridge->cv.notify_all();
         }
         reader->join();
-        (void)store_.DoneRequest(request_id);
+        if (store_.DoneRequest(request_id).ok()) {
+          tracker_.OnFinished(model, input_tokens, bridge->output_tokens);
+        }
       });
   return true;
 }

@@ -5,8 +5,10 @@
 //
 // Request accounting: a routed request is AddRequest'ed on its pod before forwarding and
 // DoneRequest'ed exactly once when the response ends — normally, on upstream error, or when
-// the client disconnects. An upstream failure before any response byte is retried once on
-// another pod; a timeout before the first byte is a 504.
+// the client disconnects. The request tracker (trace and output predictor) is told once per
+// client request: admitted when first routed, finished with the engine's usage tokens (from
+// the body or the stream) when the response ends. An upstream failure before any response byte is
+// retried once on another pod; a timeout before the first byte is a 504.
 //
 // Thread safety: handlers run concurrently on the HTTP pool; the Gateway's own state is the
 // upstream pool (internally locked), atomics and prometheus metrics.
@@ -24,6 +26,7 @@
 #include "aibrix/server/upstream_pool.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/tokenizer.h"
+#include "aibrix/tracking/request_tracker.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
 
@@ -42,7 +45,8 @@ class Gateway {
  public:
   // Nothing is owned; everything must outlive the Gateway.
   Gateway(store::Store& store, const routing::Router& router, const tokenizer::Tokenizer& tokenizer,
-          GatewayOptions options, prometheus::Registry& registry);
+          tracking::RequestTracker& tracker, GatewayOptions options,
+          prometheus::Registry& registry);
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
@@ -73,16 +77,20 @@ class Gateway {
   // Records the routed request on its pod (AddRequest).
   void Admit(const std::string& request_id, const std::string& model, const Routed& routed);
   // Forwards a non-streaming request; returns false if it failed before any response byte
-  // (then `error` says why).
+  // (then `error` says why). On success, `output_tokens` gets the usage the engine reported.
   bool ForwardBuffered(const Request& req, const Routed& routed, Response& res,
-                       httplib::Error* error);
+                       httplib::Error* error, std::optional<int64_t>* output_tokens);
   // Forwards a streaming request; returns false if it failed before the response headers.
+  // Once the stream ends (or the client goes away) the request is settled: DoneRequest and
+  // the tracker with the usage seen in the stream.
   bool ForwardStream(const Request& req, const Routed& routed, const std::string& request_id,
-                     Response& res, httplib::Error* error);
+                     const std::string& model, int64_t input_tokens, Response& res,
+                     httplib::Error* error);
 
   store::Store& store_;
   const routing::Router& router_;
   const tokenizer::Tokenizer& tokenizer_;
+  tracking::RequestTracker& tracker_;
   const GatewayOptions options_;
   UpstreamPool upstreams_;
   std::atomic<uint64_t> next_request_id_{0};

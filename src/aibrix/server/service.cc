@@ -72,8 +72,8 @@ Service::Service(ServiceConfig config)
   GatewayOptions gateway_options;
   gateway_options.default_algorithm = config_.routing_algorithm;
   gateway_options.upstream_timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
-  gateway_ =
-      std::make_unique<Gateway>(store_, *router_, local_tokenizer_, gateway_options, *registry_);
+  gateway_ = std::make_unique<Gateway>(store_, *router_, local_tokenizer_, tracker_,
+                                       gateway_options, *registry_);
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -207,7 +207,11 @@ void Service::RegisterRoutes() {
     std::sort(sorted.begin(), sorted.end(),
               [](const auto* a, const auto* b) { return a->model < b->model; });
     nlohmann::json models = nlohmann::json::array();
-    for (const store::ModelPods* model : sorted) models.push_back(ModelToJson(*model));
+    for (const store::ModelPods* model : sorted) {
+      nlohmann::json json = ModelToJson(*model);
+      json["trace"] = tracker_.TraceJson(model->model);
+      models.push_back(std::move(json));
+    }
     SendJson(res, {{"models", std::move(models)}});
   });
 }

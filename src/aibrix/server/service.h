@@ -24,6 +24,7 @@
 #include "aibrix/server/store_collector.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
+#include "aibrix/tracking/request_tracker.h"
 #include "prometheus/registry.h"
 
 namespace aibrix::server {
@@ -44,6 +45,7 @@ class Service {
   int http_port() const { return http_ ? http_->port() : 0; }
   bool ready() const { return ready_.load(); }
   store::Store& store() { return store_; }
+  tracking::RequestTracker& tracker() { return tracker_; }
   const prefix::PrefixMatcher& matcher() const { return *matcher_; }
   // The Prometheus text exposition of every metric of the service.
   std::string RenderMetrics() const;
@@ -73,6 +75,7 @@ class Service {
   std::optional<prefix::PrefixMatcher> matcher_;
   tokenizer::ByteTokenizer local_tokenizer_;
   kvevents::EventManager kv_manager_;
+  tracking::RequestTracker tracker_{common::SystemClock::Instance()};
   std::unique_ptr<routing::Router> router_;
   std::unique_ptr<Gateway> gateway_;
   IndexCleaner index_cleaner_{*this};

@@ -136,7 +136,7 @@ void Store::PublishAndNotifyLocked() {
     entry->pods = std::move(pods);
     auto state_it = model_states_.find(model);
     entry->state =
-        state_it != model_states_.end() ? state_it->second : std::make_shared<ModelState>();
+        state_it != model_states_.end() ? state_it->second : std::make_shared<ModelState>(model);
     states.emplace(model, entry->state);
     next->models.emplace(model, std::move(entry));
   }
@@ -274,13 +274,13 @@ absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
   return absl::OkStatus();
 }
 
-absl::Status Store::DoneRequest(std::string_view request_id) {
+absl::StatusOr<SettledRequest> Store::DoneRequest(std::string_view request_id) {
   std::optional<InFlightRequest> done = requests_.Take(request_id);
   if (!done) return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
   done->pod->AddRunning(done->port, -1);
   done->pod->completed_.fetch_add(1, std::memory_order_relaxed);
   if (done->model) done->model->pending_.Add(-1);
-  return absl::OkStatus();
+  return SettledRequest{std::move(done->pod), std::move(done->model)};
 }
 
 size_t Store::InFlightRequests() const { return requests_.size(); }

@@ -42,12 +42,21 @@ struct ModelAdapterObject {
 // Runtime state of a model entry (lives while the model has at least one pod).
 class ModelState {
  public:
+  explicit ModelState(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
   // Requests admitted for this model and not yet done.
   int64_t pending() const { return pending_.Value(); }
 
  private:
   friend class Store;
+  const std::string name_;
   common::StripedCounter pending_;  // updated by every routing thread; read rarely
+};
+
+// What DoneRequest settled.
+struct SettledRequest {
+  std::shared_ptr<PodState> pod;
+  std::shared_ptr<ModelState> model;  // null when the request's model had no entry
 };
 
 // The pods of one model, as of one snapshot.
@@ -143,7 +152,7 @@ class Store {
   // Settles request `request_id`: running down, completed up, pending down, on the pod and
   // model states it was added with. NotFound if the id is not in flight (never added, or
   // already done), so a second call changes nothing.
-  absl::Status DoneRequest(std::string_view request_id);
+  absl::StatusOr<SettledRequest> DoneRequest(std::string_view request_id);
   // Requests currently in flight in this process.
   size_t InFlightRequests() const;
 

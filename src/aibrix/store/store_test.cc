@@ -224,8 +224,12 @@ TEST(StoreTest, RequestCountedOnceEvenWhenDoneTwice) {
   EXPECT_EQ(store.AddRequest("r1", "default/p1", "llama").code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(pod->state->running(), 1);
   EXPECT_EQ(model->state->pending(), 1);
-  EXPECT_TRUE(store.DoneRequest("r1").ok());
-  EXPECT_EQ(store.DoneRequest("r1").code(), absl::StatusCode::kNotFound);
+  auto settled = store.DoneRequest("r1");
+  ASSERT_TRUE(settled.ok());
+  ASSERT_NE(settled->model, nullptr);
+  EXPECT_EQ(settled->model->name(), "llama");
+  EXPECT_EQ(settled->pod, pod->state);
+  EXPECT_EQ(store.DoneRequest("r1").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(pod->state->running(), 0);
   EXPECT_EQ(pod->state->completed(), 1);
   EXPECT_EQ(model->state->pending(), 0);
