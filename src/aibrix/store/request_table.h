@@ -28,7 +28,7 @@ class ModelState;
 // Where an in-flight request was counted.
 struct InFlightRequest {
   std::shared_ptr<PodState> pod;
-  std::shared_ptr<ModelState> model;  // null when the model had no entry
+  ModelState* model = nullptr;  // null when the model had no entry; lives as long as the Store
   int port = 0;
 };
 

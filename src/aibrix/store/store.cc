@@ -124,7 +124,6 @@ void Store::PublishAndNotifyLocked() {
     }
   }
 
-  absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> states;
   for (auto& [model, pods] : by_model) {
     std::sort(pods.begin(), pods.end(),
               [](const PodRef& a, const PodRef& b) { return a->key < b->key; });
@@ -134,13 +133,13 @@ void Store::PublishAndNotifyLocked() {
       if (pod->ready) entry->ready.push_back(pod);
     }
     entry->pods = std::move(pods);
-    auto state_it = model_states_.find(model);
-    entry->state =
-        state_it != model_states_.end() ? state_it->second : std::make_shared<ModelState>(model);
-    states.emplace(model, entry->state);
+    // A model keeps its state for the Store's lifetime (also while it has no pods), so an
+    // in-flight request can point at it without sharing a reference count across threads.
+    auto [state_it, inserted] = model_states_.try_emplace(model);
+    if (inserted) state_it->second = std::make_shared<ModelState>(model);
+    entry->state = state_it->second;
     next->models.emplace(model, std::move(entry));
   }
-  model_states_ = std::move(states);
   {
     common::MutexLock lock(&snapshot_mu_);
     snapshot_ = next;
@@ -265,7 +264,7 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
                                const ModelPodsRef& model, int port) {
-  std::shared_ptr<ModelState> model_state = model ? model->state : nullptr;
+  ModelState* model_state = model ? model->state.get() : nullptr;
   if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, port})) {
     return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
   }
@@ -280,7 +279,7 @@ absl::StatusOr<SettledRequest> Store::DoneRequest(std::string_view request_id) {
   done->pod->AddRunning(done->port, -1);
   done->pod->completed_.fetch_add(1, std::memory_order_relaxed);
   if (done->model) done->model->pending_.Add(-1);
-  return SettledRequest{std::move(done->pod), std::move(done->model)};
+  return SettledRequest{std::move(done->pod), done->model};
 }
 
 size_t Store::InFlightRequests() const { return requests_.size(); }

@@ -56,7 +56,8 @@ class ModelState {
 // What DoneRequest settled.
 struct SettledRequest {
   std::shared_ptr<PodState> pod;
-  std::shared_ptr<ModelState> model;  // null when the request's model had no entry
+  const ModelState* model = nullptr;  // null when the request's model had no entry; valid for
+                                      // the Store's lifetime
 };
 
 // The pods of one model, as of one snapshot.
@@ -187,6 +188,7 @@ class Store {
   mutable common::Mutex write_mu_;
   absl::flat_hash_map<std::string, PodEntry> pods_ ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_map<std::string, AdapterEntry> adapters_ ABSL_GUARDED_BY(write_mu_);
+  // Every model ever seen (kept for the Store's lifetime; bounded by distinct model names).
   absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> model_states_
       ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_set<std::string> dirty_ ABSL_GUARDED_BY(write_mu_);
