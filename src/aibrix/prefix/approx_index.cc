@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "aibrix/prefix/all_stats.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -310,17 +311,7 @@ std::optional<PodIndexStats> ApproxIndex::Stats(const std::string& pod) const {
 }
 
 std::vector<PodIndexStats> ApproxIndex::AllStats() const {
-  std::vector<std::string> keys;
-  {
-    std::shared_lock lock(pods_mu_);
-    for (const auto& [k, p] : pods_) keys.push_back(k);
-  }
-  std::sort(keys.begin(), keys.end());
-  std::vector<PodIndexStats> out;
-  for (const auto& k : keys) {
-    if (auto s = Stats(k)) out.push_back(std::move(*s));
-  }
-  return out;
+  return AllPodStats(pods_mu_, pods_, [this](const std::string& key) { return Stats(key); });
 }
 
 uint64_t ApproxIndex::bytes() const {

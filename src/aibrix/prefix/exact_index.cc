@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "aibrix/common/logging.h"
+#include "aibrix/prefix/all_stats.h"
 #include "aibrix/prefix/engine_map.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -839,17 +840,7 @@ std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const
 }
 
 std::vector<PodIndexStats> ExactIndex::AllStats() const {
-  std::vector<std::string> keys;
-  {
-    std::shared_lock lock(pods_mu_);
-    for (const auto& [k, p] : pods_) keys.push_back(k);
-  }
-  std::sort(keys.begin(), keys.end());
-  std::vector<PodIndexStats> out;
-  for (const auto& k : keys) {
-    if (auto s = Stats(k)) out.push_back(std::move(*s));
-  }
-  return out;
+  return AllPodStats(pods_mu_, pods_, [this](const std::string& key) { return Stats(key); });
 }
 
 std::vector<uint64_t> ExactIndex::EngineHashesForTest(const std::string& pod_key,
