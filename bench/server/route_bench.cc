@@ -5,9 +5,17 @@
 //  * Proxy overhead: one engine-sim (at a huge time scale, so the engine itself costs ~0),
 //    p50 latency of a small non-streaming completion called directly and through the proxy:
 //    figure proxy_overhead_p50_us = p50(proxy) - p50(direct).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -36,6 +44,69 @@ std::string WriteConfig(const std::string& name, const std::string& yaml) {
   return path;
 }
 
+// A minimal keep-alive HTTP/1.1 client for the load side: one send per request, the
+// response read with large recv calls, nothing parsed but the status and Content-Length.
+// The load generator shares the 2 cores with the service, so it must cost little.
+class KeepAliveClient {
+ public:
+  explicit KeepAliveClient(int port) : port_(port) { Connect(); }
+  ~KeepAliveClient() { close(fd_); }
+  KeepAliveClient(const KeepAliveClient&) = delete;
+  KeepAliveClient& operator=(const KeepAliveClient&) = delete;
+
+  // Sends `request` and reads the whole response; returns its status (0 on failure). The
+  // server closes a connection after its keep-alive maximum: then once more on a new one.
+  int Call(const std::string& request) {
+    if (const int status = Exchange(request); status != 0) return status;
+    close(fd_);
+    Connect();
+    return Exchange(request);
+  }
+
+ private:
+  void Connect() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      std::perror("route-bench: connect");
+      std::exit(1);
+    }
+  }
+
+  int Exchange(const std::string& request) {
+    for (size_t sent = 0; sent < request.size();) {
+      const ssize_t n = send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return 0;
+      sent += static_cast<size_t>(n);
+    }
+    buffer_.clear();
+    size_t header_end = std::string::npos, total = 0;
+    while (header_end == std::string::npos || buffer_.size() < total) {
+      char chunk[65536];
+      const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
+      if (n <= 0) return 0;
+      buffer_.append(chunk, static_cast<size_t>(n));
+      if (header_end == std::string::npos) {
+        header_end = buffer_.find("\r\n\r\n");
+        if (header_end == std::string::npos) continue;
+        const size_t at = buffer_.find("Content-Length: ");
+        if (at == std::string::npos || at > header_end) return 0;
+        total = header_end + 4 + std::strtoul(buffer_.c_str() + at + 16, nullptr, 10);
+      }
+    }
+    return buffer_.size() > 12 ? std::atoi(buffer_.c_str() + 9) : 0;
+  }
+
+  const int port_;
+  int fd_ = -1;
+  std::string buffer_;
+};
+
 void RouteBenchmark(int threads, std::chrono::seconds duration) {
   std::string yaml = "models:\n  - name: llama\n    endpoints:\n";
   for (int i = 0; i < 64; ++i)
@@ -51,7 +122,7 @@ void RouteBenchmark(int threads, std::chrono::seconds duration) {
     std::exit(1);
   }
   // 32 conversations: 8k tokens each, sharing 6k-token system prefixes four by four.
-  std::vector<std::string> bodies;
+  std::vector<std::string> requests;  // whole HTTP requests, written with one send each
   std::mt19937 rng(42);
   for (int c = 0; c < 32; ++c) {
     nlohmann::json ids = nlohmann::json::array();
@@ -59,7 +130,11 @@ void RouteBenchmark(int threads, std::chrono::seconds duration) {
       ids.push_back(t < 6144 ? static_cast<uint32_t>((c / 4) * 100000 + t)
                              : static_cast<uint32_t>(rng()));
     }
-    bodies.push_back(nlohmann::json{{"model", "llama"}, {"token_ids", ids}}.dump());
+    const std::string body = nlohmann::json{{"model", "llama"}, {"token_ids", ids}}.dump();
+    requests.push_back(fmt::format(
+        "POST /cache/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: {}\r\n\r\n{}",
+        body.size(), body));
   }
   std::atomic<bool> stop{false};
   std::vector<std::vector<double>> latencies(threads);
@@ -68,14 +143,11 @@ void RouteBenchmark(int threads, std::chrono::seconds duration) {
   const auto start = Clock::now();
   for (int t = 0; t < threads; ++t) {
     clients.emplace_back([&, t] {
-      httplib::Client client("127.0.0.1", service.http_port());
-      client.set_keep_alive(true);
-      client.set_tcp_nodelay(true);
+      KeepAliveClient client(service.http_port());
       size_t i = static_cast<size_t>(t);
       while (!stop.load(std::memory_order_relaxed)) {
         const auto begin = Clock::now();
-        auto res = client.Post("/cache/route", bodies[i++ % bodies.size()], "application/json");
-        if (!res || res->status != 200) {
+        if (client.Call(requests[i++ % requests.size()]) != 200) {
           errors.fetch_add(1);
           continue;
         }

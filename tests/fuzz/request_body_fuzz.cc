@@ -1,16 +1,28 @@
 // libFuzzer target: the routing/proxy request-body parser must reject any input with a
-// status, never crash. Seed corpus: tests/fuzz/corpus/request_body.
+// status, never crash, and its fast path must agree with the whole-body DOM parse (same
+// verdict, same fields, same error). Seed corpus: tests/fuzz/corpus/request_body.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string_view>
 
 #include "aibrix/server/request_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto body =
-      aibrix::server::ParseRequestBody(std::string_view(reinterpret_cast<const char*>(data), size));
-  if (body.ok() && body->token_ids) {
-    for (uint32_t id : *body->token_ids) (void)id;
+  const std::string_view json(reinterpret_cast<const char*>(data), size);
+  const auto body = aibrix::server::ParseRequestBody(json);
+  const auto dom = aibrix::server::internal::ParseRequestBodyDom(json);
+  if (body.ok() != dom.ok()) std::abort();
+  if (!body.ok()) {
+    if (body.status() != dom.status()) std::abort();
+    return 0;
+  }
+  if (body->model != dom->model || body->algorithm != dom->algorithm ||
+      body->request_id != dom->request_id || body->stream != dom->stream ||
+      body->token_ids != dom->token_ids || body->prompt != dom->prompt ||
+      body->messages_json != dom->messages_json || body->input_tokens != dom->input_tokens ||
+      body->output_tokens != dom->output_tokens) {
+    std::abort();
   }
   return 0;
 }

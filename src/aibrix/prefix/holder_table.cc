@@ -81,7 +81,7 @@ bool HolderTable::Set(BlockKey key, HolderId holder) {
       ++shard.live;
       return false;
     }
-    if ((shard.used + 1) * 5 > arr->cap * 4) {
+    if ((shard.used + 1) * 10 > arr->cap * 7) {
       Rebuild(shard, shard.live + 1);
       continue;  // find the empty slot in the new array
     }
@@ -119,7 +119,8 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
 
 void HolderTable::Rebuild(Shard& shard, size_t need) {
   Array* old = shard.array.load(std::memory_order_relaxed);
-  const size_t cap = std::max(kMinCapacity, need * 5 / 3 + 1);  // load 0.6
+  // Load 0.5 after a rebuild, a multiple of the line size.
+  const size_t cap = std::max(kMinCapacity, (need * 2 / kSlotsPerLine + 1) * kSlotsPerLine);
   Array* fresh = Array::New(cap);
   size_t live = 0;
   for (size_t i = 0; i < old->cap; ++i) {
@@ -197,10 +198,6 @@ void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {
       reinterpret_cast<uintptr_t>(shard.slots_hint.load(std::memory_order_relaxed));
   const uintptr_t home = base + Home(tkey, cap) * sizeof(Slot);
   __builtin_prefetch(reinterpret_cast<const void*>(home), 1);
-  // Probes run past home: an insert scans ~6 slots (96 bytes) at load 0.7, so a third line
-  // when home sits in the second half of its line.
-  __builtin_prefetch(reinterpret_cast<const void*>(home + 64), 1);
-  if ((home & 63) >= 32) __builtin_prefetch(reinterpret_cast<const void*>(home + 128), 1);
 }
 
 // ------------------------------------------------------------------------ HolderDirectory

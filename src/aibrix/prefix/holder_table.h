@@ -9,8 +9,9 @@
 // all writers: a writer changes its own bit with one atomic store under a shard lock.
 //
 // Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
-// 16-byte slots (key, mask), linear probing from a multiply-shift home slot; a shard is
-// rebuilt at load 0.8 to load 0.6, so the load stays in [0.6, 0.8]. Removing a holder only
+// 16-byte slots (key, mask), linear probing from a home slot at the start of a cache line
+// (multiply-shift over lines), so most probes stay in one line; a shard is rebuilt at load
+// 0.7 to load 0.5, so the load stays in [0.5, 0.7]. Removing a holder only
 // clears its bit; a slot whose mask is 0 is "dead" and the next insert on its probe path
 // reuses it. Readers re-check the slot's key after reading its mask, so a reused slot never
 // lends its new mask to the old key. A rebuild (growth, or shrink when mostly empty) writes a
@@ -110,9 +111,12 @@ class HolderTable {
 
   static uint64_t TableKey(BlockKey key, uint32_t group);
   __extension__ typedef unsigned __int128 U128;
-  // Home slot: fastrange over the bits below the shard bits.
+  // Home slot: the first slot of a cache line (4 slots), chosen by fastrange over the bits
+  // below the shard bits. Probes start at a line boundary, so most end in their home line.
+  static constexpr size_t kSlotsPerLine = 4;
   static size_t Home(uint64_t tkey, size_t cap) {
-    return static_cast<size_t>((U128(tkey << kShardBits) * cap) >> 64);
+    return static_cast<size_t>((U128(tkey << kShardBits) * (cap / kSlotsPerLine)) >> 64) *
+           kSlotsPerLine;
   }
   static size_t Next(size_t i, size_t cap) { return i + 1 == cap ? 0 : i + 1; }
   Shard& ShardOf(uint64_t tkey) { return shards_[tkey >> (64 - kShardBits)]; }

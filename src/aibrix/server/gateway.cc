@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "aibrix/common/json_writer.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
@@ -223,21 +224,31 @@ void Gateway::HandleRoute(const Request& req, Response& res) {
     }
     tracker_.OnAdmitted(body->model);
   }
-  nlohmann::json candidates = nlohmann::json::array();
-  for (const routing::Candidate& c : routed->decision.candidates) {
-    candidates.push_back(
-        {{"pod", c.pod->key},
-         {"score", std::isnan(c.score) ? nlohmann::json(nullptr) : nlohmann::json(c.score)},
-         {"matched_blocks", c.matched_blocks},
-         {"running", c.running}});
+  // Written directly (the hot path: 64 candidates through nlohmann cost ~20 µs).
+  const routing::Decision& d = routed->decision;
+  std::string json = "{\"pod\":";
+  json.reserve(256 + 96 * d.candidates.size());
+  common::AppendJsonString(&json, d.pod->key);
+  json += ",\"address\":";
+  common::AppendJsonString(
+      &json, common::FormatHostPort(routed->address_host, static_cast<uint16_t>(routed->port)));
+  json += ",\"algorithm\":";
+  common::AppendJsonString(&json, d.algorithm);
+  fmt::format_to(std::back_inserter(json), ",\"matched_blocks\":{},\"total_blocks\":{},",
+                 d.matched_blocks, d.total_blocks);
+  json += "\"candidates\":[";
+  for (size_t i = 0; i < d.candidates.size(); ++i) {
+    const routing::Candidate& c = d.candidates[i];
+    json += i == 0 ? "{\"pod\":" : ",{\"pod\":";
+    common::AppendJsonString(&json, c.pod->key);
+    json += ",\"score\":";
+    common::AppendJsonNumber(&json, c.score);
+    fmt::format_to(std::back_inserter(json), ",\"matched_blocks\":{},\"running\":{}}}",
+                   c.matched_blocks, c.running);
   }
-  SendJson(res, {{"pod", routed->decision.pod->key},
-                 {"address", common::FormatHostPort(routed->address_host,
-                                                    static_cast<uint16_t>(routed->port))},
-                 {"algorithm", routed->decision.algorithm},
-                 {"matched_blocks", routed->decision.matched_blocks},
-                 {"total_blocks", routed->decision.total_blocks},
-                 {"candidates", std::move(candidates)}});
+  json += "]}";
+  res.status = 200;
+  res.set_content(std::move(json), "application/json");
 }
 
 void Gateway::HandleDone(const Request& req, Response& res) {

@@ -1,5 +1,11 @@
 #include "aibrix/server/request_body.h"
 
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <iterator>
+
+#include "absl/container/inlined_vector.h"
 #include "fmt/format.h"
 #include "simdjson.h"
 
@@ -93,9 +99,208 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
   return body;
 }
 
+// ------------------------------------------------------------------------------ fast path
+
+// A cursor over the body for the top-level scan. Every method returns false on anything it
+// does not handle exactly; the caller then falls back to the DOM.
+class Scanner {
+ public:
+  explicit Scanner(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+
+  const char* pos() const { return p_; }
+  bool AtEnd() const { return p_ == end_; }
+  bool Next(char c) const { return p_ < end_ && *p_ == c; }
+
+  void SkipSpace() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool Consume(char c) {
+    SkipSpace();
+    if (!Next(c)) return false;
+    ++p_;
+    return true;
+  }
+
+  // A key: printable ASCII without escapes (anything else goes to the DOM).
+  bool Key(std::string_view* out) {
+    if (!Consume('"')) return false;
+    const char* start = p_;
+    while (p_ < end_ && *p_ != '"') {
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c < 0x20 || c >= 0x80 || c == '\\') return false;
+      ++p_;
+    }
+    if (p_ == end_) return false;
+    *out = std::string_view(start, static_cast<size_t>(p_ - start));
+    ++p_;
+    return true;
+  }
+
+  // Skips one value by its structure only: the DOM validates the skipped text later.
+  bool SkipValue() {
+    SkipSpace();
+    if (p_ == end_) return false;
+    if (*p_ == '"') return SkipString();
+    if (*p_ == '{' || *p_ == '[') {
+      int depth = 0;
+      while (p_ < end_) {
+        const char c = *p_;
+        if (c == '"') {
+          if (!SkipString()) return false;
+          continue;
+        }
+        ++p_;
+        if (c == '{' || c == '[') {
+          ++depth;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+          return true;
+        }
+      }
+      return false;
+    }
+    const char* start = p_;
+    while (p_ < end_ && std::strchr(",}] \n\r\t", *p_) == nullptr) ++p_;
+    return p_ > start;
+  }
+
+  // An array of canonical JSON integers in [0, 2^32), at '['.
+  bool TokenArray(std::vector<uint32_t>* out) {
+    ++p_;  // '['
+    // Ids go to a raw buffer through a local pointer (a vector's push_back reloads its end
+    // pointer after every store). Each id takes at least two bytes with its separator.
+    thread_local std::vector<uint32_t> scratch;
+    scratch.resize(std::max(scratch.size(), static_cast<size_t>(end_ - p_) / 2 + 1));
+    uint32_t* const first = scratch.data();
+    uint32_t* next = first;
+    SkipSpace();
+    if (Next(']')) {
+      ++p_;
+      out->clear();
+      return true;
+    }
+    while (true) {
+      if (!TokenId(next++)) return false;
+      if (Next(',')) {  // compact "1,2,3" and "1, 2, 3" without the general loop
+        ++p_;
+        if (Next(' ')) ++p_;
+        continue;
+      }
+      SkipSpace();
+      if (Next(',')) {
+        ++p_;
+        SkipSpace();
+      } else if (Next(']')) {
+        ++p_;
+        out->assign(first, next);
+        return true;
+      } else {
+        return false;
+      }
+    }
+  }
+
+ private:
+  bool SkipString() {
+    ++p_;  // opening quote
+    while (p_ < end_) {
+      if (*p_ == '\\') {
+        p_ += 2;
+        continue;
+      }
+      if (*p_++ == '"') return true;
+    }
+    return false;
+  }
+
+  // Digits 0-9 of an 8-byte little-endian word, as values 0..9 in each byte when they are
+  // digits; returns the number of leading digit bytes (0..8).
+  static int LeadingDigits(uint64_t* word) {
+    const uint64_t x = *word - 0x3030303030303030ULL;
+    // A byte is not a digit when it was below '0' (the subtraction borrowed: high bit set,
+    // or a borrow went into the next byte, which only matters after the first non-digit) or
+    // above '9' (x + 0x76 sets the high bit).
+    const uint64_t bad = (x | (x + 0x7676767676767676ULL)) & 0x8080808080808080ULL;
+    *word = x;
+    return bad == 0 ? 8 : std::countr_zero(bad) / 8;
+  }
+
+  bool TokenId(uint32_t* out) {
+    if (end_ - p_ >= 8) {
+      uint64_t word;
+      std::memcpy(&word, p_, 8);
+      const int n = LeadingDigits(&word);
+      if (n == 0 || (n > 1 && *p_ == '0')) return false;  // not a number, or a leading zero
+      if (n < 8) {
+        // Right-align the digits (first digit most significant), then fold pairs.
+        word <<= 8 * (8 - n);
+        word = (word * 10 + (word >> 8)) & 0x00FF00FF00FF00FFULL;
+        word = (word * 100 + (word >> 16)) & 0x0000FFFF0000FFFFULL;
+        word = (word * 10000 + (word >> 32)) & 0xFFFFFFFFULL;
+        *out = static_cast<uint32_t>(word);
+        p_ += n;
+        return true;
+      }
+    }
+    // Near the end of the body, or 8+ digits: the plain loop.
+    const char* start = p_;
+    uint64_t value = 0;
+    while (p_ < end_ && *p_ >= '0' && *p_ <= '9' && p_ - start < 11) {
+      value = value * 10 + static_cast<uint64_t>(*p_ - '0');
+      ++p_;
+    }
+    if (p_ == start || (p_ - start > 1 && *start == '0') || value > UINT32_MAX) return false;
+    *out = static_cast<uint32_t>(value);
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
+// The fast path; nullopt means "use the DOM".
+std::optional<RequestBody> ParseSplit(std::string_view json) {
+  Scanner scan(json);
+  if (!scan.Consume('{')) return std::nullopt;
+  std::optional<std::vector<uint32_t>> ids;
+  std::string rest = "{";  // the other fields, for the DOM
+  absl::InlinedVector<std::string_view, 8> keys;
+  if (!scan.Consume('}')) {
+    while (true) {
+      std::string_view key;
+      if (!scan.Key(&key) || !scan.Consume(':')) return std::nullopt;
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) return std::nullopt;
+      keys.push_back(key);
+      scan.SkipSpace();
+      if ((key == "token_ids" || key == "prompt") && scan.Next('[')) {
+        if (ids) return std::nullopt;  // both: the DOM knows which one wins
+        ids.emplace();
+        if (!scan.TokenArray(&*ids)) return std::nullopt;
+      } else {
+        const char* value = scan.pos();
+        if (!scan.SkipValue()) return std::nullopt;
+        if (rest.size() > 1) rest += ',';
+        fmt::format_to(std::back_inserter(rest), "\"{}\":{}", key,
+                       std::string_view(value, static_cast<size_t>(scan.pos() - value)));
+      }
+      if (scan.Consume(',')) continue;
+      if (scan.Consume('}')) break;
+      return std::nullopt;
+    }
+  }
+  scan.SkipSpace();
+  if (!scan.AtEnd() || !ids) return std::nullopt;  // without an id array the DOM is as fast
+  rest += '}';
+  auto body = internal::ParseRequestBodyDom(rest);
+  if (!body.ok()) return std::nullopt;  // the whole-body DOM words the error
+  body->token_ids = std::move(ids);
+  return std::move(*body);
+}
+
 }  // namespace
 
-absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
+namespace internal {
+
+absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
   thread_local dom::parser parser;
   dom::element root;
   if (parser.parse(json.data(), json.size(), /*realloc_if_needed=*/true).get(root) !=
@@ -103,6 +308,13 @@ absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
     return absl::InvalidArgumentError("malformed JSON in request body");
   }
   return Parse(root);
+}
+
+}  // namespace internal
+
+absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
+  if (auto body = ParseSplit(json)) return std::move(*body);
+  return internal::ParseRequestBodyDom(json);
 }
 
 }  // namespace aibrix::server

@@ -73,5 +73,63 @@ TEST(RequestBodyTest, LargeTokenArray) {
   EXPECT_EQ((*body->token_ids)[8191], 8191u * 7);
 }
 
+// The split fast path must mean exactly what the whole-body DOM means, on every shape of
+// token array and every way of breaking one.
+TEST(RequestBodyTest, FastPathAgreesWithTheDom) {
+  const std::vector<std::string> bodies = {
+      R"({"model":"m","token_ids":[]})",
+      R"({"model":"m","token_ids":[0]})",
+      R"({"model":"m","token_ids":[1,22,333,4444,55555,666666,7777777,88888888]})",
+      R"({"model":"m","token_ids":[999999999,4294967295,1]})",
+      R"( { "model" : "m" , "token_ids" : [ 1 , 2 ,3, 4 ] , "stream" : true } )",
+      "{\"model\":\"m\",\"token_ids\":[1,\n\t2\r\n]}",
+      R"({"token_ids":[5,6],"model":"m","request_id":"r","algorithm":"kv-aware"})",
+      R"({"model":"m","prompt":[7,8],"extra":{"a":["]",{"b":"}"}],"c":"\"]"}})",
+      R"({"model":"m","prompt":"text","token_ids":[1]})",
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"token_ids":[3]})",
+      // Everything below must fail or fall back, with the DOM's words.
+      R"({"model":"m","token_ids":[01]})",
+      R"({"model":"m","token_ids":[1.5]})",
+      R"({"model":"m","token_ids":[1e3]})",
+      R"({"model":"m","token_ids":[-1]})",
+      R"({"model":"m","token_ids":[4294967296]})",
+      R"({"model":"m","token_ids":[12345678901]})",
+      R"({"model":"m","token_ids":[1,]})",
+      R"({"model":"m","token_ids":[,1]})",
+      R"({"model":"m","token_ids":[1 2]})",
+      R"({"model":"m","token_ids":[1,"2"]})",
+      R"({"model":"m","token_ids":[1],"token_ids":[2]})",
+      R"({"model":"m","prompt":[1],"token_ids":[2]})",
+      R"({"model":"m","token_ids":[1])",
+      R"({"model":"m","token_ids":[1]} x)",
+      R"({"model":"m","token_ids":[1],})",
+      R"({"model":"m" "token_ids":[1]})",
+      R"({"model":m,"token_ids":[1]})",
+      R"({"mo\u0064el":"m","token_ids":[1]})",
+      R"({"model":"m","token_ids":[1],"x":[}})",
+      R"({"model":"m","token_ids":[1],"x":"\q"})",
+      "{\"model\":\"\xff\",\"token_ids\":[1]}",
+      R"({"model":3,"token_ids":[1]})",
+      R"({"model":"m","token_ids":[123)",
+      R"({"model":"m","token_ids":[12345678)",
+  };
+  for (const std::string& json : bodies) {
+    const auto fast = ParseRequestBody(json);
+    const auto dom = internal::ParseRequestBodyDom(json);
+    ASSERT_EQ(fast.ok(), dom.ok()) << json;
+    if (!fast.ok()) {
+      EXPECT_EQ(fast.status(), dom.status()) << json;
+      continue;
+    }
+    EXPECT_EQ(fast->model, dom->model) << json;
+    EXPECT_EQ(fast->algorithm, dom->algorithm) << json;
+    EXPECT_EQ(fast->request_id, dom->request_id) << json;
+    EXPECT_EQ(fast->stream, dom->stream) << json;
+    EXPECT_EQ(fast->token_ids, dom->token_ids) << json;
+    EXPECT_EQ(fast->prompt, dom->prompt) << json;
+    EXPECT_EQ(fast->messages_json, dom->messages_json) << json;
+  }
+}
+
 }  // namespace
 }  // namespace aibrix::server

@@ -1,0 +1,37 @@
+#include "aibrix/common/json_writer.h"
+
+#include <limits>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace aibrix::common {
+namespace {
+
+TEST(JsonWriterTest, StringsRoundTripThroughAParser) {
+  for (std::string_view s : {std::string_view(""), std::string_view("ns/pod-1"),
+                             std::string_view("quote\" back\\ nl\n tab\t"),
+                             std::string_view("\x01\x1f caf\xc3\xa9", 10)}) {
+    std::string out;
+    AppendJsonString(&out, s);
+    EXPECT_EQ(nlohmann::json::parse(out).get<std::string>(), s) << out;
+  }
+  std::string out;
+  AppendJsonString(&out, "a\"b");
+  EXPECT_EQ(out, R"("a\"b")");
+}
+
+TEST(JsonWriterTest, NumbersAreShortestAndNonFiniteIsNull) {
+  std::string out;
+  AppendJsonNumber(&out, 0.1);
+  out += ',';
+  AppendJsonNumber(&out, 3);
+  out += ',';
+  AppendJsonNumber(&out, std::numeric_limits<double>::quiet_NaN());
+  out += ',';
+  AppendJsonNumber(&out, -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(out, "0.1,3,null,null");
+}
+
+}  // namespace
+}  // namespace aibrix::common
