@@ -67,6 +67,13 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--routing-seed", config.routing_seed,
                  "Seed of the routers' random source (0: random)");
+  app.add_option("--tokenizer", config.tokenizer,
+                 "Prompt tokenizer for routing: local (engine-sim's byte rules) or remote (the "
+                 "engines' vLLM /tokenize; env AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true)")
+      ->check(CLI::IsMember({"local", "remote"}));
+  app.add_option("--tokenizer-timeout-ms", config.tokenizer_timeout_ms,
+                 "Remote tokenizer: time limit of one attempt")
+      ->check(CLI::PositiveNumber);
   int tool_exit_code = 0;
   CLI::App* kv_tail = aibrix::kvevents::AddKvTailCommand(app, &tool_exit_code);
   CLI11_PARSE(app, argc, argv);

@@ -3,6 +3,7 @@
 // accounting, retry on a dead pod and upstream timeouts.
 #include <signal.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -266,6 +267,52 @@ TEST_F(ProxyTest, NoReadyPodIs503AndSlowUpstreamIs504) {
   EXPECT_EQ(res->status, 504) << res->body;
   EXPECT_EQ(nlohmann::json::parse(res->body)["error"]["code"], 504);
   EXPECT_EQ(TotalRunning(), 0);
+}
+
+// --tokenizer remote: prompts are tokenized by the model's engine (a fake vLLM /tokenize
+// here, answering 48 ids = 3 blocks for any prompt); when the engine stops answering,
+// routing goes on with the local tokenizer.
+TEST_F(ProxyTest, RemoteTokenizerUsesTheEnginesIdsAndFallsBackToLocal) {
+  httplib::Server fake;
+  std::atomic<int> tokenize_calls{0};
+  fake.Post("/tokenize", [&](const httplib::Request& req, httplib::Response& res) {
+    ++tokenize_calls;
+    const nlohmann::json body = nlohmann::json::parse(req.body);
+    EXPECT_EQ(body["model"], "llama");
+    nlohmann::json tokens = nlohmann::json::array();
+    for (int i = 0; i < 48; ++i) tokens.push_back(1000 + i);
+    res.set_content(
+        nlohmann::json{{"count", 48}, {"max_model_len", 4096}, {"tokens", tokens}}.dump(),
+        "application/json");
+  });
+  const int port = fake.bind_to_any_port("127.0.0.1");
+  std::thread serve([&] { fake.listen_after_bind(); });
+  ASSERT_TRUE(Eventually([&] { return fake.is_running(); }, std::chrono::seconds(5)));
+  StartService({fmt::format("\"127.0.0.1:{}\"", port)},
+               {"--routing-algorithm", "prefix-cache", "--tokenizer", "remote"});
+
+  const auto route = [&](const std::string& body) {
+    auto res = client_->Post("/cache/route", body, "application/json");
+    EXPECT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    return nlohmann::json::parse(res->body);
+  };
+  EXPECT_EQ(route(R"({"model":"llama","prompt":"hi"})")["total_blocks"], 3);
+  EXPECT_EQ(
+      route(R"({"model":"llama","messages":[{"role":"user","content":"hi"}]})")["total_blocks"], 3);
+  EXPECT_EQ(tokenize_calls.load(), 2);
+  // Token ids in the body are used as they are.
+  EXPECT_EQ(route(R"({"model":"llama","token_ids":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]})")
+                ["total_blocks"],
+            1);
+  EXPECT_EQ(tokenize_calls.load(), 2);
+
+  fake.stop();
+  serve.join();
+  // 40 bytes + BOS under the local byte rules: 2 blocks.
+  EXPECT_EQ(route(fmt::format(R"({{"model":"llama","prompt":"{}"}})",
+                              std::string(40, 'a')))["total_blocks"],
+            2);
 }
 
 }  // namespace

@@ -25,6 +25,9 @@ ServiceConfig ServiceConfig::FromEnvironment() {
     const double value = std::strtod(factor->c_str(), &end);
     if (end != factor->c_str() && *end == '\0' && value > 0) config.std_dev_factor = value;
   }
+  if (common::EnvBool("AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER", false)) {
+    config.tokenizer = "remote";
+  }
   return config;
 }
 

@@ -36,6 +36,10 @@ struct ServiceConfig {
   int64_t imbalance_abs_count = 8;
   double std_dev_factor = 1.0;
   uint64_t routing_seed = 0;  // 0: random
+  // Prompt tokenizer for routing: "local" (engine-sim's byte rules) or "remote" (each
+  // model's engines' vLLM /tokenize; AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true).
+  std::string tokenizer = "local";
+  int tokenizer_timeout_ms = 5000;  // per remote attempt
 
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;

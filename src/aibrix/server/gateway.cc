@@ -101,11 +101,11 @@ int HttpStatusFor(const absl::Status& status) {
 }
 
 Gateway::Gateway(store::Store& store, const routing::Router& router,
-                 const tokenizer::Tokenizer& tokenizer, tracking::RequestTracker& tracker,
+                 const ModelTokenizers& tokenizers, tracking::RequestTracker& tracker,
                  GatewayOptions options, prometheus::Registry& registry)
     : store_(store),
       router_(router),
-      tokenizer_(tokenizer),
+      tokenizers_(tokenizers),
       tracker_(tracker),
       options_(std::move(options)),
       upstreams_(
@@ -142,15 +142,9 @@ absl::StatusOr<std::vector<uint32_t>> Gateway::TokensOf(RequestBody& body) const
   if (body.token_ids) return std::move(*body.token_ids);
   if (body.messages_json) {
     auto messages = nlohmann::json::parse(*body.messages_json, nullptr, /*allow_exceptions=*/false);
-    auto ids = tokenizer_.TokenizeChat(messages, tokenizer::ChatOptions{});
-    if (!ids.ok()) return ids.status();
-    return std::vector<uint32_t>(ids->begin(), ids->end());
+    return tokenizers_.TokenizeChat(body.model, messages);
   }
-  if (body.prompt) {
-    auto ids = tokenizer_.Tokenize(*body.prompt);
-    if (!ids.ok()) return ids.status();
-    return std::vector<uint32_t>(ids->begin(), ids->end());
-  }
+  if (body.prompt) return tokenizers_.Tokenize(body.model, *body.prompt);
   return absl::InvalidArgumentError("one of 'prompt', 'messages' or 'token_ids' is required");
 }
 

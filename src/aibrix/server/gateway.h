@@ -22,10 +22,10 @@
 #include "absl/status/statusor.h"
 #include "aibrix/routing/algorithm.h"
 #include "aibrix/server/http_server.h"
+#include "aibrix/server/model_tokenizers.h"
 #include "aibrix/server/request_body.h"
 #include "aibrix/server/upstream_pool.h"
 #include "aibrix/store/store.h"
-#include "aibrix/tokenizer/tokenizer.h"
 #include "aibrix/tracking/request_tracker.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
@@ -44,7 +44,7 @@ int HttpStatusFor(const absl::Status& status);
 class Gateway {
  public:
   // Nothing is owned; everything must outlive the Gateway.
-  Gateway(store::Store& store, const routing::Router& router, const tokenizer::Tokenizer& tokenizer,
+  Gateway(store::Store& store, const routing::Router& router, const ModelTokenizers& tokenizers,
           tracking::RequestTracker& tracker, GatewayOptions options,
           prometheus::Registry& registry);
   Gateway(const Gateway&) = delete;
@@ -65,7 +65,8 @@ class Gateway {
   void HandleModels(const Request& req, Response& res);
   void HandleCompletion(const Request& req, Response& res);
 
-  // Token ids of a request body: token_ids, prompt (string or token array) or messages.
+  // Token ids of a request body: token_ids, prompt (string or token array) or messages
+  // (tokenized for body.model).
   absl::StatusOr<std::vector<uint32_t>> TokensOf(RequestBody& body) const;
   // Routes and resolves the pod's serving address.
   absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
@@ -89,7 +90,7 @@ class Gateway {
 
   store::Store& store_;
   const routing::Router& router_;
-  const tokenizer::Tokenizer& tokenizer_;
+  const ModelTokenizers& tokenizers_;
   tracking::RequestTracker& tracker_;
   const GatewayOptions options_;
   UpstreamPool upstreams_;

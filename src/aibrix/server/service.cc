@@ -38,6 +38,14 @@ kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
   return options;
 }
 
+ModelTokenizers MakeTokenizers(const ServiceConfig& config, const tokenizer::Tokenizer& local,
+                               const store::Store& store) {
+  if (config.tokenizer != "remote") return ModelTokenizers(local);
+  tokenizer::RemoteTokenizerOptions remote;
+  remote.timeout = std::chrono::milliseconds(config.tokenizer_timeout_ms);
+  return ModelTokenizers(local, store, std::move(remote));
+}
+
 // A JSON array of non-negative integers below 2^32 as token ids; nullopt otherwise.
 std::optional<std::vector<uint32_t>> TokenIds(const nlohmann::json& value) {
   if (!value.is_array()) return std::nullopt;
@@ -58,6 +66,7 @@ Service::Service(ServiceConfig config)
       store_collector_(store_),
       exact_index_(ExactOptions(config_), registry_.get()),
       approx_index_(ApproxOptions(config_), registry_.get()),
+      tokenizers_(MakeTokenizers(config_, local_tokenizer_, store_)),
       kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)) {
   auto matcher = prefix::PrefixMatcher::Create(&exact_index_, &approx_index_);
   // Both indexes are built from the same block size and scheme, so this cannot fail.
@@ -72,8 +81,8 @@ Service::Service(ServiceConfig config)
   GatewayOptions gateway_options;
   gateway_options.default_algorithm = config_.routing_algorithm;
   gateway_options.upstream_timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
-  gateway_ = std::make_unique<Gateway>(store_, *router_, local_tokenizer_, tracker_,
-                                       gateway_options, *registry_);
+  gateway_ = std::make_unique<Gateway>(store_, *router_, tokenizers_, tracker_, gateway_options,
+                                       *registry_);
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -251,7 +260,7 @@ void Service::HandleMatch(const Request& req, Response& res) {
     }
     tokens = std::move(*ids);
   } else if (body->contains("prompt") && (*body)["prompt"].is_string()) {
-    auto ids = local_tokenizer_.Tokenize((*body)["prompt"].get<std::string>());
+    auto ids = tokenizers_.Tokenize(model, (*body)["prompt"].get<std::string>());
     if (!ids.ok()) {
       SendError(res, 400, common::AsStd(ids.status().message()));
       return;

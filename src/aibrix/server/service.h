@@ -21,6 +21,7 @@
 #include "aibrix/server/config.h"
 #include "aibrix/server/gateway.h"
 #include "aibrix/server/http_server.h"
+#include "aibrix/server/model_tokenizers.h"
 #include "aibrix/server/store_collector.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
@@ -74,6 +75,7 @@ class Service {
   prefix::ApproxIndex approx_index_;
   std::optional<prefix::PrefixMatcher> matcher_;
   tokenizer::ByteTokenizer local_tokenizer_;
+  ModelTokenizers tokenizers_;
   kvevents::EventManager kv_manager_;
   tracking::RequestTracker tracker_{common::SystemClock::Instance()};
   std::unique_ptr<routing::Router> router_;
