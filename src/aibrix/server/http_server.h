@@ -1,17 +1,31 @@
-// The service's HTTP server: cpp-httplib with a bounded thread pool, JSON errors for every
-// failure (unknown path 404, body over the limit 413, handler exception 500), per-route
-// request metrics, and a bound port even when asked for port 0.
+// The service's HTTP/1.1 server: keep-alive connections served by a bounded pool of worker
+// threads (a connection holds a worker while it is open), requests framed by http_parser
+// (Content-Length or chunked bodies, Expect: 100-continue, pipelining), bodies read with
+// large reads straight into the request, responses written with one writev, streamed
+// responses (a chunked content provider) written as chunked transfer coding. JSON errors for
+// every failure: unknown path 404, malformed request 400, head over 64 KiB 431, body over the
+// limit 413, handler exception 500. Per-route request metrics; binds port 0 to a free port.
+//
+// Handlers see cpp-httplib's Request/Response types (the proxy's upstream side uses
+// httplib::Client). Only chunked content providers are supported for streaming.
 //
 // Thread safety: register routes before Start(); handlers run concurrently on the pool.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -49,25 +63,53 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // `pattern` is an httplib pattern (regex); `route` names it in metrics and logs.
+  // `pattern` is a regular expression over the decoded path (its groups in req.matches); a
+  // pattern without regex syntax is matched as a plain string. `route` names it in metrics
+  // and logs.
   void Get(const std::string& pattern, const std::string& route, Handler handler);
   void Post(const std::string& pattern, const std::string& route, Handler handler);
 
-  // Binds and starts serving on a background thread. Error if the address cannot be bound.
+  // Binds, listens and starts serving on background threads. Error if the address cannot
+  // be bound.
   absl::Status Start();
-  // Stops accepting and waits for the listener thread. Idempotent.
+  // Stops accepting, closes open connections and waits for the threads. Idempotent.
   void Stop();
   // The bound port (valid after Start).
   int port() const { return port_; }
 
  private:
+  struct RouteEntry {
+    std::string method;
+    std::string path;  // plain patterns
+    std::optional<std::regex> pattern;
+    Handler handler;
+  };
+  struct Pending {
+    int fd;
+    std::string remote_addr;
+  };
+
+  void Add(const std::string& method, const std::string& pattern, const std::string& route,
+           Handler handler);
   Handler Instrument(const std::string& route, Handler handler);
+  void AcceptLoop();
+  void WorkerLoop();
+  // Serves one connection until it closes, fails or the server stops.
+  void Serve(int fd, const std::string& remote_addr);
+  // Runs the matching handler (or writes the 404 / 500 error) into `res`.
+  void Dispatch(Request& req, Response& res);
 
   const HttpServerOptions options_;
-  httplib::Server server_;
-  std::thread listener_;
-  std::atomic<bool> listener_done_{false};
+  std::vector<RouteEntry> routes_;
+  int listen_fd_ = -1;
   int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> pending_;        // accepted, waiting for a worker; guarded by mu_
+  absl::flat_hash_set<int> open_fds_;  // connections being served; guarded by mu_
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& latency_;
 };
