@@ -1,5 +1,7 @@
 #include "aibrix/server/request_body.h"
 
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -128,6 +130,36 @@ TEST(RequestBodyTest, FastPathAgreesWithTheDom) {
     EXPECT_EQ(fast->token_ids, dom->token_ids) << json;
     EXPECT_EQ(fast->prompt, dom->prompt) << json;
     EXPECT_EQ(fast->messages_json, dom->messages_json) << json;
+  }
+}
+
+// Long arrays in random layouts (ids of every length, both separators, the odd other
+// whitespace or defect) cross the bulk reader's 64-byte windows everywhere.
+TEST(RequestBodyTest, LongRandomArraysAgreeWithTheDom) {
+  std::mt19937_64 rng(11);
+  const std::vector<std::string> separators = {",", ", ", ",", ", ", " , ", ",\n", ",  "};
+  for (int round = 0; round < 300; ++round) {
+    std::string json = R"({"model":"m","token_ids":[)";
+    const int count = static_cast<int>(rng() % 400);
+    const int layout = static_cast<int>(rng() % separators.size());
+    std::vector<uint32_t> want;
+    for (int i = 0; i < count; ++i) {
+      const uint32_t id = static_cast<uint32_t>(rng() >> (rng() % 64));
+      if (i > 0) json += separators[rng() % 20 == 0 ? rng() % separators.size() : layout];
+      json += std::to_string(id);
+      want.push_back(id);
+    }
+    if (rng() % 10 == 0) json += rng() % 2 ? "," : ",01";  // a defect now and then
+    json += R"(],"stream":false})";
+    const auto fast = ParseRequestBody(json);
+    const auto dom = internal::ParseRequestBodyDom(json);
+    ASSERT_EQ(fast.ok(), dom.ok()) << json;
+    if (!fast.ok()) {
+      EXPECT_EQ(fast.status(), dom.status());
+      continue;
+    }
+    EXPECT_EQ(*fast->token_ids, *dom->token_ids) << json;
+    EXPECT_EQ(*fast->token_ids, want) << json;
   }
 }
 
