@@ -3,8 +3,11 @@
 //
 // Open addressing, linear probing over a compact key array (keys, {our key, parent} pairs
 // and meta bytes in three arrays: 25 bytes per slot), capacity any integer (multiply-shift
-// "fastrange" home slots) grown by 1.5x at load 0.85, backward-shift deletion (no tombstones).
-// Engine key 0 is reserved as "empty" (callers remap it).
+// "fastrange" home slots) rebuilt to load 0.65 at load 0.8, backward-shift deletion (no
+// tombstones).
+// Keys must already be well mixed (ExactIndex passes Mix64 of the engine hash): the home slot
+// is taken from the key itself, so no probe, erase or resize hashes anything. Key 0 is
+// reserved as "empty" (callers remap it).
 //
 // Thread safety: none; the owning pod's mutex guards it.
 #pragma once
@@ -13,7 +16,7 @@
 #include <cstring>
 #include <memory>
 
-#include "aibrix/prefix/block_hash.h"
+#include "aibrix/prefix/block_hash.h"  // BlockKey
 
 namespace aibrix::prefix {
 
@@ -150,7 +153,7 @@ class EngineMap {
 
   __extension__ typedef unsigned __int128 U128;
 
-  size_t Home(uint64_t k) const { return static_cast<size_t>((U128(Mix64(k)) * cap_) >> 64); }
+  size_t Home(uint64_t k) const { return static_cast<size_t>((U128(k) * cap_) >> 64); }
   size_t Next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
   size_t Dist(size_t from, size_t to) const { return to >= from ? to - from : to + cap_ - from; }
 

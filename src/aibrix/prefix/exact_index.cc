@@ -20,9 +20,29 @@ constexpr uint64_t kZeroEngine = 0x9E3779B97F4A7C15ULL;
 constexpr size_t kMaxTiers = 8;
 constexpr size_t kPrefetchDistance = 4;  // blocks per stage of the write pipelines
 
+// The reverse maps' key for an engine hash: the group folded in, then mixed (Mix64 is a
+// bijection with Mix64(0) = 0, so keys stay distinct and non-zero), so the maps take home
+// slots straight from the key. Parent links and orphan lists hold these keys too.
 uint64_t EngineKey(kv::EngineHash h, int64_t group) {
   const uint64_t k = group == 0 ? h : h ^ Mix64(0xC0FFEE00ULL + static_cast<uint64_t>(group));
-  return k == 0 ? kZeroEngine : k;
+  return Mix64(k == 0 ? kZeroEngine : k);
+}
+
+// The inverse of a multiply by an odd constant, modulo 2^64 (Newton's iteration).
+constexpr uint64_t InverseOdd(uint64_t a) {
+  uint64_t x = a;  // correct to 3 bits; each step doubles them
+  for (int i = 0; i < 5; ++i) x *= 2 - a * x;
+  return x;
+}
+
+// Inverse of Mix64 (block_hash.h), for reporting engine hashes of group 0.
+uint64_t UnMix64(uint64_t x) {
+  x ^= (x >> 27) ^ (x >> 54);
+  x *= InverseOdd(0x1C69B3F74AC4AE35ULL);
+  x ^= x >> 33;
+  x *= InverseOdd(0x3C79AC492BA7B653ULL);
+  x ^= (x >> 27) ^ (x >> 54);
+  return x;
 }
 
 std::string NormalizeTier(const std::optional<std::string>& medium) {
@@ -252,9 +272,11 @@ class PodWriter {
     }
     uint64_t parent_e = kRootParent;
     BlockKey parent_key;
+    size_t parent_slot = EngineMap::kNpos;  // in h's map: where the next block's parent is
     if (ev.parent_block_hash) {
       parent_e = EngineKey(*ev.parent_block_hash, group);
       size_t i = h->map.Find(parent_e);
+      parent_slot = i;
       const Holder* where = h;
       for (size_t t = 0; i == EngineMap::kNpos && t < pod_.holders.size(); ++t) {
         where = pod_.holders[t].get();
@@ -299,7 +321,7 @@ class PodWriter {
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * D < n) stage1(i + 2 * D);
       if (i + D < n) stage2(i + D);
-      Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1]);
+      parent_slot = Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1], parent_slot);
     }
     FixOrphans(*h);
     FlushTable();
@@ -334,7 +356,7 @@ class PodWriter {
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * D < n) m.PrefetchProbe(ekeys[i + 2 * D]);
       if (i + D < n) stage2(i + D);
-      if (!Remove(*h, ekeys[i])) ++unknown_remove;
+      if (!Remove(*h, ekeys[i], i + 1 < n ? ekeys[i + 1] : kRootParent)) ++unknown_remove;
     }
     FixOrphans(*h);
     FlushTable();
@@ -438,12 +460,16 @@ class PodWriter {
     if (cc != 0 && cc != EngineMap::kCcMask) --meta;
   }
 
-  void Insert(Holder& h, uint64_t e, BlockKey our, uint64_t parent) {
+  // Maps e (parent: its parent's engine key) to `our`. `parent_slot` is a hint (the slot where
+  // the parent was last seen, or kNpos), checked before use. Returns e's slot, valid until
+  // the next change of the map.
+  size_t Insert(Holder& h, uint64_t e, BlockKey our, uint64_t parent,
+                size_t parent_slot = EngineMap::kNpos) {
     EngineMap& m = h.map;
     bool found = false;
     size_t slot = m.FindOrPrepare(e, &found);
     if (found) {
-      if (m.our(slot) == our) return;  // re-stored (idempotent)
+      if (m.our(slot) == our) return slot;  // re-stored (idempotent)
       // Same engine hash, different content: replace. Its old children stay unanchored.
       Remove(h, e);
       FixOrphans(h);
@@ -452,7 +478,9 @@ class PodWriter {
     }
     bool anchored = true;
     if (parent != kRootParent) {
-      const size_t p = m.Find(parent);
+      // Within an event the parent is the block inserted just before: no probe.
+      const size_t p =
+          parent_slot < m.capacity() && m.key(parent_slot) == parent ? parent_slot : m.Find(parent);
       if (p != EngineMap::kNpos) {
         IncCc(m, p);
         anchored = (m.meta(p) & EngineMap::kAnchored) != 0;
@@ -469,38 +497,67 @@ class PodWriter {
       if (auto it = h.orphans.find(e); it != h.orphans.end()) {
         std::vector<uint64_t> kids = std::move(it->second);
         h.orphans.erase(it);
-        const size_t self = m.Find(e);
-        for (size_t k = 0; k < kids.size(); ++k) IncCc(m, self);
+        for (size_t k = 0; k < kids.size(); ++k) IncCc(m, slot);
         if (anchored) Reanchor(h, kids, /*anchor=*/true);
       }
     }
+    return slot;
   }
 
-  bool Remove(Holder& h, uint64_t e) {
+  // Unmaps e. Returns false when absent. When `next` (the key the caller removes next, or
+  // kRootParent) is e's parent — tail-first eviction, the common order — the parent's
+  // children count is decremented when it is removed instead of by a probe now.
+  bool Remove(Holder& h, uint64_t e, uint64_t next = kRootParent) {
+    if (deferred_parent_ != kRootParent && deferred_parent_ != e) SettleDeferred(h);
     EngineMap& m = h.map;
     const size_t i = m.Find(e);
-    if (i == EngineMap::kNpos) return false;
+    if (i == EngineMap::kNpos) {
+      if (deferred_parent_ != kRootParent) SettleDeferred(h);
+      return false;
+    }
     const BlockKey our = m.our(i);
     const uint64_t parent = m.parent(i);
-    const uint8_t meta = m.meta(i);
+    uint8_t meta = m.meta(i);
+    if (deferred_parent_ != kRootParent) {  // e is the parent owed a decrement
+      if (const uint8_t cc = meta & EngineMap::kCcMask; cc != 0 && cc != EngineMap::kCcMask) {
+        --meta;
+      }
+      deferred_parent_ = kRootParent;
+    }
     if (meta & EngineMap::kAnchored) {
       table_.PrefetchForWrite(our, h.id);  // cleared at the event's FlushTable
       ClearHeld(h, our);
     }
     m.EraseAt(i);
     if (parent != kRootParent) {
-      if (const size_t p = m.Find(parent); p != EngineMap::kNpos) {
-        DecCc(m, p);
-      } else if (auto it = h.orphans.find(parent); it != h.orphans.end()) {
-        auto& v = it->second;
-        v.erase(std::remove(v.begin(), v.end(), e), v.end());
-        if (v.empty()) h.orphans.erase(it);
+      if (parent == next) {
+        deferred_parent_ = parent;
+        deferred_child_ = e;
+      } else {
+        UnlinkChild(h, parent, e);
       }
     }
     if ((meta & EngineMap::kCcMask) != 0) pod_.pending.push_back(e);
     AddEntries(-1);
     ++removed;
     return true;
+  }
+
+  // The removed `child` no longer counts for `parent`: one held child less, or one orphan
+  // less when the parent is absent.
+  void UnlinkChild(Holder& h, uint64_t parent, uint64_t child) {
+    EngineMap& m = h.map;
+    if (const size_t p = m.Find(parent); p != EngineMap::kNpos) {
+      DecCc(m, p);
+    } else if (auto it = h.orphans.find(parent); it != h.orphans.end()) {
+      auto& v = it->second;
+      v.erase(std::remove(v.begin(), v.end(), child), v.end());
+      if (v.empty()) h.orphans.erase(it);
+    }
+  }
+  void SettleDeferred(Holder& h) {
+    UnlinkChild(h, deferred_parent_, deferred_child_);
+    deferred_parent_ = kRootParent;
   }
 
   // Children of removed entries become orphans; anchored ones lose their anchoring (and so
@@ -560,6 +617,10 @@ class PodWriter {
   std::atomic<uint64_t>& memberships_;
   EpochManager& epoch_;
   int64_t delta_ = 0;
+  // A decrement Remove owes to deferred_parent_ (kRootParent: none) for its removed child
+  // deferred_child_; paid by the next Remove.
+  uint64_t deferred_parent_ = kRootParent;
+  uint64_t deferred_child_ = 0;
   std::vector<std::pair<BlockKey, Holder*>> pending_set_;
   std::vector<std::pair<BlockKey, Holder*>> pending_clear_;
 };
@@ -851,8 +912,9 @@ std::vector<uint64_t> ExactIndex::EngineHashesForTest(const std::string& pod_key
   std::lock_guard<std::mutex> lock(pod->mu);
   for (const auto& h : pod->holders) {
     if (h->tier != tier) continue;
-    for (size_t i = 0; i < h->map.capacity(); ++i) {
-      if (h->map.key(i) != 0) out.push_back(h->map.key(i));
+    const EngineMap& m = h->map;
+    for (size_t i = 0; i < m.capacity(); ++i) {
+      if (m.key(i) != 0) out.push_back(UnMix64(m.key(i)));
     }
   }
   return out;

@@ -235,9 +235,21 @@ struct Harness {
     auto held = HeldHashes(pod, tier);
     kv::BlockRemoved r;
     if (tier != "GPU") r.medium = "cpu";
-    std::shuffle(held.begin(), held.end(), rng);
-    const size_t k = held.empty() ? 0 : 1 + rng() % std::min<size_t>(held.size(), 6);
-    r.block_hashes.assign(held.begin(), held.begin() + k);
+    if (!held.empty() && rng() % 2 == 0) {
+      // Tail first along the parent links (how engines evict); the chain may reach a parent
+      // this tier does not hold.
+      const auto& m = ref.pods.at(pod_names[pod]).tiers.at(tier);
+      uint64_t x = held[rng() % held.size()];
+      for (size_t len = 1 + rng() % 6; len > 0 && x != 0; --len) {
+        r.block_hashes.push_back(x);
+        const auto it = m.find(x);
+        x = it == m.end() ? 0 : it->second.parent;
+      }
+    } else {
+      std::shuffle(held.begin(), held.end(), rng);
+      const size_t k = held.empty() ? 0 : 1 + rng() % std::min<size_t>(held.size(), 6);
+      r.block_hashes.assign(held.begin(), held.begin() + k);
+    }
     if (rng() % 5 == 0) r.block_hashes.push_back(rng());  // never stored
     ref.Removed(pod_names[pod], tier, r.block_hashes);
     Apply(pod, std::move(r));
