@@ -9,9 +9,9 @@ namespace aibrix::common {
 namespace {
 
 TEST(JsonWriterTest, StringsRoundTripThroughAParser) {
-  for (std::string_view s : {std::string_view(""), std::string_view("ns/pod-1"),
-                             std::string_view("quote\" back\\ nl\n tab\t"),
-                             std::string_view("\x01\x1f caf\xc3\xa9")}) {
+  for (std::string_view s :
+       {std::string_view(""), std::string_view("ns/pod-1"),
+        std::string_view("quote\" back\\ nl\n tab\t"), std::string_view("\x01\x1f caf\xc3\xa9")}) {
     std::string out;
     AppendJsonString(&out, s);
     EXPECT_EQ(nlohmann::json::parse(out).get<std::string>(), s) << out;
