@@ -441,6 +441,11 @@ class PodWriter {
 
  public:
   void FlushTable() {
+    if (pending_set_.size() + pending_clear_.size() > 1) {
+      EpochManager::ReadGuard guard(epoch_);  // released before Set/Clear (they may rebuild)
+      for (const auto& [our, h] : pending_set_) table_.Touch(our, h->id);
+      for (const auto& [our, h] : pending_clear_) table_.Touch(our, h->id);
+    }
     for (const auto& [our, h] : pending_set_) {
       if (table_.Set(our, h->id)) ++h->extra_refs[our];
     }

@@ -173,6 +173,13 @@ uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
   }
 }
 
+void HolderTable::Touch(BlockKey key, HolderId holder) const {
+  const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
+  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
+  const uint64_t k = arr->slots()[Home(tkey, arr->cap)].key.load(std::memory_order_relaxed);
+  asm volatile("" : : "r"(k));  // the load is the point
+}
+
 void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
   const uint64_t tkey = TableKey(key, group);
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);

@@ -59,6 +59,11 @@ class HolderTable {
   uint64_t Lookup(BlockKey key, uint32_t group) const;
   // Starts loading the home slot of (key, group). REQUIRES: a ReadGuard is held.
   void Prefetch(BlockKey key, uint32_t group) const;
+  // Reads the home line of (key, holder's group), so that a Set/Clear right after finds it
+  // cached: a writer touches a batch of keys first (the loads overlap), then takes the shard
+  // locks (each a full fence: a miss inside one cannot overlap the next).
+  // REQUIRES: a ReadGuard is held (and released before the Set/Clear calls).
+  void Touch(BlockKey key, HolderId holder) const;
   // Same, for a writer about to Set/Clear. Needs no ReadGuard (and must not take one: a
   // writer may rebuild a shard, which waits for readers): it forms the address from
   // per-shard hints and never dereferences it; a stale hint only wastes the prefetch.
