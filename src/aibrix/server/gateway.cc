@@ -184,16 +184,22 @@ void Gateway::Admit(const std::string& request_id, const std::string& model, con
   }
 }
 
-void Gateway::HandleRoute(const Request& req, Response& res) {
+std::optional<RequestBody> Gateway::ParseModelRequest(const Request& req, Response& res) {
   auto body = ParseRequestBody(req.body);
   if (!body.ok()) {
     SendStatus(res, body.status());
-    return;
+    return std::nullopt;
   }
   if (body->model.empty()) {
     SendError(res, 400, "'model' (string) is required");
-    return;
+    return std::nullopt;
   }
+  return std::move(*body);
+}
+
+void Gateway::HandleRoute(const Request& req, Response& res) {
+  std::optional<RequestBody> body = ParseModelRequest(req, res);
+  if (!body) return;
   const std::string algorithm = body->algorithm.value_or(options_.default_algorithm);
   const std::string request_id = body->request_id.value_or("");
   if (body->request_id && request_id.empty()) {
@@ -278,15 +284,8 @@ void Gateway::HandleModels(const Request&, Response& res) {
 }
 
 void Gateway::HandleCompletion(const Request& req, Response& res) {
-  auto body = ParseRequestBody(req.body);
-  if (!body.ok()) {
-    SendStatus(res, body.status());
-    return;
-  }
-  if (body->model.empty()) {
-    SendError(res, 400, "'model' (string) is required");
-    return;
-  }
+  std::optional<RequestBody> body = ParseModelRequest(req, res);
+  if (!body) return;
   const std::string model = body->model;
   const bool stream = body->stream;
   auto tokens = TokensOf(*body);

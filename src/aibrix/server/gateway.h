@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ class Gateway {
   void HandleModels(const Request& req, Response& res);
   void HandleCompletion(const Request& req, Response& res);
 
+  // The body of a routing or proxy request, which must name a model; on failure writes the
+  // 400 and returns nullopt.
+  std::optional<RequestBody> ParseModelRequest(const Request& req, Response& res);
   // Token ids of a request body: token_ids, prompt (string or token array) or messages
   // (tokenized for body.model).
   absl::StatusOr<std::vector<uint32_t>> TokensOf(RequestBody& body) const;

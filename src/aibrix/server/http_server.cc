@@ -9,9 +9,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <initializer_list>
+#include <iterator>
 
 #include "aibrix/common/logging.h"
 #include "aibrix/server/http_parser.h"
@@ -90,7 +93,7 @@ class Connection {
       return {false, 413, fmt::format("request body exceeds the limit of {} bytes", max_body_)};
     }
     if (length > Buffered().size() && head->expect_continue)
-      WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
+      Write({"HTTP/1.1 100 Continue\r\n\r\n"});
     // Buffered bytes first, then large reads straight into the body.
     req.body.resize(length);
     const size_t have = std::min<size_t>(length, Buffered().size());
@@ -104,30 +107,32 @@ class Connection {
     return {true, 0, ""};
   }
 
-  // Writes a whole response head and body with one system call when possible.
-  bool Write(std::string_view head, std::string_view body) {
-    iovec parts[2] = {{const_cast<char*>(head.data()), head.size()},
-                      {const_cast<char*>(body.data()), body.size()}};
-    size_t total = head.size() + body.size();
-    int first = 0;
-    while (total > 0) {
+  // Writes `parts` in order, with one system call when the socket takes them all.
+  bool Write(std::initializer_list<std::string_view> parts) {
+    iovec iov[4];
+    size_t count = 0;
+    for (std::string_view part : parts) {
+      if (!part.empty() && count < std::size(iov)) {
+        iov[count++] = {const_cast<char*>(part.data()), part.size()};
+      }
+    }
+    for (size_t first = 0; first < count;) {
       msghdr msg{};
-      msg.msg_iov = parts + first;
-      msg.msg_iovlen = static_cast<size_t>(2 - first);
+      msg.msg_iov = iov + first;
+      msg.msg_iovlen = count - first;
       const ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
-      total -= static_cast<size_t>(n);
-      size_t left = static_cast<size_t>(n);
-      while (first < 2 && left >= parts[first].iov_len) left -= parts[first++].iov_len;
-      if (first < 2) {
-        parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + left;
-        parts[first].iov_len -= left;
+      for (size_t left = static_cast<size_t>(n); left > 0;) {  // skip what was sent
+        const size_t step = std::min(left, iov[first].iov_len);
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + step;
+        iov[first].iov_len -= step;
+        left -= step;
+        if (iov[first].iov_len == 0) ++first;
       }
     }
     return true;
   }
-  bool WriteAll(std::string_view data) { return Write(data, {}); }
 
   // False once the peer closed or reset the connection.
   bool PeerAlive() const {
@@ -176,7 +181,7 @@ class Connection {
   }
 
   Outcome ReadChunked(Request& req, bool expect_continue) {
-    if (expect_continue) WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
+    if (expect_continue) Write({"HTTP/1.1 100 Continue\r\n\r\n"});
     ChunkedDecoder decoder(max_body_);
     while (true) {
       auto used = decoder.Feed(Buffered(), &req.body);
@@ -223,12 +228,12 @@ bool WriteChunked(Connection& conn, Response& res) {
     if (!ok) return false;
     if (size == 0) return true;
     const std::string frame = fmt::format("{:x}\r\n", size);
-    ok = conn.Write(frame, std::string_view(data, size)) && conn.WriteAll("\r\n");
+    ok = conn.Write({frame, std::string_view(data, size), "\r\n"});
     offset += size;
     return ok;
   };
   sink.done = [&] {
-    if (ok && !done) ok = conn.WriteAll("0\r\n\r\n");
+    if (ok && !done) ok = conn.Write({"0\r\n\r\n"});
     done = true;
   };
   sink.is_writable = [&] { return ok && conn.PeerAlive(); };
@@ -425,14 +430,14 @@ void HttpServer::Serve(int fd, const std::string& remote_addr) {
       if (in.status != 0) {
         SendError(res, in.status, in.message, ErrorType(in.status));
         requests_.Add({{"route", "unmatched"}, {"code", std::to_string(in.status)}}).Increment();
-        conn.Write(ResponseHead(res, false, false, res.body.size()), res.body);
+        conn.Write({ResponseHead(res, false, false, res.body.size()), res.body});
       }
       return;
     }
     Dispatch(req, res);
     const bool chunked = res.content_provider_ != nullptr;
-    if (!conn.Write(ResponseHead(res, keep_alive, chunked, res.body.size()),
-                    chunked || req.method == "HEAD" ? std::string_view() : res.body)) {
+    if (!conn.Write({ResponseHead(res, keep_alive, chunked, res.body.size()),
+                     chunked || req.method == "HEAD" ? std::string_view() : res.body})) {
       return;
     }
     if (chunked) {

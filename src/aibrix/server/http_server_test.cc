@@ -149,6 +149,7 @@ class RawClient {
     }
     return out;
   }
+  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
   // True when the server closed the connection (recv returns 0).
   bool Closed() {
     char c;
@@ -195,6 +196,19 @@ TEST_F(HttpServerTest, GarbageIs400AndTheConnectionCloses) {
     EXPECT_THAT(out, HasSubstr("HTTP/1.1 400 Bad Request")) << garbage;
     EXPECT_THAT(out, HasSubstr("malformed HTTP request")) << garbage;
     EXPECT_TRUE(raw.Closed()) << garbage;
+  }
+  EXPECT_EQ(client_->Post("/echo", "{}", "application/json")->status, 200);
+}
+
+TEST_F(HttpServerTest, TruncatedRequestsCloseQuietlyAndTheServerStaysUp) {
+  for (const char* truncated :
+       {"POST /echo HTTP/1.1\r\nContent-Le",
+        "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"a",
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"}) {
+    RawClient raw(server_->port());
+    raw.Send(truncated);
+    raw.ShutdownWrite();  // the client gives up mid-request
+    EXPECT_EQ(raw.ReadUntil("}}"), "") << truncated;
   }
   EXPECT_EQ(client_->Post("/echo", "{}", "application/json")->status, 200);
 }
