@@ -51,6 +51,23 @@ inline uint64_t Mix64(uint64_t x) {
   return x;
 }
 
+// The inverse of Mix64 (for reporting and tests).
+inline uint64_t UnMix64(uint64_t x) {
+  // The inverse of a multiply by an odd constant, modulo 2^64 (Newton's iteration: correct
+  // to 3 bits, each step doubles them).
+  constexpr auto inverse = [](uint64_t a) {
+    uint64_t y = a;
+    for (int i = 0; i < 5; ++i) y *= 2 - a * y;
+    return y;
+  };
+  x ^= (x >> 27) ^ (x >> 54);
+  x *= inverse(0x1C69B3F74AC4AE35ULL);
+  x ^= x >> 33;
+  x *= inverse(0x3C79AC492BA7B653ULL);
+  x ^= (x >> 27) ^ (x >> 54);
+  return x;
+}
+
 // The chain's starting value for a context. Never 0.
 uint64_t ContextRoot(const HashContext& ctx);
 

@@ -82,5 +82,12 @@ TEST(BlockHashTest, PinnedValues) {
               ::testing::ElementsAre(0x2b893955833b168eULL, 0xcfb1f8e5b087eef9ULL));
 }
 
+TEST(Mix64Test, UnMix64InvertsIt) {
+  for (const uint64_t x : std::vector<uint64_t>{0, 1, 42, ~uint64_t{0}, uint64_t{1} << 63}) {
+    EXPECT_EQ(UnMix64(Mix64(x)), x);
+    EXPECT_EQ(Mix64(UnMix64(x)), x);
+  }
+}
+
 }  // namespace
 }  // namespace aibrix::prefix

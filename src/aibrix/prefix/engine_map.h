@@ -1,20 +1,33 @@
 // EngineMap: one holder's (pod, tier) map from engine block hash to our block key, with the
 // parent link and the bookkeeping that keeps the holder's key set prefix-closed.
 //
-// Open addressing, linear probing over a compact key array (keys, {our key, parent} pairs
-// and meta bytes in three arrays: 25 bytes per slot), capacity any integer (multiply-shift
-// "fastrange" home slots) rebuilt to load 0.65 at load 0.8, backward-shift deletion (no
-// tombstones).
-// Keys must already be well mixed (ExactIndex passes Mix64 of the engine hash): the home slot
-// is taken from the key itself, so no probe, erase or resize hashes anything. Key 0 is
-// reserved as "empty" (callers remap it).
+// A SwissTable-style open-addressing map (as absl's flat_hash_map): one control byte per
+// slot (empty, deleted, or 7 bits of the key) probed 16 at a time with SSE2, and 24-byte
+// slots {engine key, our key, link}; the link packs the parent's *ref* (its engine key with
+// the low byte cleared) and the meta byte (anchored bit, held-children count). A lookup
+// reads one control line and one slot; an erase moves nothing: it marks the slot empty, or
+// deleted when a 16-slot window around it was ever full (a probe may have passed it). The
+// capacity is any integer >= 16 (multiply-shift "fastrange" home slots); a rebuild (at load
+// 7/8 counting deleted slots, or below 1/4) re-places everything at load 0.7.
+//
+// Refs: parent links name the parent by its ref (56 bits), so refs are unique within a map:
+// the home slot and control tag depend only on a key's ref, and FindOrPrepare reports a live
+// key with the same ref as a conflict (the caller refuses the new key: a 2^-56 event per
+// pair of keys). Keys must already be well mixed (ExactIndex passes Mix64 of the engine
+// hash) and have a non-zero ref; ref 0 stands for "no parent".
 //
 // Thread safety: none; the owning pod's mutex guards it.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "aibrix/prefix/block_hash.h"  // BlockKey
 
@@ -26,170 +39,239 @@ class EngineMap {
   static constexpr uint8_t kAnchored = 0x80;  // meta bit: the membership counts (see exact_index.h)
   static constexpr uint8_t kCcMask = 0x7f;    // meta bits: held children, saturating at 127
 
+  // A key's ref: what parent links store.
+  static constexpr uint64_t Ref(uint64_t k) { return k & ~uint64_t{0xff}; }
+
   EngineMap() { Allocate(kMinCapacity); }
+  EngineMap(const EngineMap&) = delete;
+  EngineMap& operator=(const EngineMap&) = delete;
 
   size_t size() const { return size_; }
+  // Slot indexes run over [0, capacity()); key(i) is 0 for a free slot.
   size_t capacity() const { return cap_; }
-  size_t bytes() const { return cap_ * kSlotBytes; }
+  size_t bytes() const { return cap_ * (sizeof(Slot) + 1) + kWindow; }
 
+  // The slot of key k, or kNpos.
   size_t Find(uint64_t k) const {
-    for (size_t i = Home(k);; i = Next(i)) {
-      const uint64_t x = keys_[i];
-      if (x == k) return i;
-      if (x == 0) return kNpos;
+    const size_t i = FindRef(Ref(k));
+    return i != kNpos && slots_[i].key == k ? i : kNpos;
+  }
+  // The slot of the key whose ref is r (at most one), or kNpos. REQUIRES: r != 0.
+  size_t FindRef(uint64_t r) const {
+    const uint8_t tag = Tag(r);
+    for (size_t pos = Home(r), step = 0;; pos = Wrap(pos + kWindow), step += kWindow) {
+      for (uint32_t m = MatchTag(pos, tag); m != 0; m &= m - 1) {
+        const size_t i = Wrap(pos + static_cast<size_t>(std::countr_zero(m)));
+        if (Ref(slots_[i].key) == r) return i;
+      }
+      if (MatchEmpty(pos) != 0 || step >= cap_) return kNpos;
     }
   }
-  void Prefetch(uint64_t k) const { __builtin_prefetch(&keys_[Home(k)]); }
-  // Prefetch for an insert of k: its home slot's key, value and meta lines.
-  void PrefetchInsert(uint64_t k) const {
-    const size_t h = Home(k);
-    __builtin_prefetch(&keys_[h], 1);
-    __builtin_prefetch(&vals_[h], 1);
-    __builtin_prefetch(&meta_[h], 1);
-  }
 
-  // Write pipelines (see exact_index.cc), all hints only: stage 1 starts loading the key
-  // lines a probe for k walks (its home line and the next: linear probes at load <= 0.8
-  // often cross a line); stage 2, once those lines arrived, probes them without changing
-  // anything and starts loading the value and meta lines of the slot an insert or an
-  // erase of k will touch (an erase's backward shift also reads the next lines).
+  // Write pipelines (see exact_index.cc), all hints only: stage 1 starts loading k's first
+  // control window and its home slot's line; stage 2, once the control bytes arrived, finds
+  // the slot an insert or erase of k touches (ProbeSlot) and starts loading that slot.
   void PrefetchProbe(uint64_t k) const {
-    const uint64_t* p = &keys_[Home(k)];
-    __builtin_prefetch(p, 1);
-    // Linear probes at load <= 0.8 often cross a line (an insert scans 3-13 slots). May run
-    // past the array end: a prefetch never faults.
-    __builtin_prefetch(p + 8, 1);
+    const size_t h = Home(Ref(k));
+    __builtin_prefetch(&ctrl_[h], 1);
+    __builtin_prefetch(&slots_[h], 1);
   }
-  // Returns the slot of k, or the empty slot an insert of k would fill now.
+  // The slot holding k's ref, else the free slot an insert of k would fill.
   size_t ProbeSlot(uint64_t k) const {
-    for (size_t i = Home(k);; i = Next(i)) {
-      const uint64_t x = keys_[i];
-      if (x == k || x == 0) return i;
-    }
+    const size_t i = FindRef(Ref(k));
+    return i != kNpos ? i : FirstFree(Ref(k));
   }
-  void PrefetchSlotForInsert(size_t i) const {
-    __builtin_prefetch(&vals_[i], 1);
-    __builtin_prefetch(&meta_[i], 1);
-  }
-  // For an erase at slot i: the backward shift reads and moves the entries up to the end of
-  // i's cluster (the next empty key), usually a few slots: load their value lines too.
-  void PrefetchSlotForErase(size_t i) const {
-    __builtin_prefetch(&meta_[i], 1);
-    __builtin_prefetch(&vals_[i], 1);
-    __builtin_prefetch(&vals_[i] + 4, 1);
+  void PrefetchSlot(size_t i) const {
+    const char* p = reinterpret_cast<const char*>(&slots_[i]);
+    __builtin_prefetch(p, 1);
+    __builtin_prefetch(p + sizeof(Slot) - 1, 1);  // a slot may straddle two lines
   }
 
-  // One probe for an insert: grows first if needed, then returns k's slot (*found = true) or
-  // the empty slot where k goes (*found = false). Valid until the next Insert/Erase/Resize.
-  size_t FindOrPrepare(uint64_t k, bool* found) {
-    if ((size_ + 1) * 5 > cap_ * 4) Resize((size_ + 1) * 20 / 13 + 1);
-    for (size_t i = Home(k);; i = Next(i)) {
-      const uint64_t x = keys_[i];
-      if (x == k || x == 0) {
-        *found = x == k;
-        return i;
+  enum class Probe { kEmpty, kFound, kConflict };
+  // One probe for an insert: returns k's slot (kFound), the slot of another key with k's ref
+  // (kConflict), or a free slot where k goes (kEmpty), rebuilding first when the map is full.
+  // Valid until the next insert, erase or rebuild.
+  size_t FindOrPrepare(uint64_t k, Probe* result) {
+    if (const size_t i = FindRef(Ref(k)); i != kNpos) {
+      *result = slots_[i].key == k ? Probe::kFound : Probe::kConflict;
+      return i;
+    }
+    *result = Probe::kEmpty;
+    if (growth_left_ == 0) {
+      // Deleted markers used up the room: drop them in place while the load allows,
+      // else grow.
+      if (size_ * 4 <= cap_ * 3) {
+        DropDeleted();
+      } else {
+        Rebuild(size_ * 10 / 7);
       }
     }
+    return FirstFree(Ref(k));
   }
-  // Fills the empty slot `i` returned by FindOrPrepare(k).
-  void InsertAt(size_t i, uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
-    keys_[i] = k;
-    vals_[i] = {our, parent};
-    meta_[i] = meta;
+  // Fills the free slot `i` returned by FindOrPrepare(k). `parent` is a ref (0: none).
+  void InsertAt(size_t i, uint64_t k, BlockKey our, uint64_t parent, uint8_t meta) {
+    if (ctrl_[i] == kEmpty) --growth_left_;
+    SetCtrl(i, Tag(k));
+    slots_[i] = {k, our, Ref(parent) | meta};
     ++size_;
   }
 
-  // REQUIRES: k != 0 and k absent. Returns its slot (valid until the next Insert/Erase).
-  size_t Insert(uint64_t k, uint64_t our, uint64_t parent, uint8_t meta) {
-    if ((size_ + 1) * 5 > cap_ * 4) Resize((size_ + 1) * 20 / 13 + 1);
-    size_t i = Home(k);
-    while (keys_[i] != 0) i = Next(i);
-    keys_[i] = k;
-    vals_[i] = {our, parent};
-    meta_[i] = meta;
-    ++size_;
-    return i;
-  }
-
+  // Frees slot i; nothing else moves.
   void EraseAt(size_t i) {
-    size_t hole = i;
-    for (size_t j = Next(i); keys_[j] != 0; j = Next(j)) {
-      const size_t h = Home(keys_[j]);
-      // Move j into the hole when the hole lies on j's probe path [h, j].
-      if (Dist(h, j) >= Dist(hole, j)) {
-        keys_[hole] = keys_[j];
-        vals_[hole] = vals_[j];
-        meta_[hole] = meta_[j];
-        hole = j;
-      }
-    }
-    keys_[hole] = 0;
+    // Empty when every 16-slot window around i has another empty slot (no probe can have
+    // passed through i); else deleted, so probes keep going (absl's rule).
+    const uint32_t after = MatchEmpty(i);  // slot i itself is still full
+    const uint32_t before = MatchEmpty(Wrap(i + cap_ - kWindow));
+    const bool never_full =
+        after != 0 && before != 0 &&
+        std::countr_zero(after) + std::countl_zero(before << 16) < static_cast<int>(kWindow);
+    SetCtrl(i, never_full ? kEmpty : kDeleted);
+    if (never_full) ++growth_left_;
+    slots_[i].key = 0;
     --size_;
   }
 
-  uint64_t key(size_t i) const { return keys_[i]; }
-  BlockKey our(size_t i) const { return vals_[i].our; }
-  uint64_t parent(size_t i) const { return vals_[i].parent; }
-  // Starts loading slot i's value and meta.
-  void PrefetchSlot(size_t i) const {
-    __builtin_prefetch(&vals_[i], 1);
-    __builtin_prefetch(&meta_[i], 1);
-  }
-  uint8_t& meta(size_t i) { return meta_[i]; }
-  uint8_t meta(size_t i) const { return meta_[i]; }
+  uint64_t key(size_t i) const { return slots_[i].key; }
+  BlockKey our(size_t i) const { return slots_[i].our; }
+  // The parent's ref (0: the block starts at the root).
+  uint64_t parent(size_t i) const { return Ref(slots_[i].link); }
+  uint8_t& meta(size_t i) { return reinterpret_cast<uint8_t*>(&slots_[i].link)[0]; }
+  uint8_t meta(size_t i) const { return static_cast<uint8_t>(slots_[i].link); }
 
   // Shrinks when mostly empty (call at a point where no slot index is held).
   void MaybeShrink() {
-    if (cap_ > kMinCapacity && size_ * 4 < cap_) Resize(size_ * 20 / 13 + 1);
+    if (cap_ > kMinCapacity && size_ * 4 < cap_) Rebuild(size_ * 10 / 7);
   }
-  void Reset() {
-    Allocate(kMinCapacity);
-    size_ = 0;
-  }
+  void Reset() { Allocate(kMinCapacity); }
 
  private:
+  static_assert(std::endian::native == std::endian::little, "meta() is the link's low byte");
+  static constexpr size_t kWindow = 16;  // control bytes probed at once
   static constexpr size_t kMinCapacity = 16;
-  static constexpr size_t kSlotBytes = 3 * sizeof(uint64_t) + 1;
+  static constexpr uint8_t kEmpty = 0x80;
+  static constexpr uint8_t kDeleted = 0xfe;
+  struct Slot {
+    uint64_t key;
+    BlockKey our;
+    uint64_t link;  // Ref(parent) | meta
+  };
 
   __extension__ typedef unsigned __int128 U128;
 
-  size_t Home(uint64_t k) const { return static_cast<size_t>((U128(k) * cap_) >> 64); }
-  size_t Next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
-  size_t Dist(size_t from, size_t to) const { return to >= from ? to - from : to + cap_ - from; }
+  size_t Home(uint64_t r) const { return static_cast<size_t>((U128(r) * cap_) >> 64); }
+  static uint8_t Tag(uint64_t k) { return static_cast<uint8_t>((k >> 8) & 0x7f); }
+  size_t Wrap(size_t i) const { return i >= cap_ ? i - cap_ : i; }
 
-  void Allocate(size_t cap) {
-    cap_ = cap;
-    keys_.reset(new uint64_t[cap]());
-    vals_.reset(new Val[cap]);
-    meta_.reset(new uint8_t[cap]);
+  // Bit b: control byte pos + b (the array clones its first bytes past the end, so a
+  // window never wraps) equals tag / is empty / is empty or deleted.
+#if defined(__SSE2__)
+  __m128i Window(size_t pos) const {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(&ctrl_[pos]));
+  }
+  uint32_t MatchTag(size_t pos, uint8_t tag) const {
+    return static_cast<uint32_t>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(Window(pos), _mm_set1_epi8(static_cast<char>(tag)))));
+  }
+  uint32_t MatchEmpty(size_t pos) const {
+    return static_cast<uint32_t>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(Window(pos), _mm_set1_epi8(static_cast<char>(kEmpty)))));
+  }
+  uint32_t MatchFree(size_t pos) const {
+    return static_cast<uint32_t>(_mm_movemask_epi8(Window(pos)));
+  }
+#else
+  template <typename Pred>
+  uint32_t MatchIf(size_t pos, Pred pred) const {
+    uint32_t m = 0;
+    for (size_t b = 0; b < kWindow; ++b) m |= static_cast<uint32_t>(pred(ctrl_[pos + b])) << b;
+    return m;
+  }
+  uint32_t MatchTag(size_t pos, uint8_t tag) const {
+    return MatchIf(pos, [tag](uint8_t c) { return c == tag; });
+  }
+  uint32_t MatchEmpty(size_t pos) const {
+    return MatchIf(pos, [](uint8_t c) { return c == kEmpty; });
+  }
+  uint32_t MatchFree(size_t pos) const {
+    return MatchIf(pos, [](uint8_t c) { return (c & 0x80) != 0; });
+  }
+#endif
+
+  void SetCtrl(size_t i, uint8_t c) {
+    ctrl_[i] = c;
+    if (i < kWindow) ctrl_[cap_ + i] = c;
+  }
+  // The first empty or deleted slot on r's probe path (one exists: load < 7/8).
+  size_t FirstFree(uint64_t r) const {
+    for (size_t pos = Home(r);; pos = Wrap(pos + kWindow)) {
+      if (const uint32_t m = MatchFree(pos))
+        return Wrap(pos + static_cast<size_t>(std::countr_zero(m)));
+    }
   }
 
-  void Resize(size_t cap) {
-    if (cap < kMinCapacity) cap = kMinCapacity;
-    auto keys = std::move(keys_);
-    auto vals = std::move(vals_);
-    auto meta = std::move(meta_);
+  void Allocate(size_t cap) {
+    cap_ = std::max(cap, kMinCapacity);
+    ctrl_.reset(new uint8_t[cap_ + kWindow]);
+    std::memset(ctrl_.get(), kEmpty, cap_ + kWindow);
+    slots_.reset(new Slot[cap_]());
+    size_ = 0;
+    growth_left_ = cap_ * 7 / 8;
+  }
+
+  size_t Dist(size_t from, size_t to) const { return to >= from ? to - from : to + cap_ - from; }
+
+  // Re-places every entry within the same arrays, dropping deleted markers (absl's
+  // DropDeletesWithoutResize): deleted slots become empty and full ones "to place" (marked
+  // deleted); each entry to place stays when its first free slot is in its current probe
+  // window, else moves there, swapping with an entry still to place.
+  void DropDeleted() {
+    for (size_t i = 0; i < cap_; ++i) {
+      ctrl_[i] = (ctrl_[i] & 0x80) != 0 ? kEmpty : kDeleted;
+      if (ctrl_[i] == kEmpty) slots_[i].key = 0;
+    }
+    std::memcpy(&ctrl_[cap_], &ctrl_[0], kWindow);
+    for (size_t i = 0; i < cap_; ++i) {
+      while (ctrl_[i] == kDeleted) {
+        const uint64_t k = slots_[i].key;
+        const size_t h = Home(Ref(k));
+        const size_t t = FirstFree(Ref(k));
+        if (Dist(h, i) / kWindow == Dist(h, t) / kWindow) {
+          SetCtrl(i, Tag(k));
+        } else if (ctrl_[t] == kEmpty) {
+          slots_[t] = slots_[i];
+          slots_[i].key = 0;
+          SetCtrl(t, Tag(k));
+          SetCtrl(i, kEmpty);
+        } else {  // t holds an entry still to place: swap, then place that one
+          std::swap(slots_[i], slots_[t]);
+          SetCtrl(t, Tag(k));
+        }
+      }
+    }
+    growth_left_ = cap_ * 7 / 8 - size_;
+  }
+
+  // Re-places every entry into `cap` slots (drops deleted markers).
+  void Rebuild(size_t cap) {
+    auto ctrl = std::move(ctrl_);
+    auto slots = std::move(slots_);
     const size_t old_cap = cap_;
     Allocate(cap);
     for (size_t i = 0; i < old_cap; ++i) {
-      if (keys[i] == 0) continue;
-      size_t j = Home(keys[i]);
-      while (keys_[j] != 0) j = Next(j);
-      keys_[j] = keys[i];
-      vals_[j] = vals[i];
-      meta_[j] = meta[i];
+      if ((ctrl[i] & 0x80) != 0) continue;
+      const size_t j = FirstFree(Ref(slots[i].key));
+      --growth_left_;
+      SetCtrl(j, ctrl[i]);
+      slots_[j] = slots[i];
+      ++size_;
     }
   }
 
   size_t cap_ = 0;
   size_t size_ = 0;
-  std::unique_ptr<uint64_t[]> keys_;
-  struct Val {
-    BlockKey our;
-    uint64_t parent;
-  };
-  std::unique_ptr<Val[]> vals_;
-  std::unique_ptr<uint8_t[]> meta_;
+  size_t growth_left_ = 0;  // inserts into empty slots left before a rebuild
+  std::unique_ptr<uint8_t[]> ctrl_;
+  std::unique_ptr<Slot[]> slots_;
 };
 
 }  // namespace aibrix::prefix

@@ -22,27 +22,12 @@ constexpr size_t kPrefetchDistance = 4;  // blocks per stage of the write pipeli
 
 // The reverse maps' key for an engine hash: the group folded in, then mixed (Mix64 is a
 // bijection with Mix64(0) = 0, so keys stay distinct and non-zero), so the maps take home
-// slots straight from the key. Parent links and orphan lists hold these keys too.
+// slots straight from the key. Parent links and orphan lists hold these keys' refs
+// (EngineMap::Ref), which must not be 0.
 uint64_t EngineKey(kv::EngineHash h, int64_t group) {
   const uint64_t k = group == 0 ? h : h ^ Mix64(0xC0FFEE00ULL + static_cast<uint64_t>(group));
-  return Mix64(k == 0 ? kZeroEngine : k);
-}
-
-// The inverse of a multiply by an odd constant, modulo 2^64 (Newton's iteration).
-constexpr uint64_t InverseOdd(uint64_t a) {
-  uint64_t x = a;  // correct to 3 bits; each step doubles them
-  for (int i = 0; i < 5; ++i) x *= 2 - a * x;
-  return x;
-}
-
-// Inverse of Mix64 (block_hash.h), for reporting engine hashes of group 0.
-uint64_t UnMix64(uint64_t x) {
-  x ^= (x >> 27) ^ (x >> 54);
-  x *= InverseOdd(0x1C69B3F74AC4AE35ULL);
-  x ^= x >> 33;
-  x *= InverseOdd(0x3C79AC492BA7B653ULL);
-  x ^= (x >> 27) ^ (x >> 54);
-  return x;
+  const uint64_t x = Mix64(k == 0 ? kZeroEngine : k);
+  return EngineMap::Ref(x) == 0 ? x | 0x100 : x;
 }
 
 std::string NormalizeTier(const std::optional<std::string>& medium) {
@@ -71,7 +56,7 @@ struct Holder {
   HolderId id = 0;
   std::string tier;
   EngineMap map;
-  // Entries whose parent is absent, by the missing parent's engine key.
+  // Entries whose parent is absent, by the missing parent's ref.
   absl::flat_hash_map<uint64_t, std::vector<uint64_t>> orphans;
   // Anchored entries sharing an our-key with another anchored entry (count beyond the first).
   absl::flat_hash_map<BlockKey, uint32_t> extra_refs;
@@ -126,6 +111,7 @@ struct ExactIndex::Metrics {
         too_many_tiers(dropped.Add({{"reason", "too_many_tiers"}})),
         self_reference(dropped.Add({{"reason", "self_reference"}})),
         unknown_remove(dropped.Add({{"reason", "unknown_remove"}})),
+        hash_collision(dropped.Add({{"reason", "hash_collision"}})),
         fixup_scans(prometheus::BuildCounter()
                         .Name("aibrix_prefix_index_fixup_scans_total")
                         .Help("Scans of a pod's map because a removed block still had held "
@@ -153,6 +139,7 @@ struct ExactIndex::Metrics {
   prometheus::Counter& too_many_tiers;
   prometheus::Counter& self_reference;
   prometheus::Counter& unknown_remove;
+  prometheus::Counter& hash_collision;
   prometheus::Counter& fixup_scans;
 
   std::mutex mu;  // guards model gauges
@@ -171,6 +158,9 @@ struct ExactIndex::PodState {
   std::vector<uint64_t> pending;  // removed entries that had children (fix-up at event end)
   std::vector<BlockKey> keys;     // scratch
   std::vector<uint64_t> ekeys;    // scratch
+  std::vector<size_t> slots;      // scratch
+  // Table updates deferred to the end of an event (PodWriter), kept to reuse their memory.
+  std::vector<std::pair<BlockKey, Holder*>> table_sets, table_clears;
   prometheus::Gauge* gauge = nullptr;
   uint64_t reported_entries = 0;  // what the model gauge has seen
   std::string reported_model;
@@ -211,7 +201,7 @@ class PodWriter {
 
   uint64_t fixup_scans = 0;  // holder scans for removed blocks that still had children
   uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
-           non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0;
+           non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0, collisions = 0;
 
   Holder* FindHolder(const std::string& tier) {
     for (auto& h : pod_.holders) {
@@ -314,14 +304,15 @@ class PodWriter {
       m.PrefetchProbe(ekeys[j]);
       table_.PrefetchForWrite(keys[j], h->id);
     };
-    const auto stage2 = [&](size_t j) { m.PrefetchSlotForInsert(m.ProbeSlot(ekeys[j])); };
+    const auto stage2 = [&](size_t j) { m.PrefetchSlot(m.ProbeSlot(ekeys[j])); };
     constexpr size_t D = kPrefetchDistance;
     for (size_t j = 0; j < std::min(n, 2 * D); ++j) stage1(j);
     for (size_t j = 0; j < std::min(n, D); ++j) stage2(j);
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * D < n) stage1(i + 2 * D);
       if (i + D < n) stage2(i + D);
-      parent_slot = Insert(*h, ekeys[i], keys[i], i == 0 ? parent_e : ekeys[i - 1], parent_slot);
+      parent_slot = Insert(*h, ekeys[i], keys[i], EngineMap::Ref(i == 0 ? parent_e : ekeys[i - 1]),
+                           parent_slot);
     }
     FixOrphans(*h);
     FlushTable();
@@ -339,24 +330,29 @@ class PodWriter {
       unknown_remove += n;
       return;
     }
-    // Software pipeline (as in Stored): block i + 2D starts loading its key lines; block
-    // i + D finds its slot in them and starts loading the slot's value and meta lines (and
-    // the next value line, which the erase's backward shift reads); block i reads its value,
-    // starts loading its table lines and is removed from the map. The table clears run after
-    // the event (FlushTable). Slots may shift as earlier entries are erased: a stale slot
-    // only wastes a prefetch.
+    // Software pipeline (as in Stored): block i + 2D starts loading its control bytes and
+    // home slot; block i + D finds its slot and starts loading it; block i is removed from
+    // the map (erases move nothing, so the slot found for it still holds it) and starts
+    // loading its table line. The table clears run after the event (FlushTable).
     auto& ekeys = pod_.ekeys;
     ekeys.resize(n);
+    auto& slots = pod_.slots;
+    slots.resize(n);
     EngineMap& m = h->map;
     for (size_t i = 0; i < n; ++i) ekeys[i] = EngineKey(ev.block_hashes[i], group);
-    const auto stage2 = [&](size_t j) { m.PrefetchSlotForErase(m.ProbeSlot(ekeys[j])); };
+    const auto stage2 = [&](size_t j) {
+      slots[j] = m.ProbeSlot(ekeys[j]);
+      m.PrefetchSlot(slots[j]);
+    };
     constexpr size_t D = kPrefetchDistance;
     for (size_t j = 0; j < std::min(n, 2 * D); ++j) m.PrefetchProbe(ekeys[j]);
     for (size_t j = 0; j < std::min(n, D); ++j) stage2(j);
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * D < n) m.PrefetchProbe(ekeys[i + 2 * D]);
       if (i + D < n) stage2(i + D);
-      if (!Remove(*h, ekeys[i], i + 1 < n ? ekeys[i + 1] : kRootParent)) ++unknown_remove;
+      if (!Remove(*h, ekeys[i], i + 1 < n ? ekeys[i + 1] : kRootParent, slots[i])) {
+        ++unknown_remove;
+      }
     }
     FixOrphans(*h);
     FlushTable();
@@ -398,14 +394,13 @@ class PodWriter {
         // A leaf: evict it and walk up while the parent became a leaf.
         uint64_t e = m.key(i);
         while (done < count) {
-          const size_t s = m.Find(e);
-          const uint64_t parent = m.parent(s);
+          const uint64_t parent = m.parent(m.Find(e));
           Remove(*h, e);
           ++done;
           if (parent == kRootParent) break;
-          const size_t p = m.Find(parent);
+          const size_t p = m.FindRef(parent);
           if (p == EngineMap::kNpos || (m.meta(p) & EngineMap::kCcMask) != 0) break;
-          e = parent;
+          e = m.key(p);
         }
       }
       FixOrphans(*h);
@@ -465,27 +460,32 @@ class PodWriter {
     if (cc != 0 && cc != EngineMap::kCcMask) --meta;
   }
 
-  // Maps e (parent: its parent's engine key) to `our`. `parent_slot` is a hint (the slot where
-  // the parent was last seen, or kNpos), checked before use. Returns e's slot, valid until
-  // the next change of the map.
+  // Maps e (parent: its parent's ref) to `our`. `parent_slot` is a hint (the slot where the
+  // parent was last seen, or kNpos), checked before use. Returns e's slot, valid until the
+  // next change of the map, or kNpos when e's ref collides with another key's.
   size_t Insert(Holder& h, uint64_t e, BlockKey our, uint64_t parent,
                 size_t parent_slot = EngineMap::kNpos) {
     EngineMap& m = h.map;
-    bool found = false;
-    size_t slot = m.FindOrPrepare(e, &found);
-    if (found) {
+    EngineMap::Probe probe;
+    size_t slot = m.FindOrPrepare(e, &probe);
+    if (probe == EngineMap::Probe::kFound) {
       if (m.our(slot) == our) return slot;  // re-stored (idempotent)
       // Same engine hash, different content: replace. Its old children stay unanchored.
       Remove(h, e);
       FixOrphans(h);
-      h.orphans.erase(e);
-      slot = m.FindOrPrepare(e, &found);
+      h.orphans.erase(EngineMap::Ref(e));
+      slot = m.FindOrPrepare(e, &probe);
+    }
+    if (probe == EngineMap::Probe::kConflict) {
+      ++collisions;
+      return EngineMap::kNpos;
     }
     bool anchored = true;
     if (parent != kRootParent) {
       // Within an event the parent is the block inserted just before: no probe.
-      const size_t p =
-          parent_slot < m.capacity() && m.key(parent_slot) == parent ? parent_slot : m.Find(parent);
+      const size_t p = parent_slot < m.capacity() && EngineMap::Ref(m.key(parent_slot)) == parent
+                           ? parent_slot
+                           : m.FindRef(parent);
       if (p != EngineMap::kNpos) {
         IncCc(m, p);
         anchored = (m.meta(p) & EngineMap::kAnchored) != 0;
@@ -499,7 +499,7 @@ class PodWriter {
     AddEntries(1);
     ++stored;
     if (!h.orphans.empty()) {
-      if (auto it = h.orphans.find(e); it != h.orphans.end()) {
+      if (auto it = h.orphans.find(EngineMap::Ref(e)); it != h.orphans.end()) {
         std::vector<uint64_t> kids = std::move(it->second);
         h.orphans.erase(it);
         for (size_t k = 0; k < kids.size(); ++k) IncCc(m, slot);
@@ -511,11 +511,12 @@ class PodWriter {
 
   // Unmaps e. Returns false when absent. When `next` (the key the caller removes next, or
   // kRootParent) is e's parent — tail-first eviction, the common order — the parent's
-  // children count is decremented when it is removed instead of by a probe now.
-  bool Remove(Holder& h, uint64_t e, uint64_t next = kRootParent) {
+  // children count is decremented when it is removed instead of by a probe now. `hint`: a
+  // slot that may hold e (checked).
+  bool Remove(Holder& h, uint64_t e, uint64_t next = kRootParent, size_t hint = EngineMap::kNpos) {
     if (deferred_parent_ != kRootParent && deferred_parent_ != e) SettleDeferred(h);
     EngineMap& m = h.map;
-    const size_t i = m.Find(e);
+    const size_t i = hint < m.capacity() && m.key(hint) == e ? hint : m.Find(e);
     if (i == EngineMap::kNpos) {
       if (deferred_parent_ != kRootParent) SettleDeferred(h);
       return false;
@@ -535,8 +536,8 @@ class PodWriter {
     }
     m.EraseAt(i);
     if (parent != kRootParent) {
-      if (parent == next) {
-        deferred_parent_ = parent;
+      if (next != kRootParent && parent == EngineMap::Ref(next)) {
+        deferred_parent_ = next;
         deferred_child_ = e;
       } else {
         UnlinkChild(h, parent, e);
@@ -548,11 +549,11 @@ class PodWriter {
     return true;
   }
 
-  // The removed `child` no longer counts for `parent`: one held child less, or one orphan
-  // less when the parent is absent.
+  // The removed `child` no longer counts for `parent` (a ref): one held child less, or one
+  // orphan less when the parent is absent.
   void UnlinkChild(Holder& h, uint64_t parent, uint64_t child) {
     EngineMap& m = h.map;
-    if (const size_t p = m.Find(parent); p != EngineMap::kNpos) {
+    if (const size_t p = m.FindRef(parent); p != EngineMap::kNpos) {
       DecCc(m, p);
     } else if (auto it = h.orphans.find(parent); it != h.orphans.end()) {
       auto& v = it->second;
@@ -561,7 +562,7 @@ class PodWriter {
     }
   }
   void SettleDeferred(Holder& h) {
-    UnlinkChild(h, deferred_parent_, deferred_child_);
+    UnlinkChild(h, EngineMap::Ref(deferred_parent_), deferred_child_);
     deferred_parent_ = kRootParent;
   }
 
@@ -572,7 +573,7 @@ class PodWriter {
     if (pod_.pending.empty()) return;
     absl::flat_hash_set<uint64_t> gone;
     for (uint64_t e : pod_.pending) {
-      if (h.map.Find(e) == EngineMap::kNpos) gone.insert(e);
+      if (h.map.Find(e) == EngineMap::kNpos) gone.insert(EngineMap::Ref(e));
     }
     pod_.pending.clear();
     if (gone.empty()) return;
@@ -609,7 +610,7 @@ class PodWriter {
         m.meta(i) &= static_cast<uint8_t>(~EngineMap::kAnchored);
         ClearHeld(h, m.our(i));
       }
-      if (auto it = children.find(e); it != children.end()) {
+      if (auto it = children.find(EngineMap::Ref(e)); it != children.end()) {
         stack.insert(stack.end(), it->second.begin(), it->second.end());
       }
     }
@@ -626,8 +627,8 @@ class PodWriter {
   // deferred_child_; paid by the next Remove.
   uint64_t deferred_parent_ = kRootParent;
   uint64_t deferred_child_ = 0;
-  std::vector<std::pair<BlockKey, Holder*>> pending_set_;
-  std::vector<std::pair<BlockKey, Holder*>> pending_clear_;
+  std::vector<std::pair<BlockKey, Holder*>>& pending_set_ = pod_.table_sets;
+  std::vector<std::pair<BlockKey, Holder*>>& pending_clear_ = pod_.table_clears;
 };
 
 uint64_t PodBytes(const ExactIndex::PodState& pod) {
@@ -704,7 +705,9 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
     pod_bytes_.fetch_add(new_bytes - old, std::memory_order_relaxed);
   }
   // Locked RMWs only for counters that moved (the common event moves none of them).
-  if (w.unknown_parent) pod->unplaceable.fetch_add(w.unknown_parent, std::memory_order_relaxed);
+  if (const uint64_t unplaceable = w.unknown_parent + w.collisions) {
+    pod->unplaceable.fetch_add(unplaceable, std::memory_order_relaxed);
+  }
   if (w.unknown_remove) {
     pod->unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
   }
@@ -726,17 +729,18 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
     if (w.too_many_tiers) m.too_many_tiers.Increment(static_cast<double>(w.too_many_tiers));
     if (w.self_ref) m.self_reference.Increment(static_cast<double>(w.self_ref));
     if (w.unknown_remove) m.unknown_remove.Increment(static_cast<double>(w.unknown_remove));
+    if (w.collisions) m.hash_collision.Increment(static_cast<double>(w.collisions));
     if (w.fixup_scans) m.fixup_scans.Increment(static_cast<double>(w.fixup_scans));
   }
-  if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref > 0) {
+  if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref + w.collisions > 0) {
     static common::RateLimiter limiter;
     uint64_t suppressed = 0;
     if (limiter.Allow(&suppressed)) {
       common::Logger("prefix")->warn(
           "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} (index {}) "
-          "length_mismatch={} self_reference={} ({} similar lines suppressed)",
+          "length_mismatch={} self_reference={} hash_collision={} ({} similar lines suppressed)",
           source.pod_key, w.unknown_parent, w.bad_block_size, hasher_.block_size(), w.bad_length,
-          w.self_ref, suppressed);
+          w.self_ref, w.collisions, suppressed);
     }
   }
   lock.unlock();

@@ -258,6 +258,23 @@ TEST_F(ExactIndexTest, SameEngineHashWithNewContentReplacesTheBlock) {
   EXPECT_EQ(index_.memberships(), 0u);
 }
 
+TEST_F(ExactIndexTest, EngineHashesCollidingInTheReverseMapAreRefusedAndCounted) {
+  // Parent links keep 56 bits of an engine key: a second key sharing them is refused (a
+  // 2^-56 event per pair) rather than mistaken for the first.
+  const uint64_t h1 = 1, h2 = UnMix64(Mix64(h1) ^ 0x7);
+  const auto a = Tokens(2, 1), b = Tokens(1, 2);
+  Apply("ns/a", Stored({h1, 2}, std::nullopt, a));
+  Apply("ns/a", Stored({h2}, std::nullopt, b));
+  EXPECT_THAT(Query(a), ElementsAre(M("ns/a", 2)));
+  EXPECT_THAT(Query(b), IsEmpty());
+  EXPECT_EQ(index_.Stats("ns/a")->unplaceable_blocks, 1u);
+  EXPECT_EQ(index_.memberships(), 2u);
+  Apply("ns/a", Removed({h2}));  // not held: counted as unknown, h1 untouched
+  EXPECT_THAT(Query(a), ElementsAre(M("ns/a", 2)));
+  Apply("ns/a", Removed({2, h1}));
+  EXPECT_EQ(index_.memberships(), 0u);
+}
+
 TEST_F(ExactIndexTest, SelfReferencingHashesAreRejected) {
   const auto t = Tokens(2);
   Apply("ns/a", Stored({1, 1}, std::nullopt, t));
