@@ -119,7 +119,7 @@ bool HolderTable::Clear(BlockKey key, HolderId holder) {
 
 void HolderTable::Rebuild(Shard& shard, size_t need) {
   Array* old = shard.array.load(std::memory_order_relaxed);
-  // Load 0.5 after a rebuild, a multiple of the line size.
+  // Load 0.4 after a rebuild, a multiple of the line size.
   const size_t cap = std::max(kMinCapacity, (need * 5 / 2 / kSlotsPerLine + 1) * kSlotsPerLine);
   Array* fresh = Array::New(cap);
   size_t live = 0;

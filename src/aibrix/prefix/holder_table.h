@@ -11,12 +11,12 @@
 // Table layout: 256 shards chosen by the key's top bits, each an open-addressing array of
 // 16-byte slots (key, mask), linear probing from a home slot at the start of a cache line
 // (multiply-shift over lines), so most probes stay in one line; a shard is rebuilt at load
-// 0.7 to load 0.5, so the load stays in [0.5, 0.7]. Removing a holder only
-// clears its bit; a slot whose mask is 0 is "dead" and the next insert on its probe path
-// reuses it. Readers re-check the slot's key after reading its mask, so a reused slot never
-// lends its new mask to the old key. A rebuild (growth, or shrink when mostly empty) writes a
-// fresh array, publishes it with one pointer store and frees the old one after
-// EpochManager::Synchronize.
+// 0.7 to load 0.4 (room for the dead slots a churning shard collects before the next
+// rebuild). Removing a holder only clears its bit; a slot whose mask is 0 is "dead" and the
+// next insert on its probe path reuses it. Readers re-check the slot's key after reading
+// its mask, so a reused slot never lends its new mask to the old key. A rebuild (growth, or
+// shrink when mostly empty) writes a fresh array, publishes it with one pointer store and
+// frees the old one after EpochManager::Synchronize.
 //
 // Thread safety: Set/Clear may be called from any thread (they lock one shard). Lookup,
 // Prefetch and SearchPrefix take no lock but REQUIRE the caller to hold an
