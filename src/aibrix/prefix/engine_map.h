@@ -2,7 +2,7 @@
 // parent link and the bookkeeping that keeps the holder's key set prefix-closed.
 //
 // A SwissTable-style open-addressing map (as absl's flat_hash_map): one control byte per
-// slot (empty, deleted, or 7 bits of the key) probed 16 at a time with SSE2, and 24-byte
+// slot (empty, deleted, or 8 bits of the key) probed 16 at a time with SSE2, and 24-byte
 // slots {engine key, our key, link}; the link packs the parent's *ref* (its engine key with
 // the low byte cleared) and the meta byte (anchored bit, held-children count). A lookup
 // reads one control line and one slot; an erase moves nothing: it marks the slot empty, or
@@ -69,12 +69,14 @@ class EngineMap {
   }
 
   // Write pipelines (see exact_index.cc), all hints only: stage 1 starts loading k's first
-  // control window and its home slot's line; stage 2, once the control bytes arrived, finds
-  // the slot an insert or erase of k touches (ProbeSlot) and starts loading that slot.
+  // control window and the two slot lines from its home (keys sit at or just after home);
+  // stage 2, once the control bytes arrived, finds the slot an insert or erase of k touches
+  // (ProbeSlot) and starts loading it.
   void PrefetchProbe(uint64_t k) const {
     const size_t h = Home(Ref(k));
     __builtin_prefetch(&ctrl_[h], 1);
     __builtin_prefetch(&slots_[h], 1);
+    __builtin_prefetch(reinterpret_cast<const char*>(&slots_[h]) + 64, 1);
   }
   // The slot holding k's ref, else the free slot an insert of k would fill.
   size_t ProbeSlot(uint64_t k) const {
@@ -84,7 +86,8 @@ class EngineMap {
   void PrefetchSlot(size_t i) const {
     const char* p = reinterpret_cast<const char*>(&slots_[i]);
     __builtin_prefetch(p, 1);
-    __builtin_prefetch(p + sizeof(Slot) - 1, 1);  // a slot may straddle two lines
+    // A slot may straddle two lines (a quarter of them do).
+    if ((reinterpret_cast<uintptr_t>(p) & 63) > 64 - sizeof(Slot)) __builtin_prefetch(p + 63, 1);
   }
 
   enum class Probe { kEmpty, kFound, kConflict };
@@ -148,8 +151,9 @@ class EngineMap {
   static_assert(std::endian::native == std::endian::little, "meta() is the link's low byte");
   static constexpr size_t kWindow = 16;  // control bytes probed at once
   static constexpr size_t kMinCapacity = 16;
-  static constexpr uint8_t kEmpty = 0x80;
-  static constexpr uint8_t kDeleted = 0xfe;
+  // Control bytes: kEmpty, kDeleted, or a full slot's tag (2..255).
+  static constexpr uint8_t kEmpty = 0;
+  static constexpr uint8_t kDeleted = 1;
   struct Slot {
     uint64_t key;
     BlockKey our;
@@ -159,7 +163,10 @@ class EngineMap {
   __extension__ typedef unsigned __int128 U128;
 
   size_t Home(uint64_t r) const { return static_cast<size_t>((U128(r) * cap_) >> 64); }
-  static uint8_t Tag(uint64_t k) { return static_cast<uint8_t>((k >> 8) & 0x7f); }
+  static uint8_t Tag(uint64_t k) {
+    const auto t = static_cast<uint8_t>(k >> 8);
+    return t > kDeleted ? t : static_cast<uint8_t>(t + 2);
+  }
   size_t Wrap(size_t i) const { return i >= cap_ ? i - cap_ : i; }
 
   // Bit b: control byte pos + b (the array clones its first bytes past the end, so a
@@ -176,8 +183,10 @@ class EngineMap {
     return static_cast<uint32_t>(
         _mm_movemask_epi8(_mm_cmpeq_epi8(Window(pos), _mm_set1_epi8(static_cast<char>(kEmpty)))));
   }
-  uint32_t MatchFree(size_t pos) const {
-    return static_cast<uint32_t>(_mm_movemask_epi8(Window(pos)));
+  uint32_t MatchFree(size_t pos) const {  // control byte <= kDeleted
+    const __m128i w = Window(pos);
+    return static_cast<uint32_t>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(w, _mm_set1_epi8(kDeleted)), w)));
   }
 #else
   template <typename Pred>
@@ -193,7 +202,7 @@ class EngineMap {
     return MatchIf(pos, [](uint8_t c) { return c == kEmpty; });
   }
   uint32_t MatchFree(size_t pos) const {
-    return MatchIf(pos, [](uint8_t c) { return (c & 0x80) != 0; });
+    return MatchIf(pos, [](uint8_t c) { return c <= kDeleted; });
   }
 #endif
 
@@ -226,7 +235,7 @@ class EngineMap {
   // window, else moves there, swapping with an entry still to place.
   void DropDeleted() {
     for (size_t i = 0; i < cap_; ++i) {
-      ctrl_[i] = (ctrl_[i] & 0x80) != 0 ? kEmpty : kDeleted;
+      ctrl_[i] = ctrl_[i] <= kDeleted ? kEmpty : kDeleted;
       if (ctrl_[i] == kEmpty) slots_[i].key = 0;
     }
     std::memcpy(&ctrl_[cap_], &ctrl_[0], kWindow);
@@ -258,7 +267,7 @@ class EngineMap {
     const size_t old_cap = cap_;
     Allocate(cap);
     for (size_t i = 0; i < old_cap; ++i) {
-      if ((ctrl[i] & 0x80) != 0) continue;
+      if (ctrl[i] <= kDeleted) continue;
       const size_t j = FirstFree(Ref(slots[i].key));
       --growth_left_;
       SetCtrl(j, ctrl[i]);
