@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "aibrix/common/huge_pages.h"
 #include "aibrix/prefix/exact_index.h"
 #include "benchmark/benchmark.h"
 
@@ -306,6 +307,7 @@ double BytesPerMembership(uint64_t target, int pods, int replicas) {
 }  // namespace aibrix::prefix
 
 int main(int argc, char** argv) {
+  aibrix::common::UseHugePagesForMalloc(argv);
   using namespace aibrix::prefix;
   // Optional section names (hash, query, scale, write, memory) select what runs.
   const auto want = [&](const char* name) {

@@ -20,6 +20,7 @@
 #include <random>
 #include <thread>
 
+#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/server/request_body.h"
 #include "aibrix/server/service.h"
@@ -254,6 +255,7 @@ void ParseBenchmark() {
 }
 
 int main(int argc, char** argv) {
+  aibrix::common::UseHugePagesForMalloc(argv);
   int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   ParseBenchmark();
   RouteBenchmark(threads, std::chrono::seconds(5));

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/kvevents/kv_tail.h"
 #include "aibrix/server/service.h"
@@ -24,6 +25,7 @@ sigset_t BlockStopSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  aibrix::common::UseHugePagesForMalloc(argv);
   using aibrix::server::ServiceConfig;
   ServiceConfig config = ServiceConfig::FromEnvironment();
 
