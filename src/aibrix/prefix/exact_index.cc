@@ -260,11 +260,23 @@ class PodWriter {
       bad_length += n;
       return;
     }
-    uint64_t parent_e = kRootParent;
+    // The engine keys first, so that the parent's lines (of a block stored long ago, not
+    // cached) load meanwhile.
+    const uint64_t parent_e =
+        ev.parent_block_hash ? EngineKey(*ev.parent_block_hash, group) : kRootParent;
+    if (parent_e != kRootParent) h->map.PrefetchProbe(parent_e);
+    auto& ekeys = pod_.ekeys;
+    ekeys.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      ekeys[i] = EngineKey(ev.block_hashes[i], group);
+      if (ekeys[i] == (i == 0 ? parent_e : ekeys[i - 1])) {
+        self_ref += n;
+        return;
+      }
+    }
     BlockKey parent_key;
     size_t parent_slot = EngineMap::kNpos;  // in h's map: where the next block's parent is
-    if (ev.parent_block_hash) {
-      parent_e = EngineKey(*ev.parent_block_hash, group);
+    if (parent_e != kRootParent) {
       size_t i = h->map.Find(parent_e);
       parent_slot = i;
       const Holder* where = h;
@@ -280,15 +292,6 @@ class PodWriter {
     } else {
       const std::string adapter = AdapterOf(ev);
       parent_key = ContextRoot(HashContext{model, adapter, 0});
-    }
-    auto& ekeys = pod_.ekeys;
-    ekeys.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      ekeys[i] = EngineKey(ev.block_hashes[i], group);
-      if (ekeys[i] == (i == 0 ? parent_e : ekeys[i - 1])) {
-        self_ref += n;
-        return;
-      }
     }
     auto& keys = pod_.keys;
     keys.resize(n);
