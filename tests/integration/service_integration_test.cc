@@ -117,6 +117,53 @@ TEST_F(ServiceTest, BadConfigStopsStartupWithFieldAndLine) {
   EXPECT_THAT((*process)->Output(), HasSubstr("bad.yaml:3: field 'models[0].endpoints[0]'"));
 }
 
+// What /proc says of a running process: its name and one environment variable.
+std::string ProcName(pid_t pid) {
+  std::string name;
+  std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), name);
+  return name;
+}
+std::string ProcEnv(pid_t pid, const std::string& var) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
+  for (std::string entry; std::getline(in, entry, '\0');) {
+    if (entry.rfind(var + "=", 0) == 0) return entry.substr(var.size() + 1);
+  }
+  return "";
+}
+std::string ThpMode() {
+  std::string line;
+  std::getline(std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"), line);
+  const auto open = line.find('['), close = line.find(']');
+  return open == std::string::npos || close == std::string::npos
+             ? ""
+             : line.substr(open + 1, close - open - 1);
+}
+
+TEST_F(ServiceTest, UsesHugePagesForMallocUnlessOptedOut) {
+  const char* inherited = std::getenv("GLIBC_TUNABLES");
+  const std::string before = inherited != nullptr ? inherited : "";
+  if (before.find("glibc.malloc.hugetlb") != std::string::npos) {
+    GTEST_SKIP() << "GLIBC_TUNABLES already chooses: " << before;
+  }
+  const std::string config =
+      WriteConfig("thp.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\"]\n");
+  StartService(config);
+  // Re-executed in place: same pid (the test started it), same name.
+  EXPECT_EQ(ProcName(process_->pid()), "aibrix-cache");
+  if (ThpMode() == "madvise") {
+    EXPECT_THAT(ProcEnv(process_->pid(), "GLIBC_TUNABLES"), HasSubstr("glibc.malloc.hugetlb=1"));
+  } else {
+    EXPECT_EQ(ProcEnv(process_->pid(), "GLIBC_TUNABLES"), before);
+  }
+
+  auto opted_out = Subprocess::Start(
+      {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config},
+      {"AIBRIX_HUGEPAGES=0"});
+  ASSERT_TRUE(opted_out.ok()) << opted_out.status();
+  ASSERT_TRUE((*opted_out)->WaitForLine("ready:", std::chrono::seconds(20)).ok());
+  EXPECT_EQ(ProcEnv((*opted_out)->pid(), "GLIBC_TUNABLES"), before);
+}
+
 TEST_F(ServiceTest, SigintStopsGracefully) {
   StartService(WriteConfig("int.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\"]\n"));
   auto exit_code = process_->Stop(SIGINT, std::chrono::seconds(10));

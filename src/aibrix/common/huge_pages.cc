@@ -37,8 +37,13 @@ void UseHugePagesForMalloc(char** argv) {
   std::string value = tunables != nullptr && *tunables != '\0'
                           ? std::string(tunables) + ":" + kTunable
                           : std::string(kTunable);
+  // The program's own path (not /proc/self/exe, which would rename the process "exe").
+  char path[4096];
+  const ssize_t len = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (len <= 0) return;
+  path[len] = '\0';
   if (setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;
-  execv("/proc/self/exe", argv);
+  execv(path, argv);
   // The exec failed: carry on with small pages (and do not pass the tunable on).
   if (tunables != nullptr) {
     setenv("GLIBC_TUNABLES", tunables, 1);
