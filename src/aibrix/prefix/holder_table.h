@@ -64,9 +64,10 @@ class HolderTable {
   // locks (each a full fence: a miss inside one cannot overlap the next).
   // REQUIRES: a ReadGuard is held (and released before the Set/Clear calls).
   void Touch(BlockKey key, HolderId holder) const;
-  // Same, for a writer about to Set/Clear. Needs no ReadGuard (and must not take one: a
-  // writer may rebuild a shard, which waits for readers): it forms the address from
-  // per-shard hints and never dereferences it; a stale hint only wastes the prefetch.
+  // Starts loading the home line of (key, holder's group) and the next, for a writer about
+  // to Set/Clear. Needs no ReadGuard (and must not take one: a writer may rebuild a shard,
+  // which waits for readers): it forms the address from per-shard hints and never
+  // dereferences it; a stale hint only wastes the prefetch.
   void PrefetchForWrite(BlockKey key, HolderId holder) const;
 
   // Bytes held by the slot arrays (capacities, not sizes).
