@@ -6,9 +6,11 @@
 // slots {engine key, our key, link}; the link packs the parent's *ref* (its engine key with
 // the low byte cleared) and the meta byte (anchored bit, held-children count). A lookup
 // reads one control line and one slot; an erase moves nothing: it marks the slot empty, or
-// deleted when a 16-slot window around it was ever full (a probe may have passed it). The
-// capacity is any integer >= 16 (multiply-shift "fastrange" home slots); a rebuild (at load
-// 7/8 counting deleted slots, or below 1/4) re-places everything at load 0.7.
+// deleted when a 16-slot window around it was ever full (a probe may have passed it; absl's
+// rule). When deleted markers use up the room (load 7/8 counting them) they are dropped in
+// place (absl's DropDeletesWithoutResize: no allocation) while the live load is <= 3/4, else
+// the map is rebuilt at load 0.7; below load 1/4 it shrinks. The capacity is any integer
+// >= 16 (multiply-shift "fastrange" home slots). 25 bytes per slot.
 //
 // Refs: parent links name the parent by its ref (56 bits), so refs are unique within a map:
 // the home slot and control tag depend only on a key's ref, and FindOrPrepare reports a live
