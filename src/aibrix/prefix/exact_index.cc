@@ -316,6 +316,10 @@ class PodWriter {
       if (i + D < n) stage2(i + D);
       parent_slot = Insert(*h, ekeys[i], keys[i], EngineMap::Ref(i == 0 ? parent_e : ekeys[i - 1]),
                            parent_slot);
+      if (parent_slot == EngineMap::kNpos) {  // refused (ref collision): so are its children
+        collisions += n - 1 - i;
+        break;
+      }
     }
     FixOrphans(*h);
     FlushTable();

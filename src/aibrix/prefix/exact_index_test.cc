@@ -273,6 +273,13 @@ TEST_F(ExactIndexTest, EngineHashesCollidingInTheReverseMapAreRefusedAndCounted)
   EXPECT_THAT(Query(a), ElementsAre(M("ns/a", 2)));
   Apply("ns/a", Removed({2, h1}));
   EXPECT_EQ(index_.memberships(), 0u);
+  // The blocks after a refused one chain through it: refused too (a block after it would
+  // otherwise find the other key's ref and count without its parent).
+  Apply("ns/a", Stored({h1}, std::nullopt, Tokens(1, 3)));
+  Apply("ns/a", Stored({h2, 5, 6}, std::nullopt, Tokens(3, 4)));
+  EXPECT_THAT(Query(Tokens(3, 4)), IsEmpty());
+  EXPECT_EQ(index_.Stats("ns/a")->unplaceable_blocks, 4u);
+  EXPECT_EQ(index_.memberships(), 1u);
 }
 
 TEST_F(ExactIndexTest, SelfReferencingHashesAreRejected) {
