@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "spdlog/spdlog.h"
 
@@ -40,5 +41,19 @@ class RateLimiter {
   std::atomic<int> in_window_{0};
   std::atomic<uint64_t> suppressed_{0};
 };
+
+// Logs a warning of `component` when `limiter` allows it, ending the line with the number
+// of similar lines suppressed since the last one logged. Typical use, on a path that bad
+// input can hit many times per second:
+//   static common::RateLimiter limiter;
+//   common::WarnLimited(limiter, "kvevents", "pod {}: bad frame", pod);
+template <typename... Args>
+void WarnLimited(RateLimiter& limiter, const std::string& component,
+                 fmt::format_string<Args...> format, Args&&... args) {
+  uint64_t suppressed = 0;
+  if (!limiter.Allow(&suppressed)) return;
+  Logger(component)->warn("{} ({} similar lines suppressed)",
+                          fmt::format(format, std::forward<Args>(args)...), suppressed);
+}
 
 }  // namespace aibrix::common

@@ -1,6 +1,10 @@
 #include "aibrix/common/logging.h"
 
+#include <sstream>
+#include <thread>
+
 #include "gtest/gtest.h"
+#include "spdlog/sinks/ostream_sink.h"
 
 namespace aibrix::common {
 namespace {
@@ -27,6 +31,22 @@ TEST(LoggingTest, SameLoggerPerComponentAndLevelNames) {
   EXPECT_TRUE(SetLogLevel("off"));
   EXPECT_FALSE(SetLogLevel("loud"));
   EXPECT_TRUE(SetLogLevel("info"));
+}
+
+TEST(LoggingTest, WarnLimitedLogsAllowedLinesWithTheSuppressedCount) {
+  std::ostringstream out;
+  Logger("warn-limited-test")
+      ->sinks()
+      .push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  RateLimiter limiter(1, std::chrono::milliseconds(200));
+  for (int i = 0; i < 3; ++i) WarnLimited(limiter, "warn-limited-test", "bad input {}", i);
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  WarnLimited(limiter, "warn-limited-test", "bad input {}", 3);
+  const std::string log = out.str();
+  EXPECT_NE(log.find("bad input 0 (0 similar lines suppressed)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("bad input 1"), std::string::npos) << log;
+  EXPECT_EQ(log.find("bad input 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("bad input 3 (2 similar lines suppressed)"), std::string::npos) << log;
 }
 
 }  // namespace

@@ -282,11 +282,8 @@ void Subscriber::Connect(Stream& s) {
     s.conn = Stream::Conn::kConnecting;
   } catch (const zmq::error_t& e) {
     static common::RateLimiter limiter;
-    if (limiter.Allow()) {
-      common::Logger("kvevents")
-          ->warn("pod {} rank {}: cannot connect to {}: {}", options_.source.pod_key, s.rank,
-                 s.ep.endpoint, e.what());
-    }
+    common::WarnLimited(limiter, "kvevents", "pod {} rank {}: cannot connect to {}: {}",
+                        options_.source.pod_key, s.rank, s.ep.endpoint, e.what());
     metrics_->errors("socket").Increment();
     Teardown(s);
     ScheduleReconnect(s, /*failed_attempt=*/true);
@@ -351,15 +348,11 @@ void Subscriber::OnLiveReadable(Stream& s) {
       ++stats_->frame_errors;
       metrics_->errors("frame").Increment();
       static common::RateLimiter limiter;
-      uint64_t suppressed = 0;
-      if (limiter.Allow(&suppressed)) {
-        common::Logger("kvevents")
-            ->warn(
-                "pod {} rank {}: dropping malformed message ({} frames, seq frame {} bytes; {} "
-                "similar suppressed)",
-                options_.source.pod_key, s.rank, frames.size(),
-                frames.size() > 1 ? frames[1].size() : 0, suppressed);
-      }
+      common::WarnLimited(limiter, "kvevents",
+                          "pod {} rank {}: dropping malformed message ({} frames, seq frame {} "
+                          "bytes)",
+                          options_.source.pod_key, s.rank, frames.size(),
+                          frames.size() > 1 ? frames[1].size() : 0);
       continue;
     }
     OnLive(s, ReadSeq(frames[1]), frames[2].to_string());
@@ -425,15 +418,10 @@ void Subscriber::Deliver(Stream& s, uint64_t seq, const std::string& payload) {
     ++stats_->decode_errors;
     metrics_->errors("decode").Increment();
     static common::RateLimiter limiter;
-    uint64_t suppressed = 0;
-    if (limiter.Allow(&suppressed)) {
-      common::Logger("kvevents")
-          ->warn(
-              "pod {} rank {}: cannot decode batch {} ({} bytes): {}; clearing the pod ({} similar "
-              "suppressed)",
-              options_.source.pod_key, s.rank, seq, payload.size(),
-              common::AsStd(batch.status().message()), suppressed);
-    }
+    common::WarnLimited(limiter, "kvevents",
+                        "pod {} rank {}: cannot decode batch {} ({} bytes): {}; clearing the pod",
+                        options_.source.pod_key, s.rank, seq, payload.size(),
+                        common::AsStd(batch.status().message()));
     // Its events are lost: what the index holds for the pod may now be wrong.
     Clear("decode_error");
     return;
@@ -524,13 +512,10 @@ void Subscriber::ReplayFailed(Stream& s, const std::string& why) {
   ++stats_->replay_failures;
   metrics_->replay_failures().Increment();
   static common::RateLimiter limiter;
-  if (limiter.Allow()) {
-    common::Logger("kvevents")
-        ->warn(
-            "pod {} rank {}: replay from {} failed: {}; clearing the pod "
-            "and continuing from live events",
-            options_.source.pod_key, s.rank, s.replay_from, why);
-  }
+  common::WarnLimited(limiter, "kvevents",
+                      "pod {} rank {}: replay from {} failed: {}; clearing the pod and "
+                      "continuing from live events",
+                      options_.source.pod_key, s.rank, s.replay_from, why);
   s.dealer.reset();  // late replies of this request must not be taken for the next one
   s.replaying = false;
   s.replayed.clear();
@@ -608,10 +593,8 @@ void Subscriber::SocketLoop() {
       if (e.num() == ETERM) break;
       metrics_->errors("socket").Increment();
       static common::RateLimiter limiter;
-      if (limiter.Allow()) {
-        common::Logger("kvevents")
-            ->warn("pod {}: socket error: {}", options_.source.pod_key, e.what());
-      }
+      common::WarnLimited(limiter, "kvevents", "pod {}: socket error: {}", options_.source.pod_key,
+                          e.what());
     }
   }
   for (auto& sp : streams_) {

@@ -741,14 +741,11 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
   }
   if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref + w.collisions > 0) {
     static common::RateLimiter limiter;
-    uint64_t suppressed = 0;
-    if (limiter.Allow(&suppressed)) {
-      common::Logger("prefix")->warn(
-          "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} (index {}) "
-          "length_mismatch={} self_reference={} hash_collision={} ({} similar lines suppressed)",
-          source.pod_key, w.unknown_parent, w.bad_block_size, hasher_.block_size(), w.bad_length,
-          w.self_ref, w.collisions, suppressed);
-    }
+    common::WarnLimited(limiter, "prefix",
+                        "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} "
+                        "(index {}) length_mismatch={} self_reference={} hash_collision={}",
+                        source.pod_key, w.unknown_parent, w.bad_block_size, hasher_.block_size(),
+                        w.bad_length, w.self_ref, w.collisions);
   }
   lock.unlock();
   EnforceBudget(*pod);

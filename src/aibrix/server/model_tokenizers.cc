@@ -51,14 +51,10 @@ absl::StatusOr<std::vector<uint32_t>> ModelTokenizers::With(std::string_view mod
     last = ids.status();
   }
   static common::RateLimiter limiter;
-  uint64_t suppressed = 0;
-  if (limiter.Allow(&suppressed)) {
-    common::Logger("tokenizer")
-        ->warn(
-            "no engine tokenizer of model '{}' answered ({}); using the local tokenizer "
-            "({} similar lines suppressed)",
-            model, common::AsStd(last.message()), suppressed);
-  }
+  common::WarnLimited(limiter, "tokenizer",
+                      "no engine tokenizer of model '{}' answered ({}); using the local "
+                      "tokenizer",
+                      model, common::AsStd(last.message()));
   return ToIds(call(local_));
 }
 
