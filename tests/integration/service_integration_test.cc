@@ -3,6 +3,7 @@
 
 #include <fstream>
 
+#include "aibrix/common/huge_pages.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -130,15 +131,6 @@ std::string ProcEnv(pid_t pid, const std::string& var) {
   }
   return "";
 }
-std::string ThpMode() {
-  std::string line;
-  std::getline(std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"), line);
-  const auto open = line.find('['), close = line.find(']');
-  return open == std::string::npos || close == std::string::npos
-             ? ""
-             : line.substr(open + 1, close - open - 1);
-}
-
 TEST_F(ServiceTest, UsesHugePagesForMallocUnlessOptedOut) {
   const char* inherited = std::getenv("GLIBC_TUNABLES");
   const std::string before = inherited != nullptr ? inherited : "";
@@ -150,7 +142,7 @@ TEST_F(ServiceTest, UsesHugePagesForMallocUnlessOptedOut) {
   StartService(config);
   // Re-executed in place: same pid (the test started it), same name.
   EXPECT_EQ(ProcName(process_->pid()), "aibrix-cache");
-  if (ThpMode() == "madvise") {
+  if (common::TransparentHugePageMode() == "madvise") {
     EXPECT_THAT(ProcEnv(process_->pid(), "GLIBC_TUNABLES"), HasSubstr("glibc.malloc.hugetlb=1"));
   } else {
     EXPECT_EQ(ProcEnv(process_->pid(), "GLIBC_TUNABLES"), before);

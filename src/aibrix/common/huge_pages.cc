@@ -11,8 +11,9 @@ namespace {
 
 constexpr char kTunable[] = "glibc.malloc.hugetlb=1";
 
-// The kernel's THP mode: "always", "madvise" or "never" (empty when unknown).
-std::string ThpMode() {
+}  // namespace
+
+std::string TransparentHugePageMode() {
   std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string line;
   std::getline(in, line);
@@ -20,8 +21,6 @@ std::string ThpMode() {
   if (open == std::string::npos || close == std::string::npos || close < open) return "";
   return line.substr(open + 1, close - open - 1);
 }
-
-}  // namespace
 
 void UseHugePagesForMalloc(char** argv) {
   if (const char* opt = std::getenv("AIBRIX_HUGEPAGES");
@@ -33,7 +32,7 @@ void UseHugePagesForMalloc(char** argv) {
       std::string(tunables).find("glibc.malloc.hugetlb") != std::string::npos) {
     return;  // set already (by us before the exec, or by the user)
   }
-  if (ThpMode() != "madvise") return;  // "always": every page may be huge already
+  if (TransparentHugePageMode() != "madvise") return;  // "always": every page may be huge already
   std::string value = tunables != nullptr && *tunables != '\0'
                           ? std::string(tunables) + ":" + kTunable
                           : std::string(kTunable);

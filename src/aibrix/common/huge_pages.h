@@ -9,7 +9,13 @@
 // starts, so a program that wants them re-executes itself once with the tunable added.
 #pragma once
 
+#include <string>
+
 namespace aibrix::common {
+
+// The kernel's transparent-huge-page mode: "always", "madvise" or "never" (empty when
+// unknown).
+std::string TransparentHugePageMode();
 
 // When the kernel's THP mode is "madvise" and neither GLIBC_TUNABLES nor AIBRIX_HUGEPAGES=0
 // says otherwise, re-executes this program (same pid, arguments and environment plus
