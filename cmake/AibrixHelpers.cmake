@@ -48,7 +48,8 @@ function(aibrix_binary name)
 endfunction()
 
 # aibrix_test(<name> SRCS ... DEPS ... [LABELS ...]): a GoogleTest binary registered with CTest.
-# Tests find the shared protocol vectors through AIBRIX_SHARED_DIR and built binaries through
+# Tests find their data files (tests/testdata: protocol vectors copied into the repository, so a
+# clone alone passes its tests) through AIBRIX_TESTDATA_DIR and built binaries through
 # AIBRIX_BIN_DIR (both compile definitions).
 function(aibrix_test name)
   cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
@@ -57,7 +58,7 @@ function(aibrix_test name)
   target_compile_options(${name} PRIVATE ${AIBRIX_WARNINGS})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR})
   target_compile_definitions(${name} PRIVATE
-    AIBRIX_SHARED_DIR="${PROJECT_SOURCE_DIR}/../shared"
+    AIBRIX_TESTDATA_DIR="${PROJECT_SOURCE_DIR}/tests/testdata"
     AIBRIX_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     AIBRIX_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)

@@ -1,4 +1,4 @@
-// Test helpers: read the shared protocol vectors (../shared/protocols/vectors) and build the
+// Test helpers: read the protocol vectors (tests/testdata, see its README.md) and build the
 // expected kv::EventBatch from a vector's JSON, applying the normalisation rules of issue 3
 // (negative ints as two's complement, byte strings as their last 8 bytes big-endian,
 // extra_keys re-encoded as compact JSON with {"$bin": hex} for byte strings).
@@ -17,7 +17,8 @@
 
 namespace aibrix::kvevents::testing {
 
-inline std::string VectorsDir() { return std::string(AIBRIX_SHARED_DIR) + "/protocols/vectors"; }
+// The directory holding kv/, zmq/, tokenize/ and metrics/ (tests/testdata).
+inline std::string VectorsDir() { return AIBRIX_TESTDATA_DIR; }
 
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -71,7 +72,7 @@ inline std::vector<std::string> ReadFrames(const std::string& path) {
   return frames;
 }
 
-// Names (without extension) of every vector in vectors/kv, sorted.
+// Names (without extension) of every vector in tests/testdata/kv, sorted.
 inline std::vector<std::string> KvVectorNames() {
   std::vector<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(VectorsDir() + "/kv")) {

@@ -143,7 +143,7 @@ json GetJson(httplib::Client& c, const std::string& path) {
 }
 
 json ReadVector(const std::string& rel) {
-  std::ifstream f(std::string(AIBRIX_SHARED_DIR) + "/protocols/vectors/" + rel);
+  std::ifstream f(std::string(AIBRIX_TESTDATA_DIR) + "/" + rel);
   std::stringstream s;
   s << f.rdbuf();
   return json::parse(s.str());

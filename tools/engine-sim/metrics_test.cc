@@ -56,8 +56,7 @@ TEST(MetricsTest, HistogramIsCumulativeWithCountAndSum) {
 }
 
 TEST(MetricsTest, BucketsMatchTheVllmSample) {
-  std::ifstream f(std::string(AIBRIX_SHARED_DIR) +
-                  "/protocols/vectors/metrics/vllm_metrics_sample.txt");
+  std::ifstream f(std::string(AIBRIX_TESTDATA_DIR) + "/metrics/vllm_metrics_sample.txt");
   ASSERT_TRUE(f.good());
   std::stringstream sample;
   sample << f.rdbuf();

@@ -1,7 +1,7 @@
 // Encodes decoded KV event batches back into vLLM's msgpack payload (ZMQ frame 2) for every
 // wire era of ../shared/protocols/README.md §1.6. Used by engine-sim, by the test publisher
-// and by the tests, which check it reproduces the vectors in protocols/vectors/kv byte for
-// byte.
+// and by the tests, which check it reproduces the vectors in tests/testdata/kv (copies of
+// ../shared/protocols/vectors/kv) byte for byte.
 //
 // Thread safety: pure functions.
 #pragma once

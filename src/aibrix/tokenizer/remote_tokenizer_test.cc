@@ -19,7 +19,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string Vector(const std::string& name) {
-  std::ifstream in(std::string(AIBRIX_SHARED_DIR) + "/protocols/vectors/tokenize/" + name);
+  std::ifstream in(std::string(AIBRIX_TESTDATA_DIR) + "/tokenize/" + name);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
