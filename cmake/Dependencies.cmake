@@ -13,6 +13,8 @@ find_package(prometheus-cpp REQUIRED)
 find_package(cppzmq REQUIRED)
 find_package(msgpack REQUIRED)
 find_package(CURL REQUIRED)
+# Boost 1.74 (libboost-dev): header-only Asio and Beast for the HTTP server and client.
+find_package(Boost 1.74 REQUIRED)
 find_package(GTest REQUIRED)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)

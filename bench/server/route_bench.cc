@@ -22,7 +22,7 @@
 
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/server/request_body.h"
+#include "aibrix/gateway/request_body.h"
 #include "aibrix/server/service.h"
 #include "fmt/format.h"
 #include "httplib.h"
@@ -245,7 +245,7 @@ void ParseBenchmark() {
     size_t ids = 0;
     const auto start = Clock::now();
     for (int i = 0; i < kRounds; ++i)
-      ids += aibrix::server::ParseRequestBody(body)->token_ids->size();
+      ids += aibrix::gateway::ParseRequestBody(body)->token_ids->size();
     const double us =
         std::chrono::duration<double, std::micro>(Clock::now() - start).count() / kRounds;
     std::printf("parse: %zu ids per body, separator \"%s\": %.1f us\n", ids / kRounds, separator,

@@ -36,10 +36,37 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"static"}));
   app.add_option("--static-config", config.static_config, "Static discovery YAML file")
       ->check(CLI::ExistingFile);
-  app.add_option("--max-body-bytes", config.max_body_bytes, "Largest accepted request body")
+  app.add_option("--io-threads", config.io_threads, "HTTP I/O threads (0: one per core)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--http-threads", config.http_threads,
+                 "Worker threads for blocking handler work (remote tokenization)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--max-body-bytes", config.max_body_bytes, "Largest request body (413)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--http-threads", config.http_threads, "HTTP worker threads")
-      ->check(CLI::Range(1, 4096));
+  app.add_option("--max-head-bytes", config.max_head_bytes, "Largest request head (431)")
+      ->check(CLI::Range(1024, 1 << 24));
+  app.add_option("--max-target-bytes", config.max_target_bytes, "Longest request target (414)")
+      ->check(CLI::Range(64, 1 << 20));
+  app.add_option("--max-connections", config.max_connections,
+                 "Open client connections; past it a new one is answered 503 and closed")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--head-timeout-ms", config.head_timeout_ms,
+                 "Time for a whole request head, from its first byte (408)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--body-timeout-ms", config.body_timeout_ms,
+                 "Longest wait for request body progress (408)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--idle-timeout-ms", config.idle_timeout_ms, "Keep-alive idle timeout")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--write-timeout-ms", config.write_timeout_ms,
+                 "A client taking none of the response for this long is cut")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--shutdown-delay-ms", config.shutdown_delay_ms,
+                 "After SIGTERM: /readyz 503 at once, accepting stops after this delay")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--shutdown-grace", config.shutdown_grace_ms,
+                 "After SIGTERM: ms in-flight requests and streams get before they are cut")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--metric-refresh-ms", config.metric_refresh_ms,
                  "Engine metric scrape interval (env AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS)")
       ->check(CLI::PositiveNumber);
@@ -65,7 +92,19 @@ int main(int argc, char** argv) {
   app.add_option("--routing-algorithm", config.routing_algorithm,
                  "Algorithm when a request names none (header routing-strategy)");
   app.add_option("--upstream-timeout-ms", config.upstream_timeout_ms,
-                 "Proxy: time to wait for an engine's first response byte")
+                 "Proxy: deadline for an engine's whole response")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--upstream-connect-timeout-ms", config.upstream_connect_timeout_ms,
+                 "Proxy: connect timeout")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--upstream-first-byte-timeout-ms", config.upstream_first_byte_timeout_ms,
+                 "Proxy: time until the engine's response head (504 when passed)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--upstream-idle-timeout-ms", config.upstream_idle_timeout_ms,
+                 "Proxy: longest pause between response chunks (the stream is cut)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--route-ttl-ms", config.route_ttl_ms,
+                 "/cache/route request ids without /cache/done are settled after this")
       ->check(CLI::PositiveNumber);
   app.add_option("--routing-seed", config.routing_seed,
                  "Seed of the routers' random source (0: random)");
@@ -83,6 +122,8 @@ int main(int argc, char** argv) {
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
+  // A closed pipe (a log reader gone, a peer reset) must not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
   sigset_t stop_signals = BlockStopSignals();
 
   aibrix::server::Service service(config);
@@ -93,7 +134,7 @@ int main(int argc, char** argv) {
   int signal = 0;
   sigwait(&stop_signals, &signal);
   log->info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
-  service.Stop();
+  service.Stop(aibrix::server::Service::StopMode::kGraceful);
   log->info("stopped");
   return 0;
 }

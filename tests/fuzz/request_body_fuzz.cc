@@ -6,12 +6,12 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "aibrix/server/request_body.h"
+#include "aibrix/gateway/request_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view json(reinterpret_cast<const char*>(data), size);
-  const auto body = aibrix::server::ParseRequestBody(json);
-  const auto dom = aibrix::server::internal::ParseRequestBodyDom(json);
+  const auto body = aibrix::gateway::ParseRequestBody(json);
+  const auto dom = aibrix::gateway::internal::ParseRequestBodyDom(json);
   if (body.ok() != dom.ok()) std::abort();
   if (!body.ok()) {
     if (body.status() != dom.status()) std::abort();

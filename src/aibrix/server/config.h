@@ -14,9 +14,23 @@ struct ServiceConfig {
   std::string http_addr = "127.0.0.1:8090";
   std::string discovery = "static";  // only "static" is implemented so far
   std::string static_config;         // path of the static YAML file
-  size_t max_body_bytes = 8 << 20;
-  int http_threads = 64;
   std::string log_level = "info";
+
+  // The HTTP front door (http::ServerOptions): threads, limits and deadlines.
+  int io_threads = 0;    // 0: the number of cores
+  int http_threads = 4;  // worker pool for blocking handler work (remote tokenizer)
+  size_t max_body_bytes = 8 << 20;
+  size_t max_head_bytes = 64 << 10;
+  size_t max_target_bytes = 8 << 10;
+  size_t max_connections = 20000;
+  int head_timeout_ms = 10000;
+  int body_timeout_ms = 10000;
+  int idle_timeout_ms = 60000;
+  int write_timeout_ms = 30000;
+  // SIGTERM: /readyz turns 503 at once, accepting stops after shutdown_delay_ms, in-flight
+  // requests and streams get until shutdown_grace_ms (Kubernetes allows 30 s).
+  int shutdown_delay_ms = 2000;
+  int shutdown_grace_ms = 25000;
 
   // AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS: engine metric scrape interval.
   int metric_refresh_ms = 50;
@@ -31,7 +45,12 @@ struct ServiceConfig {
   int64_t approx_ttl_minutes = 20;
   // Routing: the algorithm used when a request names none, and the proxy's upstream limits.
   std::string routing_algorithm = "random";
-  int upstream_timeout_ms = 300000;
+  int upstream_connect_timeout_ms = 2000;
+  int upstream_timeout_ms = 300000;  // the whole response
+  int upstream_first_byte_timeout_ms = 300000;
+  int upstream_idle_timeout_ms = 120000;  // between response chunks
+  // /cache/route request ids not /cache/done'd within this time are settled (counted).
+  int route_ttl_ms = 600000;
   // AIBRIX_PREFIX_CACHE_POD_RUNNING_REQUEST_IMBALANCE_ABS_COUNT / _STANDARD_DEVIATION_FACTOR.
   int64_t imbalance_abs_count = 8;
   double std_dev_factor = 1.0;

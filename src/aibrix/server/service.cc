@@ -8,7 +8,6 @@
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/discovery/static_provider.h"
-#include "aibrix/server/cache_api.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
 
@@ -38,24 +37,42 @@ kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
   return options;
 }
 
-ModelTokenizers MakeTokenizers(const ServiceConfig& config, const tokenizer::Tokenizer& local,
-                               const store::Store& store) {
-  if (config.tokenizer != "remote") return ModelTokenizers(local);
+gateway::ModelTokenizers MakeTokenizers(const ServiceConfig& config,
+                                        const tokenizer::Tokenizer& local,
+                                        const store::Store& store) {
+  if (config.tokenizer != "remote") return gateway::ModelTokenizers(local);
   tokenizer::RemoteTokenizerOptions remote;
   remote.timeout = std::chrono::milliseconds(config.tokenizer_timeout_ms);
-  return ModelTokenizers(local, store, std::move(remote));
+  return gateway::ModelTokenizers(local, store, std::move(remote));
 }
 
-// A JSON array of non-negative integers below 2^32 as token ids; nullopt otherwise.
-std::optional<std::vector<uint32_t>> TokenIds(const nlohmann::json& value) {
-  if (!value.is_array()) return std::nullopt;
-  std::vector<uint32_t> ids;
-  ids.reserve(value.size());
-  for (const nlohmann::json& id : value) {
-    if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX) return std::nullopt;
-    ids.push_back(static_cast<uint32_t>(id.get<uint64_t>()));
-  }
-  return ids;
+gateway::GatewayOptions GatewayOptionsFor(const ServiceConfig& config) {
+  gateway::GatewayOptions options;
+  options.default_algorithm = config.routing_algorithm;
+  options.upstream.connect_timeout = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
+  options.upstream.first_byte_timeout =
+      std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);
+  options.upstream.idle_timeout = std::chrono::milliseconds(config.upstream_idle_timeout_ms);
+  options.upstream.total_timeout = std::chrono::milliseconds(config.upstream_timeout_ms);
+  options.route_ttl = std::chrono::milliseconds(config.route_ttl_ms);
+  return options;
+}
+
+http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::HostPort& addr) {
+  http::ServerOptions options;
+  options.host = addr.host;
+  options.port = addr.port;
+  options.io_threads = config.io_threads;
+  options.worker_threads = config.http_threads;
+  options.max_connections = config.max_connections;
+  options.max_target_bytes = config.max_target_bytes;
+  options.max_head_bytes = config.max_head_bytes;
+  options.max_body_bytes = config.max_body_bytes;
+  options.head_timeout = std::chrono::milliseconds(config.head_timeout_ms);
+  options.body_timeout = std::chrono::milliseconds(config.body_timeout_ms);
+  options.idle_timeout = std::chrono::milliseconds(config.idle_timeout_ms);
+  options.write_timeout = std::chrono::milliseconds(config.write_timeout_ms);
+  return options;
 }
 
 }  // namespace
@@ -78,11 +95,11 @@ Service::Service(ServiceConfig config)
   router_ = std::make_unique<routing::Router>(
       store_, routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_}, router_options,
       registry_.get());
-  GatewayOptions gateway_options;
-  gateway_options.default_algorithm = config_.routing_algorithm;
-  gateway_options.upstream_timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
-  gateway_ = std::make_unique<Gateway>(store_, *router_, tokenizers_, tracker_, gateway_options,
-                                       *registry_);
+  gateway_ = std::make_unique<gateway::Gateway>(store_, *router_, tokenizers_, tracker_,
+                                                GatewayOptionsFor(config_), *registry_);
+  admin_ = std::make_unique<AdminApi>(AdminDeps{&store_, &exact_index_, &approx_index_,
+                                                matcher_ ? &*matcher_ : nullptr, &tokenizers_,
+                                                &kv_manager_, &tracker_});
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -100,6 +117,7 @@ void Service::HousekeepingLoop(std::stop_token stop) {
     if (stop.stop_requested()) break;
     approx_index_.Sweep();
     exact_index_.UpdateGauges();
+    gateway_->Sweep();
   }
 }
 
@@ -128,12 +146,8 @@ absl::Status Service::Start() {
   if (!provider.ok()) return provider.status();
   discovery_ = std::move(*provider);
 
-  HttpServerOptions options;
-  options.host = addr->host;
-  options.port = addr->port;
-  options.max_body_bytes = config_.max_body_bytes;
-  options.threads = config_.http_threads;
-  http_ = std::make_unique<HttpServer>(options, *registry_);
+  const http::ServerOptions options = HttpOptionsFor(config_, *addr);
+  http_ = std::make_unique<http::Server>(options, *registry_);
   RegisterRoutes();
   if (auto st = http_->Start(); !st.ok()) {
     http_.reset();
@@ -159,9 +173,22 @@ absl::Status Service::Start() {
   return absl::OkStatus();
 }
 
-void Service::Stop() {
-  ready_.store(false);
-  if (http_) http_->Stop();
+void Service::Drain() {
+  if (ready_.exchange(false)) common::Logger("service")->info("draining: /readyz answers 503");
+}
+
+void Service::Stop(StopMode mode) {
+  Drain();
+  if (http_) {
+    if (mode == StopMode::kGraceful) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(config_.shutdown_delay_ms));
+      http_->BeginShutdown();
+      common::Logger("service")->info("stopped accepting; {} requests in flight",
+                                      http_->in_flight());
+    }
+    http_->Stop(mode == StopMode::kGraceful ? std::chrono::milliseconds(config_.shutdown_grace_ms)
+                                            : std::chrono::milliseconds(0));
+  }
   if (discovery_) discovery_->Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);
@@ -179,103 +206,21 @@ std::string Service::RenderMetrics() const {
 }
 
 void Service::RegisterRoutes() {
-  http_->Get("/healthz", "/healthz", [](const Request&, Response& res) {
-    SendJson(res, {{"status", "ok"}});
+  http_->Route("GET", "/healthz", [](const http::Request&, http::Response& res) {
+    res.SetBody(R"({"status":"ok"})", "application/json");
   });
-  http_->Get("/readyz", "/readyz", [this](const Request&, Response& res) {
+  http_->Route("GET", "/readyz", [this](const http::Request&, http::Response& res) {
     if (ready()) {
-      SendJson(res, {{"status", "ready"}});
+      res.SetBody(R"({"status":"ready"})", "application/json");
     } else {
-      SendError(res, 503, "discovery has not finished its first sync", "service_unavailable");
+      http::SendError(res, 503, "not ready: starting, or draining for shutdown");
     }
   });
-  http_->Get("/metrics", "/metrics", [this](const Request&, Response& res) {
-    res.set_content(RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
+  http_->Route("GET", "/metrics", [this](const http::Request&, http::Response& res) {
+    res.SetBody(RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  http_->Get("/cache/pods", "/cache/pods", [this](const Request&, Response& res) {
-    nlohmann::json pods = nlohmann::json::array();
-    for (const store::PodRef& pod : store_.ListPods()) pods.push_back(PodJson(*pod));
-    SendJson(res, {{"pods", std::move(pods)}});
-  });
-  http_->Get(R"(/cache/pods/([^/]+)/([^/]+))", "/cache/pods/{ns}/{name}",
-             [this](const Request& req, Response& res) {
-               auto pod = store_.GetPod(req.matches[1].str(), req.matches[2].str());
-               if (!pod.ok()) {
-                 SendError(res, 404, common::AsStd(pod.status().message()), "not_found_error");
-                 return;
-               }
-               SendJson(res, PodJson(**pod));
-             });
   gateway_->Register(*http_);
-  http_->Post("/cache/match", "/cache/match",
-              [this](const Request& req, Response& res) { HandleMatch(req, res); });
-  http_->Get("/cache/models", "/cache/models", [this](const Request&, Response& res) {
-    store::SnapshotRef snap = store_.snapshot();
-    std::vector<const store::ModelPods*> sorted;
-    for (const auto& [name, model] : snap->models) sorted.push_back(model.get());
-    std::sort(sorted.begin(), sorted.end(),
-              [](const auto* a, const auto* b) { return a->model < b->model; });
-    nlohmann::json models = nlohmann::json::array();
-    for (const store::ModelPods* model : sorted) {
-      nlohmann::json json = ModelToJson(*model);
-      json["trace"] = tracker_.TraceJson(model->model);
-      models.push_back(std::move(json));
-    }
-    SendJson(res, {{"models", std::move(models)}});
-  });
-}
-
-nlohmann::json Service::PodJson(const store::Pod& pod) const {
-  nlohmann::json json = PodToJson(pod);
-  nlohmann::json index = nlohmann::json::object();
-  if (auto stats = exact_index_.Stats(pod.key)) index["events"] = *stats;
-  if (auto stats = approx_index_.Stats(pod.key)) index["routing"] = *stats;
-  json["prefix_index"] = std::move(index);
-  json["kv_events_subscribed"] = !kv_manager_.Endpoints(pod.key).empty();
-  return json;
-}
-
-void Service::HandleMatch(const Request& req, Response& res) {
-  auto body = ParseJsonBody(req, res);
-  if (!body) return;
-  if (!body->contains("model") || !(*body)["model"].is_string()) {
-    SendError(res, 400, "'model' (string) is required");
-    return;
-  }
-  const std::string model = (*body)["model"].get<std::string>();
-  std::string lora;
-  if (body->contains("lora") && !(*body)["lora"].is_null()) {
-    if (!(*body)["lora"].is_string()) {
-      SendError(res, 400, "'lora' must be a string");
-      return;
-    }
-    lora = (*body)["lora"].get<std::string>();
-  }
-  std::vector<uint32_t> tokens;
-  if (body->contains("token_ids")) {
-    auto ids = TokenIds((*body)["token_ids"]);
-    if (!ids) {
-      SendError(res, 400, "'token_ids' must be an array of integers in [0, 2^32)");
-      return;
-    }
-    tokens = std::move(*ids);
-  } else if (body->contains("prompt") && (*body)["prompt"].is_string()) {
-    auto ids = tokenizers_.Tokenize(model, (*body)["prompt"].get<std::string>());
-    if (!ids.ok()) {
-      SendError(res, 400, common::AsStd(ids.status().message()));
-      return;
-    }
-    tokens = std::move(*ids);
-  } else {
-    SendError(res, 400, "one of 'token_ids' (array) or 'prompt' (string) is required");
-    return;
-  }
-  if (!store_.HasModel(model)) {
-    SendError(res, 404, fmt::format("model '{}' does not exist in the cache", model),
-              "not_found_error");
-    return;
-  }
-  SendJson(res, matcher_->Match(model, lora, tokens));
+  admin_->Register(*http_);
 }
 
 }  // namespace aibrix::server

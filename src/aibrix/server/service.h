@@ -1,9 +1,14 @@
 // aibrix::server::Service — owns every component of the aibrix-cache process and wires them
 // together: Store <- discovery; engines' KV events -> EventManager -> ExactIndex; routing
 // decisions -> ApproxIndex; both indexes -> PrefixMatcher -> /cache/match and the routers;
-// HTTP server and metrics registry on top.
+// the gateway (routing API, OpenAI proxy), the admin API, health and metrics on one HTTP
+// server.
 //
-// Thread safety: Start/Stop from one thread. Accessors are safe once Start returned.
+// Shutdown (SIGTERM): Drain() turns /readyz to 503 at once; Stop() then stops accepting
+// after shutdown_delay_ms, lets in-flight requests and streams finish until
+// shutdown_grace_ms, cuts the rest (their accounting settles) and stops every component.
+//
+// Thread safety: Start/Drain/Stop from one thread. Accessors are safe once Start returned.
 #pragma once
 
 #include <atomic>
@@ -13,15 +18,16 @@
 
 #include "absl/status/status.h"
 #include "aibrix/discovery/provider.h"
+#include "aibrix/gateway/gateway.h"
+#include "aibrix/gateway/model_tokenizers.h"
+#include "aibrix/http/server.h"
 #include "aibrix/kvevents/manager.h"
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
 #include "aibrix/prefix/match.h"
 #include "aibrix/routing/algorithm.h"
+#include "aibrix/server/admin_api.h"
 #include "aibrix/server/config.h"
-#include "aibrix/server/gateway.h"
-#include "aibrix/server/http_server.h"
-#include "aibrix/server/model_tokenizers.h"
 #include "aibrix/server/store_collector.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
@@ -40,8 +46,13 @@ class Service {
   // Validates the configuration, starts the HTTP server, runs the first discovery sync and
   // then reports ready. Any error leaves nothing running.
   absl::Status Start();
-  // Stops discovery and the HTTP server. Idempotent.
-  void Stop();
+  // Reports not ready (/readyz 503) so load balancers stop sending; serving goes on.
+  void Drain();
+  // Drains, waits shutdown_delay_ms (when `graceful`), stops accepting, waits for in-flight
+  // requests up to shutdown_grace_ms, cuts the rest, then stops discovery and KV sync.
+  // Idempotent.
+  enum class StopMode { kGraceful, kNow };
+  void Stop(StopMode mode = StopMode::kNow);
 
   int http_port() const { return http_ ? http_->port() : 0; }
   bool ready() const { return ready_.load(); }
@@ -53,8 +64,6 @@ class Service {
 
  private:
   void RegisterRoutes();
-  void HandleMatch(const Request& req, Response& res);
-  nlohmann::json PodJson(const store::Pod& pod) const;
   // Drops a deleted pod from both indexes.
   class IndexCleaner : public store::PodListener {
    public:
@@ -64,7 +73,7 @@ class Service {
    private:
     Service& service_;
   };
-  // Sweeps expired routing-fed entries every second until stopped.
+  // Every second until stopped: sweeps expired routing-fed entries and /cache/route leases.
   void HousekeepingLoop(std::stop_token stop);
 
   const ServiceConfig config_;
@@ -75,15 +84,16 @@ class Service {
   prefix::ApproxIndex approx_index_;
   std::optional<prefix::PrefixMatcher> matcher_;
   tokenizer::ByteTokenizer local_tokenizer_;
-  ModelTokenizers tokenizers_;
+  gateway::ModelTokenizers tokenizers_;
   kvevents::EventManager kv_manager_;
   tracking::RequestTracker tracker_{common::SystemClock::Instance()};
   std::unique_ptr<routing::Router> router_;
-  std::unique_ptr<Gateway> gateway_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<AdminApi> admin_;
   IndexCleaner index_cleaner_{*this};
   std::jthread housekeeping_;
   std::unique_ptr<discovery::Provider> discovery_;
-  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<http::Server> http_;
   std::atomic<bool> ready_{false};
 };
 

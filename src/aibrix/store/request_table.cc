@@ -34,6 +34,22 @@ std::optional<InFlightRequest> RequestTable::Take(std::string_view id) {
   return request;
 }
 
+std::vector<InFlightRequest> RequestTable::TakeExpired(std::chrono::steady_clock::time_point now) {
+  std::vector<InFlightRequest> expired;
+  for (Shard& shard : shards_) {
+    common::MutexLock lock(&shard.mu);
+    for (auto it = shard.requests.begin(); it != shard.requests.end();) {
+      if (it->second.expires && *it->second.expires <= now) {
+        expired.push_back(std::move(it->second));
+        shard.requests.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return expired;
+}
+
 size_t RequestTable::size() const {
   size_t total = 0;
   for (const Shard& shard : shards_) {

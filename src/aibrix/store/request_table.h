@@ -8,12 +8,14 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -30,6 +32,9 @@ struct InFlightRequest {
   std::shared_ptr<PodState> pod;
   ModelState* model = nullptr;  // null when the model had no entry; lives as long as the Store
   int port = 0;
+  // When set, ExpireRequests settles the request at this time if it is still in flight
+  // (routing-API requests whose /cache/done never came).
+  std::optional<std::chrono::steady_clock::time_point> expires;
 };
 
 class RequestTable {
@@ -43,6 +48,9 @@ class RequestTable {
   // Removes `id` and returns its entry; nullopt if absent.
   std::optional<InFlightRequest> Take(std::string_view id);
   size_t size() const;
+  // Removes and returns every entry whose `expires` is at or before `now`. Scans all
+  // entries: O(requests in flight).
+  std::vector<InFlightRequest> TakeExpired(std::chrono::steady_clock::time_point now);
 
  private:
   // A request id, inline up to kInlineId bytes, on the heap beyond.

@@ -263,9 +263,10 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
 }
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
-                               const ModelPodsRef& model, int port) {
+                               const ModelPodsRef& model, int port,
+                               std::optional<std::chrono::steady_clock::time_point> expires) {
   ModelState* model_state = model ? model->state.get() : nullptr;
-  if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, port})) {
+  if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, port, expires})) {
     return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
   }
   pod->state->AddRunning(port, +1);
@@ -276,10 +277,22 @@ absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
 absl::StatusOr<SettledRequest> Store::DoneRequest(std::string_view request_id) {
   std::optional<InFlightRequest> done = requests_.Take(request_id);
   if (!done) return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
-  done->pod->AddRunning(done->port, -1);
-  done->pod->completed_.fetch_add(1, std::memory_order_relaxed);
-  if (done->model) done->model->pending_.Add(-1);
-  return SettledRequest{std::move(done->pod), done->model};
+  return Settle(std::move(*done));
+}
+
+SettledRequest Store::Settle(InFlightRequest done) {
+  done.pod->AddRunning(done.port, -1);
+  done.pod->completed_.fetch_add(1, std::memory_order_relaxed);
+  if (done.model) done.model->pending_.Add(-1);
+  return SettledRequest{std::move(done.pod), done.model};
+}
+
+std::vector<SettledRequest> Store::ExpireRequests(std::chrono::steady_clock::time_point now) {
+  std::vector<SettledRequest> settled;
+  for (InFlightRequest& request : requests_.TakeExpired(now)) {
+    settled.push_back(Settle(std::move(request)));
+  }
+  return settled;
 }
 
 size_t Store::InFlightRequests() const { return requests_.size(); }

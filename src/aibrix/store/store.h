@@ -13,8 +13,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -149,11 +151,14 @@ class Store {
   // snapshot, so nothing is looked up. `model` may be null (no pending count).
   // AlreadyExists if the id is already in flight.
   absl::Status AddRequest(std::string_view request_id, const PodRef& pod, const ModelPodsRef& model,
-                          int port = 0);
+                          int port = 0,
+                          std::optional<std::chrono::steady_clock::time_point> expires = {});
   // Settles request `request_id`: running down, completed up, pending down, on the pod and
   // model states it was added with. NotFound if the id is not in flight (never added, or
   // already done), so a second call changes nothing.
   absl::StatusOr<SettledRequest> DoneRequest(std::string_view request_id);
+  // Settles (as DoneRequest) every request added with an expiry at or before `now`.
+  std::vector<SettledRequest> ExpireRequests(std::chrono::steady_clock::time_point now);
   // Requests currently in flight in this process.
   size_t InFlightRequests() const;
 
@@ -163,6 +168,9 @@ class Store {
   void RemoveListener(PodListener* listener);
 
  private:
+  // Applies a removed in-flight entry's counts (DoneRequest's work).
+  static SettledRequest Settle(InFlightRequest done);
+
   struct PodEntry {
     PodObject object;
     std::shared_ptr<PodState> state;

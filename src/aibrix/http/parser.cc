@@ -1,4 +1,4 @@
-#include "aibrix/server/http_parser.h"
+#include "aibrix/http/parser.h"
 
 #include <algorithm>
 #include <cctype>
@@ -6,7 +6,7 @@
 
 #include "fmt/format.h"
 
-namespace aibrix::server {
+namespace aibrix::http {
 namespace {
 
 // Longest line inside a chunked body's framing (size line or trailer field).
@@ -43,6 +43,19 @@ absl::Status Malformed(std::string_view what) {
 }
 
 }  // namespace
+
+size_t LeadingEmptyLines(std::string_view data) {
+  size_t at = 0;
+  while (true) {
+    if (data.substr(at, 2) == "\r\n") {
+      at += 2;
+    } else if (data.substr(at, 1) == "\n") {
+      at += 1;
+    } else {
+      return at;
+    }
+  }
+}
 
 size_t RequestHeadSize(std::string_view data) {
   const size_t end = data.find("\r\n\r\n");
@@ -84,6 +97,7 @@ absl::StatusOr<RequestHead> ParseRequestHead(std::string_view head) {
   // Header fields: name ":" OWS value OWS CRLF, up to the blank line.
   std::string_view rest = head.substr(line_end + 2);
   bool have_length = false;
+  int hosts = 0;
   while (!rest.empty() && rest.substr(0, 2) != "\r\n") {
     const size_t end = rest.find("\r\n");
     if (end == std::string_view::npos) return Malformed("unterminated header field");
@@ -122,6 +136,8 @@ absl::StatusOr<RequestHead> ParseRequestHead(std::string_view head) {
     } else if (EqualsIgnoreCase(name, "Connection")) {
       if (ListHas(value, "close")) out.keep_alive = false;
       if (ListHas(value, "keep-alive")) out.keep_alive = true;
+    } else if (EqualsIgnoreCase(name, "Host")) {
+      ++hosts;
     } else if (EqualsIgnoreCase(name, "Expect")) {
       out.expect_continue = EqualsIgnoreCase(value, "100-continue");
     }
@@ -129,6 +145,10 @@ absl::StatusOr<RequestHead> ParseRequestHead(std::string_view head) {
   }
   if (out.chunked && out.content_length) {
     return Malformed("both Content-Length and Transfer-Encoding");
+  }
+  // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
+  if (hosts > 1 || (hosts == 0 && out.minor_version >= 1)) {
+    return Malformed(hosts > 1 ? "more than one Host field" : "HTTP/1.1 request without Host");
   }
   return out;
 }
@@ -214,6 +234,8 @@ std::string_view ReasonPhrase(int status) {
       return "Conflict";
     case 413:
       return "Content Too Large";
+    case 414:
+      return "URI Too Long";
     case 429:
       return "Too Many Requests";
     case 431:
@@ -233,4 +255,4 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
-}  // namespace aibrix::server
+}  // namespace aibrix::http

@@ -1,11 +1,11 @@
-#include "aibrix/server/request_body.h"
+#include "aibrix/gateway/request_body.h"
 
 #include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace aibrix::server {
+namespace aibrix::gateway {
 namespace {
 
 using ::testing::ElementsAre;
@@ -164,4 +164,4 @@ TEST(RequestBodyTest, LongRandomArraysAgreeWithTheDom) {
 }
 
 }  // namespace
-}  // namespace aibrix::server
+}  // namespace aibrix::gateway

@@ -1,4 +1,4 @@
-#include "aibrix/server/model_tokenizers.h"
+#include "aibrix/gateway/model_tokenizers.h"
 
 #include <algorithm>
 
@@ -6,7 +6,7 @@
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
 
-namespace aibrix::server {
+namespace aibrix::gateway {
 namespace {
 
 // Ready pods tried per request before giving up (each attempt has its own retries).
@@ -70,4 +70,4 @@ absl::StatusOr<std::vector<uint32_t>> ModelTokenizers::TokenizeChat(
   });
 }
 
-}  // namespace aibrix::server
+}  // namespace aibrix::gateway

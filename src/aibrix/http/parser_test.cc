@@ -1,9 +1,9 @@
-#include "aibrix/server/http_parser.h"
+#include "aibrix/http/parser.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace aibrix::server {
+namespace aibrix::http {
 namespace {
 
 using ::testing::HasSubstr;
@@ -31,10 +31,12 @@ TEST(HttpParserTest, ParsesRequestLineHeadersAndFraming) {
 }
 
 TEST(HttpParserTest, KeepAliveRules) {
-  EXPECT_FALSE(ParseRequestHead("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")->keep_alive);
+  EXPECT_FALSE(
+      ParseRequestHead("GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n")->keep_alive);
   EXPECT_FALSE(ParseRequestHead("GET / HTTP/1.0\r\n\r\n")->keep_alive);
   EXPECT_TRUE(ParseRequestHead("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")->keep_alive);
-  EXPECT_TRUE(ParseRequestHead("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")->chunked);
+  EXPECT_TRUE(
+      ParseRequestHead("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")->chunked);
 }
 
 TEST(HttpParserTest, RejectsMalformedHeadsWithTheReason) {
@@ -59,6 +61,8 @@ TEST(HttpParserTest, RejectsMalformedHeadsWithTheReason) {
            {"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "conflicting"},
            {"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding"},
            {"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", "both"},
+           {"GET / HTTP/1.1\r\nX: y\r\n\r\n", "without Host"},
+           {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"},
        }) {
     auto head = ParseRequestHead(c.head);
     ASSERT_FALSE(head.ok()) << c.head;
@@ -94,6 +98,13 @@ TEST(HttpParserTest, ChunkedBodyErrors) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(HttpParserTest, HostIsOptionalInHttp10AndEmptyLinesAreCounted) {
+  EXPECT_TRUE(ParseRequestHead("GET / HTTP/1.0\r\n\r\n").ok());
+  EXPECT_EQ(LeadingEmptyLines("\r\n\nGET"), 3u);
+  EXPECT_EQ(LeadingEmptyLines("GET"), 0u);
+  EXPECT_EQ(LeadingEmptyLines("\r"), 0u);
+}
+
 TEST(HttpParserTest, ReasonPhrases) {
   EXPECT_EQ(ReasonPhrase(200), "OK");
   EXPECT_EQ(ReasonPhrase(413), "Content Too Large");
@@ -101,4 +112,4 @@ TEST(HttpParserTest, ReasonPhrases) {
 }
 
 }  // namespace
-}  // namespace aibrix::server
+}  // namespace aibrix::http

@@ -19,12 +19,13 @@
 
 #include "absl/status/statusor.h"
 
-namespace aibrix::server {
+namespace aibrix::gateway {
 
 struct RequestBody {
   std::string model;
   std::optional<std::string> algorithm;
   std::optional<std::string> request_id;
+  std::optional<std::string> lora;  // /cache/match: the adapter's index
   bool stream = false;
   // Exactly one of these is the prompt: token ids (token_ids, or prompt given as ids), text
   // (prompt as a string), or chat messages (the raw JSON of `messages`).
@@ -38,7 +39,8 @@ struct RequestBody {
 
 // Parses a JSON object body. InvalidArgument (with the field) for malformed JSON, a body
 // that is not an object, or a field of the wrong type. Missing fields stay unset; the caller
-// decides which are required. Unknown fields are ignored.
+// decides which are required. Unknown fields are ignored (whatever their values: big
+// integers included). A leading UTF-8 byte-order mark is skipped; "stream": null is false.
 absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json);
 
 namespace internal {
@@ -46,4 +48,4 @@ namespace internal {
 absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json);
 }  // namespace internal
 
-}  // namespace aibrix::server
+}  // namespace aibrix::gateway

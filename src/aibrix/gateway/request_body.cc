@@ -1,4 +1,4 @@
-#include "aibrix/server/request_body.h"
+#include "aibrix/gateway/request_body.h"
 
 #include <algorithm>
 #include <bit>
@@ -9,7 +9,7 @@
 #include "fmt/format.h"
 #include "simdjson.h"
 
-namespace aibrix::server {
+namespace aibrix::gateway {
 namespace {
 
 // The DOM API dispatches at run time to the best kernel of the CPU (the on-demand API would
@@ -63,8 +63,16 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
       (key == "algorithm" ? body.algorithm : body.request_id) = std::move(*s);
     } else if (key == "stream") {
       bool stream = false;
-      if (value.get_bool().get(stream) != simdjson::SUCCESS) return FieldError(key, "a boolean");
-      body.stream = stream;
+      if (!value.is_null() && value.get_bool().get(stream) != simdjson::SUCCESS) {
+        return FieldError(key, "a boolean");
+      }
+      body.stream = stream;  // null: OpenAI's default, not streamed
+    } else if (key == "lora") {
+      if (!value.is_null()) {
+        auto s = String(value, key);
+        if (!s.ok()) return s.status();
+        body.lora = std::move(*s);
+      }
     } else if (key == "token_ids") {
       auto ids = TokenArray(value, key);
       if (!ids.ok()) return ids.status();
@@ -313,8 +321,10 @@ absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
 }  // namespace internal
 
 absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
+  // A UTF-8 byte-order mark is not JSON, but some clients send one: skip it.
+  if (json.substr(0, 3) == "\xEF\xBB\xBF") json.remove_prefix(3);
   if (auto body = ParseSplit(json)) return std::move(*body);
   return internal::ParseRequestBodyDom(json);
 }
 
-}  // namespace aibrix::server
+}  // namespace aibrix::gateway

@@ -23,7 +23,7 @@
 #include "aibrix/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
-namespace aibrix::server {
+namespace aibrix::gateway {
 
 class ModelTokenizers {
  public:
@@ -53,4 +53,4 @@ class ModelTokenizers {
   mutable std::optional<tokenizer::RemoteTokenizerPool> pool_;
 };
 
-}  // namespace aibrix::server
+}  // namespace aibrix::gateway

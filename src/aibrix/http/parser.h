@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace aibrix::server {
+namespace aibrix::http {
 
 struct RequestHead {
   std::string method;
@@ -29,13 +29,18 @@ struct RequestHead {
   bool keep_alive = true;        // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
 };
 
+// How many bytes of empty lines (CRLF or LF) start `data`: RFC 9112 §2.2 lets a server
+// skip them before a request line (some clients send one after a POST body).
+size_t LeadingEmptyLines(std::string_view data);
+
 // The size of the head at the start of `data` (through the blank line), or 0 when the
 // blank line has not arrived yet.
 size_t RequestHeadSize(std::string_view data);
 
 // Parses a complete head (as delimited by RequestHeadSize). InvalidArgument with the reason
 // for a malformed request line or header field, an HTTP version other than 1.x, a bad or
-// conflicting Content-Length, or a Transfer-Encoding other than chunked.
+// conflicting Content-Length, a Transfer-Encoding other than chunked, or a Host field
+// missing (HTTP/1.1) or repeated.
 absl::StatusOr<RequestHead> ParseRequestHead(std::string_view head);
 
 // Decodes a chunked body incrementally (chunk extensions ignored, trailers skipped).
@@ -59,4 +64,4 @@ class ChunkedDecoder {
 // The reason phrase of an HTTP status code ("OK", "Not Found", ...; "Unknown" otherwise).
 std::string_view ReasonPhrase(int status);
 
-}  // namespace aibrix::server
+}  // namespace aibrix::http

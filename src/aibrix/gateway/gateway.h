@@ -1,0 +1,116 @@
+// The gateway: the one request path from a client's body to an engine pod. It serves
+// POST /cache/route and /cache/done (a gateway that proxies by itself asks where to send a
+// request and reports when it is done) and the OpenAI-compatible proxy (POST
+// /v1/completions, /v1/chat/completions; GET /v1/models): parse the body, tokenize, route,
+// admit, forward, relay the response (SSE streams unbuffered, with back-pressure), settle.
+//
+// Proxy semantics:
+//  * the request is admitted once (InFlightRequest) and settled exactly once, whatever ends it;
+//  * an upstream failure that provably never reached the engine (connect refused, reset
+//    before a byte was written) is retried once on another pod; nothing else is retried;
+//  * before the response head: 504 for a timeout, 502 for resets, garbage or bad framing
+//    (counted by kind); after it: the client connection is aborted, never ended cleanly;
+//  * the upstream timeout is a deadline for the whole response; a client that goes away
+//    cancels the upstream request at once;
+//  * the engine's usage is read from the relayed bytes (UsageScanner), never buffered.
+//
+// /cache/route entries with a request_id and no /cache/done expire after route_ttl (Sweep).
+//
+// Thread safety: handlers run concurrently on the HTTP server's threads; the Gateway's own
+// state is the upstream client (internally locked), the route-lease table (locked) and
+// prometheus metrics.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aibrix/common/mutex.h"
+#include "aibrix/gateway/model_tokenizers.h"
+#include "aibrix/gateway/request_body.h"
+#include "aibrix/http/client.h"
+#include "aibrix/http/server.h"
+#include "aibrix/routing/algorithm.h"
+#include "aibrix/store/store.h"
+#include "aibrix/tracking/request_tracker.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
+
+namespace aibrix::gateway {
+
+struct GatewayOptions {
+  std::string default_algorithm = "random";
+  http::ClientOptions upstream;
+  // /cache/route request ids not /cache/done'd within this time are settled by Sweep.
+  std::chrono::milliseconds route_ttl{std::chrono::minutes(10)};
+  // Longest candidate list a /cache/route answer carries.
+  size_t max_candidates = 64;
+};
+
+// The HTTP status for a routing or tokenization error (400, 404, 503, 504 or 500).
+int HttpStatusFor(const absl::Status& status);
+
+class Gateway {
+ public:
+  // Nothing is owned; everything must outlive the Gateway.
+  Gateway(store::Store& store, const routing::Router& router, const ModelTokenizers& tokenizers,
+          tracking::RequestTracker& tracker, GatewayOptions options,
+          prometheus::Registry& registry);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Registers the routes on `http` (before it starts).
+  void Register(http::Server& http);
+  // Settles /cache/route requests older than route_ttl; returns how many.
+  size_t Sweep();
+
+  // A routing decision and the pod's serving address.
+  struct Routed {
+    routing::Decision decision;
+    std::string host;
+    uint16_t port = 0;
+  };
+  // Token ids of a request body: token_ids, prompt (string or token array) or messages.
+  absl::StatusOr<std::vector<uint32_t>> TokensOf(RequestBody& body) const;
+  absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
+                                 std::span<const uint32_t> tokens, const std::string& request_id,
+                                 std::vector<std::string> exclude) const;
+  std::string NewRequestId();
+
+ private:
+  friend class ProxyCall;
+
+  void HandleRoute(const http::Request& req, http::Response& res);
+  void HandleDone(const http::Request& req, http::Response& res);
+  void HandleModels(const http::Request& req, http::Response& res);
+  void HandleCompletion(std::shared_ptr<http::Exchange> exchange);
+
+  store::Store& store_;
+  const routing::Router& router_;
+  const ModelTokenizers& tokenizers_;
+  tracking::RequestTracker& tracker_;
+  const GatewayOptions options_;
+  http::Client upstream_;
+  std::atomic<uint64_t> next_request_id_{0};
+  const uint64_t id_prefix_;
+
+  // /cache/route ids in admission order (so expiry pops from the front).
+  struct Lease {
+    std::chrono::steady_clock::time_point expires;
+    std::string request_id;
+  };
+  common::Mutex leases_mu_;
+  std::deque<Lease> leases_ ABSL_GUARDED_BY(leases_mu_);
+
+  prometheus::Family<prometheus::Counter>& proxy_requests_;
+  prometheus::Counter& retries_;
+  prometheus::Family<prometheus::Counter>& upstream_errors_;
+  prometheus::Counter& expired_routes_;
+};
+
+}  // namespace aibrix::gateway

@@ -1,0 +1,358 @@
+#include "aibrix/http/client.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_range.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "aibrix/common/net.h"
+#include "fmt/format.h"
+
+namespace aibrix::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+// A Beast body that collects whatever the parser decodes into a string the call drains
+// after every read, so a body of any size streams through in bounded memory (and nothing is
+// reserved from Content-Length).
+struct SinkBody {
+  using value_type = std::string;
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(beast::http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>&, error_code& ec) { ec = {}; }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, error_code& ec) {
+      size_t n = 0;
+      for (const auto buffer : beast::buffers_range_ref(buffers)) {
+        body_.append(static_cast<const char*>(buffer.data()), buffer.size());
+        n += buffer.size();
+      }
+      ec = {};
+      return n;
+    }
+    void finish(error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+
+using ResponseParser = beast::http::response_parser<SinkBody>;
+
+}  // namespace
+
+std::string_view ClientErrorName(ClientError error) {
+  switch (error) {
+    case ClientError::kNone:
+      return "none";
+    case ClientError::kConnect:
+      return "connect";
+    case ClientError::kSendReset:
+      return "send_reset";
+    case ClientError::kTimeout:
+      return "timeout";
+    case ClientError::kReset:
+      return "reset";
+    case ClientError::kBadResponse:
+      return "bad_response";
+    case ClientError::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+// Idle keep-alive connections as raw descriptors (so the pool does not depend on the
+// lifetime of any io_context), per (I/O thread, address).
+class Client::Pool {
+ public:
+  struct Idle {
+    int fd;
+    bool v6;
+  };
+  explicit Pool(size_t max_per_key) : max_per_key_(max_per_key) {}
+  ~Pool() {
+    for (auto& [key, list] : idle_) {
+      for (const Idle& idle : list) ::close(idle.fd);
+    }
+  }
+  // A pooled connection the peer has not closed, if any.
+  std::optional<Idle> Take(const asio::io_context* io, const std::string& address) {
+    common::MutexLock lock(&mu_);
+    auto it = idle_.find({io, address});
+    while (it != idle_.end() && !it->second.empty()) {
+      const Idle idle = it->second.back();
+      it->second.pop_back();
+      char byte;
+      const ssize_t n = ::recv(idle.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return idle;
+      ::close(idle.fd);  // closed, reset, or unexpected bytes: stale
+    }
+    return std::nullopt;
+  }
+  void Put(const asio::io_context* io, const std::string& address, Idle idle) {
+    common::MutexLock lock(&mu_);
+    auto& list = idle_[{io, address}];
+    if (list.size() < max_per_key_) {
+      list.push_back(idle);
+    } else {
+      ::close(idle.fd);
+    }
+  }
+
+ private:
+  const size_t max_per_key_;
+  common::Mutex mu_;
+  std::map<std::pair<const asio::io_context*, std::string>, std::vector<Idle>> idle_
+      ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
+class Call : public ClientCall, public std::enable_shared_from_this<Call> {
+ public:
+  Call(asio::io_context& io, Client::Pool& pool, const ClientOptions& options,
+       ClientRequest request, std::shared_ptr<ResponseObserver> observer)
+      : io_(io),
+        pool_(pool),
+        options_(options),
+        request_(std::move(request)),
+        observer_(std::move(observer)),
+        stream_(io),
+        total_(io),
+        address_(common::FormatHostPort(request_.host, request_.port)) {}
+
+  void Begin() {
+    total_.expires_after(options_.total_timeout);
+    total_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");
+    });
+    if (auto idle = pool_.Take(&io_, address_)) {
+      error_code ec;
+      stream_.socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
+      if (!ec) {
+        Send();
+        return;
+      }
+      ::close(idle->fd);
+    }
+    error_code ec;
+    const auto address = asio::ip::make_address(request_.host, ec);
+    if (!ec) {
+      Connect(tcp::endpoint(address, request_.port));
+      return;
+    }
+    auto resolver = std::make_shared<tcp::resolver>(io_);
+    stream_.expires_after(options_.connect_timeout);
+    resolver->async_resolve(
+        request_.host, std::to_string(request_.port),
+        [self = shared_from_this(), resolver](error_code ec,
+                                              const tcp::resolver::results_type& found) {
+          if (self->ended_) return;
+          if (ec || found.empty()) {
+            self->End(ClientError::kConnect,
+                      fmt::format("cannot resolve {}: {}", self->request_.host, ec.message()));
+            return;
+          }
+          self->Connect(found.begin()->endpoint());
+        });
+  }
+
+  void ReadMore() override {
+    if (ended_ || reading_) return;
+    reading_ = true;
+    stream_.expires_after(options_.idle_timeout);
+    beast::http::async_read_some(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
+  }
+
+  void Cancel() override { End(ClientError::kCancelled, "cancelled"); }
+
+ private:
+  void Connect(const tcp::endpoint& endpoint) {
+    stream_.expires_after(options_.connect_timeout);
+    stream_.async_connect(endpoint, [self = shared_from_this()](error_code ec) {
+      if (self->ended_) return;
+      if (ec) {
+        self->End(ec == beast::error::timeout ? ClientError::kTimeout : ClientError::kConnect,
+                  fmt::format("connect to {}: {}", self->address_, ec.message()));
+        return;
+      }
+      error_code ignored;
+      self->stream_.socket().set_option(tcp::no_delay(true), ignored);
+      self->Send();
+    });
+  }
+
+  void Send() {
+    head_ =
+        fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\n", request_.method, request_.target, address_);
+    for (const auto& [name, value] : request_.headers.fields()) {
+      if (EqualsIgnoreCase(name, "Host") || EqualsIgnoreCase(name, "Content-Length") ||
+          EqualsIgnoreCase(name, "Connection") || EqualsIgnoreCase(name, "Transfer-Encoding")) {
+        continue;
+      }
+      fmt::format_to(std::back_inserter(head_), "{}: {}\r\n", name, value);
+    }
+    fmt::format_to(std::back_inserter(head_),
+                   "Content-Length: {}\r\nConnection: keep-alive\r\n\r\n", request_.body.size());
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // streamed, not held
+    stream_.expires_after(options_.first_byte_timeout);
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_),
+                                                    asio::buffer(request_.body)};
+    asio::async_write(stream_, buffers, [self = shared_from_this()](error_code ec, size_t n) {
+      if (self->ended_) return;
+      if (ec) {
+        if (ec == beast::error::timeout) {
+          self->End(ClientError::kTimeout, "timed out sending the request");
+        } else {
+          self->End(n == 0 ? ClientError::kSendReset : ClientError::kReset,
+                    fmt::format("sending to {}: {}", self->address_, ec.message()));
+        }
+        return;
+      }
+      self->ReadHead();
+    });
+  }
+
+  void ReadHead() {
+    // The first-byte deadline set before the write still runs.
+    beast::http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, size_t) { self->OnHead(ec); });
+  }
+
+  ClientError Classify(const error_code& ec) const {
+    if (ec == beast::error::timeout) return ClientError::kTimeout;
+    if (ec.category() ==
+            beast::http::make_error_code(beast::http::error::end_of_stream).category() &&
+        ec != beast::http::error::end_of_stream && ec != beast::http::error::partial_message) {
+      return ClientError::kBadResponse;
+    }
+    return ClientError::kReset;
+  }
+
+  void OnHead(const error_code& ec) {
+    if (ended_) return;
+    if (ec) {
+      End(Classify(ec),
+          fmt::format("reading the response head from {}: {}", address_, ec.message()));
+      return;
+    }
+    Headers headers;
+    for (const auto& field : parser_->get()) {
+      headers.Add(std::string(field.name_string()), std::string(field.value()));
+    }
+    observer_->OnHead(static_cast<int>(parser_->get().result_int()), headers);
+    if (ended_) return;
+    if (parser_->is_done()) {
+      Complete();
+      return;
+    }
+    reading_ = false;
+    ReadMore();
+  }
+
+  void OnBody(const error_code& ec) {
+    reading_ = false;
+    if (ended_) return;
+    if (ec) {
+      End(Classify(ec),
+          fmt::format("reading the response body from {}: {}", address_, ec.message()));
+      return;
+    }
+    std::string& body = parser_->get().body();
+    if (!body.empty()) {
+      chunk_.clear();
+      chunk_.swap(body);  // both keep their capacity for the next reads
+      observer_->OnBody(chunk_);
+      if (ended_) return;
+      if (parser_->is_done()) Complete();
+      return;  // the observer asks for more
+    }
+    if (parser_->is_done()) {
+      Complete();
+    } else {
+      ReadMore();  // only framing arrived
+    }
+  }
+
+  void Complete() {
+    if (parser_->keep_alive() && buffer_.size() == 0 && stream_.socket().is_open()) {
+      const bool v6 = stream_.socket().local_endpoint().address().is_v6();
+      error_code ec;
+      const int fd = stream_.socket().release(ec);
+      if (!ec) pool_.Put(&io_, address_, {fd, v6});
+    }
+    End(ClientError::kNone, "");
+  }
+
+  void End(ClientError error, std::string_view detail) {
+    if (ended_) return;
+    ended_ = true;
+    total_.cancel();
+    if (error != ClientError::kNone || stream_.socket().is_open()) {
+      error_code ec;
+      stream_.socket().close(ec);
+    }
+    auto observer = std::move(observer_);
+    observer->OnEnd(error, detail);
+  }
+
+  asio::io_context& io_;
+  Client::Pool& pool_;
+  const ClientOptions& options_;
+  ClientRequest request_;
+  std::shared_ptr<ResponseObserver> observer_;
+  beast::tcp_stream stream_;
+  asio::steady_timer total_;
+  const std::string address_;
+  beast::flat_buffer buffer_;
+  std::optional<ResponseParser> parser_;
+  std::string head_;
+  std::string chunk_;  // the body bytes handed to the observer
+  bool ended_ = false;
+  bool reading_ = false;
+};
+
+}  // namespace
+
+Client::Client(ClientOptions options)
+    : options_(options), pool_(std::make_unique<Pool>(options.max_idle_per_address)) {}
+
+Client::~Client() = default;
+
+std::shared_ptr<ClientCall> Client::Start(asio::io_context& io, ClientRequest request,
+                                          std::shared_ptr<ResponseObserver> observer) {
+  auto call = std::make_shared<Call>(io, *pool_, options_, std::move(request), std::move(observer));
+  // Posted, never run inline: no callback runs before Start returns.
+  asio::post(io, [call] { call->Begin(); });
+  return call;
+}
+
+}  // namespace aibrix::http

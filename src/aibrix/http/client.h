@@ -1,0 +1,104 @@
+// The upstream HTTP/1.1 client, on Boost.Beast over Asio: one call sends a request to
+// host:port and streams the response back through an observer, with back-pressure (the next
+// body bytes are read only when the observer asks), on the I/O thread of the caller's choice
+// (the server's exchange thread, so relaying needs no locks). Keep-alive connections are
+// pooled per (thread, address); a pooled connection the peer has closed is not reused.
+//
+// Deadlines: connect; first response byte; between body reads; the whole response. Each
+// failure is classified so the caller knows whether the request provably never reached the
+// server (connect refused, or reset before a byte was written: safe to retry elsewhere),
+// timed out, or failed after reaching it.
+//
+// Thread safety: Start may be called from any thread; a call's observer callbacks and
+// its Cancel/ReadMore run on the given io_context's thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "aibrix/common/mutex.h"
+#include "aibrix/http/types.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace aibrix::http {
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds first_byte_timeout{300000};
+  std::chrono::milliseconds idle_timeout{300000};   // between response body reads
+  std::chrono::milliseconds total_timeout{600000};  // the whole response
+  size_t max_header_bytes = 64 << 10;
+  size_t max_idle_per_address = 64;
+};
+
+struct ClientRequest {
+  std::string method = "POST";
+  std::string host;  // IP address or name
+  uint16_t port = 80;
+  std::string target = "/";
+  Headers headers;  // Host, Content-Length and Connection are set by the client
+  std::string body;
+};
+
+enum class ClientError {
+  kNone,
+  kConnect,      // refused or unreachable: the request never left
+  kSendReset,    // reset before any request byte was written: never reached the server
+  kTimeout,      // connect, first byte, between reads or the whole response
+  kReset,        // reset or closed after the request was (partly) sent
+  kBadResponse,  // not HTTP, or bad framing
+  kCancelled,    // Cancel()
+};
+
+std::string_view ClientErrorName(ClientError error);
+
+// Receives one call's response. Callbacks run on the call's I/O thread, in order: OnHead at
+// most once, OnBody any number of times (each after a ReadMore, the first without), OnEnd
+// exactly once.
+class ResponseObserver {
+ public:
+  virtual ~ResponseObserver() = default;
+  virtual void OnHead(int status, const Headers& headers) = 0;
+  // `data` is valid during the call. Ask for more with ClientCall::ReadMore().
+  virtual void OnBody(std::string_view data) = 0;
+  // The response ended: kNone when complete, else why it failed. `detail` says more.
+  virtual void OnEnd(ClientError error, std::string_view detail) = 0;
+};
+
+class ClientCall {
+ public:
+  virtual ~ClientCall() = default;
+  // Reads the next body bytes (after an OnBody). I/O thread only.
+  virtual void ReadMore() = 0;
+  // Aborts: the connection is closed and OnEnd(kCancelled) follows unless the call already
+  // ended. I/O thread only.
+  virtual void Cancel() = 0;
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Starts `request` on `io`. The returned call (and the observer) stay alive until OnEnd.
+  std::shared_ptr<ClientCall> Start(boost::asio::io_context& io, ClientRequest request,
+                                    std::shared_ptr<ResponseObserver> observer);
+
+  const ClientOptions& options() const { return options_; }
+
+  class Pool;
+
+ private:
+  const ClientOptions options_;
+  std::unique_ptr<Pool> pool_;
+};
+
+}  // namespace aibrix::http

@@ -1,0 +1,124 @@
+#include "aibrix/http/client.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <future>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+
+namespace aibrix::http {
+namespace {
+
+// Collects one response.
+class Collector : public ResponseObserver {
+ public:
+  void OnHead(int status, const Headers& headers) override {
+    status_ = status;
+    content_type_ = std::string(headers.Get("Content-Type"));
+  }
+  void OnBody(std::string_view data) override {
+    body_.append(data);
+    call_->ReadMore();
+  }
+  void OnEnd(ClientError error, std::string_view detail) override {
+    detail_ = std::string(detail);
+    done_.set_value(error);
+  }
+  std::string detail_;
+
+  std::shared_ptr<ClientCall> call_;
+  int status_ = 0;
+  std::string content_type_;
+  std::string body_;
+  std::promise<ClientError> done_;
+};
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    upstream_.Post("/echo", [](const httplib::Request& req, httplib::Response& res) {
+      res.set_content(req.body, "application/json");
+    });
+    upstream_.Get("/chunked", [](const httplib::Request&, httplib::Response& res) {
+      res.set_chunked_content_provider("text/event-stream",
+                                       [](size_t offset, httplib::DataSink& sink) {
+                                         if (offset >= 3 * 6) {
+                                           sink.done();
+                                           return true;
+                                         }
+                                         sink.write("data: ", 6);
+                                         return true;
+                                       });
+    });
+    port_ = upstream_.bind_to_any_port("127.0.0.1");
+    server_thread_ = std::thread([this] { upstream_.listen_after_bind(); });
+    while (!upstream_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    io_thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    guard_.reset();
+    io_thread_.join();
+    upstream_.stop();
+    server_thread_.join();
+  }
+
+  ClientError Run(Client& client, ClientRequest request, std::shared_ptr<Collector> collector) {
+    auto done = collector->done_.get_future();
+    boost::asio::post(io_, [&client, &request, collector, this] {
+      collector->call_ = client.Start(io_, std::move(request), collector);
+    });
+    return done.get();
+  }
+
+  httplib::Server upstream_;
+  int port_ = 0;
+  std::thread server_thread_;
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_{
+      boost::asio::make_work_guard(io_)};
+  std::thread io_thread_;
+};
+
+TEST_F(ClientTest, PostsAndReadsALengthFramedBodyThenReusesTheConnection) {
+  Client client(ClientOptions{});
+  for (int i = 0; i < 3; ++i) {
+    ClientRequest request;
+    request.host = "127.0.0.1";
+    request.port = static_cast<uint16_t>(port_);
+    request.target = "/echo";
+    request.body = R"({"n":)" + std::to_string(i) + "}";
+    auto collector = std::make_shared<Collector>();
+    EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
+    EXPECT_EQ(collector->status_, 200);
+    EXPECT_EQ(collector->body_, request.body);
+  }
+}
+
+TEST_F(ClientTest, ReadsChunkedBodies) {
+  Client client(ClientOptions{});
+  ClientRequest request;
+  request.method = "GET";
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/chunked";
+  auto collector = std::make_shared<Collector>();
+  EXPECT_EQ(Run(client, request, collector), ClientError::kNone);
+  EXPECT_EQ(collector->body_, "data: data: data: ");
+  EXPECT_EQ(collector->content_type_, "text/event-stream");
+}
+
+TEST_F(ClientTest, RefusedConnectionNeverReachedTheServer) {
+  Client client(ClientOptions{});
+  ClientRequest request;
+  request.host = "127.0.0.1";
+  request.port = 1;  // nothing listens there
+  auto collector = std::make_shared<Collector>();
+  EXPECT_EQ(Run(client, request, collector), ClientError::kConnect);
+  EXPECT_EQ(collector->status_, 0);
+}
+
+}  // namespace
+}  // namespace aibrix::http

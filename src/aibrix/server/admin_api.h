@@ -1,0 +1,47 @@
+// The admin API: the service's state as JSON — GET /cache/pods, GET /cache/pods/{namespace}/
+// {name}, GET /cache/models — and POST /cache/match (per pod, the prompt's blocks each index
+// holds).
+//
+// Thread safety: handlers run concurrently; everything read is internally synchronised.
+#pragma once
+
+#include "aibrix/gateway/model_tokenizers.h"
+#include "aibrix/http/server.h"
+#include "aibrix/kvevents/manager.h"
+#include "aibrix/prefix/approx_index.h"
+#include "aibrix/prefix/exact_index.h"
+#include "aibrix/prefix/match.h"
+#include "aibrix/store/store.h"
+#include "aibrix/tracking/request_tracker.h"
+#include "nlohmann/json_fwd.hpp"
+
+namespace aibrix::server {
+
+struct AdminDeps {
+  store::Store* store;
+  const prefix::ExactIndex* exact_index;
+  const prefix::ApproxIndex* approx_index;
+  const prefix::PrefixMatcher* matcher;
+  const gateway::ModelTokenizers* tokenizers;
+  const kvevents::EventManager* kv_manager;
+  tracking::RequestTracker* tracker;
+};
+
+class AdminApi {
+ public:
+  // Everything in `deps` must outlive the AdminApi.
+  explicit AdminApi(AdminDeps deps) : deps_(deps) {}
+  // Registers the routes on `http` (before it starts).
+  void Register(http::Server& http);
+
+ private:
+  void HandlePods(http::Response& res) const;
+  void HandlePod(const http::Request& req, http::Response& res) const;
+  void HandleModels(http::Response& res) const;
+  void HandleMatch(const http::Request& req, http::Response& res) const;
+  nlohmann::json PodJson(const store::Pod& pod) const;
+
+  const AdminDeps deps_;
+};
+
+}  // namespace aibrix::server
