@@ -218,6 +218,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool waiting_read_ = false;
   bool keep_alive_ = true;
   std::string pending_;  // received, not yet consumed
+  std::string remote_addr_;
 
   // The request being read.
   std::unique_ptr<Request> request_;
@@ -329,6 +330,8 @@ std::shared_ptr<StreamWriter> ExchangeImpl::Stream(int status, Headers headers,
 
 void Connection::Start(bool over_capacity) {
   error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);
+  if (!ec) remote_addr_ = remote.address().to_string();
   socket_.set_option(tcp::no_delay(true), ec);
   socket_.non_blocking(true, ec);
   if (over_capacity) {
@@ -372,6 +375,10 @@ void Connection::OnReadable() {
     Drain();
     return;
   }
+  // Asio's reactor is edge-triggered and an async_wait never reads speculatively: readiness
+  // that arrived while no wait was pending is not reported again. So a wait is armed only
+  // after a read found the socket empty, and a connection that stops reading early comes
+  // back through this function (a read first), never straight to WaitReadable.
   for (int turn = 0; turn < kReadsPerTurn; ++turn) {
     const bool into_body = state_ == State::kBody && !chunked_;
     char* into = thread_.buffer.get();
@@ -404,6 +411,13 @@ void Connection::OnReadable() {
     } else {
       Feed(std::string_view(into, n));
       if (state_ != State::kIdle && state_ != State::kHead && state_ != State::kBody) return;
+    }
+    if (turn + 1 == kReadsPerTurn) {
+      // Still readable: let the thread's other connections go first, then read again.
+      asio::post(thread_.io, [self = shared_from_this()] {
+        if (self->state_ != State::kClosed && !self->waiting_read_) self->OnReadable();
+      });
+      return;
     }
   }
   WaitReadable();
@@ -526,9 +540,7 @@ void Connection::BeginRequest(RequestHead head, std::string_view& in) {
   const size_t query = req.target.find('?');
   req.path = PercentDecode(std::string_view(req.target).substr(0, query));
   if (query != std::string::npos) req.query = req.target.substr(query + 1);
-  error_code ec;
-  const auto remote = socket_.remote_endpoint(ec);
-  if (!ec) req.remote_addr = remote.address().to_string();
+  req.remote_addr = remote_addr_;
   keep_alive_ = head.keep_alive && !server_.draining.load(std::memory_order_relaxed);
   body_got_ = 0;
   chunked_.reset();
@@ -760,7 +772,8 @@ void Connection::NextRequest() {
     Feed(pipelined);
     if (state_ != State::kIdle && state_ != State::kHead && state_ != State::kBody) return;
   }
-  WaitReadable();
+  // The next request may already be in the socket (its readiness seen while answering).
+  OnReadable();
 }
 
 void Connection::Fail(int status, std::string_view message) {

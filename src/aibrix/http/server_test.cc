@@ -422,5 +422,15 @@ TEST_F(HttpServerTest, HealthAnswersWhileManyConnectionsAreSlow) {
   EXPECT_GE(server_->open_connections(), 200u);
 }
 
+TEST_F(HttpServerTest, ARequestSentWhileThePreviousIsAnsweredIsServed) {
+  RawClient raw(server_->port());
+  raw.Send("GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
+  while (server_->in_flight() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  raw.Send("GET /items/second HTTP/1.1\r\nHost: t\r\n\r\n");  // arrives while /later waits
+  const std::string out = raw.ReadUntil("\"q\":\"\"}");
+  EXPECT_THAT(out, HasSubstr("late"));
+  EXPECT_THAT(out, HasSubstr("second"));
+}
+
 }  // namespace
 }  // namespace aibrix::http
