@@ -44,4 +44,10 @@ int RunAndPrintFigures(int argc, char** argv, const std::map<std::string, Figure
   return 0;
 }
 
+void PrintFigure(std::string_view name, double value, std::string_view unit, int decimals) {
+  std::printf("figure %.*s %.*f %.*s\n", static_cast<int>(name.size()), name.data(), decimals,
+              value, static_cast<int>(unit.size()), unit.data());
+  std::fflush(stdout);
+}
+
 }  // namespace aibrix::bench
