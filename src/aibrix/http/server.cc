@@ -198,6 +198,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Dispatch();
   void Fail(int status, std::string_view message);
   void SetDeadline(std::chrono::milliseconds after, const char* reason);
+  // Enqueue adds to the write queue; Queue also starts writing it.
+  void Enqueue(std::string bytes);
   void Queue(std::string bytes);
   void Flush();
   void OnWritten();
@@ -626,7 +628,7 @@ void Connection::Answer(ExchangeImpl& exchange, Response response) {
     head += response.body;
     Queue(std::move(head));
   } else {
-    Queue(std::move(head));
+    Enqueue(std::move(head));
     Queue(std::move(response.body));
   }
 }
@@ -654,7 +656,8 @@ void Connection::StreamWrite(std::string data, std::function<void(bool)> on_read
   }
   if (!data.empty() && !head_only_) {
     if (framing_ == Framing::kChunked) {
-      Queue(fmt::format("{:x}\r\n", data.size()));
+      // Size line, data and CRLF leave in one write (one segment for a small SSE event).
+      Enqueue(fmt::format("{:x}\r\n", data.size()));
       data += "\r\n";
     }
     Queue(std::move(data));
@@ -679,9 +682,13 @@ void Connection::StreamEnd(bool clean) {
   if (!writing_) OnWritten();
 }
 
-void Connection::Queue(std::string bytes) {
+void Connection::Enqueue(std::string bytes) {
   out_bytes_ += bytes.size();
   out_.push_back(std::move(bytes));
+}
+
+void Connection::Queue(std::string bytes) {
+  Enqueue(std::move(bytes));
   Flush();
 }
 
@@ -949,7 +956,9 @@ void Server::RouteAsync(std::string_view method, std::string_view pattern, Async
 absl::Status Server::Start() {
   Impl& impl = *impl_;
   if (!impl.route_error.ok()) return impl.route_error;
-  if (impl.acceptor) return absl::FailedPreconditionError("the HTTP server is already started");
+  // Once only: after a failed start the I/O contexts stay (unused) until destruction, as the
+  // objects created on them during the attempt are destroyed first.
+  if (!impl.threads.empty()) return absl::FailedPreconditionError("Start may be called once");
   const int io_threads = impl.options.io_threads > 0
                              ? impl.options.io_threads
                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
@@ -962,7 +971,6 @@ absl::Status Server::Start() {
     auto found = resolver.resolve(impl.options.host, std::to_string(impl.options.port),
                                   tcp::resolver::passive | tcp::resolver::numeric_service, ec);
     if (ec || found.empty()) {
-      impl.threads.clear();
       return absl::UnavailableError(
           fmt::format("cannot resolve listen address {}", impl.options.host));
     }
@@ -977,7 +985,6 @@ absl::Status Server::Start() {
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    impl.threads.clear();
     return absl::UnavailableError(fmt::format("cannot listen on {}:{}: {}", impl.options.host,
                                               impl.options.port, ec.message()));
   }
