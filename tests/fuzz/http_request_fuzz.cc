@@ -51,7 +51,8 @@ aibrix::server::Service& TheService() {
   static aibrix::server::Service* service = [] {
     aibrix::common::SetLogLevel("off");
     const std::string path = "/tmp/aibrix-http-fuzz-" + std::to_string(getpid()) + ".yaml";
-    std::ofstream(path) << "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n";
+    std::ofstream(path)
+        << "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n";
     aibrix::server::ServiceConfig config;
     config.http_addr = "127.0.0.1:0";
     config.static_config = path;
