@@ -96,6 +96,7 @@ class Connection;
 // One I/O thread: its context, its connections and its read buffer.
 struct IoThread {
   asio::io_context io{1};
+  asio::steady_timer sweep{io};                                 // ticks the connections' deadlines
   std::unordered_set<std::shared_ptr<Connection>> connections;  // owned by this thread
   std::unique_ptr<char[]> buffer = std::make_unique<char[]>(kReadBufferBytes);
   std::thread thread;
@@ -136,6 +137,8 @@ class Server::Impl {
   void CountClosed(const char* reason) { closed.Add({{"reason", reason}}).Increment(); }
 
   void Accept();
+  // Checks `thread`'s connections' deadlines every `tick` until stopped.
+  void Sweep(IoThread& thread, std::chrono::milliseconds tick);
   void CloseAll(IoThread& thread);
 
   const ServerOptions options;
@@ -171,8 +174,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : server_(server),
         thread_(thread),
         socket_(std::move(socket)),
-        deadline_(thread.io),
-        write_deadline_(thread.io) {}
+        write_deadline_(Clock::time_point::max()) {}
 
   void Start(bool over_capacity);
   // Closes now: cancels the exchange (if any) and drops the connection.
@@ -198,6 +200,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Dispatch();
   void Fail(int status, std::string_view message);
   void SetDeadline(std::chrono::milliseconds after, const char* reason);
+  void ClearDeadline() { deadline_ = Clock::time_point::max(); }
+
+ public:
+  // Called by the thread's deadline sweep: acts on a passed read or write deadline.
+  void CheckDeadlines(Clock::time_point now);
+  bool Expired(Clock::time_point now) const {
+    return deadline_ <= now || (writing_ && write_deadline_ <= now);
+  }
+
+ private:
   // Enqueue adds to the write queue; Queue also starts writing it.
   void Enqueue(std::string bytes);
   void Queue(std::string bytes);
@@ -214,8 +226,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Server::Impl& server_;
   IoThread& thread_;
   tcp::socket socket_;
-  asio::steady_timer deadline_;        // reads: idle, head, body, linger
-  asio::steady_timer write_deadline_;  // a client that takes none of our bytes
+  // Deadlines are plain times checked by the thread's sweep (no timer per connection: no
+  // timer syscalls or heap updates per request).
+  Clock::time_point deadline_ = Clock::time_point::max();  // reads: idle, head, body, linger
+  const char* deadline_reason_ = "idle";
+  Clock::time_point write_deadline_;  // while writing_: a client that takes none of our bytes
   State state_ = State::kIdle;
   bool waiting_read_ = false;
   bool keep_alive_ = true;
@@ -569,7 +584,7 @@ void Connection::BeginRequest(RequestHead head, std::string_view& in) {
 
 void Connection::Dispatch() {
   state_ = State::kHandling;
-  deadline_.cancel();
+  ClearDeadline();
   started_ = Clock::now();
   response_done_ = false;
   abort_after_ = false;
@@ -699,14 +714,10 @@ void Connection::Flush() {
   buffers.reserve(std::min(out_.size(), kMaxGather));
   for (size_t i = 0; i < out_.size() && i < kMaxGather; ++i)
     buffers.emplace_back(asio::buffer(out_[i]));
-  write_deadline_.expires_after(server_.options.write_timeout);
-  write_deadline_.async_wait([self = shared_from_this()](error_code ec) {
-    if (!ec && self->writing_) self->Cut("write_timeout");
-  });
+  write_deadline_ = Clock::now() + server_.options.write_timeout;
   asio::async_write(socket_, buffers,
                     [self = shared_from_this(), count = buffers.size()](error_code ec, size_t) {
                       self->writing_ = false;
-                      self->write_deadline_.cancel();
                       if (self->state_ == State::kClosed) return;
                       if (ec) {
                         self->Cut("write_failed");
@@ -832,26 +843,34 @@ void Connection::Drain() {
 }
 
 void Connection::SetDeadline(std::chrono::milliseconds after, const char* reason) {
-  deadline_.expires_after(after);
-  deadline_.async_wait([self = shared_from_this(), reason](error_code ec) {
-    if (ec || self->state_ == State::kClosed) return;
-    switch (self->state_) {
-      case State::kHead:
-      case State::kBody:
-        self->server_.CountClosed(reason);
-        self->Fail(408, fmt::format("request {} not received in time", reason));
-        break;
-      case State::kIdle:
-        self->server_.CountClosed("idle");
-        self->Close();
-        break;
-      case State::kLinger:
-        self->Close();
-        break;
-      default:
-        break;
-    }
-  });
+  deadline_ = Clock::now() + after;
+  deadline_reason_ = reason;
+}
+
+void Connection::CheckDeadlines(Clock::time_point now) {
+  if (state_ == State::kClosed) return;
+  if (writing_ && write_deadline_ <= now) {
+    Cut("write_timeout");
+    return;
+  }
+  if (deadline_ > now) return;
+  ClearDeadline();
+  switch (state_) {
+    case State::kHead:
+    case State::kBody:
+      server_.CountClosed(deadline_reason_);
+      Fail(408, fmt::format("request {} not received in time", deadline_reason_));
+      break;
+    case State::kIdle:
+      server_.CountClosed("idle");
+      Close();
+      break;
+    case State::kLinger:
+      Close();
+      break;
+    default:
+      break;
+  }
 }
 
 void Connection::Cut(const char* reason) {
@@ -879,8 +898,7 @@ void Connection::Close() {
   }
   state_ = State::kClosed;
   error_code ec;
-  deadline_.cancel();
-  write_deadline_.cancel();
+  ClearDeadline();
   socket_.close(ec);
   out_.clear();
   out_bytes_ = 0;
@@ -915,7 +933,22 @@ void Server::Impl::Accept() {
   });
 }
 
+void Server::Impl::Sweep(IoThread& thread, std::chrono::milliseconds tick) {
+  thread.sweep.expires_after(tick);
+  thread.sweep.async_wait([this, &thread, tick](error_code ec) {
+    if (ec || stopped.load()) return;
+    const Clock::time_point now = Clock::now();
+    std::vector<std::shared_ptr<Connection>> due;
+    for (const auto& connection : thread.connections) {
+      if (connection->Expired(now)) due.push_back(connection);
+    }
+    for (const auto& connection : due) connection->CheckDeadlines(now);
+    Sweep(thread, tick);
+  });
+}
+
 void Server::Impl::CloseAll(IoThread& thread) {
+  thread.sweep.cancel();
   std::vector<std::shared_ptr<Connection>> all(thread.connections.begin(),
                                                thread.connections.end());
   for (const auto& connection : all) connection->Cut("shutdown");
@@ -991,7 +1024,14 @@ absl::Status Server::Start() {
   port_ = acceptor.local_endpoint().port();
   impl.acceptor.emplace(std::move(acceptor));
   impl.workers.emplace(static_cast<size_t>(std::max(1, impl.options.worker_threads)));
+  // Deadlines are checked at an eighth of the shortest one (10 ms to 250 ms).
+  const auto shortest =
+      std::min({impl.options.head_timeout, impl.options.body_timeout, impl.options.idle_timeout,
+                impl.options.write_timeout, impl.options.linger_timeout});
+  const auto tick =
+      std::clamp(shortest / 8, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
   for (auto& thread : impl.threads) {
+    asio::post(thread->io, [&impl, t = thread.get(), tick] { impl.Sweep(*t, tick); });
     impl.guards.push_back(asio::make_work_guard(thread->io));
     thread->thread = std::thread([io = &thread->io] { io->run(); });
   }
