@@ -572,6 +572,17 @@ TEST_F(ProxyFailureTest, ConnectionRefusedIsRetriedOnAnotherPod) {
   ExpectSettled(1);
 }
 
+// 2c. The only pod refuses: nothing to retry on, so the answer is the upstream's 502 (not a
+// routing error), and no retry is counted.
+TEST_F(ProxyFailureTest, ARefusingOnlyPodIs502WithoutARetry) {
+  RefusingPort refusing;
+  StartService({refusing.port()});
+  ExpectErrorAnswer(502, "failed");
+  EXPECT_EQ(Retries(), 0);
+  EXPECT_EQ(UpstreamErrors("connect"), 1);
+  ExpectSettled(1);
+}
+
 // 3. An engine that reads the request and resets before answering: it may have started the
 // work, so 502 and no retry.
 TEST_F(ProxyFailureTest, ResetAfterReadingIs502AndNotRetried) {

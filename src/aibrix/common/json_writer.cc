@@ -1,5 +1,6 @@
 #include "aibrix/common/json_writer.h"
 
+#include <charconv>
 #include <cmath>
 #include <iterator>
 
@@ -37,6 +38,12 @@ void AppendJsonString(std::string* out, std::string_view value) {
   }
   out->append(value.substr(plain));
   out->push_back('"');
+}
+
+void AppendJsonInt(std::string* out, int64_t value) {
+  char digits[24];
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  out->append(digits, static_cast<size_t>(end - digits));
 }
 
 void AppendJsonNumber(std::string* out, double value) {

@@ -4,6 +4,7 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,9 @@ namespace aibrix::common {
 // Appends `value` as a JSON string (quoted; ", \ and control characters escaped; other bytes
 // copied as they are, so valid UTF-8 in gives valid UTF-8 out).
 void AppendJsonString(std::string* out, std::string_view value);
+
+// Appends `value` as a JSON integer.
+void AppendJsonInt(std::string* out, int64_t value);
 
 // Appends `value` as a JSON number in its shortest round-trip form, or null when it is NaN
 // or infinite (JSON has no such numbers).

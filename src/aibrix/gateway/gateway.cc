@@ -129,12 +129,15 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
     const bool never_reached =
         error == http::ClientError::kConnect || error == http::ClientError::kSendReset;
     if (never_reached && attempt_ == 0) {
-      gateway_.retries_.Increment();
-      request_.ReleaseAttempt();
       tried_.push_back(pod_key_);
-      ++attempt_;
-      Forward();
-      return;
+      const std::string request_id = gateway_.NewRequestId();
+      auto routed = gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, tried_);
+      if (routed.ok()) {  // another pod to try; otherwise the upstream error is the answer
+        gateway_.retries_.Increment();
+        ++attempt_;
+        Send(request_id, std::move(*routed));
+        return;
+      }
     }
     http::Response res;
     if (error == http::ClientError::kTimeout) {
@@ -146,6 +149,7 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
   }
 
  private:
+  // Routes the first attempt, or answers the routing error.
   void Forward() {
     const std::string request_id = gateway_.NewRequestId();
     auto routed = gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, tried_);
@@ -155,14 +159,19 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
       Answer(std::move(res));
       return;
     }
-    pod_key_ = routed->decision.pod->key;
-    if (auto st = request_.Attempt(request_id, routed->decision.pod); !st.ok()) {
+    Send(request_id, std::move(*routed));
+  }
+
+  // Counts the attempt on its pod (the previous one is released) and sends it.
+  void Send(const std::string& request_id, Gateway::Routed routed) {
+    pod_key_ = routed.decision.pod->key;
+    if (auto st = request_.Attempt(request_id, routed.decision.pod); !st.ok()) {
       common::Logger("gateway")->warn("request {} not counted: {}", request_id, st.ToString());
     }
     const http::Request& in = exchange_->request();
     http::ClientRequest out;
-    out.host = routed->host;
-    out.port = routed->port;
+    out.host = routed.host;
+    out.port = routed.port;
     out.target = in.target;
     out.body = in.body;  // kept for a retry
     out.headers.Set("Content-Type", "application/json");
@@ -342,17 +351,22 @@ void Gateway::HandleRoute(const http::Request& req, http::Response& res) {
   common::AppendJsonString(&json, common::FormatHostPort(routed->host, routed->port));
   json += ",\"algorithm\":";
   common::AppendJsonString(&json, d.algorithm);
-  fmt::format_to(std::back_inserter(json), ",\"matched_blocks\":{},\"total_blocks\":{},",
-                 d.matched_blocks, d.total_blocks);
-  json += "\"candidates\":[";
+  json += ",\"matched_blocks\":";
+  common::AppendJsonInt(&json, d.matched_blocks);
+  json += ",\"total_blocks\":";
+  common::AppendJsonInt(&json, d.total_blocks);
+  json += ",\"candidates\":[";
   for (size_t i = 0; i < candidates; ++i) {
     const routing::Candidate& c = d.candidates[i];
     json += i == 0 ? "{\"pod\":" : ",{\"pod\":";
     common::AppendJsonString(&json, c.pod->key);
     json += ",\"score\":";
     common::AppendJsonNumber(&json, c.score);
-    fmt::format_to(std::back_inserter(json), ",\"matched_blocks\":{},\"running\":{}}}",
-                   c.matched_blocks, c.running);
+    json += ",\"matched_blocks\":";
+    common::AppendJsonInt(&json, c.matched_blocks);
+    json += ",\"running\":";
+    common::AppendJsonInt(&json, c.running);
+    json += '}';
   }
   json += "]}";
   res.SetBody(std::move(json), "application/json");

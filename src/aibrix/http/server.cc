@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
+#include <charconv>
 #include <cstring>
 #include <deque>
 #include <iterator>
@@ -61,8 +62,13 @@ enum class Framing { kLength, kChunked, kClose };
 std::string ResponseHead(int status, const Headers& headers, Framing framing, uint64_t length,
                          bool keep_alive) {
   std::string head;
-  head.reserve(160);
-  fmt::format_to(std::back_inserter(head), "HTTP/1.1 {} {}\r\n", status, ReasonPhrase(status));
+  head.reserve(192);
+  char number[24];
+  head += "HTTP/1.1 ";
+  head.append(number, static_cast<size_t>(std::to_chars(number, number + 24, status).ptr - number));
+  head += ' ';
+  head += ReasonPhrase(status);
+  head += "\r\n";
   for (const auto& [name, value] : headers.fields()) {
     if (EqualsIgnoreCase(name, "Content-Length") || EqualsIgnoreCase(name, "Connection") ||
         EqualsIgnoreCase(name, "Transfer-Encoding") || EqualsIgnoreCase(name, "Date")) {
@@ -75,7 +81,10 @@ std::string ResponseHead(int status, const Headers& headers, Framing framing, ui
   }
   head += DateLine();
   if (framing == Framing::kLength) {
-    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", length);
+    head += "Content-Length: ";
+    head.append(number,
+                static_cast<size_t>(std::to_chars(number, number + 24, length).ptr - number));
+    head += "\r\n";
   } else if (framing == Framing::kChunked) {
     head += "Transfer-Encoding: chunked\r\n";
   }
