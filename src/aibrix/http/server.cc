@@ -242,6 +242,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point write_deadline_;  // while writing_: a client that takes none of our bytes
   State state_ = State::kIdle;
   bool waiting_read_ = false;
+  bool last_read_full_ = false;  // the last read filled its buffer: more may be waiting
   bool keep_alive_ = true;
   std::string pending_;  // received, not yet consumed
   std::string remote_addr_;
@@ -422,6 +423,7 @@ void Connection::OnReadable() {
     error_code ec;
     const size_t n = socket_.read_some(asio::buffer(into, room), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+    last_read_full_ = n == room;
     if (ec || n == 0) {
       // The client closed or reset: between requests that is the normal end.
       Close();
@@ -799,7 +801,13 @@ void Connection::NextRequest() {
     Feed(pipelined);
     if (state_ != State::kIdle && state_ != State::kHead && state_ != State::kBody) return;
   }
-  // The next request may already be in the socket (its readiness seen while answering).
+  if (waiting_read_ && !last_read_full_) {
+    // The wait armed when the request was dispatched has seen nothing since the last read,
+    // which emptied the socket: it will report the next request.
+    return;
+  }
+  // The next request may already be in the socket (its readiness seen while answering, or
+  // left behind by a read that filled its buffer): read first.
   OnReadable();
 }
 
