@@ -1,5 +1,10 @@
 // Starts the real aibrix-cache binary on a free port and checks its HTTP surface.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <thread>
@@ -235,6 +240,88 @@ TEST_F(ServiceTest, RssReturnsToIdleAfterABurstOfLargeBodies) {
     after = RssBytes(process_->pid());
   }
   EXPECT_LE(after, idle + (24 << 20)) << "idle " << idle << " after " << after;
+}
+
+// A raw keep-alive connection to 127.0.0.1:`port` (blocking, 10 s receive timeout).
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  const timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return fd;
+}
+
+// Sends GET /healthz on `fd` and reads the answer; true for a 200.
+bool Healthz(int fd) {
+  const std::string request = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    return false;
+  }
+  std::string answer;
+  char buf[1024];
+  while (answer.find("\"ok\"}") == std::string::npos) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  return answer.rfind("HTTP/1.1 200", 0) == 0;
+}
+
+TEST_F(ServiceTest, HealthAnswersWhileThousandsOfConnectionsAreIdleOrSlow) {
+  // Raise the soft descriptor limit to the hard one.
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  limit.rlim_cur = limit.rlim_max;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
+  // Each process holds one descriptor per connection (the service inherits the limit).
+  const int slow_count = 2000;
+  const int idle_count =
+      static_cast<int>(std::min<rlim_t>(10000, limit.rlim_cur - slow_count - 1000));
+  ASSERT_GE(idle_count, 2000) << "the descriptor limit (" << limit.rlim_cur << ") is too low";
+  StartService(
+      WriteConfig("load.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\"]\n"));
+
+  std::vector<int> fds;
+  for (int i = 0; i < idle_count; ++i) {  // keep-alive connections, idle after one request
+    const int fd = Connect(port_);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    ASSERT_TRUE(Healthz(fd)) << "connection " << i;
+    fds.push_back(fd);
+  }
+  for (int i = 0; i < slow_count; ++i) {  // slowloris: a head that never ends
+    const int fd = Connect(port_);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(send(fd, "GET /healthz HTTP/1.1\r\nX-Slow: ", 31, MSG_NOSIGNAL), 31);
+    fds.push_back(fd);
+  }
+  const int probe = Connect(port_);
+  ASSERT_GE(probe, 0);
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(Healthz(probe)) << "probe " << i;
+    if (i % 10 == 0) {  // the slow clients trickle on
+      for (int j = idle_count; j < static_cast<int>(fds.size()); ++j) {
+        (void)send(fds[j], "a", 1, MSG_NOSIGNAL);
+      }
+    }
+  }
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::string gauge = "\naibrix_cache_http_connections ";
+  const size_t at = metrics->body.find(gauge);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stod(metrics->body.substr(at + gauge.size())), idle_count + slow_count);
+  // Every idle connection still serves.
+  for (int i = 0; i < idle_count; i += 997) EXPECT_TRUE(Healthz(fds[i])) << "connection " << i;
+  for (int fd : fds) close(fd);
+  close(probe);
 }
 
 }  // namespace
