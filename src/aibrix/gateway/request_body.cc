@@ -7,6 +7,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "fmt/format.h"
+#include "nlohmann/json.hpp"
 #include "simdjson.h"
 
 namespace aibrix::gateway {
@@ -311,10 +312,25 @@ namespace internal {
 absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
   thread_local dom::parser parser;
   dom::element root;
-  if (parser.parse(json.data(), json.size(), /*realloc_if_needed=*/true).get(root) !=
-      simdjson::SUCCESS) {
-    return absl::InvalidArgumentError("malformed JSON in request body");
+  const simdjson::error_code error =
+      parser.parse(json.data(), json.size(), /*realloc_if_needed=*/true).get(root);
+  if (error == simdjson::NUMBER_ERROR) {
+    // Valid JSON with an integer simdjson cannot hold (past 64 bits), as clients send in
+    // fields we ignore (a seed): normalized by nlohmann/json (big integers become doubles),
+    // then parsed again. Rare: not a hot path.
+    nlohmann::json normalized = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+    if (normalized.is_discarded())
+      return absl::InvalidArgumentError("malformed JSON in request body");
+    const std::string text =
+        normalized.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (parser.parse(text.data(), text.size(), /*realloc_if_needed=*/true).get(root) !=
+        simdjson::SUCCESS) {
+      return absl::InvalidArgumentError("malformed JSON in request body");
+    }
+    return Parse(root);
   }
+  if (error != simdjson::SUCCESS)
+    return absl::InvalidArgumentError("malformed JSON in request body");
   return Parse(root);
 }
 

@@ -23,6 +23,27 @@ TEST(RequestBodyTest, ReadsRoutingFields) {
   EXPECT_THAT(*body->token_ids, ElementsAre(1u, 2u, 4294967295u));
 }
 
+TEST(RequestBodyTest, AcceptsWhatOpenAiClientsSend) {
+  // A UTF-8 byte-order mark, "stream": null, an integer past 64 bits in an ignored field, a
+  // null lora — on both parse paths (token-id fast path and DOM).
+  for (const std::string prompt : {R"("prompt":[1,2,3])", R"("prompt":"hi")"}) {
+    auto body = ParseRequestBody(
+        "\xEF\xBB\xBF{\"model\":\"m\",\"stream\":null,\"seed\":"
+        "123456789012345678901234567890,\"logit_bias\":{\"50256\":-100},"
+        "\"lora\":null," +
+        prompt + "}");
+    ASSERT_TRUE(body.ok()) << prompt << ": " << body.status();
+    EXPECT_EQ(body->model, "m");
+    EXPECT_FALSE(body->stream);
+    EXPECT_FALSE(body->lora.has_value());
+  }
+  auto lora = ParseRequestBody(R"({"model":"m","lora":"sql-adapter","prompt":"x"})");
+  ASSERT_TRUE(lora.ok());
+  EXPECT_EQ(lora->lora, "sql-adapter");
+  EXPECT_FALSE(ParseRequestBody(R"({"model":"m","stream":"yes"})").ok());
+  EXPECT_FALSE(ParseRequestBody("\xEF\xBB{}").ok());
+}
+
 TEST(RequestBodyTest, PromptFormsAndMessages) {
   auto text = ParseRequestBody(R"({"model":"m","prompt":"hi \u00e9"})");
   ASSERT_TRUE(text.ok());
