@@ -218,13 +218,13 @@ HolderDirectory::HolderDirectory(EpochManager& epoch) : epoch_(epoch), snapshot_
 HolderDirectory::~HolderDirectory() { delete snapshot_.load(std::memory_order_acquire); }
 
 size_t HolderDirectory::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  common::MutexLock lock(&mu_);
   const Snapshot* s = snapshot_.load(std::memory_order_acquire);
   return s->by_id.size() - free_ids_.size();
 }
 
 HolderId HolderDirectory::Acquire(const std::string& pod, const std::string& tier) {
-  std::lock_guard<std::mutex> lock(mu_);
+  common::MutexLock lock(&mu_);
   const Snapshot* cur = snapshot_.load(std::memory_order_relaxed);
   if (auto it = cur->by_pod.find(pod); it != cur->by_pod.end()) {
     for (HolderId id : it->second) {
@@ -251,7 +251,7 @@ HolderId HolderDirectory::Acquire(const std::string& pod, const std::string& tie
 }
 
 void HolderDirectory::Release(HolderId id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  common::MutexLock lock(&mu_);
   const Snapshot* cur = snapshot_.load(std::memory_order_relaxed);
   if (id >= cur->by_id.size() || cur->by_id[id].pod.empty()) return;
   auto next = std::make_unique<Snapshot>(*cur);

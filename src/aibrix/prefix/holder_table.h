@@ -35,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "aibrix/common/mutex.h"
 #include "aibrix/prefix/block_hash.h"
 #include "aibrix/prefix/epoch.h"
 
@@ -173,7 +174,7 @@ class HolderDirectory {
   void Publish(std::unique_ptr<Snapshot> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   EpochManager& epoch_;
-  mutable std::mutex mu_;
+  mutable common::Mutex mu_;
   std::vector<HolderId> free_ids_ ABSL_GUARDED_BY(mu_);
   std::atomic<Snapshot*> snapshot_;
 };
