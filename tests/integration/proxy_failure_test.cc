@@ -583,6 +583,33 @@ TEST_F(ProxyFailureTest, ARefusingOnlyPodIs502WithoutARetry) {
   ExpectSettled(1);
 }
 
+// The routing API's other lifecycle: /cache/route with a request_id counts the request on
+// its pod until /cache/done; without /cache/done it is settled after route_ttl_ms by the
+// housekeeping sweep, and counted.
+TEST_F(ProxyFailureTest, RouteLeasesWithoutDoneExpire) {
+  HealthyUpstream healthy;
+  StartService({healthy.port()}, [](ServiceConfig& config) { config.route_ttl_ms = 200; });
+  for (const char* id : {"lease-1", "lease-2"}) {
+    auto res = client_->Post(
+        "/cache/route",
+        fmt::format(R"({{"model":"{}","prompt":"hello","request_id":"{}"}})", kModel, id),
+        "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+  }
+  EXPECT_EQ(TotalRunning(), 2);
+  auto done = client_->Post("/cache/done", R"({"request_id":"lease-1","output_tokens":3})",
+                            "application/json");
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->status, 200) << done->body;
+  EXPECT_TRUE(Eventually([&] { return TotalRunning() == 0; }, 10s));
+  EXPECT_EQ(Metric("aibrix_cache_route_expired_total"), 1);
+  auto late = client_->Post("/cache/done", R"({"request_id":"lease-2"})", "application/json");
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->status, 404);  // already settled by the sweep
+  EXPECT_EQ(service_->store().InFlightRequests(), 0u);
+}
+
 // 3. An engine that reads the request and resets before answering: it may have started the
 // work, so 502 and no retry.
 TEST_F(ProxyFailureTest, ResetAfterReadingIs502AndNotRetried) {

@@ -123,6 +123,28 @@ TEST(StoreTest, UpdateOfAStayingPodKeepsCountersAndAdapters) {
   EXPECT_EQ(pod->state->completed(), 1);
 }
 
+TEST(StoreTest, ExpiredRequestsAreSettledOnceAndOthersStay) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  auto pod = *store.GetPod("default", "p1");
+  const auto now = std::chrono::steady_clock::now();
+  ASSERT_TRUE(store.AddRequest("old", pod, store.ReadyPods("llama"), 0, now).ok());
+  ASSERT_TRUE(
+      store.AddRequest("young", pod, store.ReadyPods("llama"), 0, now + std::chrono::hours(1))
+          .ok());
+  ASSERT_TRUE(store.AddRequest("forever", pod, store.ReadyPods("llama")).ok());
+  EXPECT_EQ(pod->state->running(), 3);
+  auto expired = store.ExpireRequests(now);
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].model->name(), "llama");
+  EXPECT_EQ(pod->state->running(), 2);
+  EXPECT_FALSE(store.DoneRequest("old").ok());  // settled once
+  EXPECT_TRUE(store.ExpireRequests(now).empty());
+  EXPECT_TRUE(store.DoneRequest("young").ok());
+  EXPECT_TRUE(store.DoneRequest("forever").ok());
+  EXPECT_EQ(pod->state->running(), 0);
+}
+
 TEST(StoreTest, DoneAfterSameNamePodRecreationDoesNotTouchTheNewPod) {
   Store store;
   store.AddPod(MakePod("p1", "llama"));
