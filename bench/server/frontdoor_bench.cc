@@ -11,12 +11,12 @@
 //    Figures: slowloris_connections (connections still trickling, neither answered nor
 //    closed by the server, before and after the probe) and healthz_p99_ms_under_slowloris.
 //  * sse: --sse N (default 1,000) streaming POST /v1/completions ("stream": true) through the
-//    proxy to an SSE upstream in this process. The upstream sends each stream's first event
-//    at once and the others only after all N requests reached it (so the N streams are open
-//    together), then one event per stream every --sse-interval-ms, --sse-events events and
-//    `data: [DONE]`. Figures: sse_streams_concurrent (streams whose first byte came before
-//    any stream ended and that ended with a well-framed `data: [DONE]` after every event)
-//    and sse_relay_cpu_us_per_chunk (the service's utime+stime over the phase, connection
+//    proxy to an SSE upstream in this process (tests/util/sse_upstream.h). It sends each
+//    stream's first event at once and the others only after all N requests reached it (so the
+//    N streams are open together), then one event per stream every --sse-interval-ms,
+//    --sse-events events and `data: [DONE]`. Figures: sse_streams_concurrent (streams whose first
+//    byte came before any stream ended and that ended with a well-framed `data: [DONE]` after every
+//    event) and sse_relay_cpu_us_per_chunk (the service's utime+stime over the phase, connection
 //    set-up included, divided by the SSE events the clients received).
 // The soft RLIMIT_NOFILE is raised to the hard limit first (the service inherits it); the run
 // stops with an error when that is fewer descriptors than the phases need.
@@ -45,11 +45,11 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "bench/common/figures.h"
 #include "fmt/format.h"
+#include "tests/util/sse_upstream.h"
 #include "tests/util/subprocess.h"
 
 namespace {
@@ -470,215 +470,6 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// An OpenAI-style streaming upstream in this process, on one epoll thread. Every POST is
-// answered with an SSE stream (chunked): `events` completion events, then `data: [DONE]`, one
-// write each. The first event goes out at once; the others wait until `expected` streams
-// have started (or `gate_timeout` after the first), then each stream gets one event per
-// `interval`, the streams staggered over the interval.
-class SseUpstream {
- public:
-  SseUpstream(int events, milliseconds interval, int expected, milliseconds gate_timeout)
-      : events_(events), interval_(interval), expected_(expected), gate_timeout_(gate_timeout) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    const sockaddr_in addr = Loopback(0);
-    if (bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(listen_fd_, 4096) != 0) {
-      Die("upstream listen: " + Errno());
-    }
-    sockaddr_in bound{};
-    socklen_t len = sizeof(bound);
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
-    port_ = ntohs(bound.sin_port);
-    epoll_ = epoll_create1(EPOLL_CLOEXEC);
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.fd = listen_fd_;
-    epoll_ctl(epoll_, EPOLL_CTL_ADD, listen_fd_, &event);
-    thread_ = std::jthread([this](std::stop_token stop) { Loop(stop); });
-  }
-  ~SseUpstream() {
-    thread_.request_stop();
-    thread_.join();
-    for (auto& [fd, conn] : conns_) close(fd);
-    close(epoll_);
-    close(listen_fd_);
-  }
-  SseUpstream(const SseUpstream&) = delete;
-  SseUpstream& operator=(const SseUpstream&) = delete;
-
-  int port() const { return port_; }
-  int started() const { return started_.load(); }
-  int finished() const { return finished_.load(); }
-  int aborted() const { return aborted_.load(); }
-
- private:
-  static constexpr int kSlots = 10;  // streams are staggered over the interval in slots
-  struct Conn {
-    int fd = -1;
-    std::string in;
-    std::string out;
-    int sent = -1;  // events sent in the current response; -1 while reading a request
-    int slot = 0;
-    bool want_write = false;
-  };
-
-  void Loop(std::stop_token stop) {
-    const milliseconds tick = std::max(milliseconds(1), interval_ / kSlots);
-    auto next_tick = Clock::now() + tick;
-    uint64_t tick_count = 0;
-    epoll_event events[512];
-    while (!stop.stop_requested()) {
-      const auto wait = std::chrono::duration_cast<milliseconds>(next_tick - Clock::now());
-      const int k =
-          epoll_wait(epoll_, events, 512, static_cast<int>(std::max<int64_t>(0, wait.count())));
-      for (int i = 0; i < k; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == listen_fd_) {
-          Accept();
-          continue;
-        }
-        auto it = conns_.find(fd);
-        if (it == conns_.end()) continue;
-        Conn& conn = *it->second;
-        if ((events[i].events & EPOLLOUT) && !Flush(conn)) continue;
-        if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) OnReadable(conn);
-      }
-      if (Clock::now() >= next_tick) {
-        next_tick += tick;
-        Tick(static_cast<int>(tick_count++ % kSlots));
-      }
-    }
-  }
-
-  void Accept() {
-    while (true) {
-      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;
-      const int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.fd = fd;
-      epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event);
-      auto conn = std::make_unique<Conn>();
-      conn->fd = fd;
-      conns_.emplace(fd, std::move(conn));
-    }
-  }
-
-  void OnReadable(Conn& conn) {
-    char buffer[16384];
-    while (true) {
-      const ssize_t n = recv(conn.fd, buffer, sizeof(buffer), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      if (n <= 0) {
-        Drop(conn);
-        return;
-      }
-      conn.in.append(buffer, static_cast<size_t>(n));
-    }
-    if (conn.sent >= 0) return;  // a pipelined request waits for this response's end
-    const size_t end = conn.in.find("\r\n\r\n");
-    if (end == std::string::npos) return;
-    const std::string head = Lower(std::string_view(conn.in).substr(0, end + 2));
-    const size_t at = head.find("\r\ncontent-length: ");
-    const size_t length =
-        at == std::string::npos ? 0 : std::strtoull(head.c_str() + at + 18, nullptr, 10);
-    if (conn.in.size() < end + 4 + length) return;
-    conn.in.erase(0, end + 4 + length);
-    conn.sent = 1;
-    conn.slot = started_.load() % kSlots;
-    if (started_.fetch_add(1) == 0) gate_deadline_ = Clock::now() + gate_timeout_;
-    // Last: a failed write drops (destroys) the connection.
-    Send(conn,
-         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n" +
-             Chunk(Event(0)));
-  }
-
-  void Tick(int slot) {
-    if (started_.load() == 0) return;
-    if (started_.load() < expected_ && Clock::now() < gate_deadline_) return;
-    std::vector<Conn*> due;
-    for (auto& [fd, conn] : conns_) {
-      if (conn->sent >= 1 && conn->slot == slot) due.push_back(conn.get());
-    }
-    for (Conn* conn : due) {
-      // The state is updated first: a failed write drops (destroys) the connection.
-      if (conn->sent < events_) {
-        const int index = conn->sent++;
-        Send(*conn, Chunk(Event(index)));
-      } else {
-        conn->sent = -1;  // the next request may come on this connection
-        finished_.fetch_add(1);
-        Send(*conn, Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
-      }
-    }
-  }
-
-  std::string Event(int index) const {
-    const bool last = index == events_ - 1;
-    return fmt::format(
-        "data: {{\"id\":\"cmpl-frontdoor\",\"object\":\"text_completion\",\"created\":1700000000,"
-        "\"model\":\"llama\",\"choices\":[{{\"index\":0,\"text\":\" token{}\",\"logprobs\":null,"
-        "\"finish_reason\":{}}}]}}\n\n",
-        index, last ? "\"length\"" : "null");
-  }
-  static std::string Chunk(std::string_view data) {
-    return fmt::format("{:x}\r\n{}\r\n", data.size(), data);
-  }
-
-  void Send(Conn& conn, std::string bytes) {
-    conn.out += bytes;
-    Flush(conn);
-  }
-  // Writes what is queued; false when the connection was dropped.
-  bool Flush(Conn& conn) {
-    while (!conn.out.empty()) {
-      const ssize_t n = send(conn.fd, conn.out.data(), conn.out.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      if (n <= 0) {
-        Drop(conn);
-        return false;
-      }
-      conn.out.erase(0, static_cast<size_t>(n));
-    }
-    const bool want_write = !conn.out.empty();
-    if (want_write != conn.want_write) {
-      conn.want_write = want_write;
-      epoll_event event{};
-      event.events = want_write ? EPOLLIN | EPOLLOUT : EPOLLIN;
-      event.data.fd = conn.fd;
-      epoll_ctl(epoll_, EPOLL_CTL_MOD, conn.fd, &event);
-    }
-    return true;
-  }
-
-  void Drop(Conn& conn) {
-    if (conn.sent >= 0) aborted_.fetch_add(1);
-    const int fd = conn.fd;
-    epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
-    conns_.erase(fd);  // destroys `conn`
-  }
-
-  const int events_;
-  const milliseconds interval_;
-  const int expected_;
-  const milliseconds gate_timeout_;
-  int listen_fd_ = -1;
-  int epoll_ = -1;
-  int port_ = 0;
-  Clock::time_point gate_deadline_{};                     // upstream thread
-  std::unordered_map<int, std::unique_ptr<Conn>> conns_;  // upstream thread
-  std::atomic<int> started_{0};
-  std::atomic<int> finished_{0};
-  std::atomic<int> aborted_{0};
-  std::jthread thread_;
-};
-
 // --- Phases -----------------------------------------------------------------------------
 
 const std::string kHealthz = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
@@ -773,7 +564,8 @@ void SlowlorisPhase(const Options& options, int port) {
   CloseAll(fds);
 }
 
-void SsePhase(const Options& options, int port, pid_t pid, const SseUpstream& upstream) {
+void SsePhase(const Options& options, int port, pid_t pid,
+              const aibrix::testing::SseUpstream& upstream) {
   const std::string body = fmt::format(
       R"({{"model":"llama","prompt":"Say hello to the front door","max_tokens":{},"stream":true}})",
       options.sse_events);
@@ -834,8 +626,12 @@ int main(int argc, char** argv) {
   RaiseFdLimit(needed, options);
   const auto start = Clock::now();
 
-  SseUpstream upstream(options.sse_events, milliseconds(options.sse_interval_ms), options.sse,
-                       std::chrono::seconds(20));
+  aibrix::testing::SseUpstream upstream({.events = options.sse_events,
+                                         .interval = milliseconds(options.sse_interval_ms),
+                                         .gate_streams = options.sse,
+                                         .gate_timeout = std::chrono::seconds(20),
+                                         .id = "cmpl-frontdoor"});
+  if (const auto started = upstream.Start(); !started.ok()) Die(started.ToString());
   const std::string config = fmt::format("/tmp/frontdoor-bench-{}.yaml", getpid());
   std::ofstream(config) << fmt::format(
       "models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n", upstream.port());
