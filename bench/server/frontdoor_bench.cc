@@ -96,7 +96,7 @@ Options ParseOptions(int argc, char** argv) {
       {"--slow-byte-ms", &options.slow_byte_ms},
       {"--sse-events", &options.sse_events},
       {"--sse-interval-ms", &options.sse_interval_ms}};
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc; i += 2) {  // flag, value
     const std::string arg = argv[i];
     auto flag =
         std::find_if(flags.begin(), flags.end(), [&](const auto& f) { return f.first == arg; });
@@ -108,7 +108,6 @@ Options ParseOptions(int argc, char** argv) {
       Die(fmt::format("bad argument '{}'\n{}", arg, usage));
     }
     *flag->second = static_cast<int>(value);
-    ++i;
   }
   return options;
 }

@@ -397,6 +397,7 @@ void Gateway::HandleDone(const http::Request& req, http::Response& res) {
 }
 
 size_t Gateway::Sweep() {
+  upstream_.Sweep();
   const auto expired = store_.ExpireRequests(std::chrono::steady_clock::now());
   for (const store::SettledRequest& request : expired) {
     if (request.model != nullptr) tracker_.OnFinished(request.model->name(), 0, std::nullopt);

@@ -66,7 +66,8 @@ class Gateway {
 
   // Registers the routes on `http` (before it starts).
   void Register(http::Server& http);
-  // Settles /cache/route requests older than route_ttl; returns how many.
+  // Settles /cache/route requests older than route_ttl (returns how many) and closes
+  // upstream connections idle too long.
   size_t Sweep();
 
   // A routing decision and the pod's serving address.

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -91,6 +92,7 @@ class Client::Pool {
   struct Idle {
     int fd;
     bool v6;
+    std::chrono::steady_clock::time_point since{};
   };
   explicit Pool(size_t max_per_key) : max_per_key_(max_per_key) {}
   ~Pool() {
@@ -113,6 +115,7 @@ class Client::Pool {
     return std::nullopt;
   }
   void Put(const asio::io_context* io, const std::string& address, Idle idle) {
+    idle.since = std::chrono::steady_clock::now();
     common::MutexLock lock(&mu_);
     auto& list = idle_[{io, address}];
     if (list.size() < max_per_key_) {
@@ -120,6 +123,21 @@ class Client::Pool {
     } else {
       ::close(idle.fd);
     }
+  }
+  // Closes connections idle since before `cutoff` (the oldest are at the front).
+  size_t CloseIdleSince(std::chrono::steady_clock::time_point cutoff) {
+    size_t closed = 0;
+    common::MutexLock lock(&mu_);
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      auto& list = it->second;
+      const auto keep = std::find_if(list.begin(), list.end(),
+                                     [&](const Idle& idle) { return idle.since >= cutoff; });
+      for (auto old = list.begin(); old != keep; ++old) ::close(old->fd);
+      closed += static_cast<size_t>(keep - list.begin());
+      list.erase(list.begin(), keep);
+      it = list.empty() ? idle_.erase(it) : std::next(it);
+    }
+    return closed;
   }
 
  private:
@@ -346,6 +364,10 @@ Client::Client(ClientOptions options)
     : options_(options), pool_(std::make_unique<Pool>(options.max_idle_per_address)) {}
 
 Client::~Client() = default;
+
+size_t Client::Sweep() {
+  return pool_->CloseIdleSince(std::chrono::steady_clock::now() - options_.max_idle);
+}
 
 std::shared_ptr<ClientCall> Client::Start(asio::io_context& io, ClientRequest request,
                                           std::shared_ptr<ResponseObserver> observer) {

@@ -35,6 +35,8 @@ struct ClientOptions {
   std::chrono::milliseconds total_timeout{600000};  // the whole response
   size_t max_header_bytes = 64 << 10;
   size_t max_idle_per_address = 64;
+  // A pooled connection unused for this long is closed by Sweep (its pod may be gone).
+  std::chrono::milliseconds max_idle{30000};
 };
 
 struct ClientRequest {
@@ -91,6 +93,9 @@ class Client {
   // Starts `request` on `io`. The returned call (and the observer) stay alive until OnEnd.
   std::shared_ptr<ClientCall> Start(boost::asio::io_context& io, ClientRequest request,
                                     std::shared_ptr<ResponseObserver> observer);
+
+  // Closes pooled connections idle for longer than max_idle; returns how many. Any thread.
+  size_t Sweep();
 
   const ClientOptions& options() const { return options_; }
 

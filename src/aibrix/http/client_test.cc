@@ -120,5 +120,22 @@ TEST_F(ClientTest, RefusedConnectionNeverReachedTheServer) {
   EXPECT_EQ(collector->status_, 0);
 }
 
+TEST_F(ClientTest, SweepClosesConnectionsIdleTooLong) {
+  ClientOptions options;
+  options.max_idle = std::chrono::milliseconds(0);
+  Client client(options);
+  ClientRequest request;
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/echo";
+  request.body = "{}";
+  auto collector = std::make_shared<Collector>();
+  ASSERT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
+  EXPECT_EQ(client.Sweep(), 1u);  // the pooled keep-alive connection
+  EXPECT_EQ(client.Sweep(), 0u);
+  auto again = std::make_shared<Collector>();
+  EXPECT_EQ(Run(client, request, again), ClientError::kNone) << again->detail_;  // a new one
+}
+
 }  // namespace
 }  // namespace aibrix::http
