@@ -1,6 +1,5 @@
 #include "aibrix/http/server.h"
 
-#include <sys/socket.h>
 #include <time.h>
 
 #include <algorithm>
@@ -229,8 +228,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void LingerClose();
   void Drain();
   void Close();
-  // True when the peer has closed (or reset) its side; peeks, consumes nothing.
-  bool PeerClosed();
 
   Server::Impl& server_;
   IoThread& thread_;
@@ -380,22 +377,25 @@ void Connection::WaitReadable() {
   });
 }
 
-bool Connection::PeerClosed() {
-  char byte;
-  const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 void Connection::OnReadable() {
   if (state_ == State::kHandling || state_ == State::kResponding) {
-    // Nothing is read while a request is answered; readability means the client closed
-    // (cancel the exchange) or pipelined its next request (read after this answer).
-    error_code ec;
-    if (PeerClosed()) {
-      Cut("client_gone");
-    } else if (socket_.available(ec) == 0 && !ec) {
-      WaitReadable();  // spurious wake-up: keep watching
+    // No request is parsed while one is answered; readability means the client closed
+    // (cancel the exchange) or sent more (its next request, a stray CRLF): that is kept, up
+    // to a head's worth, so a close after it is still noticed.
+    while (pending_.size() < server_.options.max_head_bytes) {
+      error_code ec;
+      const size_t n = socket_.read_some(asio::buffer(thread_.buffer.get(), kReadBufferBytes), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        WaitReadable();
+        return;
+      }
+      if (ec || n == 0) {
+        Cut("client_gone");
+        return;
+      }
+      pending_.append(thread_.buffer.get(), n);
     }
+    last_read_full_ = true;  // stop watching: the rest is read after this answer
     return;
   }
   if (state_ == State::kLinger) {

@@ -432,5 +432,16 @@ TEST_F(HttpServerTest, ARequestSentWhileThePreviousIsAnsweredIsServed) {
   EXPECT_THAT(out, HasSubstr("second"));
 }
 
+TEST_F(HttpServerTest, AClientLeavingAfterExtraBytesStillCancelsTheExchange) {
+  {
+    RawClient raw(server_->port());
+    // A stray CRLF after the request (some clients send one): still a client that can leave.
+    raw.Send("GET /hang HTTP/1.1\r\nHost: t\r\n\r\n\r\n");
+    while (server_->in_flight() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  while (cancelled_.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(cancelled_.load(), 1);
+}
+
 }  // namespace
 }  // namespace aibrix::http
