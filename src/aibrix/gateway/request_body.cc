@@ -21,6 +21,12 @@ absl::Status FieldError(std::string_view field, std::string_view want) {
   return absl::InvalidArgumentError(fmt::format("'{}' must be {}", field, want));
 }
 
+// A UTF-8 byte-order mark is not JSON, but some clients send one: skipped.
+std::string_view SkipByteOrderMark(std::string_view json) {
+  if (json.substr(0, 3) == "\xEF\xBB\xBF") json.remove_prefix(3);
+  return json;
+}
+
 absl::StatusOr<std::vector<uint32_t>> TokenArray(dom::element value, std::string_view field) {
   dom::array array;
   if (value.get_array().get(array) != simdjson::SUCCESS) {
@@ -310,6 +316,7 @@ std::optional<RequestBody> ParseSplit(std::string_view json) {
 namespace internal {
 
 absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
+  json = SkipByteOrderMark(json);
   thread_local dom::parser parser;
   dom::element root;
   const simdjson::error_code error =
@@ -337,8 +344,7 @@ absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
 }  // namespace internal
 
 absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
-  // A UTF-8 byte-order mark is not JSON, but some clients send one: skip it.
-  if (json.substr(0, 3) == "\xEF\xBB\xBF") json.remove_prefix(3);
+  json = SkipByteOrderMark(json);
   if (auto body = ParseSplit(json)) return std::move(*body);
   return internal::ParseRequestBodyDom(json);
 }
