@@ -344,9 +344,8 @@ absl::StatusOr<RequestBody> ParseRequestBodyDom(std::string_view json) {
 }  // namespace internal
 
 absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
-  json = SkipByteOrderMark(json);
-  if (auto body = ParseSplit(json)) return std::move(*body);
-  return internal::ParseRequestBodyDom(json);
+  if (auto body = ParseSplit(SkipByteOrderMark(json))) return std::move(*body);
+  return internal::ParseRequestBodyDom(json);  // skips the mark itself
 }
 
 }  // namespace aibrix::gateway
