@@ -12,9 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -68,22 +71,42 @@ aibrix::server::Service& TheService() {
 }
 
 void SendThroughServer(std::string_view input) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(TheService().http_port()));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
+    // Out of local ports is the machine's limit, not a finding: wait and retry.
+    if (errno != EADDRNOTAVAIL || attempt == 1000) std::abort();
+    close(fd);
+    fd = -1;
+    usleep(1000);
+  }
+  // Closed with a reset: no TIME_WAIT, so a long run does not use up the local ports.
+  const linger reset{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   const timeval timeout{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  (void)send(fd, input.data(), input.size(), MSG_NOSIGNAL);
+  for (size_t sent = 0; sent < input.size();) {
+    const ssize_t n = send(fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the server may close early (an answered error): fine
+    sent += static_cast<size_t>(n);
+  }
   shutdown(fd, SHUT_WR);
   char buf[4096];
   // The server must answer and close: a hang here is a finding (the read times out).
   while (true) {
     const ssize_t n = recv(fd, buf, sizeof(buf), 0);
     if (n == 0) break;
-    if (n < 0) std::abort();
+    if (n < 0 && errno == EINTR) continue;  // libFuzzer's timeout alarm
+    if (n < 0) {
+      std::fprintf(stderr, "http_request_fuzz: reading the answer: %s\n", std::strerror(errno));
+      std::abort();
+    }
   }
   close(fd);
 }

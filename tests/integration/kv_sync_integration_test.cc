@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/poll.h"
 #include "tests/util/subprocess.h"
 
 namespace aibrix {
@@ -25,15 +26,7 @@ std::vector<uint32_t> Tokens(int blocks, uint32_t base) {
   return tokens;
 }
 
-// Polls `probe` every 20 ms until it returns true or `timeout` passes.
-bool Eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (probe()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
+using aibrix::testing::Eventually;
 
 TEST(KvSyncIntegrationTest, EventsReachTheIndexAndMatch) {
   kvevents::PublisherOptions options;

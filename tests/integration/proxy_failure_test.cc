@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/poll.h"
 
 namespace aibrix {
 namespace {
@@ -60,15 +61,7 @@ constexpr char kStreamHead[] =
 // The end of a cleanly finished chunked body.
 constexpr char kLastChunk[] = "\r\n0\r\n\r\n";
 
-bool Eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds every = 10ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (probe()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
-}
+using aibrix::testing::Eventually;
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;

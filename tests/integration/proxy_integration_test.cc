@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/poll.h"
 #include "tests/util/subprocess.h"
 
 namespace aibrix {
@@ -22,14 +23,7 @@ using testing::FreePort;
 using ::testing::HasSubstr;
 using testing::Subprocess;
 
-bool Eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (probe()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
+using aibrix::testing::Eventually;
 
 struct Engine {
   std::unique_ptr<Subprocess> process;

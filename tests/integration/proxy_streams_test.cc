@@ -44,6 +44,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/poll.h"
 #include "tests/util/sse_upstream.h"
 
 namespace aibrix {
@@ -63,15 +64,7 @@ constexpr auto kDeadline = 60s;
 // The upstream's gate is opened by the tests only (the timeout is never reached).
 constexpr auto kNeverByTimeout = std::chrono::milliseconds(std::chrono::hours(1));
 
-bool Eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds every = 10ms) {
-  const auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (probe()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
-}
+using aibrix::testing::Eventually;
 
 size_t Count(std::string_view haystack, std::string_view needle) {
   size_t n = 0;

@@ -8,6 +8,7 @@
 #include "aibrix/store/test_pods.h"
 #include "fmt/format.h"
 #include "tests/kvevents/recording_sink.h"
+#include "tests/util/poll.h"
 
 namespace aibrix::kvevents {
 namespace {
@@ -27,15 +28,7 @@ kv::EventBatch B(uint64_t id) {
   return b;
 }
 
-template <typename Pred>
-bool Eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using aibrix::testing::Eventually;
 
 // Records the PodSource of every batch.
 class SourceSink : public RecordingSink {

@@ -8,6 +8,7 @@
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
 #include "tests/kvevents/recording_sink.h"
+#include "tests/util/poll.h"
 
 namespace aibrix::kvevents {
 namespace {
@@ -35,15 +36,7 @@ std::vector<uint64_t> Ids(uint64_t from, uint64_t to) {  // [from, to)
   return v;
 }
 
-template <typename Pred>
-bool Eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using aibrix::testing::Eventually;
 
 class SubscriberTest : public ::testing::Test {
  protected:
