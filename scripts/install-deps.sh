@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake pkg-config git ca-certificates ccache
   clang-14 libclang-rt-14-dev clang-format-14
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   prometheus-cpp-dev libcurl4-openssl-dev libcpp-httplib-dev

@@ -75,10 +75,21 @@ void SendThroughServer(std::string_view input) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(TheService().http_port()));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Each input is a connection; those closed by the server wait in TIME_WAIT for a minute,
+  // so the client cycles through 127.1.x.y source addresses (all loopback) to keep the
+  // 4-tuples fresh instead of running out of local ports.
+  static uint32_t next_source = 0;
+  const uint32_t n = next_source++ % (254 * 254);
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  source.sin_addr.s_addr = htonl((127u << 24) | (1u << 16) | ((1 + n / 254) << 8) | (1 + n % 254));
   int fd = -1;
   for (int attempt = 0; fd < 0; ++attempt) {
     fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) == 0 &&
+        connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      break;
+    }
     // Out of local ports is the machine's limit, not a finding: wait and retry.
     if (errno != EADDRNOTAVAIL || attempt == 1000) std::abort();
     close(fd);
