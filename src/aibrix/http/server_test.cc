@@ -15,6 +15,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
+#include "tests/util/poll.h"
 
 namespace aibrix::http {
 namespace {
@@ -145,18 +146,22 @@ TEST_F(HttpServerTest, CountsRequestsByRouteAndCode) {
   client_->Get("/nope");
   bool saw_echo = false;
   bool saw_unmatched = false;
-  for (const auto& family : registry_.Collect()) {
-    if (family.name != "aibrix_cache_http_requests_total") continue;
-    for (const auto& metric : family.metric) {
-      std::map<std::string, std::string> labels;
-      for (const auto& label : metric.label) labels[label.name] = label.value;
-      if (labels["route"] == "/echo" && labels["code"] == "200")
-        saw_echo = metric.counter.value >= 1;
-      if (labels["route"] == "unmatched" && labels["code"] == "404") saw_unmatched = true;
+  // A request is counted once its answer is written, which may be just after the client
+  // has read it.
+  EXPECT_TRUE(testing::Eventually([&] {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "aibrix_cache_http_requests_total") continue;
+      for (const auto& metric : family.metric) {
+        std::map<std::string, std::string> labels;
+        for (const auto& label : metric.label) labels[label.name] = label.value;
+        if (labels["route"] == "/echo" && labels["code"] == "200") {
+          saw_echo = metric.counter.value >= 1;
+        }
+        if (labels["route"] == "unmatched" && labels["code"] == "404") saw_unmatched = true;
+      }
     }
-  }
-  EXPECT_TRUE(saw_echo);
-  EXPECT_TRUE(saw_unmatched);
+    return saw_echo && saw_unmatched;
+  }));
 }
 
 // A raw client: what httplib::Client never sends (pipelining, chunked uploads, Expect,
