@@ -255,6 +255,10 @@ int Connect(int port) {
   }
   const timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  // Closed with a reset: thousands of TIME_WAIT ports would make later tests that bind
+  // chosen ports (data-parallel ranks on port + 1) fail.
+  const linger reset{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   return fd;
 }
 
