@@ -1,5 +1,6 @@
 #include "aibrix/http/server.h"
 
+#include <sys/socket.h>
 #include <time.h>
 
 #include <algorithm>
@@ -380,20 +381,24 @@ void Connection::WaitReadable() {
 void Connection::OnReadable() {
   if (state_ == State::kHandling || state_ == State::kResponding) {
     // No request is parsed while one is answered; readability means the client closed
-    // (cancel the exchange) or sent more (its next request, a stray CRLF): that is kept, up
-    // to a head's worth, so a close after it is still noticed.
-    while (pending_.size() < server_.options.max_head_bytes) {
-      error_code ec;
-      const size_t n = socket_.read_some(asio::buffer(thread_.buffer.get(), kReadBufferBytes), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        WaitReadable();
-        return;
-      }
-      if (ec || n == 0) {
-        Cut("client_gone");
-        return;
-      }
-      pending_.append(thread_.buffer.get(), n);
+    // (cancel the exchange), sent a stray CRLF (dropped, and the watch goes on), or sent its
+    // next request (left in the socket and read after this answer; a close after it is
+    // then noticed by the next write).
+    char peek[64];
+    const ssize_t n = ::recv(socket_.native_handle(), peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      WaitReadable();
+      return;
+    }
+    if (n <= 0) {
+      Cut("client_gone");
+      return;
+    }
+    const size_t blank = LeadingEmptyLines(std::string_view(peek, static_cast<size_t>(n)));
+    if (blank == static_cast<size_t>(n)) {
+      (void)::recv(socket_.native_handle(), peek, blank, MSG_DONTWAIT);
+      WaitReadable();
+      return;
     }
     last_read_full_ = true;  // stop watching: the rest is read after this answer
     return;
