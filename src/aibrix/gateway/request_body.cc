@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "absl/container/inlined_vector.h"
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "simdjson.h"
@@ -61,9 +62,7 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
     const std::string_view key = field.key;
     const dom::element value = field.value;
     if (key == "model") {
-      auto s = String(value, key);
-      if (!s.ok()) return s.status();
-      body.model = std::move(*s);
+      ASSIGN_OR_RETURN(body.model, String(value, key));
     } else if (key == "algorithm" || key == "request_id") {
       auto s = String(value, key);
       if (!s.ok()) return s.status();
@@ -76,19 +75,13 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
       body.stream = stream;  // null: OpenAI's default, not streamed
     } else if (key == "lora") {
       if (!value.is_null()) {
-        auto s = String(value, key);
-        if (!s.ok()) return s.status();
-        body.lora = std::move(*s);
+        ASSIGN_OR_RETURN(body.lora, String(value, key));
       }
     } else if (key == "token_ids") {
-      auto ids = TokenArray(value, key);
-      if (!ids.ok()) return ids.status();
-      body.token_ids = std::move(*ids);
+      ASSIGN_OR_RETURN(body.token_ids, TokenArray(value, key));
     } else if (key == "prompt") {
       if (value.is_string()) {
-        auto s = String(value, key);
-        if (!s.ok()) return s.status();
-        body.prompt = std::move(*s);
+        ASSIGN_OR_RETURN(body.prompt, String(value, key));
       } else if (value.is_array()) {
         auto ids = TokenArray(value, key);
         if (!ids.ok()) {
