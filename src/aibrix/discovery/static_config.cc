@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "aibrix/common/net.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
 #include "fmt/format.h"
 #include "yaml-cpp/yaml.h"
@@ -33,9 +34,8 @@ class Parser {
     if (!models || !models.IsSequence()) return Error(root, "models", "must be a list");
     StaticConfig config;
     for (size_t i = 0; i < models.size(); ++i) {
-      auto model = ParseModel(models[i], fmt::format("models[{}]", i));
-      if (!model.ok()) return model.status();
-      config.models.push_back(std::move(*model));
+      ASSIGN_OR_RETURN(StaticModel model, ParseModel(models[i], fmt::format("models[{}]", i)));
+      config.models.push_back(std::move(model));
     }
     return config;
   }
@@ -100,13 +100,9 @@ class Parser {
     }
     StaticModel model;
     if (!node["name"]) return Error(node, path + ".name", "is required");
-    auto name = String(node["name"], path + ".name");
-    if (!name.ok()) return name.status();
-    model.name = *name;
+    ASSIGN_OR_RETURN(model.name, String(node["name"], path + ".name"));
     if (node["engine"]) {
-      auto engine = String(node["engine"], path + ".engine");
-      if (!engine.ok()) return engine.status();
-      model.engine = *engine;
+      ASSIGN_OR_RETURN(model.engine, String(node["engine"], path + ".engine"));
     }
     const YAML::Node endpoints = node["endpoints"];
     const YAML::Node rolesets = node["rolesets"];
@@ -174,9 +170,7 @@ class Parser {
       }
       if (!address) return Error(node, path + ".address", "is required");
       if (node["metric_port"]) {
-        auto port = Port(node["metric_port"], path + ".metric_port");
-        if (!port.ok()) return port.status();
-        endpoint.metric_port = *port;
+        ASSIGN_OR_RETURN(endpoint.metric_port, Port(node["metric_port"], path + ".metric_port"));
       }
       if (node["kv_events"]) {
         bool enabled = false;
@@ -187,19 +181,14 @@ class Parser {
         endpoint.kv_events = enabled;
       }
       if (node["kv_events_port"]) {
-        auto port = Port(node["kv_events_port"], path + ".kv_events_port");
-        if (!port.ok()) return port.status();
-        endpoint.kv_events_port = *port;
+        ASSIGN_OR_RETURN(endpoint.kv_events_port,
+                         Port(node["kv_events_port"], path + ".kv_events_port"));
       }
       if (node["replay_port"]) {
-        auto port = Port(node["replay_port"], path + ".replay_port");
-        if (!port.ok()) return port.status();
-        endpoint.replay_port = *port;
+        ASSIGN_OR_RETURN(endpoint.replay_port, Port(node["replay_port"], path + ".replay_port"));
       }
       if (node["lora_id"]) {
-        auto id = Int(node["lora_id"], path + ".lora_id");
-        if (!id.ok()) return id.status();
-        endpoint.lora_id = *id;
+        ASSIGN_OR_RETURN(endpoint.lora_id, Int(node["lora_id"], path + ".lora_id"));
       }
     } else if (!node.IsScalar()) {
       return Error(node, path, "must be \"host:port\" or a map with 'address'");
