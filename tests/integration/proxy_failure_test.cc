@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/in_process_service.h"
 #include "tests/util/poll.h"
 
 namespace aibrix {
@@ -342,45 +343,22 @@ class ProxyFailureTest : public ::testing::Test {
   static void SetUpTestSuite() { ::signal(SIGPIPE, SIG_IGN); }
 
   void TearDown() override {
-    if (service_) service_->Stop();
     client_.reset();
-    service_.reset();
-    if (!config_path_.empty()) std::remove(config_path_.c_str());
+    harness_.Stop();
   }
 
   // Starts the service for model "llama" served by one pod per port (in this order), routing
   // with least-request (so Avoid() decides which pod is tried first).
   void StartService(const std::vector<int>& ports,
                     const std::function<void(ServiceConfig&)>& tune = nullptr) {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = fmt::format("{}_{}", test->test_suite_name(), test->name());
-    for (char& c : name) {
-      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    }
-    config_path_ = fmt::format("{}/proxy_failure_{}_{}.yaml", ::testing::TempDir(), getpid(), name);
-    std::ofstream out(config_path_);
-    out << "models:\n  - name: " << kModel << "\n    endpoints:\n";
-    for (int port : ports) out << "      - \"127.0.0.1:" << port << "\"\n";
-    out.close();
-
-    ServiceConfig config;
-    config.http_addr = "127.0.0.1:0";
-    config.static_config = config_path_;
-    config.routing_algorithm = "least-request";
-    config.routing_seed = 7;
-    config.io_threads = 2;
-    config.http_threads = 2;
-    config.upstream_connect_timeout_ms = 5000;
-    config.upstream_first_byte_timeout_ms = 20000;
-    config.upstream_idle_timeout_ms = 20000;
-    config.upstream_timeout_ms = 60000;
-    config.shutdown_delay_ms = 0;
-    config.shutdown_grace_ms = 0;
-    if (tune) tune(config);
-    service_ = std::make_unique<Service>(config);
-    const absl::Status started = service_->Start();
-    ASSERT_TRUE(started.ok()) << started;
-    ASSERT_EQ(service_->store().ListPods().size(), ports.size());
+    ASSERT_NO_FATAL_FAILURE(harness_.Start(kModel, ports, [&](ServiceConfig& config) {
+      config.upstream_connect_timeout_ms = 5000;
+      config.upstream_first_byte_timeout_ms = 20000;
+      config.upstream_idle_timeout_ms = 20000;
+      config.upstream_timeout_ms = 60000;
+      if (tune) tune(config);
+    }));
+    service_ = &harness_.service();
     client_ = std::make_unique<httplib::Client>("127.0.0.1", service_->http_port());
     client_->set_connection_timeout(10s);
     client_->set_read_timeout(30s);
@@ -403,53 +381,14 @@ class ProxyFailureTest : public ::testing::Test {
   }
   void StopAvoiding() { ASSERT_TRUE(service_->store().DoneRequest("test-ballast").ok()); }
 
-  int TotalRunning() {
-    int running = 0;
-    for (const store::PodRef& pod : service_->store().ListPods()) running += pod->state->running();
-    return running;
-  }
-
-  // The value of one series ("name" or "name{labels}") in /metrics; 0 when absent.
-  double Metric(const std::string& series) {
-    std::istringstream text(service_->RenderMetrics());
-    std::string line;
-    while (std::getline(text, line)) {
-      if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-    }
-    return 0;
-  }
+  int TotalRunning() { return harness_.TotalRunning(); }
+  double Metric(const std::string& series) { return harness_.Metric(series); }
   double UpstreamErrors(const std::string& kind) {
     return Metric(fmt::format("aibrix_cache_proxy_upstream_errors_total{{kind=\"{}\"}}", kind));
   }
   double Retries() { return Metric("aibrix_cache_proxy_retries_total"); }
 
-  // Every proxied request ended: nothing in flight in the Store, no pod running anything, and
-  // the tracker saw exactly `requests` admissions and as many completions.
-  void ExpectSettled(int requests) {
-    int64_t admitted = 0;
-    int64_t finished = 0;
-    const bool settled = Eventually(
-        [&] {
-          for (const auto& trace : service_->tracker().SwapTraces()) {
-            admitted += trace.snapshot.total_requests;
-            finished += trace.snapshot.completed_requests;
-          }
-          return finished >= requests && service_->store().InFlightRequests() == 0 &&
-                 TotalRunning() == 0;
-        },
-        10s);
-    EXPECT_TRUE(settled) << "in flight " << service_->store().InFlightRequests() << ", running "
-                         << TotalRunning() << ", finished " << finished;
-    EXPECT_EQ(service_->store().InFlightRequests(), 0u);
-    EXPECT_EQ(TotalRunning(), 0);
-    for (const auto& trace : service_->tracker().SwapTraces()) {
-      admitted += trace.snapshot.total_requests;
-      finished += trace.snapshot.completed_requests;
-    }
-    EXPECT_EQ(admitted, requests);
-    EXPECT_EQ(finished, requests);
-    EXPECT_EQ(service_->tracker().TraceJson(kModel)["meta_pending_reqs"], 0);
-  }
+  void ExpectSettled(int requests) { harness_.ExpectSettled(requests, 10s); }
 
   // Posts kCompletion and expects an OpenAI-shaped error with `status`.
   void ExpectErrorAnswer(int status, const std::string& needle) {
@@ -463,8 +402,8 @@ class ProxyFailureTest : public ::testing::Test {
     EXPECT_THAT(body["error"]["message"].get<std::string>(), HasSubstr(needle));
   }
 
-  std::string config_path_;
-  std::unique_ptr<Service> service_;
+  testing::InProcessService harness_;
+  Service* service_ = nullptr;  // harness_'s, while started
   std::unique_ptr<httplib::Client> client_;
 };
 

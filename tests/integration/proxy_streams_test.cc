@@ -44,6 +44,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/in_process_service.h"
 #include "tests/util/poll.h"
 #include "tests/util/sse_upstream.h"
 
@@ -403,60 +404,22 @@ class ProxyStreamsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { ::signal(SIGPIPE, SIG_IGN); }
 
-  void TearDown() override {
-    if (service_) service_->Stop();
-    service_.reset();
-    if (!config_path_.empty()) std::remove(config_path_.c_str());
-  }
+  void TearDown() override { harness_.Stop(); }
 
   // Starts the service for model "llama" served by one pod, the upstream on `port`.
   void StartService(int port) {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = fmt::format("{}_{}", test->test_suite_name(), test->name());
-    for (char& c : name) {
-      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    }
-    config_path_ = fmt::format("{}/proxy_streams_{}_{}.yaml", ::testing::TempDir(), getpid(), name);
-    std::ofstream out(config_path_);
-    out << "models:\n  - name: " << kModel << "\n    endpoints:\n      - \"127.0.0.1:" << port
-        << "\"\n";
-    out.close();
-
-    ServiceConfig config;
-    config.http_addr = "127.0.0.1:0";
-    config.static_config = config_path_;
-    config.routing_algorithm = "least-request";
-    config.routing_seed = 7;
-    config.io_threads = 2;
-    config.http_threads = 2;
-    config.upstream_connect_timeout_ms = 10000;
-    // Streams are held (silent after the first event) for as long as a test waits.
-    config.upstream_first_byte_timeout_ms = 120000;
-    config.upstream_idle_timeout_ms = 120000;
-    config.upstream_timeout_ms = 240000;
-    config.shutdown_delay_ms = 0;
-    config.shutdown_grace_ms = 0;
-    service_ = std::make_unique<Service>(config);
-    const absl::Status started = service_->Start();
-    ASSERT_TRUE(started.ok()) << started;
-    ASSERT_EQ(service_->store().ListPods().size(), 1u);
+    ASSERT_NO_FATAL_FAILURE(harness_.Start(kModel, {port}, [](ServiceConfig& config) {
+      config.upstream_connect_timeout_ms = 10000;
+      // Streams are held (silent after the first event) for as long as a test waits.
+      config.upstream_first_byte_timeout_ms = 120000;
+      config.upstream_idle_timeout_ms = 120000;
+      config.upstream_timeout_ms = 240000;
+    }));
+    service_ = &harness_.service();
   }
 
-  int TotalRunning() {
-    int running = 0;
-    for (const store::PodRef& pod : service_->store().ListPods()) running += pod->state->running();
-    return running;
-  }
-
-  // The value of one series ("name" or "name{labels}") in /metrics; 0 when absent.
-  double Metric(const std::string& series) {
-    std::istringstream text(service_->RenderMetrics());
-    std::string line;
-    while (std::getline(text, line)) {
-      if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-    }
-    return 0;
-  }
+  int TotalRunning() { return harness_.TotalRunning(); }
+  double Metric(const std::string& series) { return harness_.Metric(series); }
   // No upstream failure of any kind was counted, and nothing was retried.
   void ExpectNoUpstreamErrors() {
     for (const char* kind : {"connect", "send_reset", "timeout", "reset", "bad_response"}) {
@@ -467,36 +430,10 @@ class ProxyStreamsTest : public ::testing::Test {
     EXPECT_EQ(Metric("aibrix_cache_proxy_retries_total"), 0);
   }
 
-  // Every proxied request ended: nothing in flight in the Store, no pod running anything, and
-  // the tracker saw exactly `requests` admissions and as many completions.
-  void ExpectSettled(int requests) {
-    int64_t admitted = 0;
-    int64_t finished = 0;
-    const bool settled = Eventually(
-        [&] {
-          for (const auto& trace : service_->tracker().SwapTraces()) {
-            admitted += trace.snapshot.total_requests;
-            finished += trace.snapshot.completed_requests;
-          }
-          return finished >= requests && service_->store().InFlightRequests() == 0 &&
-                 TotalRunning() == 0;
-        },
-        kDeadline);
-    EXPECT_TRUE(settled) << "in flight " << service_->store().InFlightRequests() << ", running "
-                         << TotalRunning() << ", finished " << finished;
-    EXPECT_EQ(service_->store().InFlightRequests(), 0u);
-    EXPECT_EQ(TotalRunning(), 0);
-    for (const auto& trace : service_->tracker().SwapTraces()) {
-      admitted += trace.snapshot.total_requests;
-      finished += trace.snapshot.completed_requests;
-    }
-    EXPECT_EQ(admitted, requests);
-    EXPECT_EQ(finished, requests);
-    EXPECT_EQ(service_->tracker().TraceJson(kModel)["meta_pending_reqs"], 0);
-  }
+  void ExpectSettled(int requests) { harness_.ExpectSettled(requests, kDeadline); }
 
-  std::string config_path_;
-  std::unique_ptr<Service> service_;
+  testing::InProcessService harness_;
+  Service* service_ = nullptr;  // harness_'s, while started
 };
 
 // 1. 1,000 streams open at the same time: the upstream holds each after its first event until

@@ -1,0 +1,94 @@
+#include "tests/util/in_process_service.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+#include "tests/util/poll.h"
+
+namespace aibrix::testing {
+
+void InProcessService::Start(const std::string& model, const std::vector<int>& ports,
+                             const std::function<void(server::ServiceConfig&)>& tune) {
+  model_ = model;
+  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = fmt::format("{}_{}", test->test_suite_name(), test->name());
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  config_path_ = fmt::format("{}/in_process_{}_{}.yaml", ::testing::TempDir(), getpid(), name);
+  std::ofstream out(config_path_);
+  out << "models:\n  - name: " << model << "\n    endpoints:\n";
+  for (int port : ports) out << "      - \"127.0.0.1:" << port << "\"\n";
+  out.close();
+
+  server::ServiceConfig config;
+  config.http_addr = "127.0.0.1:0";
+  config.static_config = config_path_;
+  config.routing_algorithm = "least-request";
+  config.routing_seed = 7;
+  config.io_threads = 2;
+  config.http_threads = 2;
+  config.shutdown_delay_ms = 0;
+  config.shutdown_grace_ms = 0;
+  if (tune) tune(config);
+  service_ = std::make_unique<server::Service>(config);
+  const absl::Status started = service_->Start();
+  ASSERT_TRUE(started.ok()) << started;
+  ASSERT_EQ(service_->store().ListPods().size(), ports.size());
+}
+
+void InProcessService::Stop() {
+  if (service_) service_->Stop();
+  service_.reset();
+  if (!config_path_.empty()) std::remove(config_path_.c_str());
+  config_path_.clear();
+}
+
+int InProcessService::TotalRunning() {
+  int running = 0;
+  for (const store::PodRef& pod : service_->store().ListPods()) running += pod->state->running();
+  return running;
+}
+
+double InProcessService::Metric(const std::string& series) {
+  std::istringstream text(service_->RenderMetrics());
+  std::string line;
+  while (std::getline(text, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return 0;
+}
+
+void InProcessService::ExpectSettled(int requests, std::chrono::milliseconds deadline) {
+  int64_t admitted = 0;
+  int64_t finished = 0;
+  auto drain_traces = [&] {
+    for (const auto& trace : service_->tracker().SwapTraces()) {
+      admitted += trace.snapshot.total_requests;
+      finished += trace.snapshot.completed_requests;
+    }
+  };
+  const bool settled = Eventually(
+      [&] {
+        drain_traces();
+        return finished >= requests && service_->store().InFlightRequests() == 0 &&
+               TotalRunning() == 0;
+      },
+      deadline);
+  EXPECT_TRUE(settled) << "in flight " << service_->store().InFlightRequests() << ", running "
+                       << TotalRunning() << ", finished " << finished;
+  EXPECT_EQ(service_->store().InFlightRequests(), 0u);
+  EXPECT_EQ(TotalRunning(), 0);
+  drain_traces();
+  EXPECT_EQ(admitted, requests);
+  EXPECT_EQ(finished, requests);
+  EXPECT_EQ(service_->tracker().TraceJson(model_)["meta_pending_reqs"], 0);
+}
+
+}  // namespace aibrix::testing
