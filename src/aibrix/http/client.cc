@@ -322,9 +322,9 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
 
   void Complete() {
     if (parser_->keep_alive() && buffer_.size() == 0 && stream_.socket().is_open()) {
-      const bool v6 = stream_.socket().local_endpoint().address().is_v6();
-      error_code ec;
-      const int fd = stream_.socket().release(ec);
+      error_code ec;  // no exception may leave a handler: it would end the I/O thread
+      const bool v6 = stream_.socket().local_endpoint(ec).address().is_v6();
+      const int fd = ec ? -1 : stream_.socket().release(ec);
       if (!ec) pool_.Put(&io_, address_, {fd, v6});
     }
     End(ClientError::kNone, "");

@@ -1043,7 +1043,9 @@ absl::Status Server::Start() {
     return absl::UnavailableError(fmt::format("cannot listen on {}:{}: {}", impl.options.host,
                                               impl.options.port, ec.message()));
   }
-  port_ = acceptor.local_endpoint().port();
+  const tcp::endpoint bound = acceptor.local_endpoint(ec);
+  if (ec) return absl::UnavailableError(fmt::format("listening socket: {}", ec.message()));
+  port_ = bound.port();
   impl.acceptor.emplace(std::move(acceptor));
   impl.workers.emplace(static_cast<size_t>(std::max(1, impl.options.worker_threads)));
   // Deadlines are checked at an eighth of the shortest one (10 ms to 250 ms).
@@ -1055,7 +1057,17 @@ absl::Status Server::Start() {
   for (auto& thread : impl.threads) {
     asio::post(thread->io, [&impl, t = thread.get(), tick] { impl.Sweep(*t, tick); });
     impl.guards.push_back(asio::make_work_guard(thread->io));
-    thread->thread = std::thread([io = &thread->io] { io->run(); });
+    thread->thread = std::thread([io = &thread->io] {
+      // A handler that throws must not end the thread (and with it its connections).
+      while (true) {
+        try {
+          io->run();
+          return;
+        } catch (const std::exception& e) {
+          common::Logger("http")->error("I/O thread: uncaught exception: {}", e.what());
+        }
+      }
+    });
   }
   asio::post(impl.threads[0]->io, [&impl] { impl.Accept(); });
   return absl::OkStatus();
