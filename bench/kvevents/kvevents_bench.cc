@@ -14,8 +14,8 @@
 
 #include "aibrix/common/logging.h"
 #include "aibrix/kvevents/decoder.h"
-#include "aibrix/kvevents/encoder.h"
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "aibrix/kvevents/subscriber.h"
 
 namespace {
@@ -76,12 +76,12 @@ class CountingSink : public kv::EventSink {
 };
 
 double ZmqBlocksPerSecond(const std::vector<std::string>& payloads, uint64_t* clears) {
-  kvevents::PublisherOptions po;
+  kvpublish::PublisherOptions po;
   po.endpoint = "tcp://127.0.0.1:*";
   po.hwm = 1000000;
   po.max_queue_size = 20000;
   po.buffer_steps = 0;
-  kvevents::Publisher pub(po);
+  kvpublish::Publisher pub(po);
   if (!pub.Start().ok()) std::exit(1);
 
   CountingSink sink;
@@ -135,7 +135,7 @@ int main() {
   std::mt19937_64 rng(1);
   std::vector<std::string> payloads;
   for (int i = 0; i < 64; ++i) {
-    payloads.push_back(kvevents::EncodeBatch(MakeBatch(rng), kvevents::WireFormat::kMap));
+    payloads.push_back(kvpublish::EncodeBatch(MakeBatch(rng), kvpublish::WireFormat::kMap));
   }
   std::printf("payload bytes per batch: %zu (%d blocks x %d tokens)\n", payloads[0].size(), kBlocks,
               kTokens);

@@ -8,7 +8,6 @@
 #include "CLI/CLI.hpp"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/kvevents/kv_tail.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -117,10 +116,7 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer-timeout-ms", config.tokenizer_timeout_ms,
                  "Remote tokenizer: time limit of one attempt")
       ->check(CLI::PositiveNumber);
-  int tool_exit_code = 0;
-  CLI::App* kv_tail = aibrix::kvevents::AddKvTailCommand(app, &tool_exit_code);
   CLI11_PARSE(app, argc, argv);
-  if (kv_tail->parsed()) return tool_exit_code;
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");

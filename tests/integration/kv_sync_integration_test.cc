@@ -5,7 +5,7 @@
 #include <fstream>
 #include <thread>
 
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,10 +29,10 @@ std::vector<uint32_t> Tokens(int blocks, uint32_t base) {
 using aibrix::testing::Eventually;
 
 TEST(KvSyncIntegrationTest, EventsReachTheIndexAndMatch) {
-  kvevents::PublisherOptions options;
+  kvpublish::PublisherOptions options;
   options.endpoint = "tcp://127.0.0.1:0";
   options.replay_endpoint = "tcp://127.0.0.1:0";
-  kvevents::Publisher publisher(options);
+  kvpublish::Publisher publisher(options);
   ASSERT_TRUE(publisher.Start().ok());
 
   const std::string config = ::testing::TempDir() + "/kv_sync.yaml";

@@ -7,7 +7,7 @@
 #include <variant>
 
 #include "aibrix/kvevents/decoder.h"
-#include "aibrix/kvevents/encoder.h"
+#include "aibrix/kvpublish/encoder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace aibrix;
@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto batch =
       kvevents::DecodeBatch(std::string_view(reinterpret_cast<const char*>(data), size), &stats);
   if (!batch.ok()) return 0;
-  auto again = kvevents::DecodeBatch(kvevents::EncodeBatch(*batch, kvevents::WireFormat::kMap));
+  auto again = kvevents::DecodeBatch(kvpublish::EncodeBatch(*batch, kvpublish::WireFormat::kMap));
   if (!again.ok() || again->events.size() != batch->events.size()) std::abort();
   for (size_t i = 0; i < batch->events.size(); ++i) {
     if (batch->events[i].index() != again->events[i].index()) std::abort();

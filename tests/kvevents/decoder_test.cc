@@ -4,14 +4,20 @@
 
 #include <random>
 
-#include "aibrix/kvevents/encoder.h"
-#include "aibrix/kvevents/msgpack_writer.h"
+#include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/msgpack_writer.h"
 #include "msgpack.hpp"
 #include "tests/kvevents/event_equal.h"
 #include "tests/kvevents/vector_util.h"
 
 namespace aibrix::kvevents {
 namespace {
+
+using kvpublish::EncodeBatch;
+using kvpublish::HashEncoding;
+using kvpublish::MsgpackWriter;
+using kvpublish::WireFormat;
+using kvpublish::WireFormatName;
 
 using testing::KvVectorNames;
 using testing::VectorBatch;

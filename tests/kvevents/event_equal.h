@@ -4,7 +4,7 @@
 #include <ostream>
 #include <variant>
 
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "fmt/format.h"
 #include "fmt/ranges.h"
 

@@ -4,7 +4,7 @@
 
 #include <thread>
 
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "aibrix/store/test_pods.h"
 #include "fmt/format.h"
 #include "tests/kvevents/recording_sink.h"
@@ -12,6 +12,10 @@
 
 namespace aibrix::kvevents {
 namespace {
+
+using kvpublish::BindMode;
+using kvpublish::Publisher;
+using kvpublish::PublisherOptions;
 
 using namespace std::chrono_literals;
 using store::testing::MakePod;

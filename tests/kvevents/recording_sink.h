@@ -12,7 +12,7 @@
 #include <variant>
 #include <vector>
 
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 
 namespace aibrix::kvevents::testing {
 

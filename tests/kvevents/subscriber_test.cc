@@ -4,7 +4,7 @@
 
 #include <thread>
 
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
 #include "tests/kvevents/recording_sink.h"
@@ -12,6 +12,11 @@
 
 namespace aibrix::kvevents {
 namespace {
+
+using kvpublish::BindMode;
+using kvpublish::Publisher;
+using kvpublish::PublisherOptions;
+using kvpublish::ReplyLayout;
 
 using namespace std::chrono_literals;
 using testing::RecordingSink;

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "nlohmann/json.hpp"
 
 namespace aibrix::kvevents::testing {

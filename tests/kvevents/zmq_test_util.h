@@ -7,10 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "zmq.hpp"
 
 namespace aibrix::kvevents::testing {
+
+using kvpublish::Publisher;
 
 // Receives one multipart message within `timeout`; nullopt on timeout.
 inline std::optional<std::vector<std::string>> RecvMultipart(

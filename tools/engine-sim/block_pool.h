@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "block_hash.h"
 
 namespace aibrix::enginesim {

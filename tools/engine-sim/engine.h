@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "block_pool.h"
 #include "metrics.h"
 

@@ -5,7 +5,8 @@
 
 namespace aibrix::enginesim {
 
-KvEventOutput::KvEventOutput(kvevents::PublisherOptions options) : publisher_(std::move(options)) {}
+KvEventOutput::KvEventOutput(kvpublish::PublisherOptions options)
+    : publisher_(std::move(options)) {}
 
 absl::Status KvEventOutput::Start() { return publisher_.Start(); }
 

@@ -10,10 +10,12 @@
 #include <memory>
 
 #include "absl/status/status.h"
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "engine.h"
 
 namespace aibrix::enginesim {
+
+using kvpublish::Publisher;
 
 // The bytes sent instead of a batch by CorruptNext: not a valid msgpack batch (0xc1 is the
 // one byte msgpack never uses).
@@ -21,7 +23,7 @@ inline constexpr std::string_view kCorruptPayload = "\xc1\xc1 engine-sim corrupt
 
 class KvEventOutput final : public EventOutput {
  public:
-  explicit KvEventOutput(kvevents::PublisherOptions options);
+  explicit KvEventOutput(kvpublish::PublisherOptions options);
 
   // Binds the sockets and starts the publisher thread. Errors from Publisher::Start.
   absl::Status Start();
@@ -32,11 +34,11 @@ class KvEventOutput final : public EventOutput {
 
   // The next `n` batches are replaced by kCorruptPayload (they still get sequence numbers).
   void CorruptNext(int n) { corrupt_next_.fetch_add(n); }
-  kvevents::Publisher& publisher() { return publisher_; }
+  kvpublish::Publisher& publisher() { return publisher_; }
   uint64_t publish_errors() const { return publish_errors_.load(); }
 
  private:
-  kvevents::Publisher publisher_;
+  kvpublish::Publisher publisher_;
   std::atomic<int> corrupt_next_{0};
   std::atomic<uint64_t> publish_errors_{0};
 };

@@ -628,7 +628,7 @@ void SimHttpServer::Register() {
                 {"kv_cache_usage", v.usage},
                 {"blocks", std::move(blocks)}};
     if (events_ != nullptr) {
-      kvevents::Publisher& p = events_->publisher();
+      kvpublish::Publisher& p = events_->publisher();
       // Batches of finished requests are already queued; let the publisher thread number
       // and send them so next_seq counts them (bounded: a paused publisher never drains).
       p.Flush(std::chrono::milliseconds(500));
@@ -671,7 +671,7 @@ void SimHttpServer::Register() {
       if (events_ == nullptr) {
         return SendError(res, 409, "no KV event publisher (start with --kv-events-endpoint)");
       }
-      kvevents::Publisher& p = events_->publisher();
+      kvpublish::Publisher& p = events_->publisher();
       if (action == "drop_batches") {
         // DropNext returns Status in newer kvevents revisions and void in older ones.
         absl::Status st = AsStatus([&] { return p.DropNext(static_cast<int>(count)); });

@@ -12,8 +12,8 @@
 #include "CLI/CLI.hpp"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/strings.h"
-#include "aibrix/kvevents/encoder.h"
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "engine.h"
 #include "event_output.h"
 #include "fmt/format.h"
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
 
   enginesim::EngineOptions eo;
   enginesim::HttpOptions ho;
-  kvevents::PublisherOptions po;
+  kvpublish::PublisherOptions po;
   po.endpoint.clear();
   std::string kv_events_config;
   std::string event_format = "map";
@@ -154,20 +154,20 @@ int main(int argc, char** argv) {
   if (ho.default_max_tokens < 1) return Fail("--default-max-tokens must be >= 1");
   if (buffer_steps < 1) return Fail("--buffer-steps must be >= 1");
   po.buffer_steps = static_cast<size_t>(buffer_steps);
-  auto format = kvevents::ParseWireFormat(event_format);
+  auto format = kvpublish::ParseWireFormat(event_format);
   if (!format.ok()) return Fail(std::string(format.status().message()));
   po.format = *format;
   if (reply_format == "old" || reply_format == "pre45177") {
-    po.reply_layout = kvevents::ReplyLayout::kPre45177;
+    po.reply_layout = kvpublish::ReplyLayout::kPre45177;
   } else if (reply_format == "new" || reply_format == "post45177") {
-    po.reply_layout = kvevents::ReplyLayout::kPost45177;
+    po.reply_layout = kvpublish::ReplyLayout::kPost45177;
   } else {
     return Fail("--replay-reply-format must be old or new");
   }
   if (block_hash == "int") {
-    po.hash_encoding = kvevents::HashEncoding::kInt;
+    po.hash_encoding = kvpublish::HashEncoding::kInt;
   } else if (block_hash == "bytes") {
-    po.hash_encoding = kvevents::HashEncoding::kBytes32;
+    po.hash_encoding = kvpublish::HashEncoding::kBytes32;
   } else {
     return Fail("--block-hash must be int or bytes");
   }

@@ -27,7 +27,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 
 namespace aibrix::kvevents {
 

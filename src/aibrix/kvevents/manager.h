@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "aibrix/kvevents/metrics.h"
 #include "aibrix/kvevents/subscriber.h"
 #include "aibrix/store/store.h"

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "aibrix/kvevents/metrics.h"
 
 namespace zmq {

@@ -46,7 +46,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "aibrix/prefix/block_hash.h"
 #include "aibrix/prefix/epoch.h"
 #include "aibrix/prefix/holder_table.h"

@@ -10,9 +10,9 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 
 // The wire eras (vector prefixes p1..p7, m1). ParseWireFormat accepts the names in brackets
 // (case-insensitive), and the vector prefixes p1..p7 / m1.
@@ -46,4 +46,4 @@ absl::StatusOr<WireFormat> ParseWireFormat(std::string_view name);
 // "spec-kind", "map").
 std::string_view WireFormatName(WireFormat format);
 
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

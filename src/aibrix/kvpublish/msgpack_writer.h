@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 
 class MsgpackWriter {
  public:
@@ -127,4 +127,4 @@ class MsgpackWriter {
   std::string* out_;
 };
 
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

@@ -1,4 +1,4 @@
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 
 #include <gtest/gtest.h>
 
@@ -7,16 +7,16 @@
 #include "tests/kvevents/zmq_test_util.h"
 #include "zmq.hpp"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 namespace {
 
-using testing::ReadFrames;
-using testing::RecvMultipart;
-using testing::SendMultipart;
-using testing::Seq8;
-using testing::VectorBatch;
-using testing::VectorsDir;
-using testing::WaitSubscribed;
+using kvevents::testing::ReadFrames;
+using kvevents::testing::RecvMultipart;
+using kvevents::testing::SendMultipart;
+using kvevents::testing::Seq8;
+using kvevents::testing::VectorBatch;
+using kvevents::testing::VectorsDir;
+using kvevents::testing::WaitSubscribed;
 
 std::string Frames(const std::string& name) { return VectorsDir() + "/zmq/" + name + ".frames"; }
 
@@ -199,4 +199,4 @@ TEST_F(PublisherTest, RawMultipartGoesOutUnchanged) {
 }
 
 }  // namespace
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

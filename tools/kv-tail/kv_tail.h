@@ -1,4 +1,4 @@
-// `aibrix-cache kv-tail`: an operator's view of one engine's KV event stream.
+// `kv-tail` (build/bin/kv-tail): an operator's view of one engine's KV event stream.
 //
 //   kv-tail --endpoint tcp://HOST:5557 [--replay-endpoint tcp://HOST:5558] [--from-seq N]
 //           [--topic PREFIX] [--count N]
@@ -18,11 +18,10 @@
 #include <optional>
 #include <string>
 
-#include "CLI/CLI.hpp"
-#include "aibrix/common/kv_events.h"
+#include "aibrix/kv/events.h"
 #include "nlohmann/json.hpp"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvtail {
 
 struct KvTailOptions {
   std::string endpoint;
@@ -41,8 +40,4 @@ nlohmann::json BatchToJson(const kv::EventBatch& batch);
 // --decode-hex saw at least one bad payload).
 int RunKvTail(const KvTailOptions& options, std::istream& in, std::ostream& out);
 
-// Registers subcommand `kv-tail` on `parent`; when it is invoked, it runs and stores its exit
-// code in *exit_code. Returns the subcommand.
-CLI::App* AddKvTailCommand(CLI::App& parent, int* exit_code);
-
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvtail

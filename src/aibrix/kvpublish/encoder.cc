@@ -1,4 +1,4 @@
-#include "aibrix/kvevents/encoder.h"
+#include "aibrix/kvpublish/encoder.h"
 
 #include <algorithm>
 #include <array>
@@ -7,11 +7,11 @@
 #include <variant>
 
 #include "absl/status/status.h"
-#include "aibrix/kvevents/msgpack_writer.h"
+#include "aibrix/kvpublish/msgpack_writer.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 namespace {
 
 struct EraShape {
@@ -314,4 +314,4 @@ std::string_view WireFormatName(WireFormat format) {
   return "map";
 }
 
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

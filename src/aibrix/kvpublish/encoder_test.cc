@@ -1,18 +1,18 @@
-#include "aibrix/kvevents/encoder.h"
+#include "aibrix/kvpublish/encoder.h"
 
 #include <gtest/gtest.h>
 
 #include "tests/kvevents/event_equal.h"
 #include "tests/kvevents/vector_util.h"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 namespace {
 
-using testing::FromHex;
-using testing::KvVectorNames;
-using testing::ToHex;
-using testing::VectorBatch;
-using testing::VectorPayload;
+using kvevents::testing::FromHex;
+using kvevents::testing::KvVectorNames;
+using kvevents::testing::ToHex;
+using kvevents::testing::VectorBatch;
+using kvevents::testing::VectorPayload;
 
 WireFormat FormatOfVector(const std::string& name) {
   auto f = ParseWireFormat(name.substr(0, 2));
@@ -88,4 +88,4 @@ TEST(EncoderTest, MapEraOmitsUnsetOptionalKeys) {
 }
 
 }  // namespace
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

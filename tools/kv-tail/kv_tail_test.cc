@@ -1,18 +1,25 @@
-#include "aibrix/kvevents/kv_tail.h"
+#include "tools/kv-tail/kv_tail.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <cstdio>
 #include <sstream>
 #include <thread>
 
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/publisher.h"
 #include "tests/kvevents/vector_util.h"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvtail {
 namespace {
 
-using testing::ReadFile;
-using testing::VectorsDir;
+using kvpublish::Publisher;
+using kvpublish::PublisherOptions;
+
+using kvevents::testing::ReadFile;
+using kvevents::testing::ToHex;
+using kvevents::testing::VectorsDir;
 
 std::vector<nlohmann::json> Lines(const std::string& text) {
   std::vector<nlohmann::json> out;
@@ -49,20 +56,26 @@ TEST(KvTailTest, DecodeHexPrintsOneLinePerPayloadAndGoesOnAfterBadOnes) {
   EXPECT_EQ(lines[3]["events"][0]["extra_keys"], nlohmann::json::parse("[null,null]"));
 }
 
-TEST(KvTailTest, CommandRegistersAndRuns) {
-  CLI::App app("aibrix-cache");
-  int rc = -1;
-  AddKvTailCommand(app, &rc);
-  // --decode-hex with an empty stdin: parse and run.
-  std::vector<std::string> args = {"aibrix-cache", "kv-tail", "--decode-hex"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  std::streambuf* old = std::cin.rdbuf();
-  std::istringstream empty;
-  std::cin.rdbuf(empty.rdbuf());
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  std::cin.rdbuf(old);
-  EXPECT_EQ(rc, 0);
+// The binary: flags parsed, a good and a bad payload decoded, exit code 2 for the bad one.
+TEST(KvTailTest, BinaryDecodesHexFromStdin) {
+  const std::string command =
+      std::string("printf '%s\\nzz\\n' ") +
+      ToHex(kvpublish::EncodeBatch(kv::EventBatch{}, kvpublish::WireFormat::kV0_9_1)) +
+      " | " AIBRIX_BIN_DIR "/kv-tail --decode-hex";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  std::istringstream lines(output);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  EXPECT_TRUE(nlohmann::json::parse(first).contains("events")) << output;
+  EXPECT_TRUE(nlohmann::json::parse(second).contains("error")) << output;
 }
 
 TEST(KvTailTest, TailsLiveAndReplayedBatches) {
@@ -115,4 +128,4 @@ TEST(KvTailTest, TailsLiveAndReplayedBatches) {
 }
 
 }  // namespace
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvtail

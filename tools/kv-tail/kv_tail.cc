@@ -1,4 +1,4 @@
-#include "aibrix/kvevents/kv_tail.h"
+#include "tools/kv-tail/kv_tail.h"
 
 #include <chrono>
 #include <iostream>
@@ -11,8 +11,10 @@
 #include "fmt/format.h"
 #include "zmq.hpp"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvtail {
 namespace {
+
+using kvevents::DecodeBatch;
 
 constexpr uint64_t kEndSeq = ~uint64_t{0};
 
@@ -214,26 +216,4 @@ int RunKvTail(const KvTailOptions& options, std::istream& in, std::ostream& out)
   return Tail(options, out);
 }
 
-CLI::App* AddKvTailCommand(CLI::App& parent, int* exit_code) {
-  auto opts = std::make_shared<KvTailOptions>();
-  auto from = std::make_shared<uint64_t>(0);
-  CLI::App* cmd = parent.add_subcommand(
-      "kv-tail", "Print an engine's KV cache events (vLLM ZMQ publisher) as JSON lines");
-  cmd->add_option("--endpoint", opts->endpoint, "PUB endpoint, e.g. tcp://10.0.0.5:5557");
-  cmd->add_option("--replay-endpoint", opts->replay_endpoint,
-                  "ROUTER replay endpoint, e.g. tcp://10.0.0.5:5558");
-  CLI::Option* from_opt =
-      cmd->add_option("--from-seq", *from, "Replay buffered batches from this sequence first");
-  cmd->add_option("--topic", opts->topic, "Topic prefix filter (default: all)");
-  cmd->add_option("--count", opts->count, "Exit after this many messages (0: never)");
-  cmd->add_flag("--decode-hex", opts->decode_hex,
-                "Decode hex payloads from stdin, one per line, instead of connecting");
-  cmd->callback([opts, from, from_opt, exit_code] {
-    KvTailOptions o = *opts;
-    if (from_opt->count() > 0) o.from_seq = *from;
-    *exit_code = RunKvTail(o, std::cin, std::cout);
-  });
-  return cmd;
-}
-
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvtail

@@ -1,4 +1,4 @@
-#include "aibrix/kvevents/publisher.h"
+#include "aibrix/kvpublish/publisher.h"
 
 #include <charconv>
 #include <optional>
@@ -8,7 +8,7 @@
 #include "fmt/format.h"
 #include "zmq.hpp"
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 namespace {
 
 std::string Seq8(uint64_t seq) {
@@ -329,4 +329,4 @@ void Publisher::ServeReplay() {
   }
 }
 
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish

@@ -26,14 +26,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "aibrix/common/kv_events.h"
-#include "aibrix/kvevents/encoder.h"
+#include "aibrix/kv/events.h"
+#include "aibrix/kvpublish/encoder.h"
 
 namespace zmq {
 class context_t;
 }
 
-namespace aibrix::kvevents {
+namespace aibrix::kvpublish {
 
 // Layout of replay replies as a DEALER receives them (§1.4).
 enum class ReplyLayout {
@@ -170,4 +170,4 @@ class Publisher {
 // "tcp://host:port" → port; 0 when absent or not numeric.
 int EndpointPort(const std::string& endpoint);
 
-}  // namespace aibrix::kvevents
+}  // namespace aibrix::kvpublish
