@@ -14,9 +14,9 @@
 
 #include "aibrix/common/logging.h"
 #include "aibrix/kvevents/decoder.h"
+#include "aibrix/kvevents/subscriber.h"
 #include "aibrix/kvpublish/encoder.h"
 #include "aibrix/kvpublish/publisher.h"
-#include "aibrix/kvevents/subscriber.h"
 
 namespace {
 
