@@ -89,9 +89,8 @@ double ZmqBlocksPerSecond(const std::vector<std::string>& payloads, uint64_t* cl
   so.source.pod_key = "bench/pod";
   so.ranks.push_back({pub.endpoint(), ""});
   so.replay_on_start = false;
-  so.queue_capacity = 65536;
+  so.max_queued_bytes = size_t{1} << 30;
   so.sub_rcvhwm = 1000000;
-  so.poll_interval = std::chrono::milliseconds(10);
   kvevents::Subscriber sub(so, &sink, nullptr);
   if (!sub.Start().ok()) std::exit(1);
   // Wait until subscribed: probes until the subscriber counts one.

@@ -59,7 +59,6 @@ class ManagerTest : public ::testing::Test {
   EventManagerOptions Options(bool enabled = true) {
     EventManagerOptions o;
     o.enabled = enabled;
-    o.subscriber.poll_interval = 20ms;
     o.subscriber.reconnect_initial = 20ms;
     o.subscriber.reconnect_max = 100ms;
     o.subscriber.replay_timeout = 1s;

@@ -68,7 +68,6 @@ class SubscriberTest : public ::testing::Test {
     o.source.pod_key = "default/pod-a";
     o.source.model = "m";
     o.ranks.push_back({p.endpoint(), p.replay_endpoint()});
-    o.poll_interval = 20ms;
     o.replay_timeout = 2s;
     o.reconnect_initial = 20ms;
     o.reconnect_max = 200ms;
@@ -275,7 +274,7 @@ TEST_F(SubscriberTest, MalformedFramesAreCountedAndSkipped) {
 TEST_F(SubscriberTest, SlowConsumerOverflowClearsAndResyncs) {
   auto pub = MakePublisher(false);
   auto o = Options(*pub);
-  o.queue_capacity = 4;
+  o.max_queued_bytes = 4 * 1024;  // a few batches
   auto sub = StartSubscriber(o);
   WaitSubscribed(*pub, *sub);
   sink_.Close();  // the applier blocks on the first batch

@@ -2,8 +2,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 
 #include "absl/status/status.h"
 #include "fmt/format.h"
@@ -60,15 +62,20 @@ inline uint64_t Be(const uint8_t* p, int n) {
 
 class Decoder {
  public:
-  Decoder(std::string_view in, DecodeStats* stats)
+  Decoder(std::string_view in, DecodeStats* stats, size_t budget)
       : begin_(reinterpret_cast<const uint8_t*>(in.data())),
         p_(begin_),
         end_(begin_ + in.size()),
-        stats_(stats) {}
+        stats_(stats),
+        limit_(budget),
+        budget_(budget) {}
 
   absl::StatusOr<kv::EventBatch> Run() {
     kv::EventBatch batch;
-    if (!Batch(&batch)) return absl::InvalidArgumentError(error_);
+    if (!Batch(&batch)) {
+      if (over_budget_) return absl::ResourceExhaustedError(error_);
+      return absl::InvalidArgumentError(error_);
+    }
     if (p_ != end_) {
       return absl::InvalidArgumentError(
           fmt::format("{} trailing bytes after the batch at offset {}", end_ - p_, p_ - begin_));
@@ -78,6 +85,17 @@ class Decoder {
 
  private:
   size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+
+  // Charges `count` elements of `size` bytes against the decoded-memory budget.
+  bool Charge(uint64_t count, size_t size) {
+    const uint64_t bytes = count * size;
+    if (bytes > budget_) {
+      over_budget_ = true;
+      return Fail(fmt::format("decoded batch exceeds the limit of {} bytes", limit_));
+    }
+    budget_ -= bytes;
+    return true;
+  }
 
   bool Fail(std::string_view what) {
     if (error_.empty()) error_ = fmt::format("{} at offset {}", what, p_ - begin_);
@@ -298,6 +316,7 @@ class Decoder {
     if (v.kind != Kind::kArray) {
       return Fail(fmt::format("block_hashes is {}, want array", KindName(v.kind)));
     }
+    if (!Charge(v.n, sizeof(kv::EngineHash))) return false;
     out->resize(v.n);
     for (uint32_t k = 0; k < v.n; ++k) {
       // Fast path for uint64 (cf) hashes, the common case.
@@ -331,6 +350,7 @@ class Decoder {
     if (v.kind != Kind::kArray) {
       return Fail(fmt::format("token_ids is {}, want array", KindName(v.kind)));
     }
+    if (!Charge(v.n, sizeof(uint32_t))) return false;
     out->resize(v.n);
     uint32_t* t = out->data();
     for (uint32_t k = 0; k < v.n; ++k) {
@@ -673,6 +693,7 @@ class Decoder {
     if (v.kind != Kind::kArray) {
       return Fail(fmt::format("events is {}, want array", KindName(v.kind)));
     }
+    if (!Charge(v.n, sizeof(kv::Event))) return false;
     events->reserve(v.n);
     for (uint32_t k = 0; k < v.n; ++k) {
       if (!Event(events)) return false;
@@ -728,13 +749,32 @@ class Decoder {
   const uint8_t* p_;
   const uint8_t* const end_;
   DecodeStats* stats_;
+  const size_t limit_;
+  uint64_t budget_;
+  bool over_budget_ = false;
   std::string error_;
 };
 
 }  // namespace
 
-absl::StatusOr<kv::EventBatch> DecodeBatch(std::string_view payload, DecodeStats* stats) {
-  return Decoder(payload, stats).Run();
+absl::StatusOr<kv::EventBatch> DecodeBatch(std::string_view payload, DecodeStats* stats,
+                                           const DecodeLimits& limits) {
+  return Decoder(payload, stats, limits.max_decoded_bytes).Run();
+}
+
+size_t DecodedBytes(const kv::EventBatch& batch) {
+  auto text = [](const std::optional<std::string>& s) { return s ? s->capacity() : 0; };
+  size_t bytes = sizeof(kv::EventBatch) + batch.events.capacity() * sizeof(kv::Event);
+  for (const kv::Event& event : batch.events) {
+    if (const auto* s = std::get_if<kv::BlockStored>(&event)) {
+      bytes += s->block_hashes.capacity() * sizeof(kv::EngineHash) +
+               s->token_ids.capacity() * sizeof(uint32_t) + text(s->medium) + text(s->lora_name) +
+               text(s->extra_keys_json) + text(s->kv_cache_spec_kind);
+    } else if (const auto* r = std::get_if<kv::BlockRemoved>(&event)) {
+      bytes += r->block_hashes.capacity() * sizeof(kv::EngineHash) + text(r->medium);
+    }
+  }
+  return bytes;
 }
 
 }  // namespace aibrix::kvevents

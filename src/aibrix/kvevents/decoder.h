@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -38,6 +39,17 @@ struct DecodeStats {
 // Payloads larger than this are rejected without being parsed.
 inline constexpr size_t kMaxPayloadBytes = 64 << 20;
 
-absl::StatusOr<kv::EventBatch> DecodeBatch(std::string_view payload, DecodeStats* stats = nullptr);
+struct DecodeLimits {
+  // Bound on the decoded batch's memory (as DecodedBytes counts it): a payload that would
+  // decode to more fails with ResourceExhausted before the memory is allocated (a
+  // BlockRemoved of 1-byte hashes expands 8 times).
+  size_t max_decoded_bytes = SIZE_MAX;
+};
+
+absl::StatusOr<kv::EventBatch> DecodeBatch(std::string_view payload, DecodeStats* stats = nullptr,
+                                           const DecodeLimits& limits = {});
+
+// Bytes a decoded batch holds (its vectors and strings; what the event queues charge).
+size_t DecodedBytes(const kv::EventBatch& batch);
 
 }  // namespace aibrix::kvevents

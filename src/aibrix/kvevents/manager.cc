@@ -8,7 +8,6 @@
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
 #include "fmt/format.h"
-#include "zmq.hpp"
 
 namespace aibrix::kvevents {
 namespace {
@@ -78,6 +77,13 @@ EventManager::EventManager(store::Store* store, kv::EventSink* sink, prometheus:
     registry = own_registry_.get();
   }
   metrics_ = std::make_unique<KvMetrics>(*registry);
+  over_capacity_ = &prometheus::BuildGauge()
+                        .Name("aibrix_kvcache_zmq_pods_over_capacity")
+                        .Help(
+                            "Eligible pods not subscribed because the fleet is at the KV "
+                            "event capacity (descriptor limit or --kv-max-ranks)")
+                        .Register(*registry)
+                        .Add({});
 }
 
 EventManager::~EventManager() { Stop(); }
@@ -88,7 +94,9 @@ absl::Status EventManager::Start() {
     if (started_) return absl::FailedPreconditionError("event manager already started");
     started_ = true;
     if (!options_.enabled) return absl::OkStatus();
-    context_ = std::make_unique<zmq::context_t>(1);
+    auto runtime = IngestRuntime::Create(options_.ingest);
+    if (!runtime.ok()) return runtime.status();
+    runtime_ = std::move(*runtime);
     thread_ = std::thread([this] { Run(); });
   }
   store_->AddListener(this);
@@ -113,9 +121,12 @@ void EventManager::Stop() {
     std::lock_guard<std::mutex> l(mu_);
     entries.swap(entries_);
   }
+  // Every socket closes at once on the runtime's threads; the subscribers then only let go.
+  runtime_->Stop();
   for (auto& [key, e] : entries) e.subscriber->Stop();
   entries.clear();
-  context_.reset();
+  std::lock_guard<std::mutex> l(mu_);
+  runtime_.reset();
 }
 
 void EventManager::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -170,24 +181,25 @@ void EventManager::Reconcile(const std::string& key) {
   if (pod.ok()) want = TargetForPod(**pod, options_);
 
   std::unique_ptr<Subscriber> old;
-  std::string reason;
+  ResyncReason reason = ResyncReason::kConfigChanged;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       if (want && *want == it->second.target) return;  // nothing changed for us
       if (!pod.ok()) {
-        reason = "pod_deleted";
+        reason = ResyncReason::kPodDeleted;
       } else if (!want) {
-        reason = "ineligible";
+        reason = ResyncReason::kIneligible;
       } else if (want->ip != it->second.target.ip) {
-        reason = "ip_changed";
+        reason = ResyncReason::kIpChanged;
       } else if (want->uid != it->second.target.uid) {
-        reason = "pod_recreated";
+        reason = ResyncReason::kPodRecreated;
       } else {
-        reason = "config_changed";
+        reason = ResyncReason::kConfigChanged;
       }
       old = std::move(it->second.subscriber);
+      subscribed_ranks_ -= static_cast<int>(it->second.target.ranks.size());
       entries_.erase(it);
     }
   }
@@ -195,21 +207,37 @@ void EventManager::Reconcile(const std::string& key) {
   if (old) {
     old->Stop();
     old.reset();
-    // The old subscriber's applier is joined: nothing for this pod reaches the sink any more
-    // until the new subscriber starts.
+    // The old subscriber is let go by its applier: nothing for this pod reaches the sink any
+    // more until the new subscriber starts.
     sink_->ClearPod(key);
     metrics_->ForPod(key)->resyncs(reason).Increment();
-    log->info("pod {}: unsubscribed from KV events ({}), entries cleared", key, reason);
+    log->info("pod {}: unsubscribed from KV events ({}), entries cleared", key,
+              ResyncReasonName(reason));
     if (!want) metrics_->RemovePod(key);
   }
-  if (!want) return;
+  if (!want) {
+    if (over_capacity_pods_.erase(key) > 0) over_capacity_->Decrement();
+    return;
+  }
+  const int ranks = static_cast<int>(want->ranks.size());
+  const int capacity = std::min(options_.ingest.max_ranks, runtime_->rank_capacity());
+  if (subscribed_ranks_ + ranks > capacity) {
+    if (over_capacity_pods_.insert(key).second) over_capacity_->Increment();
+    static common::RateLimiter limiter;
+    common::WarnLimited(limiter, "kvevents",
+                        "pod {}: not subscribed to KV events: {} engine ranks already are, the "
+                        "capacity is {} (descriptor limit / --kv-max-ranks)",
+                        key, subscribed_ranks_, capacity);
+    return;
+  }
+  if (over_capacity_pods_.erase(key) > 0) over_capacity_->Decrement();
 
   SubscriberOptions so = options_.subscriber;
   so.source.pod_key = key;
   so.source.model = want->model;
   so.source.lora_id = want->lora_id;
   so.ranks = want->ranks;
-  so.context = context_.get();
+  so.runtime = runtime_;
   auto sub = std::make_unique<Subscriber>(std::move(so), sink_, metrics_->ForPod(key));
   if (auto st = sub->Start(); !st.ok()) {
     log->warn("pod {}: cannot subscribe to KV events: {}", key, common::AsStd(st.message()));
@@ -217,6 +245,7 @@ void EventManager::Reconcile(const std::string& key) {
   }
   log->info("pod {}: subscribed to KV events at {}{}", key, want->ranks.front().endpoint,
             want->ranks.size() > 1 ? fmt::format(" (+{} ranks)", want->ranks.size() - 1) : "");
+  subscribed_ranks_ += ranks;
   std::lock_guard<std::mutex> l(mu_);
   entries_[key] = Entry{std::move(*want), std::move(sub)};
 }
@@ -232,6 +261,11 @@ std::vector<RankEndpoint> EventManager::Endpoints(const std::string& pod_key) co
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(pod_key);
   return it == entries_.end() ? std::vector<RankEndpoint>{} : it->second.target.ranks;
+}
+
+size_t EventManager::queued_bytes() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return runtime_ ? runtime_->queued_bytes() : 0;
 }
 
 Subscriber::Stats EventManager::PodStats(const std::string& pod_key) const {

@@ -7,6 +7,11 @@
 // of 0 means "no replay socket"); with container env data-parallel-size = N > 1, rank r
 // publishes on port + r and replay port + r, and all ranks feed the same pod key.
 //
+// Every subscriber runs on one shared IngestRuntime (ingest.h): a few socket threads and
+// appliers for the whole fleet. Pods beyond the runtime's rank capacity (the descriptor
+// limit, `ingest.max_ranks`) are not subscribed; a warning names them and the gauge
+// aibrix_kvcache_zmq_pods_over_capacity counts them.
+//
 // Thread safety: OnPodChanged is called on the Store's writer thread and only records the
 // pod key in a queue (never blocks on sockets). A manager thread reconciles each queued key
 // against the Store's current snapshot, so the order of notifications does not matter.
@@ -26,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "aibrix/kv/events.h"
+#include "aibrix/kvevents/ingest.h"
 #include "aibrix/kvevents/metrics.h"
 #include "aibrix/kvevents/subscriber.h"
 #include "aibrix/store/store.h"
@@ -41,8 +47,11 @@ struct EventManagerOptions {
   bool enabled = false;
   int default_port = kDefaultKvEventsPort;
   int default_replay_port = kDefaultKvReplayPort;
-  // Timing and queue knobs for every subscriber; source and ranks are filled in per pod.
+  // Timing and queue knobs for every subscriber; source, ranks and runtime are filled in per
+  // pod.
   SubscriberOptions subscriber;
+  // The shared threads and budgets.
+  IngestOptions ingest;
 };
 
 // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED as a Go-style bool (default false).
@@ -85,6 +94,8 @@ class EventManager final : public store::PodListener {
   std::vector<RankEndpoint> Endpoints(const std::string& pod_key) const;
   // Stats of a pod's subscriber (zeros if none).
   Subscriber::Stats PodStats(const std::string& pod_key) const;
+  // Bytes of decoded batches waiting for the appliers, all pods (0 when disabled).
+  size_t queued_bytes() const;
   // Blocks until every change queued before the call is reconciled. False on timeout.
   bool WaitIdle(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
@@ -104,7 +115,8 @@ class EventManager final : public store::PodListener {
   const EventManagerOptions options_;
   std::unique_ptr<prometheus::Registry> own_registry_;  // when none is given
   std::unique_ptr<KvMetrics> metrics_;
-  std::unique_ptr<zmq::context_t> context_;
+  prometheus::Gauge* over_capacity_ = nullptr;
+  std::shared_ptr<IngestRuntime> runtime_;  // set by Start when enabled
 
   // Guarded by mu_.
   mutable std::mutex mu_;
@@ -116,6 +128,8 @@ class EventManager final : public store::PodListener {
   bool started_ = false;
   bool stopping_ = false;
   std::map<std::string, Entry> entries_;  // written by the manager thread only
+  int subscribed_ranks_ = 0;              // over entries_
+  std::set<std::string> over_capacity_pods_;
 
   std::thread thread_;
 };

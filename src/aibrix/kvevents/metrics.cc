@@ -18,6 +18,20 @@ prometheus::Histogram::BucketBoundaries ProcessingBuckets() {
 
 }  // namespace
 
+std::string_view ErrorTypeName(ErrorType type) {
+  static constexpr std::string_view kNames[kErrorTypes] = {"frame",           "decode", "too_large",
+                                                           "replay_protocol", "socket", "overflow"};
+  return kNames[static_cast<int>(type)];
+}
+
+std::string_view ResyncReasonName(ResyncReason reason) {
+  static constexpr std::string_view kNames[kResyncReasons] = {
+      "restart",      "gap_no_replay", "replay_limit",  "replay_failed",
+      "decode_error", "too_large",     "overflow",      "pod_deleted",
+      "ineligible",   "ip_changed",    "pod_recreated", "config_changed"};
+  return kNames[static_cast<int>(reason)];
+}
+
 KvMetrics::KvMetrics(prometheus::Registry& r)
     : connections_(prometheus::BuildCounter()
                        .Name("aibrix_kvcache_zmq_connections_total")
@@ -58,12 +72,25 @@ KvMetrics::KvMetrics(prometheus::Registry& r)
                            .Register(r)),
       errors_(prometheus::BuildCounter()
                   .Name("aibrix_kvcache_zmq_errors_total")
-                  .Help("Errors by type (frame, decode, replay_protocol, socket, overflow)")
+                  .Help("Errors by type (frame, decode, too_large, replay_protocol, socket, "
+                        "overflow)")
                   .Register(r)),
       resyncs_(prometheus::BuildCounter()
                    .Name("aibrix_kvcache_zmq_resyncs_total")
                    .Help("Times a pod's index entries were cleared, by reason")
                    .Register(r)),
+      batches_applied_(prometheus::BuildCounter()
+                           .Name("aibrix_kvcache_zmq_batches_applied_total")
+                           .Help("Event batches applied to the prefix index")
+                           .Register(r)),
+      gaps_(prometheus::BuildCounter()
+                .Name("aibrix_kvcache_zmq_gaps_total")
+                .Help("Sequence gaps seen in the live stream")
+                .Register(r)),
+      duplicates_dropped_(prometheus::BuildCounter()
+                              .Name("aibrix_kvcache_zmq_duplicates_dropped_total")
+                              .Help("Live batches dropped because a replay already delivered them")
+                              .Register(r)),
       processing_(prometheus::BuildHistogram()
                       .Name("aibrix_kvcache_zmq_event_processing_duration_seconds")
                       .Help("Time to apply one event batch to the prefix index")
@@ -136,6 +163,9 @@ PodMetrics::PodMetrics(KvMetrics* owner, std::string pod_key)
     received_[k] = Track(owner_->events_received_, {{"event_type", kKindNames[k]}});
     processed_[k] = Track(owner_->events_processed_, {{"event_type", kKindNames[k]}});
   }
+  batches_applied_ = Track(owner_->batches_applied_, {});
+  gaps_ = Track(owner_->gaps_, {});
+  duplicates_dropped_ = Track(owner_->duplicates_dropped_, {});
 }
 
 PodMetrics::~PodMetrics() = default;
@@ -148,6 +178,8 @@ void PodMetrics::RemoveAll() {
   counters_.clear();
   gauges_.clear();
   histograms_.clear();
+  for (auto& slot : errors_) slot.store(nullptr);
+  for (auto& slot : resyncs_) slot.store(nullptr);
 }
 
 prometheus::Gauge& PodMetrics::connection_status(int rank) {
@@ -156,11 +188,40 @@ prometheus::Gauge& PodMetrics::connection_status(int rank) {
 prometheus::Gauge& PodMetrics::last_sequence_id(int rank) {
   return *Track(owner_->last_sequence_id_, {{"rank", std::to_string(rank)}});
 }
-prometheus::Counter& PodMetrics::errors(const std::string& type) {
-  return *Track(owner_->errors_, {{"error_type", type}});
+prometheus::Counter& PodMetrics::Lazy(std::atomic<prometheus::Counter*>& slot,
+                                      prometheus::Family<prometheus::Counter>& family,
+                                      prometheus::Labels labels) {
+  prometheus::Counter* c = slot.load(std::memory_order_acquire);
+  if (c != nullptr) return *c;
+  c = Track(family, std::move(labels));  // Family::Add returns the same series to racers
+  slot.store(c, std::memory_order_release);
+  return *c;
 }
-prometheus::Counter& PodMetrics::resyncs(const std::string& reason) {
-  return *Track(owner_->resyncs_, {{"reason", reason}});
+
+prometheus::Counter& PodMetrics::errors(ErrorType type) {
+  return Lazy(errors_[static_cast<int>(type)], owner_->errors_,
+              {{"error_type", std::string(ErrorTypeName(type))}});
+}
+
+prometheus::Counter& PodMetrics::resyncs(ResyncReason reason) {
+  return Lazy(resyncs_[static_cast<int>(reason)], owner_->resyncs_,
+              {{"reason", std::string(ResyncReasonName(reason))}});
+}
+
+uint64_t PodMetrics::ErrorCount(ErrorType type) const {
+  const prometheus::Counter* c = errors_[static_cast<int>(type)].load(std::memory_order_acquire);
+  return c == nullptr ? 0 : static_cast<uint64_t>(c->Value());
+}
+
+uint64_t PodMetrics::ResyncCount(ResyncReason reason) const {
+  const prometheus::Counter* c = resyncs_[static_cast<int>(reason)].load(std::memory_order_acquire);
+  return c == nullptr ? 0 : static_cast<uint64_t>(c->Value());
+}
+
+uint64_t PodMetrics::ResyncTotal() const {
+  uint64_t total = 0;
+  for (int r = 0; r < kResyncReasons; ++r) total += ResyncCount(static_cast<ResyncReason>(r));
+  return total;
 }
 
 }  // namespace aibrix::kvevents

@@ -10,6 +10,7 @@
 #include "aibrix/common/logging.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/kvevents/decoder.h"
+#include "aibrix/kvevents/ingest.h"
 #include "fmt/format.h"
 #include "zmq.h"
 #include "zmq.hpp"
@@ -17,8 +18,13 @@
 namespace aibrix::kvevents {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr uint64_t kEndSeq = ~uint64_t{0};
+// Messages taken from one socket before the thread serves the others.
+constexpr int kMessagesPerTurn = 256;
+// Items an applier takes from one pod before it serves the others.
+constexpr size_t kItemsPerTurn = 64;
+// What a queued Clear is charged (its bytes are nothing; this keeps the arithmetic simple).
+constexpr size_t kItemOverhead = sizeof(kv::EventBatch);
 
 uint64_t ReadSeq(const zmq::message_t& m) {
   const auto* p = static_cast<const unsigned char*>(m.data());
@@ -49,19 +55,23 @@ std::atomic<uint64_t> g_monitor_id{0};
 
 }  // namespace
 
-struct Subscriber::AtomicStats {
-  std::atomic<uint64_t> batches_applied{0}, clears{0}, restarts{0}, gaps{0}, replay_requests{0},
-      replay_success{0}, replay_failures{0}, duplicates_dropped{0}, frame_errors{0},
-      decode_errors{0}, skipped_events{0}, overflow_drops{0}, connections{0}, disconnections{0},
-      reconnect_attempts{0};
-};
-
 struct Subscriber::Stream {
+  // How the socket thread names this stream's sockets (the addresses of these members).
+  struct Watch {
+    Stream* stream;
+    int role;  // 0 SUB, 1 monitor, 2 DEALER
+  };
+
   int rank = 0;
   RankEndpoint ep;
   std::optional<zmq::socket_t> sub;
   std::optional<zmq::socket_t> monitor;
   std::optional<zmq::socket_t> dealer;
+  Watch watch_sub{this, 0};
+  Watch watch_monitor{this, 1};
+  Watch watch_dealer{this, 2};
+  prometheus::Gauge* connection_status = nullptr;
+  prometheus::Gauge* last_sequence_id = nullptr;
 
   enum class Conn { kWaiting, kConnecting, kConnected } conn = Conn::kWaiting;
   // kWaiting: sockets not created yet (or creation failed); retry at conn_deadline.
@@ -80,6 +90,7 @@ struct Subscriber::Stream {
   uint64_t replay_from = 0;
   Clock::time_point replay_deadline;
   std::deque<std::pair<uint64_t, std::string>> held;  // live batches received meanwhile
+  size_t held_bytes = 0;
   // Payload hashes of the batches the last replay delivered: a later live message with such
   // a sequence number and the same payload is a duplicate, a different payload a restart.
   std::map<uint64_t, size_t> replayed;
@@ -90,7 +101,6 @@ Subscriber::Subscriber(SubscriberOptions options, kv::EventSink* sink,
     : options_(std::move(options)),
       sink_(sink),
       metrics_(std::move(metrics)),
-      stats_(std::make_unique<AtomicStats>()),
       rng_state_(reinterpret_cast<uintptr_t>(this) ^
                  static_cast<uint64_t>(Clock::now().time_since_epoch().count())) {
   if (!metrics_) {
@@ -107,64 +117,61 @@ absl::Status Subscriber::Start() {
     return absl::InvalidArgumentError(
         fmt::format("KV event subscriber for {}: no endpoint", options_.source.pod_key));
   }
-  std::lock_guard<std::mutex> l(mu_);
+  std::lock_guard<std::mutex> l(lifecycle_mu_);
   if (started_ || stopped_) {
     return absl::FailedPreconditionError("subscriber already started or stopped");
   }
+  runtime_ = options_.runtime;
+  if (!runtime_) {
+    IngestOptions io;
+    io.io_threads = 1;
+    io.apply_threads = 1;
+    io.max_ranks = static_cast<int>(options_.ranks.size());
+    io.connect_spread = std::chrono::milliseconds(0);
+    auto runtime = IngestRuntime::Create(io);
+    if (!runtime.ok()) return absl::FailedPreconditionError(runtime.status().message());
+    runtime_ = std::move(*runtime);
+  }
   started_ = true;
-  if (options_.context) {
-    context_ = options_.context;
-  } else {
-    own_context_ = std::make_unique<zmq::context_t>(1);
-    context_ = own_context_.get();
-  }
-  for (size_t r = 0; r < options_.ranks.size(); ++r) {
-    auto s = std::make_unique<Stream>();
-    s->rank = static_cast<int>(r);
-    s->ep = options_.ranks[r];
-    s->conn_deadline = Clock::now();  // connect right away
-    streams_.push_back(std::move(s));
-    metrics_->connection_status(static_cast<int>(r)).Set(0);
-  }
-  apply_thread_ = std::thread([this] { ApplyLoop(); });
-  socket_thread_ = std::thread([this] { SocketLoop(); });
+  runtime_->Attach(this);
   return absl::OkStatus();
 }
 
 void Subscriber::Stop() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (stopped_) return;
-    stopped_ = true;
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (socket_thread_.joinable()) socket_thread_.join();
-  if (apply_thread_.joinable()) apply_thread_.join();
-  for (auto& s : streams_) metrics_->connection_status(s->rank).Set(0);
-  streams_.clear();
-  own_context_.reset();
+  std::lock_guard<std::mutex> l(lifecycle_mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  if (!started_) return;
+  runtime_->Detach(this);
+  if (!options_.runtime) runtime_->Stop();  // the private runtime goes with us
 }
 
 Subscriber::Stats Subscriber::stats() const {
-  const AtomicStats& a = *stats_;
+  PodMetrics& m = *metrics_;
+  auto count = [](prometheus::Counter& c) { return static_cast<uint64_t>(c.Value()); };
   Stats s;
-  s.batches_applied = a.batches_applied;
-  s.clears = a.clears;
-  s.restarts = a.restarts;
-  s.gaps = a.gaps;
-  s.replay_requests = a.replay_requests;
-  s.replay_success = a.replay_success;
-  s.replay_failures = a.replay_failures;
-  s.duplicates_dropped = a.duplicates_dropped;
-  s.frame_errors = a.frame_errors;
-  s.decode_errors = a.decode_errors;
-  s.skipped_events = a.skipped_events;
-  s.overflow_drops = a.overflow_drops;
-  s.connections = a.connections;
-  s.disconnections = a.disconnections;
-  s.reconnect_attempts = a.reconnect_attempts;
+  s.batches_applied = count(m.batches_applied());
+  s.clears = m.ResyncTotal();
+  s.restarts = m.ResyncCount(ResyncReason::kRestart);
+  s.gaps = count(m.gaps());
+  s.replay_requests = count(m.replay_requests());
+  s.replay_success = count(m.replay_success());
+  s.replay_failures = count(m.replay_failures());
+  s.duplicates_dropped = count(m.duplicates_dropped());
+  s.frame_errors = m.ErrorCount(ErrorType::kFrame);
+  s.decode_errors = m.ErrorCount(ErrorType::kDecode);
+  s.too_large = m.ErrorCount(ErrorType::kTooLarge);
+  s.skipped_events = count(m.received(EventKind::kUnknown));
+  s.overflow_drops = m.ErrorCount(ErrorType::kOverflow);
+  s.connections = count(m.connections());
+  s.disconnections = count(m.disconnections());
+  s.reconnect_attempts = count(m.reconnect_attempts());
   return s;
+}
+
+size_t Subscriber::queued_bytes() const {
+  std::lock_guard<std::mutex> l(queue_mu_);
+  return queued_bytes_;
 }
 
 std::chrono::milliseconds Subscriber::Jitter(std::chrono::milliseconds d) {
@@ -178,87 +185,167 @@ std::chrono::milliseconds Subscriber::Jitter(std::chrono::milliseconds d) {
   return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(d.count()) * f));
 }
 
-// ---------------------------------------------------------------- applier thread
+// ---------------------------------------------------------------- queue and appliers
 
 void Subscriber::Push(Item item) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    const bool is_clear = std::holds_alternative<ClearItem>(item.what);
-    if (overflow_pending_) {
-      // A Clear must go first; it replaces any clear being pushed now.
-      if (queue_.size() + (is_clear ? 1 : 2) > options_.queue_capacity) {
-        if (!is_clear) ++stats_->overflow_drops;
-        return;
-      }
-      queue_.push_back(Item{ClearItem{"overflow"}, 0});
-      overflow_pending_ = false;
-      if (is_clear) {
-        // The overflow clear just queued covers this one.
-        cv_.notify_all();
-        return;
-      }
-    } else if (queue_.size() >= options_.queue_capacity) {
-      // Drop, and make the next item that fits a Clear: the sink never sees a run with a
-      // hole in it.
-      overflow_pending_ = true;
-      if (!is_clear) {
-        ++stats_->overflow_drops;
-        metrics_->errors("overflow").Increment();
-      }
+  const bool is_clear = std::holds_alternative<ClearItem>(item.what);
+  std::lock_guard<std::mutex> l(queue_mu_);
+  if (detached_) return;
+  auto fits = [&](size_t bytes) {
+    if (queued_bytes_ + bytes > options_.max_queued_bytes) return false;
+    return runtime_->ReserveQueued(bytes);
+  };
+  auto drop = [&] {
+    metrics_->errors(ErrorType::kOverflow).Increment();
+    overflow_pending_ = true;
+  };
+  if (overflow_pending_) {
+    // The clear that must come first makes every batch queued before it pointless: they are
+    // dropped, and their bytes with them.
+    for (const Item& queued : queue_) runtime_->ReleaseQueued(queued.bytes);
+    queue_.clear();
+    queued_bytes_ = 0;
+    if (!is_clear && !fits(item.bytes)) {
+      drop();  // still no room: the clear stays pending
       return;
     }
+    const ResyncReason reason =
+        is_clear ? std::get<ClearItem>(item.what).reason : ResyncReason::kOverflow;
+    overflow_pending_ = false;
+    queue_.push_back(Item{ClearItem{reason}, 0});
+    if (!is_clear) {
+      queued_bytes_ += item.bytes;
+      queue_.push_back(std::move(item));
+    }
+  } else if (is_clear) {
+    queue_.push_back(std::move(item));
+  } else if (!fits(item.bytes)) {
+    // Dropped, and the next item that fits is preceded by a clear: the sink never sees a
+    // run with a hole in it.
+    drop();
+    return;
+  } else {
+    queued_bytes_ += item.bytes;
     queue_.push_back(std::move(item));
   }
-  cv_.notify_all();
+  if (!scheduled_) {
+    scheduled_ = true;
+    runtime_->Schedule(this);
+  }
 }
 
-void Subscriber::ApplyLoop() {
-  std::vector<Item> work;
-  while (true) {
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stop_.load() || !queue_.empty(); });
-      if (stop_) return;
-      while (!queue_.empty() && work.size() < 256) {
-        work.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+bool Subscriber::ApplySome() {
+  std::deque<Item> work;
+  {
+    std::lock_guard<std::mutex> l(queue_mu_);
+    if (detached_ || queue_.empty()) {
+      scheduled_ = false;
+      idle_cv_.notify_all();
+      return false;
     }
-    for (auto& item : work) {
-      if (auto* c = std::get_if<ClearItem>(&item.what)) {
-        sink_->ClearPod(options_.source.pod_key);
-        ++stats_->clears;
-        metrics_->resyncs(c->reason).Increment();
-        continue;
-      }
-      const auto& batch = std::get<kv::EventBatch>(item.what);
-      const auto t0 = Clock::now();
-      sink_->ApplyBatch(options_.source, batch);
-      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      metrics_->processing_seconds().Observe(secs);
-      size_t n[kEventKinds] = {0, 0, 0, 0};
-      for (const auto& e : batch.events) ++n[e.index()];
-      for (int k = 0; k < 3; ++k) {
-        if (n[k])
-          metrics_->processed(static_cast<EventKind>(k)).Increment(static_cast<double>(n[k]));
-      }
-      ++stats_->batches_applied;
+    applying_ = true;
+    const size_t n = std::min(kItemsPerTurn, queue_.size());
+    for (size_t i = 0; i < n; ++i) {
+      queued_bytes_ -= queue_.front().bytes;
+      runtime_->ReleaseQueued(queue_.front().bytes);
+      work.push_back(std::move(queue_.front()));
+      queue_.pop_front();
     }
-    work.clear();
   }
+  for (Item& item : work) {
+    if (auto* c = std::get_if<ClearItem>(&item.what)) {
+      sink_->ClearPod(options_.source.pod_key);
+      metrics_->resyncs(c->reason).Increment();
+      continue;
+    }
+    const auto& batch = std::get<kv::EventBatch>(item.what);
+    const auto t0 = Clock::now();
+    sink_->ApplyBatch(options_.source, batch);
+    metrics_->processing_seconds().Observe(
+        std::chrono::duration<double>(Clock::now() - t0).count());
+    size_t n[kEventKinds] = {0, 0, 0, 0};
+    for (const auto& e : batch.events) ++n[e.index()];
+    for (int k = 0; k < 3; ++k) {
+      if (n[k]) metrics_->processed(static_cast<EventKind>(k)).Increment(static_cast<double>(n[k]));
+    }
+    metrics_->batches_applied().Increment();
+  }
+  std::lock_guard<std::mutex> l(queue_mu_);
+  applying_ = false;
+  if (detached_ || queue_.empty()) {
+    scheduled_ = false;
+    idle_cv_.notify_all();
+    return false;
+  }
+  return true;  // the runtime puts the pod back on the ready list
 }
 
 // ---------------------------------------------------------------- socket thread
 
-void Subscriber::Clear(const std::string& reason) { Push(Item{ClearItem{reason}, 0}); }
+void Subscriber::OnAttached(Loop* loop, Clock::time_point connect_at) {
+  loop_ = loop;
+  for (size_t r = 0; r < options_.ranks.size(); ++r) {
+    auto s = std::make_unique<Stream>();
+    s->rank = static_cast<int>(r);
+    s->ep = options_.ranks[r];
+    s->conn_deadline = connect_at;
+    s->connection_status = &metrics_->connection_status(s->rank);
+    s->last_sequence_id = &metrics_->last_sequence_id(s->rank);
+    s->connection_status->Set(0);
+    streams_.push_back(std::move(s));
+  }
+  loop_->WakeBy(connect_at);
+}
+
+void Subscriber::OnDetached() {
+  for (auto& s : streams_) {
+    Teardown(*s);
+    CloseDealer(*s);
+    s->connection_status->Set(0);
+  }
+  streams_.clear();
+  loop_ = nullptr;
+}
+
+Subscriber::Clock::time_point Subscriber::OnTick(Clock::time_point now) {
+  Clock::time_point next = Clock::time_point::max();
+  for (auto& sp : streams_) {
+    Stream& s = *sp;
+    if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
+    if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
+    if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
+    if (s.replaying) next = std::min(next, s.replay_deadline);
+  }
+  return next;
+}
+
+void Subscriber::OnReadable(const void* watch) {
+  const auto* w = static_cast<const Stream::Watch*>(watch);
+  Stream& s = *w->stream;
+  switch (w->role) {
+    case 0:
+      OnLiveReadable(s);
+      break;
+    case 1:
+      OnMonitor(s);
+      break;
+    default:
+      OnReplayReadable(s);
+      break;
+  }
+}
+
+void Subscriber::Clear(ResyncReason reason) { Push(Item{ClearItem{reason}, 0}); }
 
 void Subscriber::Connect(Stream& s) {
   const std::string mon = fmt::format("inproc://kvsub-monitor-{}", g_monitor_id.fetch_add(1));
+  zmq::context_t& context = runtime_->context();
   try {
-    s.sub.emplace(*context_, zmq::socket_type::sub);
+    s.sub.emplace(context, zmq::socket_type::sub);
     s.sub->set(zmq::sockopt::linger, 0);
     s.sub->set(zmq::sockopt::ipv6, 1);
     s.sub->set(zmq::sockopt::rcvhwm, options_.sub_rcvhwm);
+    s.sub->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_message_bytes));
     // libzmq reconnects by itself: each retry waits the current interval plus a random
     // jitter of up to reconnect_ivl, the interval doubling up to reconnect_ivl_max.
     s.sub->set(zmq::sockopt::reconnect_ivl, static_cast<int>(options_.reconnect_initial.count()));
@@ -275,16 +362,18 @@ void Subscriber::Connect(Stream& s) {
             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) != 0) {
       throw zmq::error_t();
     }
-    s.monitor.emplace(*context_, zmq::socket_type::pair);
+    s.monitor.emplace(context, zmq::socket_type::pair);
     s.monitor->set(zmq::sockopt::linger, 0);
     s.monitor->connect(mon);
     s.sub->connect(s.ep.endpoint);
     s.conn = Stream::Conn::kConnecting;
+    loop_->Watch(s.sub->handle(), &s.watch_sub);
+    loop_->Watch(s.monitor->handle(), &s.watch_monitor);
   } catch (const zmq::error_t& e) {
     static common::RateLimiter limiter;
     common::WarnLimited(limiter, "kvevents", "pod {} rank {}: cannot connect to {}: {}",
                         options_.source.pod_key, s.rank, s.ep.endpoint, e.what());
-    metrics_->errors("socket").Increment();
+    metrics_->errors(ErrorType::kSocket).Increment();
     Teardown(s);
     ScheduleReconnect(s, /*failed_attempt=*/true);
   }
@@ -292,9 +381,17 @@ void Subscriber::Connect(Stream& s) {
 
 void Subscriber::Teardown(Stream& s) {
   if (s.sub && s.monitor) zmq_socket_monitor(s.sub->handle(), nullptr, 0);
+  if (s.monitor) loop_->Unwatch(s.monitor->handle());
+  if (s.sub) loop_->Unwatch(s.sub->handle());
   s.monitor.reset();
   s.sub.reset();
-  if (s.conn == Stream::Conn::kConnected) metrics_->connection_status(s.rank).Set(0);
+  if (s.conn == Stream::Conn::kConnected) s.connection_status->Set(0);
+}
+
+void Subscriber::CloseDealer(Stream& s) {
+  if (!s.dealer) return;
+  loop_->Unwatch(s.dealer->handle());
+  s.dealer.reset();
 }
 
 void Subscriber::ScheduleReconnect(Stream& s, bool failed_attempt) {
@@ -305,6 +402,7 @@ void Subscriber::ScheduleReconnect(Stream& s, bool failed_attempt) {
   }
   s.conn = Stream::Conn::kWaiting;
   s.conn_deadline = Clock::now() + Jitter(s.backoff);
+  loop_->WakeBy(s.conn_deadline);
 }
 
 void Subscriber::OnMonitor(Stream& s) {
@@ -316,9 +414,8 @@ void Subscriber::OnMonitor(Stream& s) {
     if (event == ZMQ_EVENT_CONNECTED && s.conn != Stream::Conn::kConnected) {
       s.conn = Stream::Conn::kConnected;
       s.backoff = std::chrono::milliseconds(0);
-      ++stats_->connections;
       metrics_->connections().Increment();
-      metrics_->connection_status(s.rank).Set(1);
+      s.connection_status->Set(1);
       const bool reconnect = s.ever_connected;
       s.ever_connected = true;
       if (!s.ep.replay_endpoint.empty() && !s.replaying) {
@@ -330,12 +427,10 @@ void Subscriber::OnMonitor(Stream& s) {
         }
       }
     } else if (event == ZMQ_EVENT_DISCONNECTED && s.conn == Stream::Conn::kConnected) {
-      ++stats_->disconnections;
       metrics_->disconnections().Increment();
-      metrics_->connection_status(s.rank).Set(0);
+      s.connection_status->Set(0);
       s.conn = Stream::Conn::kConnecting;  // libzmq reconnects with backoff
     } else if (event == ZMQ_EVENT_CONNECT_RETRIED) {
-      ++stats_->reconnect_attempts;
       metrics_->reconnect_attempts().Increment();
     }
   }
@@ -343,34 +438,42 @@ void Subscriber::OnMonitor(Stream& s) {
 
 void Subscriber::OnLiveReadable(Stream& s) {
   std::vector<zmq::message_t> frames;
-  for (int n = 0; n < 1024 && s.sub && RecvMultipart(*s.sub, &frames); ++n) {
+  for (int n = 0; s.sub && RecvMultipart(*s.sub, &frames); ++n) {
     if (frames.size() != 3 || frames[1].size() != 8) {
-      ++stats_->frame_errors;
-      metrics_->errors("frame").Increment();
+      metrics_->errors(ErrorType::kFrame).Increment();
       static common::RateLimiter limiter;
       common::WarnLimited(limiter, "kvevents",
                           "pod {} rank {}: dropping malformed message ({} frames, seq frame {} "
                           "bytes)",
                           options_.source.pod_key, s.rank, frames.size(),
                           frames.size() > 1 ? frames[1].size() : 0);
-      continue;
+    } else {
+      OnLive(s, ReadSeq(frames[1]), frames[2].to_string());
     }
-    OnLive(s, ReadSeq(frames[1]), frames[2].to_string());
+    if (n + 1 == kMessagesPerTurn) {
+      if (s.sub) loop_->Recheck(s.sub->handle());  // more may wait: after the other sockets
+      return;
+    }
   }
+}
+
+void Subscriber::Hold(Stream& s, uint64_t seq, std::string payload) {
+  s.held_bytes += payload.size();
+  s.held.emplace_back(seq, std::move(payload));
 }
 
 void Subscriber::OnLive(Stream& s, uint64_t seq, std::string payload) {
   if (s.replaying) {
-    s.held.emplace_back(seq, std::move(payload));
-    if (s.held.size() > options_.max_held_during_replay) {
-      ReplayFailed(s, "too many live batches held during replay");
+    Hold(s, seq, std::move(payload));
+    if (s.held_bytes > options_.max_held_bytes) {
+      ReplayFailed(s, "too many live batch bytes held during replay");
     }
     return;
   }
   if (!s.replayed.empty()) {
     if (auto it = s.replayed.find(seq); it != s.replayed.end()) {
       if (it->second == std::hash<std::string>{}(payload)) {
-        ++stats_->duplicates_dropped;
+        metrics_->duplicates_dropped().Increment();
         return;
       }
     }
@@ -382,25 +485,28 @@ void Subscriber::OnLive(Stream& s, uint64_t seq, std::string payload) {
     return;
   }
   if (seq < *s.expected) {
-    ++stats_->restarts;
     common::Logger("kvevents")
         ->info(
             "pod {} rank {}: sequence went back from {} to {}: engine "
             "restarted, clearing the pod",
             options_.source.pod_key, s.rank, *s.expected - 1, seq);
-    Clear("restart");
+    Clear(ResyncReason::kRestart);
     InOrder(s, seq, payload);
     return;
   }
   // A gap.
-  ++stats_->gaps;
+  metrics_->gaps().Increment();
   metrics_->missed_events().Increment(static_cast<double>(seq - *s.expected));
   if (!s.ep.replay_endpoint.empty() && s.consecutive_replays < options_.max_consecutive_replays) {
     StartReplay(s, *s.expected, /*strict=*/true);
-    s.held.emplace_back(seq, std::move(payload));
+    if (s.replaying) {
+      Hold(s, seq, std::move(payload));
+    } else {
+      OnLive(s, seq, std::move(payload));  // the replay failed at once: go on from here
+    }
     return;
   }
-  Clear(s.ep.replay_endpoint.empty() ? "gap_no_replay" : "replay_limit");
+  Clear(s.ep.replay_endpoint.empty() ? ResyncReason::kGapNoReplay : ResyncReason::kReplayLimit);
   s.consecutive_replays = 0;
   InOrder(s, seq, payload);
 }
@@ -411,23 +517,24 @@ void Subscriber::InOrder(Stream& s, uint64_t seq, const std::string& payload) {
 }
 
 void Subscriber::Deliver(Stream& s, uint64_t seq, const std::string& payload) {
-  metrics_->last_sequence_id(s.rank).Set(static_cast<double>(seq));
+  s.last_sequence_id->Set(static_cast<double>(seq));
   DecodeStats ds;
-  auto batch = DecodeBatch(payload, &ds);
+  DecodeLimits limits;
+  limits.max_decoded_bytes = options_.max_queued_bytes;
+  auto batch = DecodeBatch(payload, &ds, limits);
   if (!batch.ok()) {
-    ++stats_->decode_errors;
-    metrics_->errors("decode").Increment();
+    const bool too_large = absl::IsResourceExhausted(batch.status());
+    metrics_->errors(too_large ? ErrorType::kTooLarge : ErrorType::kDecode).Increment();
     static common::RateLimiter limiter;
     common::WarnLimited(limiter, "kvevents",
-                        "pod {} rank {}: cannot decode batch {} ({} bytes): {}; clearing the pod",
+                        "pod {} rank {}: cannot take batch {} ({} bytes): {}; clearing the pod",
                         options_.source.pod_key, s.rank, seq, payload.size(),
                         common::AsStd(batch.status().message()));
     // Its events are lost: what the index holds for the pod may now be wrong.
-    Clear("decode_error");
+    Clear(too_large ? ResyncReason::kTooLarge : ResyncReason::kDecodeError);
     return;
   }
   if (ds.skipped_events) {
-    stats_->skipped_events += ds.skipped_events;
     metrics_->received(EventKind::kUnknown).Increment(static_cast<double>(ds.skipped_events));
   }
   size_t n[kEventKinds] = {0, 0, 0, 0};
@@ -435,43 +542,47 @@ void Subscriber::Deliver(Stream& s, uint64_t seq, const std::string& payload) {
   for (int k = 0; k < 3; ++k) {
     if (n[k]) metrics_->received(static_cast<EventKind>(k)).Increment(static_cast<double>(n[k]));
   }
-  Push(Item{std::move(*batch), 0});
+  const size_t bytes = DecodedBytes(*batch) + kItemOverhead;
+  Push(Item{std::move(*batch), bytes});
 }
 
 void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   ++s.consecutive_replays;
-  ++stats_->replay_requests;
   metrics_->replay_requests().Increment();
   try {
     if (!s.dealer) {
-      s.dealer.emplace(*context_, zmq::socket_type::dealer);
+      s.dealer.emplace(runtime_->context(), zmq::socket_type::dealer);
       s.dealer->set(zmq::sockopt::linger, 0);
       s.dealer->set(zmq::sockopt::ipv6, 1);
+      s.dealer->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_message_bytes));
       s.dealer->connect(s.ep.replay_endpoint);
+      loop_->Watch(s.dealer->handle(), &s.watch_dealer);
     }
     s.dealer->send(zmq::const_buffer(nullptr, 0),
                    zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     const std::string seq8 = Seq8(from);
     s.dealer->send(zmq::buffer(seq8), zmq::send_flags::dontwait);
+    loop_->Recheck(s.dealer->handle());  // sending may have taken the readiness edge
   } catch (const zmq::error_t& e) {
-    metrics_->errors("socket").Increment();
-    s.dealer.reset();
+    metrics_->errors(ErrorType::kSocket).Increment();
+    CloseDealer(s);
   }
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
   s.replay_deadline = Clock::now() + options_.replay_timeout;
+  loop_->WakeBy(s.replay_deadline);
   s.replayed.clear();
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");
 }
 
 void Subscriber::OnReplayReadable(Stream& s) {
   std::vector<zmq::message_t> frames;
-  while (s.replaying && s.dealer && RecvMultipart(*s.dealer, &frames)) {
+  for (int turn = 0; s.replaying && s.dealer && RecvMultipart(*s.dealer, &frames); ++turn) {
     // ["", seq, payload] (before vLLM PR #45177) or ["", topic, seq, payload] (after).
     const size_t n = frames.size();
     if ((n != 3 && n != 4) || frames[0].size() != 0 || frames[n - 2].size() != 8) {
-      metrics_->errors("replay_protocol").Increment();
+      metrics_->errors(ErrorType::kReplayProtocol).Increment();
       ReplayFailed(s, fmt::format("malformed replay reply ({} frames)", n));
       return;
     }
@@ -480,8 +591,11 @@ void Subscriber::OnReplayReadable(Stream& s) {
       ReplayDone(s);
       return;
     }
-    if (!s.replaying) return;
     OnReplayed(s, seq, frames[n - 1].to_string());
+    if (turn + 1 == kMessagesPerTurn) {
+      if (s.dealer) loop_->Recheck(s.dealer->handle());
+      return;
+    }
   }
 }
 
@@ -503,24 +617,22 @@ void Subscriber::OnReplayed(Stream& s, uint64_t seq, const std::string& payload)
 
 void Subscriber::ReplayDone(Stream& s) {
   s.replaying = false;
-  ++stats_->replay_success;
   metrics_->replay_success().Increment();
   FlushHeld(s);
 }
 
 void Subscriber::ReplayFailed(Stream& s, const std::string& why) {
-  ++stats_->replay_failures;
   metrics_->replay_failures().Increment();
   static common::RateLimiter limiter;
   common::WarnLimited(limiter, "kvevents",
                       "pod {} rank {}: replay from {} failed: {}; clearing the pod and "
                       "continuing from live events",
                       options_.source.pod_key, s.rank, s.replay_from, why);
-  s.dealer.reset();  // late replies of this request must not be taken for the next one
+  CloseDealer(s);  // late replies of this request must not be taken for the next one
   s.replaying = false;
   s.replayed.clear();
   // A failed start-up replay with nothing applied leaves nothing to clear.
-  if (s.replay_strict || s.expected) Clear("replay_failed");
+  if (s.replay_strict || s.expected) Clear(ResyncReason::kReplayFailed);
   s.expected.reset();
   FlushHeld(s);
 }
@@ -528,78 +640,15 @@ void Subscriber::ReplayFailed(Stream& s, const std::string& why) {
 void Subscriber::FlushHeld(Stream& s) {
   std::deque<std::pair<uint64_t, std::string>> held;
   held.swap(s.held);
+  s.held_bytes = 0;
   while (!held.empty()) {
     auto [seq, payload] = std::move(held.front());
     held.pop_front();
-    OnLive(s, seq, std::move(payload));  // may start another replay, which holds the rest
-  }
-}
-
-void Subscriber::SocketLoop() {
-  std::vector<zmq::pollitem_t> items;
-  std::vector<std::pair<Stream*, int>> owners;  // (stream, 0 sub / 1 monitor / 2 dealer)
-  while (!stop_) {
-    auto now = Clock::now();
-    auto next = now + options_.poll_interval;
-    for (auto& sp : streams_) {
-      Stream& s = *sp;
-      if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
-      if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
-      if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
-      if (s.replaying) next = std::min(next, s.replay_deadline);
+    if (s.replaying) {  // another replay started: it holds the rest
+      Hold(s, seq, std::move(payload));
+      continue;
     }
-    items.clear();
-    owners.clear();
-    for (auto& sp : streams_) {
-      Stream& s = *sp;
-      if (s.monitor) {
-        items.push_back({s.monitor->handle(), 0, ZMQ_POLLIN, 0});
-        owners.emplace_back(&s, 1);
-      }
-      if (s.sub) {
-        items.push_back({s.sub->handle(), 0, ZMQ_POLLIN, 0});
-        owners.emplace_back(&s, 0);
-      }
-      if (s.dealer && s.replaying) {
-        items.push_back({s.dealer->handle(), 0, ZMQ_POLLIN, 0});
-        owners.emplace_back(&s, 2);
-      }
-    }
-    const auto wait = std::max(std::chrono::milliseconds(1),
-                               std::chrono::duration_cast<std::chrono::milliseconds>(next - now));
-    try {
-      if (items.empty()) {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait_for(l, wait, [&] { return stop_.load(); });
-        continue;
-      }
-      zmq::poll(items.data(), items.size(), wait);
-      for (size_t i = 0; i < items.size(); ++i) {
-        if (!(items[i].revents & ZMQ_POLLIN)) continue;
-        Stream& s = *owners[i].first;
-        switch (owners[i].second) {
-          case 0:
-            OnLiveReadable(s);
-            break;
-          case 1:
-            OnMonitor(s);
-            break;
-          case 2:
-            OnReplayReadable(s);
-            break;
-        }
-      }
-    } catch (const zmq::error_t& e) {
-      if (e.num() == ETERM) break;
-      metrics_->errors("socket").Increment();
-      static common::RateLimiter limiter;
-      common::WarnLimited(limiter, "kvevents", "pod {}: socket error: {}", options_.source.pod_key,
-                          e.what());
-    }
-  }
-  for (auto& sp : streams_) {
-    Teardown(*sp);
-    sp->dealer.reset();
+    OnLive(s, seq, std::move(payload));
   }
 }
 
