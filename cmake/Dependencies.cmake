@@ -15,6 +15,8 @@ find_package(msgpack REQUIRED)
 find_package(CURL REQUIRED)
 # Boost 1.74 (libboost-dev): header-only Asio and Beast for the HTTP server and client.
 find_package(Boost 1.74 REQUIRED)
+# OpenSSL (libssl-dev): TLS for the upstream client (asio::ssl), e.g. an https remote tokenizer.
+find_package(OpenSSL REQUIRED)
 find_package(GTest REQUIRED)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)

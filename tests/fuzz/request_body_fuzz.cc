@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (body->model != dom->model || body->algorithm != dom->algorithm ||
       body->request_id != dom->request_id || body->stream != dom->stream ||
       body->token_ids != dom->token_ids || body->prompt != dom->prompt ||
-      body->messages_json != dom->messages_json || body->input_tokens != dom->input_tokens ||
+      body->messages != dom->messages || body->input_tokens != dom->input_tokens ||
       body->output_tokens != dom->output_tokens) {
     std::abort();
   }

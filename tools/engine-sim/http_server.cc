@@ -9,6 +9,7 @@
 #include "aibrix/common/logging.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
+#include "aibrix/tokenizer/chat_json.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
@@ -176,7 +177,9 @@ absl::StatusOr<std::vector<uint32_t>> ParseChatPrompt(const json& body) {
   if (!cont.ok()) return cont.status();
   opts.add_generation_prompt = *gen;
   opts.continue_final_message = *cont;
-  return ByteTokenizer().TokenizeChat(*it, opts);
+  absl::StatusOr<std::vector<tokenizer::ChatMessage>> messages = tokenizer::ParseChatMessages(*it);
+  if (!messages.ok()) return messages.status();
+  return ByteTokenizer().TokenizeChat(*messages, opts);
 }
 
 struct GenParams {

@@ -24,6 +24,12 @@ void SendStatus(http::Response& res, const absl::Status& status) {
   http::SendError(res, HttpStatusFor(status), Message(status));
 }
 
+void RespondStatus(http::Exchange& exchange, const absl::Status& status) {
+  http::Response res;
+  SendStatus(res, status);
+  exchange.Respond(std::move(res));
+}
+
 // Hop-by-hop and framing fields are the relay's own; everything else passes through.
 bool PassesThrough(std::string_view name) {
   for (std::string_view own : {"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length",
@@ -246,32 +252,20 @@ Gateway::Gateway(store::Store& store, const routing::Router& router,
 Gateway::~Gateway() = default;
 
 void Gateway::Register(http::Server& http) {
-  // Tokenizing through a remote engine blocks: such routes run on the worker pool.
-  const http::Execution routing =
-      tokenizers_.remote() ? http::Execution::kWorker : http::Execution::kInline;
-  http.Route(
-      "POST", "/cache/route",
-      [this](const http::Request& req, http::Response& res) { HandleRoute(req, res); }, routing);
+  // Every route answers on the I/O thread: tokenizing through a remote engine is an
+  // asynchronous call on the request's I/O thread (ModelTokenizers), never a blocking one.
+  http.RouteAsync("POST", "/cache/route", [this](std::shared_ptr<http::Exchange> exchange) {
+    HandleRoute(std::move(exchange));
+  });
   http.Route("POST", "/cache/done",
              [this](const http::Request& req, http::Response& res) { HandleDone(req, res); });
   http.Route("GET", "/v1/models",
              [this](const http::Request& req, http::Response& res) { HandleModels(req, res); });
   for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
-    http.RouteAsync(
-        "POST", path,
-        [this](std::shared_ptr<http::Exchange> exchange) { HandleCompletion(std::move(exchange)); },
-        routing);
+    http.RouteAsync("POST", path, [this](std::shared_ptr<http::Exchange> exchange) {
+      HandleCompletion(std::move(exchange));
+    });
   }
-}
-
-absl::StatusOr<std::vector<uint32_t>> Gateway::TokensOf(RequestBody& body) const {
-  if (body.token_ids) return std::move(*body.token_ids);
-  if (body.messages_json) {
-    auto messages = nlohmann::json::parse(*body.messages_json, nullptr, /*allow_exceptions=*/false);
-    return tokenizers_.TokenizeChat(body.model, messages);
-  }
-  if (body.prompt) return tokenizers_.Tokenize(body.model, *body.prompt);
-  return absl::InvalidArgumentError("one of 'prompt', 'messages' or 'token_ids' is required");
 }
 
 absl::StatusOr<Gateway::Routed> Gateway::RouteTo(const std::string& algorithm,
@@ -310,36 +304,50 @@ absl::StatusOr<RequestBody> ParseModelRequest(const http::Request& req) {
 
 }  // namespace
 
-void Gateway::HandleRoute(const http::Request& req, http::Response& res) {
-  auto body = ParseModelRequest(req);
+void Gateway::HandleRoute(std::shared_ptr<http::Exchange> exchange) {
+  auto body = ParseModelRequest(exchange->request());
   if (!body.ok()) {
-    SendStatus(res, body.status());
+    RespondStatus(*exchange, body.status());
     return;
   }
-  const std::string algorithm = body->algorithm.value_or(options_.default_algorithm);
-  const std::string request_id = body->request_id.value_or("");
-  if (body->request_id && request_id.empty()) {
+  if (body->request_id && body->request_id->empty()) {
+    http::Response res;
     http::SendError(res, 400, "'request_id' must be a non-empty string");
+    exchange->Respond(std::move(res));
     return;
   }
-  auto tokens = TokensOf(*body);
+  boost::asio::io_context& io = exchange->io();
+  tokenizers_.TokenizeBody(io, std::move(*body),
+                           [this, exchange = std::move(exchange)](
+                               RequestBody& body, absl::StatusOr<std::vector<uint32_t>> tokens) {
+                             http::Response res;
+                             AnswerRoute(body, tokens, res);
+                             exchange->Respond(std::move(res));
+                           });
+}
+
+void Gateway::AnswerRoute(const RequestBody& body,
+                          const absl::StatusOr<std::vector<uint32_t>>& tokens,
+                          http::Response& res) {
   if (!tokens.ok()) {
     SendStatus(res, tokens.status());
     return;
   }
-  auto routed = RouteTo(algorithm, body->model, *tokens, request_id, {});
+  const std::string algorithm = body.algorithm.value_or(options_.default_algorithm);
+  const std::string request_id = body.request_id.value_or("");
+  auto routed = RouteTo(algorithm, body.model, *tokens, request_id, {});
   if (!routed.ok()) {
     SendStatus(res, routed.status());
     return;
   }
   if (!request_id.empty()) {
-    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body->model),
+    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model),
                                    0, std::chrono::steady_clock::now() + options_.route_ttl);
     if (!added.ok()) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;
     }
-    tracker_.OnAdmitted(body->model);
+    tracker_.OnAdmitted(body.model);
   }
   // Written directly (the hot path: 64 candidates through nlohmann cost ~20 µs).
   const routing::Decision& d = routed->decision;
@@ -417,19 +425,25 @@ void Gateway::HandleModels(const http::Request&, http::Response& res) {
 void Gateway::HandleCompletion(std::shared_ptr<http::Exchange> exchange) {
   const http::Request& req = exchange->request();
   auto body = ParseModelRequest(req);
-  absl::StatusOr<std::vector<uint32_t>> tokens =
-      body.ok() ? TokensOf(*body) : absl::StatusOr<std::vector<uint32_t>>(body.status());
-  if (!tokens.ok()) {
-    http::Response res;
-    SendStatus(res, tokens.status());
-    exchange->Respond(std::move(res));
+  if (!body.ok()) {
+    RespondStatus(*exchange, body.status());
     return;
   }
   const std::string_view header = req.headers.Get(kRoutingStrategyHeader);
   std::string algorithm = header.empty() ? options_.default_algorithm : std::string(header);
-  auto call = std::make_shared<ProxyCall>(*this, std::move(exchange), std::move(body->model),
-                                          std::move(algorithm), std::move(*tokens));
-  call->Start();
+  boost::asio::io_context& io = exchange->io();
+  tokenizers_.TokenizeBody(
+      io, std::move(*body),
+      [this, exchange = std::move(exchange), algorithm = std::move(algorithm)](
+          RequestBody& body, absl::StatusOr<std::vector<uint32_t>> tokens) mutable {
+        if (!tokens.ok()) {
+          RespondStatus(*exchange, tokens.status());
+          return;
+        }
+        auto call = std::make_shared<ProxyCall>(*this, std::move(exchange), std::move(body.model),
+                                                std::move(algorithm), std::move(*tokens));
+        call->Start();
+      });
 }
 
 }  // namespace aibrix::gateway

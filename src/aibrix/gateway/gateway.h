@@ -16,7 +16,10 @@
 //
 // /cache/route entries with a request_id and no /cache/done expire after route_ttl (Sweep).
 //
-// Thread safety: handlers run concurrently on the HTTP server's threads; the Gateway's own
+// Tokenization (ModelTokenizers) is asynchronous: every route is answered from the request's
+// I/O thread, none needs the server's worker pool.
+//
+// Thread safety: handlers run concurrently on the HTTP server's I/O threads; the Gateway's own
 // state is the upstream client (internally locked), the route-lease table (locked) and
 // prometheus metrics.
 #pragma once
@@ -76,8 +79,6 @@ class Gateway {
     std::string host;
     uint16_t port = 0;
   };
-  // Token ids of a request body: token_ids, prompt (string or token array) or messages.
-  absl::StatusOr<std::vector<uint32_t>> TokensOf(RequestBody& body) const;
   absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
                                  std::span<const uint32_t> tokens, const std::string& request_id,
                                  std::vector<std::string> exclude) const;
@@ -86,7 +87,10 @@ class Gateway {
  private:
   friend class ProxyCall;
 
-  void HandleRoute(const http::Request& req, http::Response& res);
+  void HandleRoute(std::shared_ptr<http::Exchange> exchange);
+  // The /cache/route answer once the body's tokens are known.
+  void AnswerRoute(const RequestBody& body, const absl::StatusOr<std::vector<uint32_t>>& tokens,
+                   http::Response& res);
   void HandleDone(const http::Request& req, http::Response& res);
   void HandleModels(const http::Request& req, http::Response& res);
   void HandleCompletion(std::shared_ptr<http::Exchange> exchange);

@@ -52,6 +52,56 @@ absl::StatusOr<std::string> String(dom::element value, std::string_view field) {
   return std::string(text);
 }
 
+// The OpenAI `messages` array, with ParseChatMessages' rules and words (tokenizer/chat_json.h).
+absl::StatusOr<std::vector<tokenizer::ChatMessage>> ChatMessages(dom::element value) {
+  dom::array array;
+  if (value.get_array().get(array) != simdjson::SUCCESS) {
+    return FieldError("messages", "an array of messages");
+  }
+  if (array.size() == 0) return absl::InvalidArgumentError("`messages` must not be empty");
+  std::vector<tokenizer::ChatMessage> out;
+  out.reserve(array.size());
+  size_t i = 0;
+  for (dom::element element : array) {
+    dom::object message;
+    if (element.get_object().get(message) != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError(fmt::format("messages[{}] must be an object", i));
+    }
+    tokenizer::ChatMessage msg;
+    std::string_view role;
+    if (message.at_key("role").get_string().get(role) != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError(fmt::format("messages[{}].role must be a string", i));
+    }
+    msg.role = role;
+    dom::element content;
+    if (message.at_key("content").get(content) != simdjson::SUCCESS || content.is_null()) {
+      // An assistant message carrying only tool calls: rendered with empty content.
+    } else if (std::string_view text; content.get_string().get(text) == simdjson::SUCCESS) {
+      msg.content = text;
+    } else if (dom::array parts; content.get_array().get(parts) == simdjson::SUCCESS) {
+      for (dom::element part : parts) {
+        dom::object object;
+        if (part.get_object().get(object) != simdjson::SUCCESS) {
+          return absl::InvalidArgumentError(
+              fmt::format("messages[{}].content parts must be objects", i));
+        }
+        std::string_view type;
+        std::string_view text;
+        if (object.at_key("type").get_string().get(type) == simdjson::SUCCESS && type == "text" &&
+            object.at_key("text").get_string().get(text) == simdjson::SUCCESS) {
+          msg.content += text;
+        }
+      }
+    } else {
+      return absl::InvalidArgumentError(
+          fmt::format("messages[{}].content must be a string, an array of parts or null", i));
+    }
+    out.push_back(std::move(msg));
+    ++i;
+  }
+  return out;
+}
+
 absl::StatusOr<RequestBody> Parse(dom::element root) {
   dom::object object;
   if (root.get_object().get(object) != simdjson::SUCCESS) {
@@ -93,8 +143,7 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
         return FieldError(key, "a string or an array of token ids");
       }
     } else if (key == "messages") {
-      if (!value.is_array()) return FieldError(key, "an array of messages");
-      body.messages_json = simdjson::minify(value);
+      ASSIGN_OR_RETURN(body.messages, ChatMessages(value));
     } else if (key == "input_tokens" || key == "output_tokens") {
       uint64_t count = 0;
       if (value.get_uint64().get(count) != simdjson::SUCCESS) {

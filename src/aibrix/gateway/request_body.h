@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "aibrix/tokenizer/tokenizer.h"
 
 namespace aibrix::gateway {
 
@@ -28,10 +29,11 @@ struct RequestBody {
   std::optional<std::string> lora;  // /cache/match: the adapter's index
   bool stream = false;
   // Exactly one of these is the prompt: token ids (token_ids, or prompt given as ids), text
-  // (prompt as a string), or chat messages (the raw JSON of `messages`).
+  // (prompt as a string), or chat messages (`messages`, reduced to role and text: a string
+  // content as it is, null or missing as "", an array's "text" parts concatenated).
   std::optional<std::vector<uint32_t>> token_ids;
   std::optional<std::string> prompt;
-  std::optional<std::string> messages_json;
+  std::optional<std::vector<tokenizer::ChatMessage>> messages;
   // For /cache/done.
   std::optional<uint64_t> input_tokens;
   std::optional<uint64_t> output_tokens;
@@ -39,7 +41,9 @@ struct RequestBody {
 
 // Parses a JSON object body. InvalidArgument (with the field) for malformed JSON, a body
 // that is not an object, or a field of the wrong type. Missing fields stay unset; the caller
-// decides which are required. Unknown fields are ignored (whatever their values: big
+// decides which are required. `messages` errors are ParseChatMessages' (tokenizer/chat_json.h):
+// empty, an element not an object, `role` not a string, a part not an object, `content` of
+// another type. Unknown fields are ignored (whatever their values: big
 // integers included). A leading UTF-8 byte-order mark is skipped; "stream": null is false.
 absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json);
 

@@ -53,10 +53,57 @@ TEST(RequestBodyTest, PromptFormsAndMessages) {
   EXPECT_THAT(*ids->token_ids, ElementsAre(7u, 8u));
   auto chat = ParseRequestBody(R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
   ASSERT_TRUE(chat.ok());
-  EXPECT_EQ(chat->messages_json, R"([{"role":"user","content":"x"}])");
+  ASSERT_TRUE(chat->messages.has_value());
+  EXPECT_THAT(*chat->messages, ElementsAre(tokenizer::ChatMessage{"user", "x"}));
   auto done = ParseRequestBody(R"({"request_id":"r","input_tokens":3,"output_tokens":4})");
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->output_tokens, 4u);
+}
+
+// `messages` becomes ChatMessages with ParseChatMessages' rules (tokenizer/chat_json.h).
+TEST(RequestBodyTest, ChatMessages) {
+  auto body = ParseRequestBody(
+      R"({"model":"m","messages":[)"
+      R"({"role":"system","content":"be \"terse\"\n"},)"
+      R"({"role":"assistant","content":null,"tool_calls":[{"id":"t"}]},)"
+      R"({"role":"assistant"},)"
+      R"({"role":"user","content":[{"type":"text","text":"a"},)"
+      R"({"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b\u00e9"},)"
+      R"({"type":"text"},{"text":"untyped"},{"type":"text","text":5}]},)"
+      R"({"role":"user","content":[]}]})");
+  ASSERT_TRUE(body.ok()) << body.status();
+  using tokenizer::ChatMessage;
+  EXPECT_THAT(*body->messages,
+              ElementsAre(ChatMessage{"system", "be \"terse\"\n"}, ChatMessage{"assistant", ""},
+                          ChatMessage{"assistant", ""}, ChatMessage{"user", "ab\xc3\xa9"},
+                          ChatMessage{"user", ""}));
+  EXPECT_FALSE(body->prompt.has_value());
+  EXPECT_FALSE(body->token_ids.has_value());
+  // The same words as ParseChatMessages, with the index of the bad message.
+  struct Case {
+    const char* messages;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"{}", "'messages' must be an array of messages"},
+           {"\"hi\"", "'messages' must be an array of messages"},
+           {"[]", "`messages` must not be empty"},
+           {"[1]", "messages[0] must be an object"},
+           {R"([{"role":"user","content":"x"},{"content":"x"}])",
+            "messages[1].role must be a string"},
+           {R"([{"role":5,"content":"x"}])", "messages[0].role must be a string"},
+           {R"([{"role":"user","content":5}])",
+            "messages[0].content must be a string, an array of parts or null"},
+           {R"([{"role":"user","content":{"text":"x"}}])",
+            "messages[0].content must be a string, an array of parts or null"},
+           {R"([{"role":"user","content":[5]}])", "messages[0].content parts must be objects"},
+       }) {
+    const std::string json = std::string(R"({"model":"m","messages":)") + c.messages + "}";
+    auto bad = ParseRequestBody(json);
+    ASSERT_FALSE(bad.ok()) << json;
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_EQ(std::string(bad.status().message()), c.message) << json;
+  }
 }
 
 TEST(RequestBodyTest, RejectsGarbageWithTheField) {
@@ -150,7 +197,7 @@ TEST(RequestBodyTest, FastPathAgreesWithTheDom) {
     EXPECT_EQ(fast->stream, dom->stream) << json;
     EXPECT_EQ(fast->token_ids, dom->token_ids) << json;
     EXPECT_EQ(fast->prompt, dom->prompt) << json;
-    EXPECT_EQ(fast->messages_json, dom->messages_json) << json;
+    EXPECT_EQ(fast->messages, dom->messages) << json;
   }
 }
 

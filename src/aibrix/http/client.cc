@@ -7,6 +7,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_range.hpp>
@@ -16,10 +19,12 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "aibrix/common/net.h"
@@ -149,8 +154,14 @@ class Client::Pool {
 
 namespace {
 
-class Call : public ClientCall, public std::enable_shared_from_this<Call> {
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// One call over a plain TCP stream (pooled) or a TLS stream (not pooled).
+template <class Stream>
+class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>> {
  public:
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
   Call(asio::io_context& io, Client::Pool& pool, const ClientOptions& options,
        ClientRequest request, std::shared_ptr<ResponseObserver> observer)
       : io_(io),
@@ -158,23 +169,25 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
         options_(options),
         request_(std::move(request)),
         observer_(std::move(observer)),
-        stream_(io),
+        stream_(MakeStream(io, request_)),
         total_(io),
         address_(common::FormatHostPort(request_.host, request_.port)) {}
 
   void Begin() {
     total_.expires_after(options_.total_timeout);
-    total_.async_wait([self = shared_from_this()](error_code ec) {
+    total_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");
     });
-    if (auto idle = pool_.Take(&io_, address_)) {
-      error_code ec;
-      stream_.socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
-      if (!ec) {
-        Send();
-        return;
+    if constexpr (!kTls) {
+      if (auto idle = pool_.Take(&io_, address_)) {
+        error_code ec;
+        tcp_stream().socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
+        if (!ec) {
+          Send();
+          return;
+        }
+        ::close(idle->fd);
       }
-      ::close(idle->fd);
     }
     error_code ec;
     const auto address = asio::ip::make_address(request_.host, ec);
@@ -183,11 +196,11 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
       return;
     }
     auto resolver = std::make_shared<tcp::resolver>(io_);
-    stream_.expires_after(options_.connect_timeout);
+    tcp_stream().expires_after(options_.connect_timeout);
     resolver->async_resolve(
         request_.host, std::to_string(request_.port),
-        [self = shared_from_this(), resolver](error_code ec,
-                                              const tcp::resolver::results_type& found) {
+        [self = this->shared_from_this(), resolver](error_code ec,
+                                                    const tcp::resolver::results_type& found) {
           if (self->ended_) return;
           if (ec || found.empty()) {
             self->End(ClientError::kConnect,
@@ -201,18 +214,28 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
   void ReadMore() override {
     if (ended_ || reading_) return;
     reading_ = true;
-    stream_.expires_after(options_.idle_timeout);
+    tcp_stream().expires_after(options_.idle_timeout);
     beast::http::async_read_some(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void Cancel() override { End(ClientError::kCancelled, "cancelled"); }
 
  private:
+  static Stream MakeStream(asio::io_context& io, const ClientRequest& request) {
+    if constexpr (kTls) {
+      return Stream(io, *request.tls);
+    } else {
+      return Stream(io);
+    }
+  }
+
+  beast::tcp_stream& tcp_stream() { return beast::get_lowest_layer(stream_); }
+
   void Connect(const tcp::endpoint& endpoint) {
-    stream_.expires_after(options_.connect_timeout);
-    stream_.async_connect(endpoint, [self = shared_from_this()](error_code ec) {
+    tcp_stream().expires_after(options_.connect_timeout);
+    tcp_stream().async_connect(endpoint, [self = this->shared_from_this()](error_code ec) {
       if (self->ended_) return;
       if (ec) {
         self->End(ec == beast::error::timeout ? ClientError::kTimeout : ClientError::kConnect,
@@ -220,9 +243,39 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
         return;
       }
       error_code ignored;
-      self->stream_.socket().set_option(tcp::no_delay(true), ignored);
-      self->Send();
+      self->tcp_stream().socket().set_option(tcp::no_delay(true), ignored);
+      if constexpr (kTls) {
+        self->Handshake();
+      } else {
+        self->Send();
+      }
     });
+  }
+
+  // TLS only: SNI for a host name, the certificate checked against the host (name or IP
+  // address) when the context verifies peers, then the handshake within the connect deadline.
+  void Handshake() {
+    error_code ec;
+    asio::ip::make_address(request_.host, ec);
+    if (ec && !SSL_set_tlsext_host_name(stream_.native_handle(), request_.host.c_str())) {
+      End(ClientError::kConnect, fmt::format("TLS to {}: cannot set the server name", address_));
+      return;
+    }
+    stream_.set_verify_callback(asio::ssl::host_name_verification(request_.host), ec);
+    if (ec) {
+      End(ClientError::kConnect, fmt::format("TLS to {}: {}", address_, ec.message()));
+      return;
+    }
+    stream_.async_handshake(
+        asio::ssl::stream_base::client, [self = this->shared_from_this()](error_code ec) {
+          if (self->ended_) return;
+          if (ec) {
+            self->End(ec == beast::error::timeout ? ClientError::kTimeout : ClientError::kConnect,
+                      fmt::format("TLS handshake with {}: {}", self->address_, ec.message()));
+            return;
+          }
+          self->Send();
+        });
   }
 
   void Send() {
@@ -240,10 +293,10 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // streamed, not held
-    stream_.expires_after(options_.first_byte_timeout);
+    tcp_stream().expires_after(options_.first_byte_timeout);
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_),
                                                     asio::buffer(request_.body)};
-    asio::async_write(stream_, buffers, [self = shared_from_this()](error_code ec, size_t n) {
+    asio::async_write(stream_, buffers, [self = this->shared_from_this()](error_code ec, size_t n) {
       if (self->ended_) return;
       if (ec) {
         if (ec == beast::error::timeout) {
@@ -262,7 +315,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
     // The first-byte deadline set before the write still runs.
     beast::http::async_read_header(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](error_code ec, size_t) { self->OnHead(ec); });
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnHead(ec); });
   }
 
   ClientError Classify(const error_code& ec) const {
@@ -321,10 +374,11 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
   }
 
   void Complete() {
-    if (parser_->keep_alive() && buffer_.size() == 0 && stream_.socket().is_open()) {
+    auto& socket = tcp_stream().socket();
+    if (!kTls && parser_->keep_alive() && buffer_.size() == 0 && socket.is_open()) {
       error_code ec;  // no exception may leave a handler: it would end the I/O thread
-      const bool v6 = stream_.socket().local_endpoint(ec).address().is_v6();
-      const int fd = ec ? -1 : stream_.socket().release(ec);
+      const bool v6 = socket.local_endpoint(ec).address().is_v6();
+      const int fd = ec ? -1 : socket.release(ec);
       if (!ec) pool_.Put(&io_, address_, {fd, v6});
     }
     End(ClientError::kNone, "");
@@ -334,9 +388,9 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
     if (ended_) return;
     ended_ = true;
     total_.cancel();
-    if (error != ClientError::kNone || stream_.socket().is_open()) {
+    if (error != ClientError::kNone || tcp_stream().socket().is_open()) {
       error_code ec;
-      stream_.socket().close(ec);
+      tcp_stream().socket().close(ec);
     }
     auto observer = std::move(observer_);
     observer->OnEnd(error, detail);
@@ -347,7 +401,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call> {
   const ClientOptions& options_;
   ClientRequest request_;
   std::shared_ptr<ResponseObserver> observer_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   asio::steady_timer total_;
   const std::string address_;
   beast::flat_buffer buffer_;
@@ -371,8 +425,15 @@ size_t Client::Sweep() {
 
 std::shared_ptr<ClientCall> Client::Start(asio::io_context& io, ClientRequest request,
                                           std::shared_ptr<ResponseObserver> observer) {
-  auto call = std::make_shared<Call>(io, *pool_, options_, std::move(request), std::move(observer));
   // Posted, never run inline: no callback runs before Start returns.
+  if (request.tls) {
+    auto call = std::make_shared<Call<TlsStream>>(io, *pool_, options_, std::move(request),
+                                                  std::move(observer));
+    asio::post(io, [call] { call->Begin(); });
+    return call;
+  }
+  auto call = std::make_shared<Call<beast::tcp_stream>>(io, *pool_, options_, std::move(request),
+                                                        std::move(observer));
   asio::post(io, [call] { call->Begin(); });
   return call;
 }

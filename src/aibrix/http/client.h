@@ -4,6 +4,10 @@
 // (the server's exchange thread, so relaying needs no locks). Keep-alive connections are
 // pooled per (thread, address); a pooled connection the peer has closed is not reused.
 //
+// TLS: a request carrying an ssl::context is sent over TLS (handshake within the connect
+// deadline, SNI and certificate checks against `host`, as the context's verify mode says).
+// TLS connections are not pooled: each such call connects and handshakes anew.
+//
 // Deadlines: connect; first response byte; between body reads; the whole response. Each
 // failure is classified so the caller knows whether the request provably never reached the
 // server (connect refused, or reset before a byte was written: safe to retry elsewhere),
@@ -24,7 +28,10 @@
 
 namespace boost::asio {
 class io_context;
+namespace ssl {
+class context;
 }
+}  // namespace boost::asio
 
 namespace aibrix::http {
 
@@ -46,11 +53,14 @@ struct ClientRequest {
   std::string target = "/";
   Headers headers;  // Host, Content-Length and Connection are set by the client
   std::string body;
+  // When set, the call runs over TLS with this context (its verify mode and trust store);
+  // `host` is sent for SNI (when it is a name) and checked against the certificate.
+  std::shared_ptr<boost::asio::ssl::context> tls;
 };
 
 enum class ClientError {
   kNone,
-  kConnect,      // refused or unreachable: the request never left
+  kConnect,      // refused, unreachable or TLS handshake failed: the request never left
   kSendReset,    // reset before any request byte was written: never reached the server
   kTimeout,      // connect, first byte, between reads or the whole response
   kReset,        // reset or closed after the request was (partly) sent

@@ -16,8 +16,9 @@
 //   exception → 500. Nothing is allocated from Content-Length before the bytes arrive.
 //
 // Handlers run on the I/O thread (Execution::kInline: must not block — health, metrics,
-// admin reads) or on a small worker pool (kWorker: parsing, tokenizing, routing). An
-// AsyncHandler answers later, from any thread, through its Exchange.
+// admin reads, and work that waits asynchronously) or on a small worker pool (kWorker:
+// blocking work; the service registers none at present). An AsyncHandler answers later,
+// from any thread, through its Exchange.
 //
 // Shutdown: BeginShutdown() stops accepting; Stop(grace) waits until every in-flight
 // exchange has finished or the grace period is over, then cuts what is left (each cut

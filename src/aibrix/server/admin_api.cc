@@ -18,10 +18,10 @@ void AdminApi::Register(http::Server& http) {
              [this](const http::Request& req, http::Response& res) { HandlePod(req, res); });
   http.Route("GET", "/cache/models",
              [this](const http::Request&, http::Response& res) { HandleModels(res); });
-  http.Route(
-      "POST", "/cache/match",
-      [this](const http::Request& req, http::Response& res) { HandleMatch(req, res); },
-      deps_.tokenizers->remote() ? http::Execution::kWorker : http::Execution::kInline);
+  // Tokenizing a prompt remotely is asynchronous (answered on the request's I/O thread).
+  http.RouteAsync("POST", "/cache/match", [this](std::shared_ptr<http::Exchange> exchange) {
+    HandleMatch(std::move(exchange));
+  });
 }
 
 nlohmann::json AdminApi::PodJson(const store::Pod& pod) const {
@@ -64,37 +64,44 @@ void AdminApi::HandleModels(http::Response& res) const {
   http::SendJson(res, {{"models", std::move(models)}});
 }
 
-void AdminApi::HandleMatch(const http::Request& req, http::Response& res) const {
+void AdminApi::HandleMatch(std::shared_ptr<http::Exchange> exchange) const {
+  const auto respond_error = [&exchange](int status, std::string_view message) {
+    http::Response res;
+    http::SendError(res, status, std::string(message));
+    exchange->Respond(std::move(res));
+  };
   // The routing API's body parser: the same JSON is accepted on every endpoint.
-  auto body = gateway::ParseRequestBody(req.body);
+  auto body = gateway::ParseRequestBody(exchange->request().body);
   if (!body.ok()) {
-    http::SendError(res, 400, common::AsStd(body.status().message()));
+    respond_error(400, common::AsStd(body.status().message()));
     return;
   }
   if (body->model.empty()) {
-    http::SendError(res, 400, "'model' (string) is required");
+    respond_error(400, "'model' (string) is required");
     return;
   }
-  std::vector<uint32_t> tokens;
-  if (body->token_ids) {
-    tokens = std::move(*body->token_ids);
-  } else if (body->prompt) {
-    auto ids = deps_.tokenizers->Tokenize(body->model, *body->prompt);
-    if (!ids.ok()) {
-      http::SendError(res, gateway::HttpStatusFor(ids.status()),
-                      common::AsStd(ids.status().message()));
-      return;
-    }
-    tokens = std::move(*ids);
-  } else {
-    http::SendError(res, 400, "one of 'token_ids' (array) or 'prompt' (string) is required");
+  if (!body->token_ids && !body->prompt) {
+    respond_error(400, "one of 'token_ids' (array) or 'prompt' (string) is required");
     return;
   }
-  if (!deps_.store->HasModel(body->model)) {
-    http::SendError(res, 404, fmt::format("model '{}' does not exist in the cache", body->model));
-    return;
-  }
-  http::SendJson(res, deps_.matcher->Match(body->model, body->lora.value_or(""), tokens));
+  body->messages.reset();  // /cache/match takes token ids or a completion prompt only
+  boost::asio::io_context& io = exchange->io();
+  deps_.tokenizers->TokenizeBody(
+      io, std::move(*body),
+      [this, exchange = std::move(exchange)](gateway::RequestBody& body,
+                                             absl::StatusOr<std::vector<uint32_t>> tokens) {
+        http::Response res;
+        if (!tokens.ok()) {
+          http::SendError(res, gateway::HttpStatusFor(tokens.status()),
+                          common::AsStd(tokens.status().message()));
+        } else if (!deps_.store->HasModel(body.model)) {
+          http::SendError(res, 404,
+                          fmt::format("model '{}' does not exist in the cache", body.model));
+        } else {
+          http::SendJson(res, deps_.matcher->Match(body.model, body.lora.value_or(""), *tokens));
+        }
+        exchange->Respond(std::move(res));
+      });
 }
 
 }  // namespace aibrix::server

@@ -2,8 +2,11 @@
 // {name}, GET /cache/models — and POST /cache/match (per pod, the prompt's blocks each index
 // holds).
 //
-// Thread safety: handlers run concurrently; everything read is internally synchronised.
+// Thread safety: handlers run concurrently on the HTTP server's I/O threads (none blocks: a
+// remote tokenization is asynchronous); everything read is internally synchronised.
 #pragma once
+
+#include <memory>
 
 #include "aibrix/gateway/model_tokenizers.h"
 #include "aibrix/http/server.h"
@@ -38,7 +41,8 @@ class AdminApi {
   void HandlePods(http::Response& res) const;
   void HandlePod(const http::Request& req, http::Response& res) const;
   void HandleModels(http::Response& res) const;
-  void HandleMatch(const http::Request& req, http::Response& res) const;
+  // Answered once the prompt is tokenized (remote tokenization is asynchronous).
+  void HandleMatch(std::shared_ptr<http::Exchange> exchange) const;
   nlohmann::json PodJson(const store::Pod& pod) const;
 
   const AdminDeps deps_;

@@ -2,7 +2,6 @@
 
 #include "absl/status/status.h"
 #include "fmt/format.h"
-#include "nlohmann/json.hpp"
 
 namespace aibrix::tokenizer {
 
@@ -37,11 +36,10 @@ absl::StatusOr<TokenIds> ByteTokenizer::Tokenize(std::string_view text) const {
   return Encode(text);
 }
 
-absl::StatusOr<TokenIds> ByteTokenizer::TokenizeChat(const nlohmann::json& messages,
+absl::StatusOr<TokenIds> ByteTokenizer::TokenizeChat(std::span<const ChatMessage> messages,
                                                      const ChatOptions& options) const {
-  absl::StatusOr<std::vector<ChatMessage>> parsed = ParseChatMessages(messages);
-  if (!parsed.ok()) return parsed.status();
-  absl::StatusOr<std::string> text = RenderChatTemplate(*parsed, options);
+  if (messages.empty()) return absl::InvalidArgumentError("`messages` must not be empty");
+  absl::StatusOr<std::string> text = RenderChatTemplate(messages, options);
   if (!text.ok()) return text.status();
   return Encode(*text);
 }

@@ -31,7 +31,8 @@ class ByteTokenizer final : public Tokenizer {
   static constexpr int kVocabSize = 256;
 
   absl::StatusOr<TokenIds> Tokenize(std::string_view text) const override;
-  absl::StatusOr<TokenIds> TokenizeChat(const nlohmann::json& messages,
+  // Errors: InvalidArgument for no messages or both options set.
+  absl::StatusOr<TokenIds> TokenizeChat(std::span<const ChatMessage> messages,
                                         const ChatOptions& options) const override;
   absl::StatusOr<std::string> Detokenize(std::span<const TokenId> ids) const override;
 

@@ -3,12 +3,19 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "aibrix/tokenizer/chat_json.h"
 #include "nlohmann/json.hpp"
 
 namespace aibrix::tokenizer {
 namespace {
 
 using ::testing::ElementsAre;
+
+std::vector<ChatMessage> Messages(const std::string& json) {
+  auto parsed = ParseChatMessages(nlohmann::json::parse(json));
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  return parsed.ok() ? std::move(*parsed) : std::vector<ChatMessage>{};
+}
 
 TEST(ByteTokenizerTest, OneTokenPerUtf8Byte) {
   ByteTokenizer tok;
@@ -32,8 +39,8 @@ TEST(ByteTokenizerTest, DetokenizeRoundTripsAndRejectsOutOfVocab) {
 
 TEST(ByteTokenizerTest, ChatTemplateIsDocumentedLayout) {
   ByteTokenizer tok;
-  auto messages = nlohmann::json::parse(
-      R"([{"role":"system","content":"You are terse."},{"role":"user","content":"Hi"}])");
+  auto messages =
+      Messages(R"([{"role":"system","content":"You are terse."},{"role":"user","content":"Hi"}])");
   auto ids = tok.TokenizeChat(messages, ChatOptions{});
   ASSERT_TRUE(ids.ok());
   const std::string expected = "<|system|>\nYou are terse.\n<|user|>\nHi\n<|assistant|>\n";
@@ -55,8 +62,8 @@ TEST(ByteTokenizerTest, MultiTurnPromptExtendsPreviousPromptPlusReply) {
   // The property prefix caching relies on: turn 2's prompt starts with turn 1's prompt
   // followed by the generated reply.
   ByteTokenizer tok;
-  auto turn1 = nlohmann::json::parse(R"([{"role":"user","content":"Q1"}])");
-  auto turn2 = nlohmann::json::parse(
+  auto turn1 = Messages(R"([{"role":"user","content":"Q1"}])");
+  auto turn2 = Messages(
       R"([{"role":"user","content":"Q1"},{"role":"assistant","content":"A1"},
           {"role":"user","content":"Q2"}])");
   TokenIds p1 = *tok.TokenizeChat(turn1, ChatOptions{});
@@ -83,9 +90,11 @@ TEST(ByteTokenizerTest, MalformedMessagesAreInvalidArgument) {
   for (const char* bad :
        {R"({})", R"([])", R"([1])", R"([{"content":"x"}])", R"([{"role":5,"content":"x"}])",
         R"([{"role":"user","content":5}])", R"([{"role":"user","content":[5]}])"}) {
-    auto st = tok.TokenizeChat(nlohmann::json::parse(bad), ChatOptions{});
+    auto st = ParseChatMessages(nlohmann::json::parse(bad));
     EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+  EXPECT_EQ(tok.TokenizeChat({}, ChatOptions{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,17 +1,26 @@
 #include "aibrix/tokenizer/remote_tokenizer.h"
 
 #include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/system_error.hpp>
 #include <charconv>
 #include <ctime>
 #include <limits>
-#include <thread>
 #include <utility>
 
+#include "absl/strings/numbers.h"
+#include "aibrix/common/net.h"
+#include "aibrix/common/strings.h"
+#include "aibrix/http/client.h"
 #include "fmt/format.h"
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 
 namespace aibrix::tokenizer {
+
+namespace asio = boost::asio;
 
 namespace {
 
@@ -125,164 +134,334 @@ std::optional<milliseconds> ParseRetryAfter(std::string_view value,
   return std::chrono::duration_cast<milliseconds>(at - now);
 }
 
+struct RemoteTokenizer::Core {
+  RemoteTokenizerOptions options;
+  std::string host;  // name or IP address (IPv6 without brackets)
+  uint16_t port = 0;
+  std::string prefix;                       // path prefix, "" or "/v1"
+  std::shared_ptr<asio::ssl::context> tls;  // https only
+  // Start is the only member used; the client locks its own connection pool.
+  std::unique_ptr<http::Client> client;
+};
+
+namespace {
+
+// Runs `done` with `result` on `io` (never inline).
+template <typename T>
+void PostResult(asio::io_context& io, RemoteTokenizer::Done<T> done, absl::StatusOr<T> result) {
+  asio::post(io, [done = std::move(done), result = std::move(result)]() mutable {
+    done(std::move(result));
+  });
+}
+
+// One POST with its retries. Every method after Start runs on the io_context's thread.
+class PostCall final : public http::ResponseObserver,
+                       public std::enable_shared_from_this<PostCall> {
+ public:
+  PostCall(std::shared_ptr<const RemoteTokenizer::Core> core, asio::io_context& io,
+           std::string_view path, std::string body, RemoteTokenizer::Done<std::string> done)
+      : core_(std::move(core)),
+        io_(io),
+        where_(fmt::format("remote tokenizer {}{}", core_->options.endpoint, path)),
+        target_(core_->prefix + std::string(path)),
+        body_(std::move(body)),
+        done_(std::move(done)),
+        timer_(io) {}
+
+  void Start() {
+    asio::post(io_, [self = shared_from_this()] { self->Attempt(); });
+  }
+
+  void OnHead(int status, const http::Headers& headers) override {
+    status_ = status;
+    if (status == 429 && headers.Has("Retry-After")) {
+      retry_after_ = std::string(headers.Get("Retry-After"));
+    }
+    uint64_t length = 0;
+    if (headers.Has("Content-Length") &&
+        absl::SimpleAtoi(common::AsAbsl(headers.Get("Content-Length")), &length) &&
+        length > core_->options.max_response_bytes) {
+      TooLarge();
+    }
+  }
+
+  void OnBody(std::string_view data) override {
+    if (answer_.size() + data.size() > core_->options.max_response_bytes) {
+      TooLarge();
+      return;
+    }
+    answer_.append(data);
+    call_->ReadMore();
+  }
+
+  void OnEnd(http::ClientError error, std::string_view detail) override {
+    call_.reset();  // ends the call <-> observer cycle
+    const RemoteTokenizerOptions& o = core_->options;
+    if (too_large_) {
+      Finish(absl::ResourceExhaustedError(
+          fmt::format("{}: the answer is larger than {} bytes", where_, o.max_response_bytes)));
+      return;
+    }
+    std::optional<milliseconds> wait;
+    if (error != http::ClientError::kNone) {
+      last_error_ = fmt::format("transport error: {}: {}", http::ClientErrorName(error), detail);
+    } else if (status_ == 200) {
+      Finish(std::move(answer_));
+      return;
+    } else if (!IsRetryableHttpStatus(status_)) {
+      Finish(StatusForHttp(status_, where_, answer_));
+      return;
+    } else {
+      last_error_ = fmt::format("HTTP {}: {}", status_, ErrorMessage(answer_));
+      if (retry_after_) {
+        wait = ParseRetryAfter(*retry_after_, o.clock->WallNow());
+        if (wait) wait = std::min(*wait, o.max_retry_after);
+      }
+    }
+    if (attempt_ == o.max_retries) {
+      Finish(absl::UnavailableError(
+          fmt::format("{}: failed after {} attempts: {}", where_, o.max_retries + 1, last_error_)));
+      return;
+    }
+    ++attempt_;
+    const milliseconds delay = wait.value_or(RetryBackoff(attempt_, o.base_backoff, o.max_backoff));
+    if (o.on_retry_wait) o.on_retry_wait(delay);
+    timer_.expires_after(delay);
+    // The timer is never cancelled: it only fails when the io_context goes away.
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->Attempt();
+    });
+  }
+
+ private:
+  void Attempt() {
+    status_ = 0;
+    retry_after_.reset();
+    answer_.clear();
+    http::ClientRequest request;
+    request.host = core_->host;
+    request.port = core_->port;
+    request.target = target_;
+    request.headers.Set("Content-Type", "application/json");
+    request.headers.Set("Accept", "application/json");
+    request.body = body_;  // kept for a retry
+    request.tls = core_->tls;
+    call_ = core_->client->Start(io_, std::move(request), shared_from_this());
+  }
+
+  void TooLarge() {
+    too_large_ = true;
+    if (call_) call_->Cancel();  // OnEnd(kCancelled) follows
+  }
+
+  void Finish(absl::StatusOr<std::string> result) {
+    auto done = std::move(done_);
+    done(std::move(result));
+  }
+
+  const std::shared_ptr<const RemoteTokenizer::Core> core_;
+  asio::io_context& io_;
+  const std::string where_;
+  const std::string target_;
+  const std::string body_;
+  RemoteTokenizer::Done<std::string> done_;
+  asio::steady_timer timer_;
+  // The current attempt.
+  std::shared_ptr<http::ClientCall> call_;
+  int attempt_ = 0;
+  int status_ = 0;
+  std::optional<std::string> retry_after_;
+  std::string answer_;
+  bool too_large_ = false;
+  std::string last_error_;
+};
+
+// A JSON body, or InvalidArgument naming `what` (nlohmann refuses invalid UTF-8).
+absl::StatusOr<std::string> Dump(const nlohmann::json& request, std::string_view what) {
+  try {
+    return request.dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(fmt::format("remote tokenizer: {}: {}", what, e.what()));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RemoteTokenizer>> RemoteTokenizer::Create(
     RemoteTokenizerOptions options) {
   const std::string& ep = options.endpoint;
+  const auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(fmt::format("remote tokenizer: endpoint '{}' {}", ep, why));
+  };
   const size_t scheme_end = ep.find("://");
-  if (scheme_end == std::string::npos ||
-      (ep.compare(0, scheme_end, "http") != 0 && ep.compare(0, scheme_end, "https") != 0)) {
-    return absl::InvalidArgumentError(
-        fmt::format("remote tokenizer: endpoint '{}' is not http(s)://host[:port][/prefix]", ep));
-  }
+  if (scheme_end == std::string::npos) return bad("is not http(s)://host[:port][/prefix]");
+  const std::string_view scheme = std::string_view(ep).substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return bad("is not http(s)://host[:port][/prefix]");
+  const bool https = scheme == "https";
   const size_t path_start = ep.find('/', scheme_end + 3);
-  std::string origin = ep.substr(0, path_start);
+  const std::string_view authority = std::string_view(ep).substr(
+      scheme_end + 3,
+      path_start == std::string::npos ? std::string::npos : path_start - scheme_end - 3);
+  if (authority.empty()) return bad("has no host");
+  absl::StatusOr<common::HostPort> host_port = common::ParseHostPort(authority, https ? 443 : 80);
+  if (!host_port.ok())
+    return bad(fmt::format("has a bad host:port: {}", common::AsStd(host_port.status().message())));
   std::string prefix = path_start == std::string::npos ? "" : ep.substr(path_start);
   while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-  if (origin.size() == scheme_end + 3) {
-    return absl::InvalidArgumentError(
-        fmt::format("remote tokenizer: endpoint '{}' has no host", ep));
+  if (options.max_retries < 0 || options.timeout.count() <= 0 || options.max_response_bytes == 0) {
+    return absl::InvalidArgumentError(fmt::format(
+        "remote tokenizer {}: max_retries must be >= 0, timeout and max_response_bytes > 0", ep));
   }
-  if (options.max_retries < 0 || options.timeout.count() <= 0) {
-    return absl::InvalidArgumentError(
-        fmt::format("remote tokenizer {}: max_retries must be >= 0 and timeout > 0", ep));
+  auto core = std::make_shared<Core>();
+  if (https) {
+    try {
+      core->tls = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+      core->tls->set_verify_mode(asio::ssl::verify_peer);
+      if (options.tls_ca_file.empty()) {
+        core->tls->set_default_verify_paths();
+      } else {
+        core->tls->load_verify_file(options.tls_ca_file);
+      }
+    } catch (const boost::system::system_error& e) {
+      return absl::InvalidArgumentError(
+          fmt::format("remote tokenizer {}: cannot set up TLS (CA file '{}'): {}", ep,
+                      options.tls_ca_file, e.what()));
+    }
   }
-  if (!options.sleep) {
-    options.sleep = [](milliseconds d) { std::this_thread::sleep_for(d); };
-  }
-  return std::unique_ptr<RemoteTokenizer>(
-      new RemoteTokenizer(std::move(options), std::move(origin), std::move(prefix)));
+  http::ClientOptions client;
+  client.connect_timeout = options.timeout;
+  client.first_byte_timeout = options.timeout;
+  client.idle_timeout = options.timeout;
+  client.total_timeout = options.timeout;
+  client.max_idle_per_address = 8;
+  core->client = std::make_unique<http::Client>(client);
+  core->host = std::move(host_port->host);
+  core->port = host_port->port;
+  core->prefix = std::move(prefix);
+  core->options = std::move(options);
+  return std::unique_ptr<RemoteTokenizer>(new RemoteTokenizer(std::move(core)));
 }
 
-RemoteTokenizer::RemoteTokenizer(RemoteTokenizerOptions options, std::string origin,
-                                 std::string prefix)
-    : options_(std::move(options)), origin_(std::move(origin)), prefix_(std::move(prefix)) {}
+RemoteTokenizer::RemoteTokenizer(std::shared_ptr<const Core> core) : core_(std::move(core)) {}
 
 RemoteTokenizer::~RemoteTokenizer() = default;
 
-std::unique_ptr<httplib::Client> RemoteTokenizer::Acquire() const {
-  {
-    std::lock_guard lock(mu_);
-    if (!idle_.empty()) {
-      std::unique_ptr<httplib::Client> c = std::move(idle_.back());
-      idle_.pop_back();
-      return c;
-    }
-  }
-  auto c = std::make_unique<httplib::Client>(origin_);
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(options_.timeout).count();
-  c->set_connection_timeout(us / 1'000'000, us % 1'000'000);
-  c->set_read_timeout(us / 1'000'000, us % 1'000'000);
-  c->set_write_timeout(us / 1'000'000, us % 1'000'000);
-  c->set_keep_alive(true);
-  c->set_tcp_nodelay(true);  // headers and body are separate writes: avoid Nagle + delayed ACK
-  return c;
+const std::string& RemoteTokenizer::endpoint() const { return core_->options.endpoint; }
+const std::string& RemoteTokenizer::model() const { return core_->options.model; }
+
+void RemoteTokenizer::Post(asio::io_context& io, std::string_view path, std::string body,
+                           Done<std::string> done) const {
+  std::make_shared<PostCall>(core_, io, path, std::move(body), std::move(done))->Start();
 }
 
-void RemoteTokenizer::Release(std::unique_ptr<httplib::Client> client) const {
-  std::lock_guard lock(mu_);
-  if (idle_.size() < 8) idle_.push_back(std::move(client));
-}
-
-absl::StatusOr<std::string> RemoteTokenizer::Post(const std::string& path,
-                                                  const std::string& body) const {
-  const std::string where = fmt::format("remote tokenizer {}{}", options_.endpoint, path);
-  std::string last_error;
-  for (int attempt = 0; attempt <= options_.max_retries; ++attempt) {
-    std::unique_ptr<httplib::Client> client = Acquire();
-    httplib::Result res = client->Post((prefix_ + path).c_str(), body, "application/json");
-    std::optional<milliseconds> wait;
-    if (!res) {
-      // Transport error: the connection is in an unknown state, drop it.
-      last_error = fmt::format("transport error: {}", httplib::to_string(res.error()));
-    } else {
-      const int status = res->status;
-      if (status == 200) {
-        std::string out = std::move(res->body);
-        Release(std::move(client));
-        return out;
-      }
-      Release(std::move(client));
-      if (!IsRetryableHttpStatus(status)) return StatusForHttp(status, where, res->body);
-      last_error = fmt::format("HTTP {}: {}", status, ErrorMessage(res->body));
-      if (status == 429 && res->has_header("Retry-After")) {
-        wait = ParseRetryAfter(res->get_header_value("Retry-After"), options_.clock->WallNow());
-        if (wait) wait = std::min(*wait, options_.max_retry_after);
-      }
-    }
-    if (attempt == options_.max_retries) break;
-    options_.sleep(
-        wait.value_or(RetryBackoff(attempt + 1, options_.base_backoff, options_.max_backoff)));
-  }
-  return absl::UnavailableError(
-      fmt::format("{}: failed after {} attempts: {}", where, options_.max_retries + 1, last_error));
-}
-
-absl::StatusOr<TokenizeResponse> RemoteTokenizer::TokenizeText(std::string_view text) const {
+void RemoteTokenizer::TokenizeText(asio::io_context& io, std::string_view text,
+                                   Done<TokenizeResponse> done) const {
   nlohmann::json req = nlohmann::json::object();
-  if (!options_.model.empty()) req["model"] = options_.model;
+  if (!model().empty()) req["model"] = model();
   req["prompt"] = std::string(text);
-  req["add_special_tokens"] = options_.add_special_tokens;
-  std::string body;
-  try {
-    body = req.dump();
-  } catch (const nlohmann::json::exception& e) {  // invalid UTF-8 in the prompt
-    return absl::InvalidArgumentError(fmt::format("remote tokenizer: prompt: {}", e.what()));
+  req["add_special_tokens"] = core_->options.add_special_tokens;
+  absl::StatusOr<std::string> body = Dump(req, "prompt");
+  if (!body.ok()) {
+    PostResult<TokenizeResponse>(io, std::move(done), body.status());
+    return;
   }
-  absl::StatusOr<std::string> resp = Post("/tokenize", body);
-  if (!resp.ok()) return resp.status();
-  return ParseTokenizeResponse(*resp, fmt::format("remote tokenizer {}", options_.endpoint));
+  Post(io, "/tokenize", std::move(*body),
+       [where = fmt::format("remote tokenizer {}", endpoint()),
+        done = std::move(done)](absl::StatusOr<std::string> answer) mutable {
+         if (!answer.ok()) {
+           done(answer.status());
+           return;
+         }
+         done(ParseTokenizeResponse(*answer, where));
+       });
 }
 
-absl::StatusOr<TokenIds> RemoteTokenizer::Tokenize(std::string_view text) const {
-  absl::StatusOr<TokenizeResponse> r = TokenizeText(text);
-  if (!r.ok()) return r.status();
-  return std::move(r->tokens);
+namespace {
+
+// The token ids of a /tokenize answer, for `done`.
+RemoteTokenizer::Done<TokenizeResponse> TokensOnly(RemoteTokenizer::Done<TokenIds> done) {
+  return [done = std::move(done)](absl::StatusOr<TokenizeResponse> r) mutable {
+    if (!r.ok()) {
+      done(r.status());
+      return;
+    }
+    done(std::move(r->tokens));
+  };
 }
 
-absl::StatusOr<TokenIds> RemoteTokenizer::TokenizeChat(const nlohmann::json& messages,
-                                                       const ChatOptions& options) const {
+}  // namespace
+
+void RemoteTokenizer::Tokenize(asio::io_context& io, std::string_view text,
+                               Done<TokenIds> done) const {
+  TokenizeText(io, text, TokensOnly(std::move(done)));
+}
+
+void RemoteTokenizer::TokenizeChat(asio::io_context& io, std::span<const ChatMessage> messages,
+                                   const ChatOptions& options, Done<TokenIds> done) const {
   if (options.add_generation_prompt && options.continue_final_message) {
-    return absl::InvalidArgumentError(
-        "cannot set both `continue_final_message` and `add_generation_prompt` to true");
+    PostResult<TokenIds>(io, std::move(done),
+                         absl::InvalidArgumentError("cannot set both `continue_final_message` "
+                                                    "and `add_generation_prompt` to true"));
+    return;
   }
-  if (absl::StatusOr<std::vector<ChatMessage>> parsed = ParseChatMessages(messages); !parsed.ok()) {
-    return parsed.status();
+  if (messages.empty()) {
+    PostResult<TokenIds>(io, std::move(done),
+                         absl::InvalidArgumentError("`messages` must not be empty"));
+    return;
+  }
+  nlohmann::json list = nlohmann::json::array();
+  for (const ChatMessage& m : messages) {
+    list.push_back({{"role", m.role}, {"content", m.content}});
   }
   nlohmann::json req = nlohmann::json::object();
-  if (!options_.model.empty()) req["model"] = options_.model;
-  req["messages"] = messages;
+  if (!model().empty()) req["model"] = model();
+  req["messages"] = std::move(list);
   req["add_special_tokens"] = false;
   req["add_generation_prompt"] = options.add_generation_prompt;
   if (options.continue_final_message) req["continue_final_message"] = true;
-  std::string body;
-  try {
-    body = req.dump();
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(fmt::format("remote tokenizer: messages: {}", e.what()));
+  absl::StatusOr<std::string> body = Dump(req, "messages");
+  if (!body.ok()) {
+    PostResult<TokenIds>(io, std::move(done), body.status());
+    return;
   }
-  absl::StatusOr<std::string> resp = Post("/tokenize", body);
-  if (!resp.ok()) return resp.status();
-  absl::StatusOr<TokenizeResponse> r =
-      ParseTokenizeResponse(*resp, fmt::format("remote tokenizer {}", options_.endpoint));
-  if (!r.ok()) return r.status();
-  return std::move(r->tokens);
+  Post(io, "/tokenize", std::move(*body),
+       [where = fmt::format("remote tokenizer {}", endpoint()),
+        done = TokensOnly(std::move(done))](absl::StatusOr<std::string> answer) mutable {
+         if (!answer.ok()) {
+           done(answer.status());
+           return;
+         }
+         done(ParseTokenizeResponse(*answer, where));
+       });
 }
 
-absl::StatusOr<std::string> RemoteTokenizer::Detokenize(std::span<const TokenId> ids) const {
+void RemoteTokenizer::Detokenize(asio::io_context& io, std::span<const TokenId> ids,
+                                 Done<std::string> done) const {
   nlohmann::json req = nlohmann::json::object();
-  if (!options_.model.empty()) req["model"] = options_.model;
+  if (!model().empty()) req["model"] = model();
   req["tokens"] = std::vector<TokenId>(ids.begin(), ids.end());
-  absl::StatusOr<std::string> resp = Post("/detokenize", req.dump());
-  if (!resp.ok()) return resp.status();
-  try {
-    const nlohmann::json j = nlohmann::json::parse(*resp);
-    if (j.is_object() && j.contains("prompt") && j["prompt"].is_string()) {
-      return j["prompt"].get<std::string>();
-    }
-  } catch (const nlohmann::json::exception&) {
-  }
-  return absl::InternalError(fmt::format(
-      "remote tokenizer {}: malformed /detokenize response: no string `prompt`", endpoint()));
+  Post(io, "/detokenize", req.dump(),
+       [where = fmt::format("remote tokenizer {}", endpoint()),
+        done = std::move(done)](absl::StatusOr<std::string> answer) mutable {
+         if (!answer.ok()) {
+           done(answer.status());
+           return;
+         }
+         std::optional<std::string> prompt;
+         try {
+           const nlohmann::json j = nlohmann::json::parse(*answer);
+           if (j.is_object() && j.contains("prompt") && j["prompt"].is_string()) {
+             prompt = j["prompt"].get<std::string>();
+           }
+         } catch (const nlohmann::json::exception&) {
+         }
+         if (!prompt) {
+           done(absl::InternalError(
+               fmt::format("{}: malformed /detokenize response: no string `prompt`", where)));
+           return;
+         }
+         done(std::move(*prompt));
+       });
 }
 
 RemoteTokenizerPool::RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t max_tokenizers)

@@ -1,21 +1,36 @@
-// RemoteTokenizer: the Tokenizer seam backed by a vLLM engine's `POST /tokenize` and
-// `POST /detokenize` (protocols/README.md §5), so the token ids the prefix index hashes are
-// the engine's own. RemoteTokenizerPool keeps one tokenizer per (endpoint, model).
+// RemoteTokenizer: token ids from a vLLM engine's `POST /tokenize` and `POST /detokenize`
+// (protocols/README.md §5), so the token ids the prefix index hashes are the engine's own.
+// Asynchronous, on the service's upstream client (http::Client): no thread waits for an
+// engine. RemoteTokenizerPool keeps one tokenizer per (endpoint, model).
 //
 //   RemoteTokenizerOptions o;
 //   o.endpoint = "http://10.0.0.7:8000";
 //   o.model = "llama-3-1-8b";
 //   ASSIGN_OR_RETURN(auto tok, RemoteTokenizer::Create(o));
-//   ASSIGN_OR_RETURN(TokenIds ids, tok->Tokenize("Hello, world"));
+//   tok->Tokenize(exchange->io(), "Hello, world", [](absl::StatusOr<TokenIds> ids) { ... });
+//
+// Completion: every call takes the io_context to run on (a server exchange's I/O thread,
+// Exchange::io()) and a callback that runs exactly once on that io_context's thread — never
+// inline, argument errors included (they are posted). If the io_context is stopped and
+// destroyed first, the callback is destroyed without running (service shutdown).
 //
 // Retries (spec §7.5): transport errors and HTTP 408, 500, 502, 503, 504 are retried up to
 // max_retries times with backoff base·2^(n−1) capped at max_backoff; 429 waits Retry-After
 // (seconds or an HTTP date; capped at max_retry_after) else the backoff; every other status
-// fails at once. Each attempt is bounded by `timeout`.
+// fails at once. Waits between attempts are asio timers on the call's io_context.
 //
-// Thread safety: RemoteTokenizer and RemoteTokenizerPool are safe to call concurrently. A
-// tokenizer keeps a small free list of HTTP connections (a mutex guards the list only; no lock
-// is held during a request), so concurrent calls use separate connections.
+// Limits: each attempt is bounded by `timeout` (connect, then the whole answer); an answer
+// (or error body) over max_response_bytes is cut off and fails at once (ResourceExhausted),
+// so a hostile engine cannot make us buffer without bound.
+//
+// TLS: an https endpoint is served over TLS with the engine's certificate verified (the
+// system trust store, or tls_ca_file) against the endpoint's host. https connections are
+// not kept alive between calls (http::Client pools plain connections only).
+//
+// Thread safety: RemoteTokenizer and RemoteTokenizerPool are safe to call concurrently from
+// any thread. A call in flight holds what it needs (options, the http::Client), so a
+// tokenizer may be destroyed while its calls run. Keep-alive connections are pooled per
+// (I/O thread, engine) by the tokenizer's http::Client; no lock is held during a request.
 #pragma once
 
 #include <chrono>
@@ -24,23 +39,25 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "aibrix/common/clock.h"
 #include "aibrix/tokenizer/tokenizer.h"
 
-namespace httplib {
-class Client;
+namespace boost::asio {
+class io_context;
 }
 
 namespace aibrix::tokenizer {
 
 struct RemoteTokenizerOptions {
-  // "http://host:port" or "https://host:port", optionally with a path prefix ("/v1" → requests
-  // go to "/v1/tokenize").
+  // "http://host[:port]" or "https://host[:port]", optionally with a path prefix ("/v1" →
+  // requests go to "/v1/tokenize"). Default ports 80 and 443.
   std::string endpoint;
   // Sent as "model" when non-empty.
   std::string model;
@@ -52,11 +69,15 @@ struct RemoteTokenizerOptions {
   std::chrono::milliseconds max_backoff{5000};
   // Upper bound on a 429's Retry-After wait (a hostile or broken engine must not stall routing).
   std::chrono::milliseconds max_retry_after{30'000};
-  // Per attempt: connect, send and receive each (AIBRIX_TOKENIZER_REQUEST_TIMEOUT).
+  // Per attempt: connecting, then the whole answer (AIBRIX_TOKENIZER_REQUEST_TIMEOUT).
   std::chrono::milliseconds timeout{5000};
-  // Waits between attempts; tests inject a recorder. Default: std::this_thread::sleep_for.
-  std::function<void(std::chrono::milliseconds)> sleep;
-  // Wall clock for Retry-After dates. Not owned.
+  // Largest answer body read (a /tokenize answer of a 128k-token prompt is under 1 MiB).
+  size_t max_response_bytes = 64 << 20;
+  // https only: a PEM file of the certificate authorities to trust instead of the system's.
+  std::string tls_ca_file;
+  // Called with each wait between attempts before it starts (tests record them). Optional.
+  std::function<void(std::chrono::milliseconds)> on_retry_wait;
+  // Wall clock for Retry-After dates. Not owned; must outlive every call.
   const common::Clock* clock = &common::SystemClock::Instance();
 };
 
@@ -78,50 +99,55 @@ std::chrono::milliseconds RetryBackoff(int n, std::chrono::milliseconds base,
 std::optional<std::chrono::milliseconds> ParseRetryAfter(std::string_view value,
                                                          std::chrono::system_clock::time_point now);
 
-class RemoteTokenizer final : public Tokenizer {
+class RemoteTokenizer {
  public:
+  // The completion callback of a call returning T.
+  template <typename T>
+  using Done = absl::AnyInvocable<void(absl::StatusOr<T>)>;
+
   // Errors: InvalidArgument for an endpoint that is not http(s)://host[:port][/prefix], a
-  // negative max_retries or a non-positive timeout.
+  // negative max_retries, a non-positive timeout or max_response_bytes, or (https) a TLS
+  // context that cannot be set up (unreadable tls_ca_file).
   static absl::StatusOr<std::unique_ptr<RemoteTokenizer>> Create(RemoteTokenizerOptions options);
-  ~RemoteTokenizer() override;
+  ~RemoteTokenizer();
   RemoteTokenizer(const RemoteTokenizer&) = delete;
   RemoteTokenizer& operator=(const RemoteTokenizer&) = delete;
 
-  // Completion form {model?, prompt, add_special_tokens}.
-  absl::StatusOr<TokenIds> Tokenize(std::string_view text) const override;
-  // Chat form {model?, messages, add_special_tokens: false, add_generation_prompt,
-  // continue_final_message}; `messages` is forwarded untouched once it parses as a messages
-  // array. InvalidArgument for malformed messages or both options set.
-  absl::StatusOr<TokenIds> TokenizeChat(const nlohmann::json& messages,
-                                        const ChatOptions& options) const override;
-  // POST /detokenize {model?, tokens} → prompt.
-  absl::StatusOr<std::string> Detokenize(std::span<const TokenId> ids) const override;
+  // Every call completes on `io` as described at the top. Errors of every call: Unavailable
+  // after the last retryable failure (transport error, timeout, 408/429/5xx) with the
+  // endpoint and the last cause; InvalidArgument (400), NotFound (404), Unimplemented (501)
+  // or FailedPrecondition (any other status, 3xx included) at once, with the engine's error
+  // message; ResourceExhausted for an answer over max_response_bytes; Internal for a 200
+  // whose body is not the documented JSON.
 
+  // Completion form {model?, prompt, add_special_tokens}: the token ids. InvalidArgument for
+  // a prompt that is not valid UTF-8.
+  void Tokenize(boost::asio::io_context& io, std::string_view text, Done<TokenIds> done) const;
   // Completion form, the whole response.
-  absl::StatusOr<TokenizeResponse> TokenizeText(std::string_view text) const;
+  void TokenizeText(boost::asio::io_context& io, std::string_view text,
+                    Done<TokenizeResponse> done) const;
+  // Chat form {model?, messages: [{role, content}], add_special_tokens: false,
+  // add_generation_prompt, continue_final_message?}. InvalidArgument (nothing sent) for no
+  // messages, text that is not valid UTF-8, or both options set.
+  void TokenizeChat(boost::asio::io_context& io, std::span<const ChatMessage> messages,
+                    const ChatOptions& options, Done<TokenIds> done) const;
+  // POST /detokenize {model?, tokens} → prompt.
+  void Detokenize(boost::asio::io_context& io, std::span<const TokenId> ids,
+                  Done<std::string> done) const;
 
-  // Errors of every call: Unavailable after the last retryable failure (transport error,
-  // 408/429/5xx) with the endpoint and the last cause; InvalidArgument (400), NotFound (404),
-  // Unimplemented (501) or FailedPrecondition (any other status, 3xx included) at once, with
-  // the engine's error message; Internal for a 200 whose body is not the documented JSON.
+  const std::string& endpoint() const;
+  const std::string& model() const;
 
-  const std::string& endpoint() const { return options_.endpoint; }
-  const std::string& model() const { return options_.model; }
+  // Constant state shared with the calls in flight.
+  struct Core;
 
  private:
-  RemoteTokenizer(RemoteTokenizerOptions options, std::string origin, std::string prefix);
-  // POSTs `body` to prefix_ + path with retries; the 200 body on success.
-  absl::StatusOr<std::string> Post(const std::string& path, const std::string& body) const;
-  std::unique_ptr<httplib::Client> Acquire() const;
-  void Release(std::unique_ptr<httplib::Client> client) const;
+  explicit RemoteTokenizer(std::shared_ptr<const Core> core);
+  // POSTs `body` to the prefix + `path` with retries; `done` gets the 200 body.
+  void Post(boost::asio::io_context& io, std::string_view path, std::string body,
+            Done<std::string> done) const;
 
-  // Constant after construction.
-  const RemoteTokenizerOptions options_;
-  const std::string origin_;  // scheme://host:port
-  const std::string prefix_;  // path prefix, "" or "/v1"
-
-  mutable std::mutex mu_;
-  mutable std::vector<std::unique_ptr<httplib::Client>> idle_;  // guarded by mu_
+  const std::shared_ptr<const Core> core_;
 };
 
 // One RemoteTokenizer per (endpoint, model), created on first use and kept.

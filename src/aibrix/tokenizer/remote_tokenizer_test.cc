@@ -1,7 +1,14 @@
 #include "aibrix/tokenizer/remote_tokenizer.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <deque>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -39,9 +46,18 @@ class FakeEngine {
     std::string body;
     std::string retry_after;  // header, when non-empty
     milliseconds delay{0};
+    bool chunked = false;  // no Content-Length
   };
 
-  FakeEngine() {
+  enum class Scheme { kHttp, kHttps };
+
+  explicit FakeEngine(Scheme scheme = Scheme::kHttp)
+      : scheme_(scheme),
+        server_(scheme == Scheme::kHttps
+                    ? std::unique_ptr<httplib::Server>(std::make_unique<httplib::SSLServer>(
+                          (std::string(AIBRIX_TESTDATA_DIR) + "/tls/cert.pem").c_str(),
+                          (std::string(AIBRIX_TESTDATA_DIR) + "/tls/key.pem").c_str()))
+                    : std::make_unique<httplib::Server>()) {
     const auto handler = [this](const httplib::Request& req, httplib::Response& res) {
       Reply r;
       {
@@ -56,19 +72,34 @@ class FakeEngine {
       if (r.delay.count() > 0) std::this_thread::sleep_for(r.delay);
       res.status = r.status;
       if (!r.retry_after.empty()) res.set_header("Retry-After", r.retry_after);
-      res.set_content(r.body, "application/json");
+      if (r.chunked) {
+        res.set_chunked_content_provider(
+            "application/json", [body = r.body](size_t offset, httplib::DataSink& sink) {
+              if (offset < body.size()) {
+                const size_t n = std::min<size_t>(64 << 10, body.size() - offset);
+                return sink.write(body.data() + offset, n);
+              }
+              sink.done();
+              return true;
+            });
+      } else {
+        res.set_content(r.body, "application/json");
+      }
     };
-    server_.set_tcp_nodelay(true);
-    server_.Post("/tokenize", handler);
-    server_.Post("/detokenize", handler);
-    server_.Post("/v1/tokenize", handler);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    server_->set_tcp_nodelay(true);
+    // A thread per connection (httplib keeps a thread on each keep-alive connection): enough
+    // for the concurrency test's calls at once.
+    server_->new_task_queue = [] { return new httplib::ThreadPool(80); };
+    server_->Post("/tokenize", handler);
+    server_->Post("/detokenize", handler);
+    server_->Post("/v1/tokenize", handler);
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
     // stop() is a no-op until the accept loop runs: wait for it so the destructor cannot hang.
-    while (!server_.is_running()) std::this_thread::sleep_for(milliseconds(1));
+    while (!server_->is_running()) std::this_thread::sleep_for(milliseconds(1));
   }
   ~FakeEngine() {
-    server_.stop();
+    server_->stop();
     thread_.join();
   }
 
@@ -76,7 +107,10 @@ class FakeEngine {
     std::lock_guard lock(mu_);
     script_.assign(replies.begin(), replies.end());
   }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string endpoint() const {
+    return (scheme_ == Scheme::kHttps ? "https://127.0.0.1:" : "http://127.0.0.1:") +
+           std::to_string(port_);
+  }
   size_t requests() const {
     std::lock_guard lock(mu_);
     return bodies_.size();
@@ -91,7 +125,8 @@ class FakeEngine {
   }
 
  private:
-  httplib::Server server_;
+  const Scheme scheme_;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   std::thread thread_;
   mutable std::mutex mu_;
@@ -100,38 +135,103 @@ class FakeEngine {
   std::vector<std::string> paths_;
 };
 
+// One io_context served by one thread: the I/O thread the calls complete on.
+class IoThread {
+ public:
+  IoThread() : guard_(io_.get_executor()), thread_([this] { io_.run(); }) {}
+  ~IoThread() {
+    guard_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  boost::asio::io_context& io() { return io_; }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
+  std::thread thread_;
+};
+
+// Starts a call with a callback that records its result, and waits for it (up to 30 s; a
+// call that never completes fails the test instead of hanging it). Checks that the callback
+// runs once, on the I/O thread.
+template <typename T, typename Start>
+absl::StatusOr<T> Await(IoThread& io, Start start) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<T>>>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  std::future<absl::StatusOr<T>> future = promise->get_future();
+  start(io.io(), [promise, calls, thread = io.id()](absl::StatusOr<T> result) {
+    EXPECT_EQ(std::this_thread::get_id(), thread) << "the callback runs on the I/O thread";
+    if (calls->fetch_add(1) == 0) {
+      promise->set_value(std::move(result));
+    } else {
+      ADD_FAILURE() << "the callback ran twice";
+    }
+  });
+  if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    ADD_FAILURE() << "the call never completed";
+    return absl::DeadlineExceededError("test: the call never completed");
+  }
+  return future.get();
+}
+
+absl::StatusOr<TokenIds> Tokenize(IoThread& io, const RemoteTokenizer& tok, std::string text) {
+  return Await<TokenIds>(io, [&](boost::asio::io_context& ctx, auto done) {
+    tok.Tokenize(ctx, text, std::move(done));
+  });
+}
+
+absl::StatusOr<TokenIds> TokenizeChat(IoThread& io, const RemoteTokenizer& tok,
+                                      std::vector<ChatMessage> messages, ChatOptions options) {
+  return Await<TokenIds>(io, [&](boost::asio::io_context& ctx, auto done) {
+    tok.TokenizeChat(ctx, messages, options, std::move(done));
+  });
+}
+
 class RemoteTokenizerTest : public ::testing::Test {
  protected:
-  std::unique_ptr<RemoteTokenizer> Make(std::string model = "llama-3-1-8b", int retries = 3) {
+  // Backoffs are short (base 5 ms) so the retry tests wait little in real time.
+  RemoteTokenizerOptions Options(std::string model = "llama-3-1-8b", int retries = 3) {
     RemoteTokenizerOptions o;
     o.endpoint = engine_.endpoint();
     o.model = std::move(model);
     o.max_retries = retries;
     o.timeout = milliseconds(2000);
+    o.base_backoff = milliseconds(5);
     o.clock = &clock_;
-    o.sleep = [this](milliseconds d) {
-      std::lock_guard lock(sleeps_mu_);
-      sleeps_.push_back(d);
+    o.on_retry_wait = [this](milliseconds d) {
+      std::lock_guard lock(waits_mu_);
+      waits_.push_back(d);
     };
+    return o;
+  }
+  std::unique_ptr<RemoteTokenizer> Make(RemoteTokenizerOptions o) {
     auto t = RemoteTokenizer::Create(std::move(o));
     EXPECT_TRUE(t.ok()) << t.status();
-    return std::move(*t);
+    return t.ok() ? std::move(*t) : nullptr;
   }
-  std::vector<milliseconds> sleeps() {
-    std::lock_guard lock(sleeps_mu_);
-    return sleeps_;
+  std::unique_ptr<RemoteTokenizer> Make(std::string model = "llama-3-1-8b", int retries = 3) {
+    return Make(Options(std::move(model), retries));
+  }
+  std::vector<milliseconds> waits() {
+    std::lock_guard lock(waits_mu_);
+    return waits_;
   }
 
   FakeEngine engine_;
+  IoThread io_;
   common::FakeClock clock_;  // wall clock at 1970-01-01T00:00:01Z
-  std::mutex sleeps_mu_;
-  std::vector<milliseconds> sleeps_;
+  std::mutex waits_mu_;
+  std::vector<milliseconds> waits_;
 };
 
 TEST_F(RemoteTokenizerTest, CompletionFormMatchesTheVectors) {
   engine_.Script({{200, Vector("completion_response.json")}});
   auto tok = Make();
-  auto r = tok->TokenizeText("Hello, world");
+  auto r = Await<TokenizeResponse>(io_, [&](boost::asio::io_context& io, auto done) {
+    tok->TokenizeText(io, "Hello, world", std::move(done));
+  });
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(r->tokens, ElementsAre(128000, 9906, 11, 1917));
   EXPECT_EQ(r->count, 4);
@@ -139,14 +239,14 @@ TEST_F(RemoteTokenizerTest, CompletionFormMatchesTheVectors) {
   ASSERT_EQ(engine_.requests(), 1u);
   EXPECT_EQ(engine_.body(0), nlohmann::json::parse(Vector("completion_request.json")));
   EXPECT_EQ(engine_.path(0), "/tokenize");
-  EXPECT_TRUE(sleeps().empty());
+  EXPECT_TRUE(waits().empty());
 }
 
-TEST_F(RemoteTokenizerTest, ChatFormForwardsMessagesUntouched) {
+TEST_F(RemoteTokenizerTest, ChatFormSendsTheMessages) {
   engine_.Script({{200, Vector("chat_response.json")}});
   auto tok = Make();
   const nlohmann::json vec = nlohmann::json::parse(Vector("chat_request.json"));
-  auto ids = tok->TokenizeChat(vec["messages"], ChatOptions{});
+  auto ids = TokenizeChat(io_, *tok, {{"system", "You are terse."}, {"user", "Hi"}}, {});
   ASSERT_TRUE(ids.ok()) << ids.status();
   EXPECT_THAT(*ids, ElementsAre(128000, 128006, 9125, 128007, 271, 2675));
   const nlohmann::json sent = engine_.body(0);
@@ -154,57 +254,91 @@ TEST_F(RemoteTokenizerTest, ChatFormForwardsMessagesUntouched) {
   EXPECT_EQ(sent["messages"], vec["messages"]);
   EXPECT_EQ(sent["add_special_tokens"], false);
   EXPECT_EQ(sent["add_generation_prompt"], true);
+  EXPECT_FALSE(sent.contains("continue_final_message"));
   EXPECT_FALSE(sent.contains("prompt"));
+
+  engine_.Script({{200, Vector("chat_response.json")}});
+  ASSERT_TRUE(TokenizeChat(io_, *tok, {{"user", "Hi"}}, ChatOptions{false, true}).ok());
+  EXPECT_EQ(engine_.body(1)["add_generation_prompt"], false);
+  EXPECT_EQ(engine_.body(1)["continue_final_message"], true);
 }
 
-TEST_F(RemoteTokenizerTest, ChatMultimodalContentIsPreservedAndBadMessagesNeverSent) {
+TEST_F(RemoteTokenizerTest, BadChatRequestsAreNeverSent) {
   engine_.Script({{200, R"({"count":1,"max_model_len":8,"tokens":[7]})"}});
   auto tok = Make("");
-  const nlohmann::json messages = nlohmann::json::parse(
-      R"([{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]}])");
-  ASSERT_TRUE(tok->TokenizeChat(messages, ChatOptions{}).ok());
-  EXPECT_EQ(engine_.body(0)["messages"], messages);
+  ASSERT_TRUE(TokenizeChat(io_, *tok, {{"user", "hi"}}, {}).ok());
+  EXPECT_EQ(engine_.body(0)["messages"],
+            nlohmann::json::parse(R"([{"role":"user","content":"hi"}])"));
   EXPECT_FALSE(engine_.body(0).contains("model"));
 
-  EXPECT_EQ(tok->TokenizeChat(nlohmann::json::array(), ChatOptions{}).status().code(),
+  EXPECT_EQ(TokenizeChat(io_, *tok, {}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TokenizeChat(io_, *tok, {{"user", "hi"}}, ChatOptions{true, true}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(tok->TokenizeChat(messages, ChatOptions{true, true}).status().code(),
+  EXPECT_EQ(TokenizeChat(io_, *tok, {{"user", "\xff"}}, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Tokenize(io_, *tok, "\xc3").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_.requests(), 1u);
+}
+
+// The callback never runs inline, argument errors included: with the I/O thread not running,
+// nothing has completed when the call returns.
+TEST(RemoteTokenizerAsyncTest, CallbacksRunOnTheIoContextNeverInline) {
+  RemoteTokenizerOptions o;
+  o.endpoint = "http://127.0.0.1:1";
+  auto tok = RemoteTokenizer::Create(o);
+  ASSERT_TRUE(tok.ok());
+  boost::asio::io_context io;
+  int calls = 0;
+  (*tok)->TokenizeChat(io, {}, {}, [&](absl::StatusOr<TokenIds> ids) {
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    ++calls;
+  });
+  EXPECT_EQ(calls, 0);
+  io.run();
+  EXPECT_EQ(calls, 1);
 }
 
 TEST_F(RemoteTokenizerTest, RetriesServerErrorsWithExponentialBackoff) {
   const std::string ok = Vector("completion_response.json");
   engine_.Script({{503, "busy"}, {500, "oops"}, {408, ""}, {200, ok}});
   auto tok = Make();
-  auto ids = tok->Tokenize("Hello, world");
+  auto ids = Tokenize(io_, *tok, "Hello, world");
   ASSERT_TRUE(ids.ok()) << ids.status();
   EXPECT_EQ(ids->size(), 4u);
   EXPECT_EQ(engine_.requests(), 4u);
-  EXPECT_THAT(sleeps(), ElementsAre(milliseconds(100), milliseconds(200), milliseconds(400)));
+  EXPECT_THAT(waits(), ElementsAre(milliseconds(5), milliseconds(10), milliseconds(20)));
 }
 
 TEST_F(RemoteTokenizerTest, GivesUpAfterMaxRetries) {
   engine_.Script({{502, R"({"error":{"message":"upstream gone","code":502}})"}});
   auto tok = Make("m", 2);
-  auto ids = tok->Tokenize("x");
+  auto ids = Tokenize(io_, *tok, "x");
   ASSERT_EQ(ids.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(Msg(ids.status()), HasSubstr("after 3 attempts"));
   EXPECT_THAT(Msg(ids.status()), HasSubstr("upstream gone"));
   EXPECT_THAT(Msg(ids.status()), HasSubstr(engine_.endpoint()));
   EXPECT_EQ(engine_.requests(), 3u);
-  EXPECT_THAT(sleeps(), ElementsAre(milliseconds(100), milliseconds(200)));
+  EXPECT_THAT(waits(), ElementsAre(milliseconds(5), milliseconds(10)));
 }
 
+// Real waits (the timers run): Retry-After is capped at 1 s here to keep the test short.
 TEST_F(RemoteTokenizerTest, TooManyRequestsHonoursRetryAfter) {
   const std::string ok = Vector("completion_response.json");
-  engine_.Script({{429, "", "2"},
+  engine_.Script({{429, "", "1"},
                   {429, "", "soon"},                           // invalid: backoff (n = 2)
                   {429, "", "Thu, 01 Jan 1970 00:00:04 GMT"},  // 3 s after the fake wall clock
                   {200, ok}});
-  auto tok = Make();
-  ASSERT_TRUE(tok->Tokenize("Hello").ok());
-  EXPECT_THAT(sleeps(), ElementsAre(milliseconds(2000), milliseconds(200), milliseconds(3000)));
+  RemoteTokenizerOptions o = Options();
+  o.max_retry_after = milliseconds(1000);
+  auto tok = Make(o);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Tokenize(io_, *tok, "Hello").ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(2000));
+  EXPECT_THAT(waits(), ElementsAre(milliseconds(1000), milliseconds(10), milliseconds(1000)));
+  // Below the cap, a date is honoured exactly.
+  engine_.Script({{429, "", "Thu, 01 Jan 1970 00:00:01 GMT"}, {200, ok}});
+  ASSERT_TRUE(Tokenize(io_, *tok, "Hello").ok());
+  EXPECT_EQ(waits().back(), milliseconds(0));
 }
 
 TEST_F(RemoteTokenizerTest, OtherStatusesFailAtOnce) {
@@ -230,10 +364,10 @@ TEST_F(RemoteTokenizerTest, OtherStatusesFailAtOnce) {
     engine.Script({{c.status, c.body}});
     RemoteTokenizerOptions o;
     o.endpoint = engine.endpoint();
-    o.sleep = [](milliseconds) { ADD_FAILURE() << "no retry expected"; };
+    o.on_retry_wait = [](milliseconds) { ADD_FAILURE() << "no retry expected"; };
     auto tok = RemoteTokenizer::Create(o);
     ASSERT_TRUE(tok.ok());
-    auto ids = (*tok)->Tokenize("x");
+    auto ids = Tokenize(io_, **tok, "x");
     EXPECT_EQ(ids.status().code(), c.code) << c.status;
     EXPECT_THAT(Msg(ids.status()), HasSubstr(c.message)) << c.status;
     EXPECT_EQ(engine.requests(), 1u) << c.status;
@@ -246,11 +380,42 @@ TEST_F(RemoteTokenizerTest, GarbageBodiesAreInternalErrorsWithoutRetry) {
         R"({"tokens":[1.5]})", R"({"tokens":[4294967296]})", R"({"tokens":[1],"count":"1"})"}) {
     engine_.Script({{200, body}});
     auto tok = Make();
-    auto ids = tok->Tokenize("x");
+    auto ids = Tokenize(io_, *tok, "x");
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInternal) << body;
     EXPECT_THAT(Msg(ids.status()), HasSubstr("malformed /tokenize response")) << body;
   }
-  EXPECT_TRUE(sleeps().empty());
+  EXPECT_TRUE(waits().empty());
+}
+
+// An answer over max_response_bytes is cut off, with or without a Content-Length, and is
+// not retried; an error body is bounded the same way.
+TEST_F(RemoteTokenizerTest, OversizedAnswersFail) {
+  std::string huge = R"({"tokens":[)";
+  while (huge.size() < (1 << 20)) huge += "1,";
+  huge += "1]}";
+  for (const FakeEngine::Reply& reply :
+       {FakeEngine::Reply(200, huge), FakeEngine::Reply(503, huge)}) {
+    FakeEngine::Reply r = reply;
+    engine_.Script({r});
+    RemoteTokenizerOptions o = Options();
+    o.max_response_bytes = 256 << 10;
+    auto tok = Make(o);
+    auto ids = Tokenize(io_, *tok, "x");
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted) << r.status;
+    EXPECT_THAT(Msg(ids.status()), HasSubstr("larger than 262144 bytes"));
+  }
+  FakeEngine::Reply chunked(200, huge);
+  chunked.chunked = true;
+  engine_.Script({chunked});
+  RemoteTokenizerOptions o = Options();
+  o.max_response_bytes = 256 << 10;
+  auto tok = Make(o);
+  auto ids = Tokenize(io_, *tok, "x");
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(waits().empty());
+  // Under the bound the same answer is fine.
+  engine_.Script({chunked});
+  ASSERT_TRUE(Tokenize(io_, *Make(), "x").ok());
 }
 
 TEST_F(RemoteTokenizerTest, TransportErrorsAreRetried) {
@@ -259,16 +424,14 @@ TEST_F(RemoteTokenizerTest, TransportErrorsAreRetried) {
     FakeEngine gone;  // bind a free port, then close it
     endpoint = gone.endpoint();
   }
-  RemoteTokenizerOptions o;
+  RemoteTokenizerOptions o = Options();
   o.endpoint = endpoint;
   o.max_retries = 2;
-  o.sleep = [this](milliseconds d) { sleeps_.push_back(d); };
-  auto tok = RemoteTokenizer::Create(o);
-  ASSERT_TRUE(tok.ok());
-  auto ids = (*tok)->Tokenize("x");
+  auto tok = Make(o);
+  auto ids = Tokenize(io_, *tok, "x");
   ASSERT_EQ(ids.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(Msg(ids.status()), HasSubstr("transport error"));
-  EXPECT_EQ(sleeps_.size(), 2u);
+  EXPECT_EQ(waits().size(), 2u);
 }
 
 TEST_F(RemoteTokenizerTest, SlowEngineTimesOut) {
@@ -280,15 +443,47 @@ TEST_F(RemoteTokenizerTest, SlowEngineTimesOut) {
   auto tok = RemoteTokenizer::Create(o);
   ASSERT_TRUE(tok.ok());
   const auto start = std::chrono::steady_clock::now();
-  auto ids = (*tok)->Tokenize("x");
+  auto ids = Tokenize(io_, **tok, "x");
   EXPECT_EQ(ids.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(Msg(ids.status()), HasSubstr("timeout"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(550));
+}
+
+// An engine that accepts connections (the kernel's backlog does) and never answers: every
+// attempt times out, is retried, and the call ends within attempts × timeout + backoffs.
+TEST_F(RemoteTokenizerTest, EngineThatNeverAnswersTimesOutEveryAttempt) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  RemoteTokenizerOptions o = Options();
+  o.endpoint = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  o.max_retries = 2;
+  o.timeout = milliseconds(150);
+  auto tok = Make(o);
+  const auto start = std::chrono::steady_clock::now();
+  auto ids = Tokenize(io_, *tok, "x");
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  ASSERT_EQ(ids.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(Msg(ids.status()), HasSubstr("after 3 attempts"));
+  EXPECT_THAT(Msg(ids.status()), HasSubstr("timeout"));
+  EXPECT_THAT(waits(), ElementsAre(milliseconds(5), milliseconds(10)));
+  EXPECT_GE(took, milliseconds(3 * 150));
+  EXPECT_LT(took, milliseconds(3 * 150 + 15 + 1500));
 }
 
 TEST_F(RemoteTokenizerTest, DetokenizeAndPathPrefix) {
   engine_.Script({{200, R"({"prompt":"Hello"})"}});
   auto tok = Make();
-  auto text = tok->Detokenize(std::vector<TokenId>{9906});
+  auto text = Await<std::string>(io_, [&](boost::asio::io_context& io, auto done) {
+    tok->Detokenize(io, std::vector<TokenId>{9906}, std::move(done));
+  });
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_EQ(*text, "Hello");
   EXPECT_EQ(engine_.path(0), "/detokenize");
@@ -299,12 +494,13 @@ TEST_F(RemoteTokenizerTest, DetokenizeAndPathPrefix) {
   o.endpoint = engine_.endpoint() + "/v1/";
   auto prefixed = RemoteTokenizer::Create(o);
   ASSERT_TRUE(prefixed.ok());
-  ASSERT_TRUE((*prefixed)->Tokenize("x").ok());
+  ASSERT_TRUE(Tokenize(io_, **prefixed, "x").ok());
   EXPECT_EQ(engine_.path(1), "/v1/tokenize");
 }
 
 TEST_F(RemoteTokenizerTest, RejectsBadEndpoints) {
-  for (const char* ep : {"", "127.0.0.1:8000", "ftp://host", "http://", "https:///x"}) {
+  for (const char* ep : {"", "127.0.0.1:8000", "ftp://host", "http://", "https:///x", "http://h:0",
+                         "http://h:99999", "http://[::1"}) {
     RemoteTokenizerOptions o;
     o.endpoint = ep;
     EXPECT_EQ(RemoteTokenizer::Create(o).status().code(), absl::StatusCode::kInvalidArgument) << ep;
@@ -313,24 +509,65 @@ TEST_F(RemoteTokenizerTest, RejectsBadEndpoints) {
   o.endpoint = "http://h:1";
   o.max_retries = -1;
   EXPECT_FALSE(RemoteTokenizer::Create(o).ok());
+  o.max_retries = 0;
+  o.max_response_bytes = 0;
+  EXPECT_FALSE(RemoteTokenizer::Create(o).ok());
+  RemoteTokenizerOptions tls;
+  tls.endpoint = "https://h";
+  tls.tls_ca_file = "/nonexistent/ca.pem";
+  auto st = RemoteTokenizer::Create(tls).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(st), HasSubstr("TLS"));
+  tls.tls_ca_file.clear();
+  EXPECT_TRUE(RemoteTokenizer::Create(tls).ok());  // the system's trust store
 }
 
+// https: the engine's certificate is verified (against tls_ca_file here) and its host.
+TEST_F(RemoteTokenizerTest, HttpsEngine) {
+  FakeEngine engine(FakeEngine::Scheme::kHttps);
+  engine.Script({{200, Vector("completion_response.json")}});
+  RemoteTokenizerOptions o = Options();
+  o.endpoint = engine.endpoint();
+  o.tls_ca_file = std::string(AIBRIX_TESTDATA_DIR) + "/tls/cert.pem";
+  auto tok = Make(o);
+  for (int i = 0; i < 2; ++i) {
+    auto ids = Tokenize(io_, *tok, "Hello, world");
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(ids->size(), 4u);
+  }
+  EXPECT_EQ(engine.body(0), nlohmann::json::parse(Vector("completion_request.json")));
+  // Not trusted by the system's store: the handshake fails (a transport error, retried).
+  o.tls_ca_file.clear();
+  o.max_retries = 1;
+  auto untrusted = Tokenize(io_, *Make(o), "x");
+  EXPECT_EQ(untrusted.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(Msg(untrusted.status()), HasSubstr("TLS handshake"));
+  EXPECT_EQ(engine.requests(), 2u);
+  // Plain http to the TLS port fails too.
+  o.endpoint = "http://127.0.0.1:" + engine.endpoint().substr(engine.endpoint().rfind(':') + 1);
+  EXPECT_FALSE(Tokenize(io_, *Make(o), "x").ok());
+}
+
+// Many calls at once on one I/O thread: all complete, none blocks another; the tokenizer
+// may go away while they run.
 TEST_F(RemoteTokenizerTest, ConcurrentCallsShareTheTokenizer) {
-  engine_.Script({{200, Vector("completion_response.json")}});
+  engine_.Script({{200, Vector("completion_response.json"), "", milliseconds(20)}});
   auto tok = Make();
-  std::vector<std::thread> threads;
+  constexpr int kCalls = 64;
   std::atomic<int> ok{0};
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 25; ++i) {
-        auto ids = tok->Tokenize("Hello, world");
-        if (ids.ok() && ids->size() == 4) ok.fetch_add(1);
-      }
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  for (int i = 0; i < kCalls; ++i) {
+    tok->Tokenize(io_.io(), "Hello, world", [&](absl::StatusOr<TokenIds> ids) {
+      if (ids.ok() && ids->size() == 4) ok.fetch_add(1);
+      if (done.fetch_add(1) + 1 == kCalls) all.set_value();
     });
   }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(ok.load(), 100);
-  EXPECT_EQ(engine_.requests(), 100u);
+  tok.reset();
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  // httplib's listen backlog is 5: a connect dropped under the burst may time out and retry.
+  EXPECT_GE(engine_.requests(), static_cast<size_t>(kCalls));
 }
 
 TEST(RemoteTokenizerPoolTest, OneTokenizerPerEndpointAndModel) {

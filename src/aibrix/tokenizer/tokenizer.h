@@ -1,10 +1,12 @@
 // The tokenizer seam: text or chat messages in, token ids out, and back.
 //
-// Two implementations share this interface: ByteTokenizer (byte_tokenizer.h), the local
+// Two tokenizers produce the ids routing hashes: ByteTokenizer (byte_tokenizer.h), the local
 // deterministic tokenizer that engine-sim serves and the service's routing uses, so both
-// sides produce identical token ids; and a remote tokenizer that calls a vLLM /tokenize
-// endpoint (protocols/README.md §5). Chat messages are passed as the OpenAI `messages`
-// JSON array so a remote tokenizer can forward them untouched.
+// sides produce identical token ids, implements this synchronous interface; RemoteTokenizer
+// (remote_tokenizer.h) calls a vLLM /tokenize endpoint (protocols/README.md §5) and is
+// asynchronous, so it has its own interface on an io_context. Chat messages are our own
+// type (ChatMessage): the service's request parser reads them straight from the body, and
+// a remote tokenizer serialises them itself.
 //
 // Thread safety: implementations must be safe to call concurrently from many threads.
 #pragma once
@@ -16,7 +18,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "nlohmann/json_fwd.hpp"
 
 namespace aibrix::tokenizer {
 
@@ -32,28 +33,27 @@ struct ChatOptions {
   bool continue_final_message = false;
 };
 
-// One chat message reduced to what the chat template renders.
+// One chat message reduced to what the chat template renders: an OpenAI message's role and
+// its text (a string content as it is; the "text" parts of an array content concatenated;
+// null content as ""). Parsed by gateway/request_body (simdjson) in the service and by
+// ParseChatMessages (chat_json.h) elsewhere, with the same rules and errors.
 struct ChatMessage {
   std::string role;
   std::string content;
-};
 
-// Parses an OpenAI `messages` array. `content` may be a string, null (rendered as ""), or
-// an array of parts whose "text" parts are concatenated; other part types are skipped.
-// Errors (InvalidArgument): not an array, empty, an element not an object, `role` missing
-// or not a string, `content` of another type.
-absl::StatusOr<std::vector<ChatMessage>> ParseChatMessages(const nlohmann::json& messages);
+  bool operator==(const ChatMessage&) const = default;
+};
 
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // Token ids of `text`. Errors: implementation-specific (remote: Unavailable, ...).
+  // Token ids of `text`. Errors: implementation-specific.
   virtual absl::StatusOr<TokenIds> Tokenize(std::string_view text) const = 0;
 
-  // Token ids of `messages` (an OpenAI messages array) rendered through the chat template.
-  // Errors: InvalidArgument for malformed messages or contradictory options.
-  virtual absl::StatusOr<TokenIds> TokenizeChat(const nlohmann::json& messages,
+  // Token ids of `messages` rendered through the chat template.
+  // Errors: InvalidArgument for no messages or contradictory options.
+  virtual absl::StatusOr<TokenIds> TokenizeChat(std::span<const ChatMessage> messages,
                                                 const ChatOptions& options) const = 0;
 
   // Text of `ids`. Errors: InvalidArgument for an id outside the vocabulary.

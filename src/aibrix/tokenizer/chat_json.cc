@@ -1,4 +1,4 @@
-#include "aibrix/tokenizer/tokenizer.h"
+#include "aibrix/tokenizer/chat_json.h"
 
 #include "absl/status/status.h"
 #include "fmt/format.h"
