@@ -17,7 +17,7 @@
 namespace aibrix::kvevents {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using TimePoint = std::chrono::steady_clock::time_point;
 constexpr uint64_t kEndSeq = ~uint64_t{0};
 
 uint64_t ReadSeq(const zmq::message_t& m) {
@@ -66,7 +66,7 @@ struct Subscriber::Stream {
   enum class Conn { kWaiting, kConnecting, kConnected } conn = Conn::kWaiting;
   // kWaiting: sockets not created yet (or creation failed); retry at conn_deadline.
   // kConnecting: created, libzmq is (re)connecting. kConnected: the SUB has a peer.
-  Clock::time_point conn_deadline;
+  TimePoint conn_deadline;
   std::chrono::milliseconds backoff{0};
   bool ever_connected = false;
 
@@ -78,7 +78,7 @@ struct Subscriber::Stream {
   bool replaying = false;
   bool replay_strict = false;
   uint64_t replay_from = 0;
-  Clock::time_point replay_deadline;
+  TimePoint replay_deadline;
   std::deque<std::pair<uint64_t, std::string>> held;  // live batches received meanwhile
   // Payload hashes of the batches the last replay delivered: a later live message with such
   // a sequence number and the same payload is a duplicate, a different payload a restart.
@@ -91,8 +91,9 @@ Subscriber::Subscriber(SubscriberOptions options, kv::EventSink* sink,
       sink_(sink),
       metrics_(std::move(metrics)),
       stats_(std::make_unique<AtomicStats>()),
-      rng_state_(reinterpret_cast<uintptr_t>(this) ^
-                 static_cast<uint64_t>(Clock::now().time_since_epoch().count())) {
+      rng_state_(
+          reinterpret_cast<uintptr_t>(this) ^
+          static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())) {
   if (!metrics_) {
     own_registry_ = std::make_unique<prometheus::Registry>();
     own_metrics_ = std::make_unique<KvMetrics>(*own_registry_);
@@ -106,6 +107,10 @@ absl::Status Subscriber::Start() {
   if (options_.ranks.empty()) {
     return absl::InvalidArgumentError(
         fmt::format("KV event subscriber for {}: no endpoint", options_.source.pod_key));
+  }
+  if (options_.clock == nullptr) {
+    return absl::InvalidArgumentError(
+        fmt::format("KV event subscriber for {}: no clock", options_.source.pod_key));
   }
   std::lock_guard<std::mutex> l(mu_);
   if (started_ || stopped_) {
@@ -122,7 +127,7 @@ absl::Status Subscriber::Start() {
     auto s = std::make_unique<Stream>();
     s->rank = static_cast<int>(r);
     s->ep = options_.ranks[r];
-    s->conn_deadline = Clock::now();  // connect right away
+    s->conn_deadline = options_.clock->Now();  // connect right away
     streams_.push_back(std::move(s));
     metrics_->connection_status(static_cast<int>(r)).Set(0);
   }
@@ -232,9 +237,9 @@ void Subscriber::ApplyLoop() {
         continue;
       }
       const auto& batch = std::get<kv::EventBatch>(item.what);
-      const auto t0 = Clock::now();
+      const auto t0 = options_.clock->Now();
       sink_->ApplyBatch(options_.source, batch);
-      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double secs = std::chrono::duration<double>(options_.clock->Now() - t0).count();
       metrics_->processing_seconds().Observe(secs);
       size_t n[kEventKinds] = {0, 0, 0, 0};
       for (const auto& e : batch.events) ++n[e.index()];
@@ -304,7 +309,7 @@ void Subscriber::ScheduleReconnect(Stream& s, bool failed_attempt) {
     s.backoff = std::min(options_.reconnect_max, s.backoff * 2);
   }
   s.conn = Stream::Conn::kWaiting;
-  s.conn_deadline = Clock::now() + Jitter(s.backoff);
+  s.conn_deadline = options_.clock->Now() + Jitter(s.backoff);
 }
 
 void Subscriber::OnMonitor(Stream& s) {
@@ -460,7 +465,7 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
-  s.replay_deadline = Clock::now() + options_.replay_timeout;
+  s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
   s.replayed.clear();
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");
 }
@@ -539,7 +544,7 @@ void Subscriber::SocketLoop() {
   std::vector<zmq::pollitem_t> items;
   std::vector<std::pair<Stream*, int>> owners;  // (stream, 0 sub / 1 monitor / 2 dealer)
   while (!stop_) {
-    auto now = Clock::now();
+    auto now = options_.clock->Now();
     auto next = now + options_.poll_interval;
     for (auto& sp : streams_) {
       Stream& s = *sp;

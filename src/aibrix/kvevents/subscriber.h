@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "aibrix/common/clock.h"
 #include "aibrix/common/kv_events.h"
 #include "aibrix/kvevents/metrics.h"
 
@@ -64,6 +65,11 @@ struct SubscriberOptions {
   int max_consecutive_replays = 3;         // then gaps are resolved by clearing
   int sub_rcvhwm = 100000;
   zmq::context_t* context = nullptr;  // shared context; null: the subscriber makes its own
+  // The replay timeout, the reconnect deadlines after a socket error and the processing-time
+  // metric are measured on this clock (Now()); it must outlive the subscriber. Tests pass a
+  // FakeClock and advance it instead of waiting. libzmq's own reconnection timer and the
+  // poll wait (at most poll_interval) run on real time.
+  const common::Clock* clock = &common::SystemClock::Instance();
 };
 
 class Subscriber {
@@ -93,7 +99,7 @@ class Subscriber {
   Subscriber& operator=(const Subscriber&) = delete;
 
   // Starts both threads; connecting happens on the socket thread (never blocks the caller).
-  // Errors: InvalidArgument without ranks, FailedPrecondition when started twice.
+  // Errors: InvalidArgument without ranks or clock, FailedPrecondition when started twice.
   absl::Status Start();
   // Stops and joins both threads; batches still queued are discarded. Idempotent.
   void Stop();
