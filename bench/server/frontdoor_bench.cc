@@ -51,6 +51,7 @@
 #include "fmt/format.h"
 #include "tests/util/sse_upstream.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/temp_dir.h"
 
 namespace {
 
@@ -631,9 +632,10 @@ int main(int argc, char** argv) {
                                          .gate_timeout = std::chrono::seconds(20),
                                          .id = "cmpl-frontdoor"});
   if (const auto started = upstream.Start(); !started.ok()) Die(started.ToString());
-  const std::string config = fmt::format("/tmp/frontdoor-bench-{}.yaml", getpid());
-  std::ofstream(config) << fmt::format(
-      "models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n", upstream.port());
+  const aibrix::testing::TempDir dir("frontdoor-bench");
+  const std::string config = dir.Write(
+      "config.yaml", fmt::format("models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n",
+                                 upstream.port()));
   auto service = aibrix::testing::Subprocess::Start(
       {aibrix::testing::BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config",
        config, "--shutdown-delay-ms", "0", "--shutdown-grace", "2000"});

@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <thread>
 
@@ -28,6 +27,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/subprocess.h"
+#include "tests/util/temp_dir.h"
 
 namespace {
 
@@ -42,12 +42,6 @@ double Percentile(std::vector<double> values, double p) {
 
 // Token ids are drawn below a Llama-3-sized vocabulary (real ids have at most 6 digits).
 constexpr uint32_t kVocabulary = 128256;
-
-std::string WriteConfig(const std::string& name, const std::string& yaml) {
-  std::string path = fmt::format("/tmp/{}-{}.yaml", name, getpid());
-  std::ofstream(path) << yaml;
-  return path;
-}
 
 // A minimal keep-alive HTTP/1.1 client for the load side: one send per request, the
 // response read with large recv calls, nothing parsed but the status and Content-Length.
@@ -118,7 +112,8 @@ void RouteBenchmark(int threads, std::chrono::seconds duration) {
     yaml += fmt::format("      - \"10.0.{}.{}:8000\"\n", i / 250, i % 250 + 1);
   aibrix::server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
-  config.static_config = WriteConfig("route-bench", yaml);
+  const aibrix::testing::TempDir dir("route-bench");
+  config.static_config = dir.Write("config.yaml", yaml);
   config.routing_algorithm = "prefix-cache";
   aibrix::common::SetLogLevel("warn");
   aibrix::server::Service service(config);
@@ -193,18 +188,25 @@ double CompletionP50(httplib::Client& client, int n) {
 }
 
 void ProxyBenchmark(int requests) {
-  const int engine_port = aibrix::testing::FreePort();
+  // engine-sim binds port 0 and prints the port it got.
   auto engine = aibrix::testing::Subprocess::Start(
-      {aibrix::testing::BinaryPath("engine-sim"), "--port", std::to_string(engine_port), "--model",
-       "llama", "--time-scale", "1000000", "--log-level", "warn"});
-  if (!engine.ok() || !(*engine)->WaitForLine("listening on", std::chrono::seconds(20)).ok()) {
-    std::fprintf(stderr, "proxy-bench: engine-sim did not start\n");
+      {aibrix::testing::BinaryPath("engine-sim"), "--port", "0", "--model", "llama", "--time-scale",
+       "1000000", "--log-level", "warn"});
+  absl::StatusOr<std::string> port_text =
+      engine.ok() ? (*engine)->WaitForLine(R"(engine-sim listening on http://127\.0\.0\.1:(\d+))",
+                                           std::chrono::seconds(20))
+                  : engine.status();
+  if (!port_text.ok()) {
+    std::fprintf(stderr, "proxy-bench: engine-sim did not start: %s\n",
+                 port_text.status().ToString().c_str());
     std::exit(1);
   }
+  const int engine_port = std::stoi(*port_text);
   aibrix::server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
-  config.static_config = WriteConfig(
-      "proxy-bench",
+  const aibrix::testing::TempDir dir("proxy-bench");
+  config.static_config = dir.Write(
+      "config.yaml",
       fmt::format("models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n", engine_port));
   config.routing_algorithm = "least-request";
   aibrix::server::Service service(config);

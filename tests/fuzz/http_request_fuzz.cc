@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,6 +25,7 @@
 #include "aibrix/common/logging.h"
 #include "aibrix/http/parser.h"
 #include "aibrix/server/service.h"
+#include "tests/util/temp_dir.h"
 
 namespace {
 
@@ -53,12 +53,12 @@ void CheckFraming(std::string_view input) {
 aibrix::server::Service& TheService() {
   static aibrix::server::Service* service = [] {
     aibrix::common::SetLogLevel("off");
-    const std::string path = "/tmp/aibrix-http-fuzz-" + std::to_string(getpid()) + ".yaml";
-    std::ofstream(path)
-        << "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n";
+    // The config is read once, at Start: its directory can go when this lambda returns.
+    const aibrix::testing::TempDir dir("http-fuzz");
     aibrix::server::ServiceConfig config;
     config.http_addr = "127.0.0.1:0";
-    config.static_config = path;
+    config.static_config = dir.Write(
+        "config.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n");
     config.io_threads = 1;
     config.max_body_bytes = 1 << 16;
     config.head_timeout_ms = 2000;

@@ -2,7 +2,6 @@
 // the EventManager into the exact index and show in POST /cache/match and /cache/pods.
 #include <signal.h>
 
-#include <fstream>
 #include <thread>
 
 #include "aibrix/kvpublish/publisher.h"
@@ -13,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/util/poll.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix {
 namespace {
@@ -35,11 +35,12 @@ TEST(KvSyncIntegrationTest, EventsReachTheIndexAndMatch) {
   kvpublish::Publisher publisher(options);
   ASSERT_TRUE(publisher.Start().ok());
 
-  const std::string config = ::testing::TempDir() + "/kv_sync.yaml";
-  std::ofstream(config) << fmt::format(
-      "models:\n  - name: llama\n    endpoints:\n      - address: \"127.0.0.1:18009\"\n"
-      "        kv_events: true\n        kv_events_port: {}\n        replay_port: {}\n",
-      publisher.port(), publisher.replay_port());
+  const testing::TempDir dir("kv-sync");
+  const std::string config = dir.Write(
+      "config.yaml",
+      fmt::format("models:\n  - name: llama\n    endpoints:\n      - address: \"127.0.0.1:18009\"\n"
+                  "        kv_events: true\n        kv_events_port: {}\n        replay_port: {}\n",
+                  publisher.port(), publisher.replay_port()));
   auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
                                     "--static-config", config, "--kv-event-sync"});
   ASSERT_TRUE(process.ok());

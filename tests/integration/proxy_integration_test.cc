@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <fstream>
 #include <thread>
 
 #include "fmt/format.h"
@@ -13,14 +12,16 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/poll.h"
+#include "tests/util/refused_port.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix {
 namespace {
 
 using testing::BinaryPath;
-using testing::FreePort;
 using ::testing::HasSubstr;
+using testing::LineFields;
 using testing::Subprocess;
 
 using aibrix::testing::Eventually;
@@ -34,30 +35,35 @@ struct Engine {
 
 class ProxyTest : public ::testing::Test {
  protected:
+  // Starts an engine-sim on port 0 with its KV event sockets on any free port; the ports it
+  // got come from the line it prints once bound.
   Engine StartEngine(double time_scale = 1000) {
     Engine engine;
-    engine.port = FreePort();
-    engine.kv_port = FreePort();
-    engine.replay_port = FreePort();
     auto process = Subprocess::Start(
-        {BinaryPath("engine-sim"), "--port", std::to_string(engine.port), "--model", "llama",
-         "--time-scale", fmt::format("{}", time_scale), "--kv-events-endpoint",
-         fmt::format("tcp://*:{}", engine.kv_port), "--kv-events-replay-endpoint",
-         fmt::format("tcp://*:{}", engine.replay_port), "--http-threads", "8"});
+        {BinaryPath("engine-sim"), "--port", "0", "--model", "llama", "--time-scale",
+         fmt::format("{}", time_scale), "--kv-events-endpoint", "tcp://127.0.0.1:*",
+         "--kv-events-replay-endpoint", "tcp://127.0.0.1:*", "--http-threads", "8"});
     EXPECT_TRUE(process.ok());
     engine.process = std::move(*process);
-    EXPECT_TRUE(engine.process->WaitForLine("listening on", std::chrono::seconds(20)).ok())
-        << engine.process->Output();
+    auto line =
+        engine.process->WaitForLine("(engine-sim listening on .*)", std::chrono::seconds(20));
+    EXPECT_TRUE(line.ok()) << line.status();
+    if (!line.ok()) return engine;
+    const auto fields = LineFields(*line);
+    const auto port = [&](const std::string& key) {
+      EXPECT_TRUE(fields.contains(key)) << key << " missing from: " << *line;
+      return fields.contains(key) ? std::stoi(fields.at(key)) : 0;
+    };
+    engine.port = port("port");
+    engine.kv_port = port("kv_events_port");
+    engine.replay_port = port("replay_port");
     return engine;
   }
 
   void StartService(const std::vector<std::string>& endpoints, std::vector<std::string> flags) {
-    const std::string config =
-        ::testing::TempDir() + "/proxy_" + std::to_string(getpid()) + ".yaml";
-    std::ofstream out(config);
-    out << "models:\n  - name: llama\n    endpoints:\n";
-    for (const std::string& endpoint : endpoints) out << "      - " << endpoint << "\n";
-    out.close();
+    std::string yaml = "models:\n  - name: llama\n    endpoints:\n";
+    for (const std::string& endpoint : endpoints) yaml += "      - " + endpoint + "\n";
+    const std::string config = temp_dir_.Write("config.yaml", yaml);
     std::vector<std::string> argv = {BinaryPath("aibrix-cache"),
                                      "--http-addr",
                                      "127.0.0.1:0",
@@ -91,6 +97,7 @@ class ProxyTest : public ::testing::Test {
     return running;
   }
 
+  testing::TempDir temp_dir_{"proxy"};
   std::unique_ptr<Subprocess> service_;
   std::unique_ptr<httplib::Client> client_;
 };
@@ -193,9 +200,9 @@ TEST_F(ProxyTest, StreamsPassThroughAndSettleOnce) {
 
 TEST_F(ProxyTest, DeadPodIsRetriedOnAnotherAndErrorsAreOpenAiShaped) {
   Engine a = StartEngine();
-  const int dead_port = FreePort();
+  const testing::RefusedPort dead;  // a pod whose engine is down: connections are refused
   StartService(
-      {fmt::format("\"127.0.0.1:{}\"", dead_port), fmt::format("\"127.0.0.1:{}\"", a.port)},
+      {fmt::format("\"127.0.0.1:{}\"", dead.port()), fmt::format("\"127.0.0.1:{}\"", a.port)},
       {"--routing-algorithm", "random"});
   for (int i = 0; i < 6; ++i) {
     auto res =

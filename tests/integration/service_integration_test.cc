@@ -1,4 +1,5 @@
-// Starts the real aibrix-cache binary on a free port and checks its HTTP surface.
+// Starts the real aibrix-cache binary (on port 0: it prints the port it got) and checks its
+// HTTP surface.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/subprocess.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix {
 namespace {
@@ -23,14 +25,13 @@ using testing::BinaryPath;
 using ::testing::HasSubstr;
 using testing::Subprocess;
 
-std::string WriteConfig(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
-
 class ServiceTest : public ::testing::Test {
  protected:
+  // Writes a config file in this test's own directory; returns its path.
+  std::string WriteConfig(const std::string& name, const std::string& text) {
+    return temp_dir_.Write(name, text);
+  }
+
   void StartService(const std::string& config, std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
                                      "--static-config", config};
@@ -46,6 +47,7 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(process_->WaitForLine("ready:", std::chrono::seconds(20)).ok());
   }
 
+  testing::TempDir temp_dir_{"service"};
   std::unique_ptr<Subprocess> process_;
   std::unique_ptr<httplib::Client> client_;
   int port_ = 0;

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "aibrix/kvpublish/publisher.h"
@@ -62,6 +65,7 @@ class ManagerTest : public ::testing::Test {
     o.subscriber.reconnect_initial = 20ms;
     o.subscriber.reconnect_max = 100ms;
     o.subscriber.replay_timeout = 1s;
+    o.subscriber.clock = &clock_;  // replays time out only if a test advances it (none does)
     return o;
   }
 
@@ -92,6 +96,7 @@ class ManagerTest : public ::testing::Test {
     ASSERT_TRUE(sink_.WaitContains(id));
   }
 
+  common::FakeClock clock_;
   SourceSink sink_;
   store::Store store_;
 };
@@ -246,17 +251,66 @@ TEST_F(ManagerTest, DeleteIpChangeAndIneligibilityClearThePod) {
   EXPECT_EQ(log.back(), kClear);
 }
 
+// A sink whose ClearPod blocks while the gate is closed: it holds the manager thread (which
+// clears a removed pod's entries) inside a reconciliation.
+class GatedClearSink : public RecordingSink {
+ public:
+  void ClearPod(const std::string& pod_key) override {
+    {
+      std::unique_lock<std::mutex> l(gate_mu_);
+      ++waiting_;
+      gate_cv_.wait(l, [&] { return open_; });
+      --waiting_;
+    }
+    RecordingSink::ClearPod(pod_key);
+  }
+  void CloseGate() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    open_ = false;
+  }
+  void OpenGate() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    open_ = true;
+    gate_cv_.notify_all();
+  }
+  int waiting() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    return waiting_;
+  }
+
+ private:
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool open_ = true;
+  int waiting_ = 0;
+};
+
 TEST_F(ManagerTest, PodChangesNeverBlockTheStoreWriter) {
-  EventManager m(&store_, &sink_, nullptr, Options());
+  GatedClearSink sink;
+  EventManager m(&store_, &sink, nullptr, Options());
   ASSERT_TRUE(m.Start().ok());
-  // Unroutable addresses: connecting would take long if it were done on this thread.
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 50; ++i) {
+  // Unroutable addresses: connecting would take long if it were done on the writer's thread.
+  auto eligible = [](int i) {
     auto pod = MakePod(fmt::format("p{}", i), "llama", fmt::format("10.255.{}.1", i));
     pod.labels[store::kKvEventsEnabledLabel] = "true";
-    store_.AddPod(pod);
-  }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+    return pod;
+  };
+  store_.AddPod(eligible(0));
+  ASSERT_TRUE(m.WaitIdle());
+  // Hold the manager thread inside the reconciliation of a deleted pod.
+  sink.CloseGate();
+  store_.DeletePod("default", "p0");
+  ASSERT_TRUE(Eventually([&] { return sink.waiting() == 1; }));
+  // The store writer still gets through every change while the manager thread is held.
+  std::atomic<bool> added{false};
+  std::thread writer([&] {
+    for (int i = 1; i <= 50; ++i) store_.AddPod(eligible(i));
+    added = true;
+  });
+  const bool writer_done = Eventually([&] { return added.load(); }, 30s);
+  sink.OpenGate();
+  writer.join();
+  EXPECT_TRUE(writer_done) << "AddPod waited for the manager thread";
   ASSERT_TRUE(m.WaitIdle(20s));
   EXPECT_EQ(m.SubscribedPods().size(), 50u);
   m.Stop();

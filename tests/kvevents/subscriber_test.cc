@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "aibrix/common/clock.h"
 #include "aibrix/kvpublish/publisher.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
@@ -72,6 +73,9 @@ class SubscriberTest : public ::testing::Test {
     o.reconnect_initial = 20ms;
     o.reconnect_max = 200ms;
     o.replay_on_start = false;
+    // Replay timeouts happen only when a test advances clock_: a slow machine cannot time
+    // out a replay that a test expects to succeed.
+    o.clock = &clock_;
     return o;
   }
 
@@ -97,6 +101,7 @@ class SubscriberTest : public ::testing::Test {
     for (uint64_t i = from; i < to; ++i) ASSERT_TRUE(p.Publish(B(i)).ok());
   }
 
+  common::FakeClock clock_;
   RecordingSink sink_;
 };
 
@@ -201,6 +206,12 @@ TEST_F(SubscriberTest, ReplayTimeoutClearsAndContinuesFromLive) {
   PublishIds(*pub, 100, 102);
   ASSERT_TRUE(pub->DropNext(1).ok());
   PublishIds(*pub, 102, 106);  // 102 dropped, 103.. live (held during the replay)
+  ASSERT_TRUE(Eventually([&] { return sub->stats().replay_requests == 1; }));
+  ASSERT_TRUE(sink_.WaitBatches(2));
+  // Just short of the timeout the replay is still pending.
+  clock_.Advance(199ms);
+  EXPECT_EQ(sub->stats().replay_failures, 0u);
+  clock_.Advance(1ms);
   ASSERT_TRUE(sink_.WaitFor([](const auto& log) { return !log.empty() && log.back() == 105; }));
   EXPECT_EQ(sink_.log(), (std::vector<uint64_t>{100, 101, kClear, 103, 104, 105}));
   EXPECT_EQ(sub->stats().replay_failures, 1u);

@@ -1,10 +1,5 @@
 #include "tests/util/in_process_service.h"
 
-#include <unistd.h>
-
-#include <cctype>
-#include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include "fmt/format.h"
@@ -16,20 +11,13 @@ namespace aibrix::testing {
 void InProcessService::Start(const std::string& model, const std::vector<int>& ports,
                              const std::function<void(server::ServiceConfig&)>& tune) {
   model_ = model;
-  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = fmt::format("{}_{}", test->test_suite_name(), test->name());
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  config_path_ = fmt::format("{}/in_process_{}_{}.yaml", ::testing::TempDir(), getpid(), name);
-  std::ofstream out(config_path_);
-  out << "models:\n  - name: " << model << "\n    endpoints:\n";
-  for (int port : ports) out << "      - \"127.0.0.1:" << port << "\"\n";
-  out.close();
+  std::string yaml = fmt::format("models:\n  - name: {}\n    endpoints:\n", model);
+  for (int port : ports) yaml += fmt::format("      - \"127.0.0.1:{}\"\n", port);
+  config_dir_ = std::make_unique<TempDir>("in-process");
 
   server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
-  config.static_config = config_path_;
+  config.static_config = config_dir_->Write("config.yaml", yaml);
   config.routing_algorithm = "least-request";
   config.routing_seed = 7;
   config.io_threads = 2;
@@ -46,8 +34,7 @@ void InProcessService::Start(const std::string& model, const std::vector<int>& p
 void InProcessService::Stop() {
   if (service_) service_->Stop();
   service_.reset();
-  if (!config_path_.empty()) std::remove(config_path_.c_str());
-  config_path_.clear();
+  config_dir_.reset();
 }
 
 int InProcessService::TotalRunning() {

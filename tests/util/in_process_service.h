@@ -1,5 +1,5 @@
 // An in-process aibrix-cache Service for integration tests: one model served by one pod per
-// upstream port (a static config in a unique temp file), HTTP on port 0, routing with
+// upstream port (a static config in a TempDir of its own), HTTP on port 0, routing with
 // least-request (seed 7), two I/O and two worker threads, no shutdown delay; and the checks
 // the proxy tests share (running counts, /metrics series, exactly-once settlement).
 //
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "aibrix/server/service.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix::testing {
 
@@ -27,7 +28,7 @@ class InProcessService {
   // first. Reports a fatal test failure when it does not start (use ASSERT_NO_FATAL_FAILURE).
   void Start(const std::string& model, const std::vector<int>& ports,
              const std::function<void(server::ServiceConfig&)>& tune = nullptr);
-  // Stops the service and removes its config file. Idempotent.
+  // Stops the service and removes its config directory. Idempotent.
   void Stop();
 
   server::Service& service() { return *service_; }
@@ -42,7 +43,7 @@ class InProcessService {
 
  private:
   std::string model_;
-  std::string config_path_;
+  std::unique_ptr<TempDir> config_dir_;
   std::unique_ptr<server::Service> service_;
 };
 

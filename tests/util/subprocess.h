@@ -8,6 +8,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -57,7 +59,11 @@ class Subprocess {
 
 // The path of a binary built by this project (build/bin/<name>).
 std::string BinaryPath(const std::string& name);
-// A TCP port that was free a moment ago on 127.0.0.1.
-int FreePort();
+
+// The `key=value` words of a line, such as the one engine-sim prints once bound:
+//   "engine-sim listening on http://127.0.0.1:41234 port=41234 ... kv_events_port=41235"
+// gives {"port": "41234", ..., "kv_events_port": "41235"}. Servers under test bind port 0
+// and report the ports they got this way; tests never probe for a free port.
+std::map<std::string, std::string> LineFields(const std::string& line);
 
 }  // namespace aibrix::testing

@@ -117,6 +117,18 @@ void RequestHandle::Finish(FinishReason reason, absl::Status error) {
   cv_.notify_all();
 }
 
+void RequestHandle::Complete(std::string_view final_text, int cached_tokens, FinishReason reason) {
+  {
+    std::lock_guard lock(mu_);
+    output_ += final_text;
+    if (!final_text.empty()) cached_tokens_ = cached_tokens;
+    finished_ = true;
+    reason_ = reason;
+    error_ = absl::OkStatus();
+  }
+  cv_.notify_all();
+}
+
 // ---- Engine ----
 
 struct Engine::Request {
@@ -283,11 +295,8 @@ void Engine::FinishRequest(Request* r, FinishReason reason, SteadyTime now) {
   pool_.Free(r->blocks);
   r->blocks.clear();
   r->done = true;
-  if (!r->text.empty()) {
-    r->handle->Append(r->text, r->cached_tokens);
-    r->text.clear();
-  }
-  r->handle->Finish(reason, absl::OkStatus());
+  r->handle->Complete(r->text, r->cached_tokens, reason);
+  r->text.clear();
   metrics_.request_success[static_cast<int>(reason)]++;
   if (reason == FinishReason::kAbort) return;
   metrics_.e2e_request_latency.Observe(SimSeconds(now - r->arrival));
@@ -426,12 +435,13 @@ void Engine::Apply(const std::vector<Scheduled>& step, SteadyTime now) {
       metrics_.inter_token_latency.Observe(SimSeconds(now - r->last_token));
     }
     r->last_token = now;
-    if (r->handle->stream()) {
+    const bool last = r->num_output >= r->max_output;
+    if (r->handle->stream() && !last) {
       r->handle->Append(std::string_view(&c, 1), r->cached_tokens);
     } else {
-      r->text += c;
+      r->text += c;  // the whole output, or a stream's last token: handed over with the finish
     }
-    if (r->num_output >= r->max_output) {
+    if (last) {
       FinishRequest(r, r->max_tokens_given ? FinishReason::kLength : FinishReason::kStop, now);
       any_done = true;
     }

@@ -111,6 +111,9 @@ class RequestHandle {
   friend class Engine;
   void Append(std::string_view text, int cached_tokens);
   void Finish(FinishReason reason, absl::Status error);
+  // Appends the last output and finishes under one lock: a reader never sees the final text
+  // without the finish, so a stream's last token chunk carries the finish_reason.
+  void Complete(std::string_view final_text, int cached_tokens, FinishReason reason);
 
   const int prompt_tokens_;
   const bool stream_;

@@ -1,13 +1,10 @@
-// Integration tests of the engine-sim binary: started on free ports, driven over real HTTP
-// and ZMQ on loopback. Every test is bounded in time (timeouts on every wait).
-#include <fcntl.h>
+// Integration tests of the engine-sim binary: started on port 0 (it prints the ports it got),
+// driven over real HTTP and ZMQ on loopback. Every test is bounded in time (timeouts on every
+// wait).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -27,6 +24,8 @@
 #include "aibrix/kvevents/decoder.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/poll.h"
+#include "tests/util/subprocess.h"
 
 namespace {
 
@@ -36,65 +35,36 @@ using namespace std::chrono_literals;
 
 // ---- process helper ----
 
+// engine-sim on port 0 (test utilities' Subprocess); the ports and endpoints it got come
+// from the key=value words of the line it prints once bound.
 class SimProcess {
  public:
   explicit SimProcess(const std::vector<std::string>& extra) {
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {std::string(AIBRIX_BIN_DIR) + "/engine-sim", "--port", "0",
+    std::vector<std::string> args = {aibrix::testing::BinaryPath("engine-sim"), "--port", "0",
                                      "--log-level", "warn"};
     args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      close(fds[1]);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
+    auto process = aibrix::testing::Subprocess::Start(args);
+    if (!process.ok()) {
+      ADD_FAILURE() << process.status();
+      return;
     }
-    close(fds[1]);
-    out_fd_ = fds[0];
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{out_fd_, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char c;
-      if (read(out_fd_, &c, 1) != 1) break;
-      if (c == '\n') break;
-      line += c;
+    process_ = std::move(*process);
+    auto line = process_->WaitForLine("(engine-sim listening on .*)", 10s);
+    if (!line.ok()) {
+      ADD_FAILURE() << line.status();
+      return;
     }
-    std::istringstream in(line);
-    std::string word;
-    while (in >> word) {
-      const size_t eq = word.find('=');
-      if (eq != std::string::npos) info_[word.substr(0, eq)] = word.substr(eq + 1);
-    }
+    info_ = aibrix::testing::LineFields(*line);
     if (info_.contains("port")) port_ = std::stoi(info_["port"]);
   }
   ~SimProcess() { Stop(); }
 
-  // SIGTERM and wait; returns the exit status (or -1).
+  // SIGTERM and wait; returns the exit status (-1 if it had to be killed).
   int Stop() {
-    if (pid_ <= 0) return exit_status_;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    pid_ = -1;
-    if (out_fd_ >= 0) close(out_fd_);
-    out_fd_ = -1;
-    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (!process_) return exit_status_;
+    auto code = process_->Stop(SIGTERM, 5s);
+    exit_status_ = code.ok() ? *code : -1;
+    process_.reset();  // kills it if it is still running
     return exit_status_;
   }
 
@@ -112,8 +82,7 @@ class SimProcess {
   }
 
  private:
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
+  std::unique_ptr<aibrix::testing::Subprocess> process_;
   int port_ = 0;
   int exit_status_ = -1;
   std::map<std::string, std::string> info_;
@@ -568,13 +537,12 @@ TEST(EngineSimMetricsTest, ConsistentWithServedRequests) {
 // Polls /metrics until `pred(text)` holds or `timeout` passes.
 bool WaitForMetrics(httplib::Client& c, const std::function<bool(const std::string&)>& pred,
                     std::chrono::milliseconds timeout = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto r = c.Get("/metrics");
-    if (r && pred(r->body)) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return false;
+  return aibrix::testing::Eventually(
+      [&] {
+        auto r = c.Get("/metrics");
+        return r && pred(r->body);
+      },
+      timeout);
 }
 
 TEST(EngineSimSchedulingTest, MaxNumSeqsBoundsTheRunningBatch) {

@@ -229,19 +229,29 @@ TEST(EngineTest, CachedPrefixShortensTimeToFirstToken) {
   o.decode_step_ms = 1;
   Engine e(o, nullptr);
   ASSERT_TRUE(e.Start().ok());
+  struct Timed {
+    std::chrono::steady_clock::duration elapsed;
+    int cached_tokens;
+  };
   auto timed = [&] {
     RequestArgs a;
     a.prompt = Prompt(9, 480);
     a.max_tokens = 1;
     a.max_tokens_given = true;
     const auto t0 = std::chrono::steady_clock::now();
-    e.Submit(std::move(a))->WaitFinished();
-    return std::chrono::steady_clock::now() - t0;
+    auto handle = e.Submit(std::move(a));
+    handle->WaitFinished();
+    return Timed{std::chrono::steady_clock::now() - t0, handle->cached_tokens()};
   };
-  const auto cold = timed();
-  const auto warm = timed();  // 464 of 480 tokens cached: 16 to prefill
-  EXPECT_GE(cold, std::chrono::milliseconds(20));
-  EXPECT_LT(warm * 3, cold);
+  const Timed cold = timed();
+  const Timed warm = timed();
+  // The cold prompt pays its whole prefill: a lower bound the engine's pacing guarantees.
+  EXPECT_EQ(cold.cached_tokens, 0);
+  EXPECT_GE(cold.elapsed, std::chrono::milliseconds(20));
+  // The warm one is served from the cache (464 of 480 tokens: 16 left to prefill, so its
+  // simulated prefill is 30x shorter). Checked on the cache, not with a wall-clock upper
+  // bound, which a loaded machine can break.
+  EXPECT_EQ(warm.cached_tokens, 464);
 }
 
 TEST(EngineTest, StreamingHandleSeesTokensIncrementally) {

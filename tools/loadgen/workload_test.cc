@@ -1,14 +1,11 @@
 #include "workload.h"
 
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
-#include <fstream>
 #include <map>
 #include <set>
 
 #include "gtest/gtest.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix::loadgen {
 namespace {
@@ -215,21 +212,10 @@ TEST(TraceTest, BadLinesNameTheLineAndTheProblem) {
 
 class TraceFileTest : public ::testing::Test {
  protected:
-  std::string Write(const std::string& text) {
-    path_ = fmt_path();
-    std::ofstream(path_) << text;
-    return path_;
-  }
-  void TearDown() override {
-    if (!path_.empty()) std::remove(path_.c_str());
-  }
+  std::string Write(const std::string& text) { return dir_.Write("trace.jsonl", text); }
 
  private:
-  static std::string fmt_path() {
-    return ::testing::TempDir() + "/loadgen_trace_" + std::to_string(getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".jsonl";
-  }
-  std::string path_;
+  aibrix::testing::TempDir dir_{"trace"};
 };
 
 TEST_F(TraceFileTest, LoadsRelativeTimestampsSkippingBlankLines) {

@@ -31,9 +31,8 @@ bool SetLogLevel(const std::string& level) {
 }
 
 bool RateLimiter::Allow(uint64_t* suppressed) {
-  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.Now().time_since_epoch()).count();
   int64_t start = window_start_ns_.load(std::memory_order_relaxed);
   if (now - start >= interval_ns_ &&
       window_start_ns_.compare_exchange_strong(start, now, std::memory_order_relaxed)) {

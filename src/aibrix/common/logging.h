@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "aibrix/common/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace aibrix::common {
@@ -23,20 +24,25 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& component);
 bool SetLogLevel(const std::string& level);
 
 // Allows at most `per_interval` events in each interval; counts the suppressed ones so the
-// next allowed line can say how many were dropped. Lock-free.
+// next allowed line can say how many were dropped. Lock-free. Intervals are measured on
+// `clock` (monotonic time), which must outlive the limiter; tests pass a FakeClock.
 class RateLimiter {
  public:
   explicit RateLimiter(int per_interval = 5,
-                       std::chrono::nanoseconds interval = std::chrono::seconds(1))
-      : per_interval_(per_interval), interval_ns_(interval.count()) {}
+                       std::chrono::nanoseconds interval = std::chrono::seconds(1),
+                       const Clock& clock = SystemClock::Instance())
+      : per_interval_(per_interval), interval_ns_(interval.count()), clock_(clock) {}
 
   // True if the caller may log now. `suppressed`, when non-null, receives the number of
   // events dropped since the last allowed one.
   bool Allow(uint64_t* suppressed = nullptr);
 
  private:
+  // Constant after construction.
   const int per_interval_;
   const int64_t interval_ns_;
+  const Clock& clock_;
+  // Updated with relaxed atomics by every caller.
   std::atomic<int64_t> window_start_ns_{0};
   std::atomic<int> in_window_{0};
   std::atomic<uint64_t> suppressed_{0};

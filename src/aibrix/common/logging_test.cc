@@ -1,7 +1,6 @@
 #include "aibrix/common/logging.h"
 
 #include <sstream>
-#include <thread>
 
 #include "gtest/gtest.h"
 #include "spdlog/sinks/ostream_sink.h"
@@ -19,10 +18,19 @@ TEST(RateLimiterTest, AllowsBurstThenCountsSuppressed) {
 }
 
 TEST(RateLimiterTest, NewWindowReportsDropped) {
-  RateLimiter limiter(1, std::chrono::nanoseconds(1));
+  FakeClock clock;
+  RateLimiter limiter(1, std::chrono::seconds(1), clock);
   uint64_t dropped = 99;
   EXPECT_TRUE(limiter.Allow(&dropped));
   EXPECT_EQ(dropped, 0u);
+  EXPECT_FALSE(limiter.Allow());
+  EXPECT_FALSE(limiter.Allow());
+  clock.Advance(std::chrono::milliseconds(999));  // still the same window
+  EXPECT_FALSE(limiter.Allow());
+  clock.Advance(std::chrono::milliseconds(1));
+  EXPECT_TRUE(limiter.Allow(&dropped));
+  EXPECT_EQ(dropped, 3u);
+  EXPECT_FALSE(limiter.Allow());
 }
 
 TEST(LoggingTest, SameLoggerPerComponentAndLevelNames) {
@@ -38,9 +46,10 @@ TEST(LoggingTest, WarnLimitedLogsAllowedLinesWithTheSuppressedCount) {
   Logger("warn-limited-test")
       ->sinks()
       .push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
-  RateLimiter limiter(1, std::chrono::milliseconds(200));
+  FakeClock clock;
+  RateLimiter limiter(1, std::chrono::milliseconds(200), clock);
   for (int i = 0; i < 3; ++i) WarnLimited(limiter, "warn-limited-test", "bad input {}", i);
-  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  clock.Advance(std::chrono::milliseconds(250));
   WarnLimited(limiter, "warn-limited-test", "bad input {}", 3);
   const std::string log = out.str();
   EXPECT_NE(log.find("bad input 0 (0 similar lines suppressed)"), std::string::npos) << log;

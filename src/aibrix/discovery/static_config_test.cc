@@ -1,10 +1,9 @@
 #include "aibrix/discovery/static_config.h"
 
-#include <fstream>
-
 #include "aibrix/discovery/static_provider.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/util/temp_dir.h"
 
 namespace aibrix::discovery {
 namespace {
@@ -151,9 +150,10 @@ TEST(StaticConfigTest, SanitizerRules) {
 TEST(StaticProviderTest, FileNotFoundAndStartAddsPods) {
   auto missing = StaticProvider::FromFile("/nonexistent/static.yaml");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  const std::string path = ::testing::TempDir() + "/static_provider_test.yaml";
-  std::ofstream(path) << "models:\n  - name: llama\n    endpoints: [\"10.0.0.1:8000\", "
-                         "\"10.0.0.2:8000\"]\n";
+  const testing::TempDir dir("static-provider");
+  const std::string path = dir.Write(
+      "static.yaml",
+      "models:\n  - name: llama\n    endpoints: [\"10.0.0.1:8000\", \"10.0.0.2:8000\"]\n");
   auto provider = StaticProvider::FromFile(path);
   ASSERT_TRUE(provider.ok()) << provider.status();
   EXPECT_EQ((*provider)->type(), "static");

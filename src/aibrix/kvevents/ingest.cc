@@ -197,7 +197,7 @@ class IngestRuntime::SocketThread final : public Subscriber::Loop {
         next_tick_ = now + kMaxTick;
         for (Subscriber* s : subscribers_) {
           current_ = s;
-          next_tick_ = std::min(next_tick_, s->OnTick(now));
+          next_tick_ = std::min(next_tick_, s->OnTick());
         }
         current_ = nullptr;
       }

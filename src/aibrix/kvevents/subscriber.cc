@@ -76,7 +76,8 @@ struct Subscriber::Stream {
   enum class Conn { kWaiting, kConnecting, kConnected } conn = Conn::kWaiting;
   // kWaiting: sockets not created yet (or creation failed); retry at conn_deadline.
   // kConnecting: created, libzmq is (re)connecting. kConnected: the SUB has a peer.
-  Clock::time_point conn_deadline;
+  Clock::time_point conn_deadline;  // on options_.clock
+  Clock::time_point first_connect;  // real time: the runtime spreads first connections
   std::chrono::milliseconds backoff{0};
   bool ever_connected = false;
 
@@ -116,6 +117,10 @@ absl::Status Subscriber::Start() {
   if (options_.ranks.empty()) {
     return absl::InvalidArgumentError(
         fmt::format("KV event subscriber for {}: no endpoint", options_.source.pod_key));
+  }
+  if (options_.clock == nullptr) {
+    return absl::InvalidArgumentError(
+        fmt::format("KV event subscriber for {}: no clock", options_.source.pod_key));
   }
   std::lock_guard<std::mutex> l(lifecycle_mu_);
   if (started_ || stopped_) {
@@ -259,10 +264,10 @@ bool Subscriber::ApplySome() {
       continue;
     }
     const auto& batch = std::get<kv::EventBatch>(item.what);
-    const auto t0 = Clock::now();
+    const auto t0 = options_.clock->Now();
     sink_->ApplyBatch(options_.source, batch);
     metrics_->processing_seconds().Observe(
-        std::chrono::duration<double>(Clock::now() - t0).count());
+        std::chrono::duration<double>(options_.clock->Now() - t0).count());
     size_t n[kEventKinds] = {0, 0, 0, 0};
     for (const auto& e : batch.events) ++n[e.index()];
     for (int k = 0; k < 3; ++k) {
@@ -288,7 +293,8 @@ void Subscriber::OnAttached(Loop* loop, Clock::time_point connect_at) {
     auto s = std::make_unique<Stream>();
     s->rank = static_cast<int>(r);
     s->ep = options_.ranks[r];
-    s->conn_deadline = connect_at;
+    s->conn_deadline = options_.clock->Now();
+    s->first_connect = connect_at;
     s->connection_status = &metrics_->connection_status(s->rank);
     s->last_sequence_id = &metrics_->last_sequence_id(s->rank);
     s->connection_status->Set(0);
@@ -307,16 +313,28 @@ void Subscriber::OnDetached() {
   loop_ = nullptr;
 }
 
-Subscriber::Clock::time_point Subscriber::OnTick(Clock::time_point now) {
+void Subscriber::WakeAt(Clock::time_point deadline) {
+  loop_->WakeBy(Clock::now() + (deadline - options_.clock->Now()));
+}
+
+Subscriber::Clock::time_point Subscriber::OnTick() {
+  const Clock::time_point now = options_.clock->Now();
+  const Clock::time_point real_now = Clock::now();
   Clock::time_point next = Clock::time_point::max();
+  Clock::time_point real_next = Clock::time_point::max();
   for (auto& sp : streams_) {
     Stream& s = *sp;
+    if (real_now < s.first_connect) {
+      real_next = std::min(real_next, s.first_connect);
+      continue;
+    }
     if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
     if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
     if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
     if (s.replaying) next = std::min(next, s.replay_deadline);
   }
-  return next;
+  if (next == Clock::time_point::max()) return real_next;
+  return std::min(real_next, real_now + (next - now));  // real time, for the thread's wait
 }
 
 void Subscriber::OnReadable(const void* watch) {
@@ -401,8 +419,8 @@ void Subscriber::ScheduleReconnect(Stream& s, bool failed_attempt) {
     s.backoff = std::min(options_.reconnect_max, s.backoff * 2);
   }
   s.conn = Stream::Conn::kWaiting;
-  s.conn_deadline = Clock::now() + Jitter(s.backoff);
-  loop_->WakeBy(s.conn_deadline);
+  s.conn_deadline = options_.clock->Now() + Jitter(s.backoff);
+  WakeAt(s.conn_deadline);
 }
 
 void Subscriber::OnMonitor(Stream& s) {
@@ -570,8 +588,8 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
-  s.replay_deadline = Clock::now() + options_.replay_timeout;
-  loop_->WakeBy(s.replay_deadline);
+  s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
+  WakeAt(s.replay_deadline);
   s.replayed.clear();
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");
 }

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "aibrix/common/clock.h"
 #include "aibrix/kv/events.h"
 #include "aibrix/kvevents/metrics.h"
 
@@ -73,6 +74,11 @@ struct SubscriberOptions {
   // Shared threads and ZMQ context; null: the subscriber makes a private runtime (one socket
   // thread, one applier).
   std::shared_ptr<IngestRuntime> runtime;
+  // The replay timeout, the reconnect deadlines after a socket error and the processing-time
+  // metric are measured on this clock (Now()); it must outlive the subscriber. Tests pass a
+  // FakeClock and advance it instead of waiting (the socket thread looks at the deadlines at
+  // least every 100 ms). libzmq's own reconnection timer runs on real time.
+  const common::Clock* clock = &common::SystemClock::Instance();
 };
 
 class Subscriber {
@@ -104,8 +110,8 @@ class Subscriber {
   Subscriber& operator=(const Subscriber&) = delete;
 
   // Hands the pod to a socket thread, which connects (never blocks the caller on sockets).
-  // Errors: InvalidArgument without ranks, FailedPrecondition when started twice or when a
-  // private runtime cannot be made.
+  // Errors: InvalidArgument without ranks or clock, FailedPrecondition when started twice or
+  // when a private runtime cannot be made.
   absl::Status Start();
   // Closes the sockets and waits until no applier runs for this pod; batches still queued
   // are discarded. Idempotent.
@@ -144,7 +150,8 @@ class Subscriber {
 
   // ---- socket thread (called by the runtime)
   void OnAttached(Loop* loop, Clock::time_point connect_at);
-  Clock::time_point OnTick(Clock::time_point now);  // returns the next deadline
+  // Connects and times out what is due; returns the next deadline (real time).
+  Clock::time_point OnTick();
   void OnReadable(const void* watch);
   void OnDetached();
 
@@ -171,6 +178,8 @@ class Subscriber {
   void Clear(ResyncReason reason);
   void Push(Item item);
   std::chrono::milliseconds Jitter(std::chrono::milliseconds d);
+  // Has the socket thread look at the deadlines by `deadline` (on options_.clock).
+  void WakeAt(Clock::time_point deadline);
 
   // Constant after construction.
   const SubscriberOptions options_;

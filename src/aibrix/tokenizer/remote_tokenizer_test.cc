@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/refused_port.h"
 
 namespace aibrix::tokenizer {
 namespace {
@@ -419,13 +420,9 @@ TEST_F(RemoteTokenizerTest, OversizedAnswersFail) {
 }
 
 TEST_F(RemoteTokenizerTest, TransportErrorsAreRetried) {
-  std::string endpoint;
-  {
-    FakeEngine gone;  // bind a free port, then close it
-    endpoint = gone.endpoint();
-  }
+  const testing::RefusedPort gone;  // an engine that is down: connections are refused
   RemoteTokenizerOptions o = Options();
-  o.endpoint = endpoint;
+  o.endpoint = "http://127.0.0.1:" + std::to_string(gone.port());
   o.max_retries = 2;
   auto tok = Make(o);
   auto ids = Tokenize(io_, *tok, "x");
@@ -442,15 +439,14 @@ TEST_F(RemoteTokenizerTest, SlowEngineTimesOut) {
   o.timeout = milliseconds(100);
   auto tok = RemoteTokenizer::Create(o);
   ASSERT_TRUE(tok.ok());
-  const auto start = std::chrono::steady_clock::now();
   auto ids = Tokenize(io_, **tok, "x");
+  // The answer comes after 600 ms: an error about the timeout proves the client gave up first.
   EXPECT_EQ(ids.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(Msg(ids.status()), HasSubstr("timeout"));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(550));
 }
 
 // An engine that accepts connections (the kernel's backlog does) and never answers: every
-// attempt times out, is retried, and the call ends within attempts × timeout + backoffs.
+// attempt times out and is retried, and the call ends with the timeout error.
 TEST_F(RemoteTokenizerTest, EngineThatNeverAnswersTimesOutEveryAttempt) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
@@ -474,8 +470,7 @@ TEST_F(RemoteTokenizerTest, EngineThatNeverAnswersTimesOutEveryAttempt) {
   EXPECT_THAT(Msg(ids.status()), HasSubstr("after 3 attempts"));
   EXPECT_THAT(Msg(ids.status()), HasSubstr("timeout"));
   EXPECT_THAT(waits(), ElementsAre(milliseconds(5), milliseconds(10)));
-  EXPECT_GE(took, milliseconds(3 * 150));
-  EXPECT_LT(took, milliseconds(3 * 150 + 15 + 1500));
+  EXPECT_GE(took, milliseconds(3 * 150));  // each attempt waited out its whole timeout
 }
 
 TEST_F(RemoteTokenizerTest, DetokenizeAndPathPrefix) {
