@@ -195,6 +195,7 @@ class PodWriter {
     delta_ = 0;
   }
 
+  uint64_t stored_events = 0, removed_events = 0, cleared_events = 0;  // applied, by type
   uint64_t fixup_scans = 0;  // holder scans for removed blocks that still had children
   uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
            non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0, collisions = 0;
@@ -260,8 +261,6 @@ class PodWriter {
     FixOrphans(*h);
     FlushTable();
   }
-
-  uint64_t stored_events = 0, removed_events = 0, cleared_events = 0;
 
  private:
   // Where a stored event's first block hangs: our key of its parent (or the context root),
