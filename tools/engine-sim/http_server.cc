@@ -5,8 +5,10 @@
 
 #include <ctime>
 #include <limits>
+#include <optional>
 
 #include "aibrix/common/logging.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
 #include "aibrix/tokenizer/chat_json.h"
@@ -249,7 +251,8 @@ json Usage(int prompt, int completion, int cached) {
           {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
-// What a streaming response needs between provider calls.
+// A submitted request and what its response names (a streaming response keeps it between
+// provider calls).
 struct StreamState {
   std::shared_ptr<RequestHandle> handle;
   std::string id;
@@ -329,6 +332,194 @@ bool StreamStep(StreamState& st, httplib::DataSink& sink) {
   return true;
 }
 
+// A validated /v1/completions or /v1/chat/completions request.
+struct GenerateRequest {
+  RequestArgs args;
+  std::string model;  // as the request named it (the served model or a LoRA adapter)
+  bool include_usage = false;
+};
+
+// vLLM's context-length checks: the prompt must leave room, and so must max_tokens.
+absl::Status CheckContextLength(int64_t plen, const std::optional<int64_t>& max_tokens,
+                                int64_t max_len) {
+  if (plen == 0)
+    return absl::InvalidArgumentError("The prompt is empty (it tokenizes to 0 tokens).");
+  if (plen > max_len || (plen == max_len && !max_tokens.has_value())) {
+    return absl::InvalidArgumentError(
+        fmt::format("This model's maximum context length is {} tokens. However, your request "
+                    "has {} input tokens. Please reduce the length of the input messages.",
+                    max_len, plen));
+  }
+  if (max_tokens.has_value() && plen + *max_tokens > max_len) {
+    return absl::InvalidArgumentError(
+        fmt::format("This model's maximum context length is {} tokens. However, you requested "
+                    "{} tokens ({} in the messages, {} in the completion). Please reduce the "
+                    "length of the messages or completion.",
+                    max_len, plen + *max_tokens, plen, *max_tokens));
+  }
+  return absl::OkStatus();
+}
+
+// Parses and validates a generate request. Errors: InvalidArgument (400), NotFound (an
+// unknown model: 404).
+absl::StatusOr<GenerateRequest> ParseGenerate(const httplib::Request& req, bool chat,
+                                              const EngineOptions& eo, int default_max_tokens) {
+  ASSIGN_OR_RETURN(json body, ParseBody(req));
+  ASSIGN_OR_RETURN(ModelRef model_ref, ResolveModel(body, eo));
+  ASSIGN_OR_RETURN(std::vector<uint32_t> prompt,
+                   chat ? ParseChatPrompt(body) : ParseCompletionPrompt(body));
+  ASSIGN_OR_RETURN(GenParams params, ParseGenParams(body, chat));
+  const int64_t max_len = eo.max_model_len;
+  const int64_t plen = static_cast<int64_t>(prompt.size());
+  RETURN_IF_ERROR(CheckContextLength(plen, params.max_tokens, max_len));
+  GenerateRequest g;
+  if (params.max_tokens.has_value()) {
+    g.args.max_tokens = static_cast<int>(*params.max_tokens);
+    g.args.max_tokens_given = true;
+  } else {
+    g.args.max_tokens = static_cast<int>(std::min<int64_t>(default_max_tokens, max_len - plen));
+  }
+  g.args.prompt = std::move(prompt);
+  g.args.stream = params.stream;
+  g.args.lora_name = model_ref.lora_name;
+  g.args.lora_id = model_ref.lora_id;
+  g.model = model_ref.name;
+  g.include_usage = params.include_usage;
+  return g;
+}
+
+// The whole (non-streamed) answer of a finished request.
+json FinishedResponse(const StreamState& st, const RequestHandle::Progress& p) {
+  const std::string reason(FinishReasonName(p.reason));
+  json choice;
+  if (st.chat) {
+    choice = {{"index", 0},
+              {"message",
+               {{"role", "assistant"}, {"content", p.new_text}, {"tool_calls", json::array()}}},
+              {"logprobs", nullptr},
+              {"finish_reason", reason},
+              {"stop_reason", nullptr}};
+  } else {
+    choice = {{"index", 0},
+              {"text", p.new_text},
+              {"logprobs", nullptr},
+              {"finish_reason", reason},
+              {"stop_reason", nullptr},
+              {"prompt_logprobs", nullptr}};
+  }
+  const int completion = static_cast<int>(p.new_text.size());
+  return {{"id", st.id},
+          {"object", st.chat ? "chat.completion" : "text_completion"},
+          {"created", st.created},
+          {"model", st.model},
+          {"choices", json::array({std::move(choice)})},
+          {"usage", Usage(st.handle->prompt_tokens(), completion, st.handle->cached_tokens())}};
+}
+
+// GET /v1/models: the served model and one card per LoRA adapter.
+json ModelList(const std::string& model, int64_t max_len, const std::vector<std::string>& loras) {
+  const int64_t now = std::time(nullptr);
+  json data = json::array();
+  json card = {{"id", model},
+               {"object", "model"},
+               {"created", now},
+               {"owned_by", "vllm"},
+               {"root", model},
+               {"parent", nullptr},
+               {"max_model_len", max_len},
+               {"permission", json::array({{{"id", "modelperm-engine-sim"},
+                                            {"object", "model_permission"},
+                                            {"created", now},
+                                            {"allow_create_engine", false},
+                                            {"allow_sampling", true},
+                                            {"allow_logprobs", true},
+                                            {"allow_search_indices", false},
+                                            {"allow_view", true},
+                                            {"allow_fine_tuning", false},
+                                            {"organization", "*"},
+                                            {"group", nullptr},
+                                            {"is_blocking", false}}})}};
+  data.push_back(card);
+  for (const std::string& lora : loras) {
+    json adapter = card;
+    adapter["id"] = lora;
+    adapter["root"] = lora;
+    adapter["parent"] = model;
+    data.push_back(std::move(adapter));
+  }
+  return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+// The blocks of GET /sim/cache.
+json CacheBlocks(const CacheView& v, bool with_tokens) {
+  json blocks = json::array();
+  for (const CachedBlock& b : v.blocks) {
+    json jb = {{"block_id", b.block_id},
+               {"hash", b.hash},
+               {"parent", b.parent.has_value() ? json(*b.parent) : json(nullptr)},
+               {"block_index", b.block_index},
+               {"ref_cnt", b.ref_cnt}};
+    if (with_tokens) jb["tokens"] = b.tokens;
+    jb["lora_name"] = b.lora_name.empty() ? json(nullptr) : json(b.lora_name);
+    blocks.push_back(std::move(jb));
+  }
+  return blocks;
+}
+
+// The publisher's counters in GET /sim/cache (null without a publisher).
+json KvEventsView(KvEventOutput* events) {
+  if (events == nullptr) return nullptr;
+  kvpublish::Publisher& p = events->publisher();
+  // Batches of finished requests are already queued; let the publisher thread number and
+  // send them so next_seq counts them (bounded: a paused publisher never drains).
+  p.Flush(std::chrono::milliseconds(500));
+  return {{"endpoint", p.endpoint()},
+          {"replay_endpoint", p.replay_endpoint()},
+          {"next_seq", p.next_seq()},
+          {"sent", p.sent()},
+          {"dropped", p.dropped()},
+          {"replay_requests", p.replay_requests()},
+          {"publish_errors", events->publish_errors()}};
+}
+
+bool IsPublisherFault(const std::string& action) {
+  return action == "drop_batches" || action == "pause_publisher" || action == "resume_publisher" ||
+         action == "corrupt_next_payload" || action == "ignore_replay";
+}
+
+// The publisher faults of POST /sim/fault. REQUIRES: IsPublisherFault(action).
+absl::Status ApplyPublisherFault(KvEventOutput* events, const std::string& action, int64_t count,
+                                 const json& body) {
+  if (events == nullptr) {
+    return absl::FailedPreconditionError("no KV event publisher (start with --kv-events-endpoint)");
+  }
+  kvpublish::Publisher& p = events->publisher();
+  if (action == "drop_batches") {
+    // DropNext returns Status in newer kvevents revisions and void in older ones.
+    return AsStatus([&] { return p.DropNext(static_cast<int>(count)); });
+  } else if (action == "pause_publisher") {
+    p.Pause();
+  } else if (action == "resume_publisher") {
+    p.Resume();
+  } else if (action == "corrupt_next_payload") {
+    events->CorruptNext(static_cast<int>(count));
+  } else {
+    ASSIGN_OR_RETURN(bool on, BoolField(body, "enabled", true));
+    p.SetIgnoreReplay(on);
+  }
+  return absl::OkStatus();
+}
+
+// `count` of POST /sim/fault: 1 when absent.
+absl::StatusOr<int64_t> FaultCount(const json& body) {
+  auto c = body.find("count");
+  if (c == body.end()) return 1;
+  if (!c->is_number_integer() || c->get<int64_t>() < 1 || c->get<int64_t>() > 1000000) {
+    return absl::InvalidArgumentError("`count` must be an integer in 1..1000000");
+  }
+  return c->get<int64_t>();
+}
+
 }  // namespace
 
 SimHttpServer::SimHttpServer(HttpOptions options, Engine* engine, KvEventOutput* events)
@@ -375,11 +566,18 @@ void SimHttpServer::Serve() { server_->listen_after_bind(); }
 void SimHttpServer::Stop() { server_->stop(); }
 
 void SimHttpServer::Register() {
-  httplib::Server& s = *server_;
-  const EngineOptions& eo = engine_->options();
-  const std::string model = eo.model;
+  RegisterErrorHandlers();
+  RegisterInfoRoutes();
+  RegisterGenerateRoutes();
+  RegisterTokenizerRoutes();
+  RegisterCacheRoutes();
+  server_->Post("/sim/fault", [this](const httplib::Request& req, httplib::Response& res) {
+    HandleFault(req, res);
+  });
+}
 
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+void SimHttpServer::RegisterErrorHandlers() {
+  server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string message;
     switch (res.status) {
@@ -394,7 +592,7 @@ void SimHttpServer::Register() {
     }
     SendError(res, res.status, message);
   });
-  s.set_exception_handler(
+  server_->set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "internal error";
         try {
@@ -405,7 +603,10 @@ void SimHttpServer::Register() {
         }
         SendError(res, 500, what);
       });
+}
 
+void SimHttpServer::RegisterInfoRoutes() {
+  httplib::Server& s = *server_;
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (!healthy_.load()) {
       SendError(res, 503, "engine-sim marked unhealthy by /sim/fault");
@@ -416,184 +617,34 @@ void SimHttpServer::Register() {
   s.Get("/version", [](const httplib::Request&, httplib::Response& res) {
     SendJson(res, {{"version", "0.0.0-engine-sim"}});
   });
-
-  s.Get("/v1/models", [model, max_len = eo.max_model_len, loras = eo.lora_modules](
+  const EngineOptions& eo = engine_->options();
+  s.Get("/v1/models", [model = eo.model, max_len = eo.max_model_len, loras = eo.lora_modules](
                           const httplib::Request&, httplib::Response& res) {
-    const int64_t now = std::time(nullptr);
-    json data = json::array();
-    json card = {{"id", model},
-                 {"object", "model"},
-                 {"created", now},
-                 {"owned_by", "vllm"},
-                 {"root", model},
-                 {"parent", nullptr},
-                 {"max_model_len", max_len},
-                 {"permission", json::array({{{"id", "modelperm-engine-sim"},
-                                              {"object", "model_permission"},
-                                              {"created", now},
-                                              {"allow_create_engine", false},
-                                              {"allow_sampling", true},
-                                              {"allow_logprobs", true},
-                                              {"allow_search_indices", false},
-                                              {"allow_view", true},
-                                              {"allow_fine_tuning", false},
-                                              {"organization", "*"},
-                                              {"group", nullptr},
-                                              {"is_blocking", false}}})}};
-    data.push_back(card);
-    for (const std::string& lora : loras) {
-      json adapter = card;
-      adapter["id"] = lora;
-      adapter["root"] = lora;
-      adapter["parent"] = model;
-      data.push_back(std::move(adapter));
-    }
-    SendJson(res, {{"object", "list"}, {"data", std::move(data)}});
+    SendJson(res, ModelList(model, max_len, loras));
   });
+}
 
-  auto generate = [this](const httplib::Request& req, httplib::Response& res, bool chat) {
-    absl::StatusOr<json> body = ParseBody(req);
-    if (!body.ok()) return SendStatus(res, body.status());
-    absl::StatusOr<ModelRef> model_ref = ResolveModel(*body, engine_->options());
-    if (!model_ref.ok()) return SendStatus(res, model_ref.status());
-    absl::StatusOr<std::vector<uint32_t>> prompt =
-        chat ? ParseChatPrompt(*body) : ParseCompletionPrompt(*body);
-    if (!prompt.ok()) return SendStatus(res, prompt.status());
-    absl::StatusOr<GenParams> params = ParseGenParams(*body, chat);
-    if (!params.ok()) return SendStatus(res, params.status());
-    const int64_t max_len = engine_->options().max_model_len;
-    const int64_t plen = static_cast<int64_t>(prompt->size());
-    if (plen == 0) return SendError(res, 400, "The prompt is empty (it tokenizes to 0 tokens).");
-    if (plen > max_len || (plen == max_len && !params->max_tokens.has_value())) {
-      return SendError(res, 400,
-                       fmt::format("This model's maximum context length is {} tokens. However, "
-                                   "your request has {} input tokens. Please reduce the length "
-                                   "of the input messages.",
-                                   max_len, plen));
-    }
-    RequestArgs args;
-    if (params->max_tokens.has_value()) {
-      if (plen + *params->max_tokens > max_len) {
-        return SendError(
-            res, 400,
-            fmt::format("This model's maximum context length is {} tokens. However, you "
-                        "requested {} tokens ({} in the messages, {} in the completion). Please "
-                        "reduce the length of the messages or completion.",
-                        max_len, plen + *params->max_tokens, plen, *params->max_tokens));
-      }
-      args.max_tokens = static_cast<int>(*params->max_tokens);
-      args.max_tokens_given = true;
-    } else {
-      args.max_tokens =
-          static_cast<int>(std::min<int64_t>(options_.default_max_tokens, max_len - plen));
-    }
-    args.prompt = std::move(*prompt);
-    args.stream = params->stream;
-    args.lora_name = model_ref->lora_name;
-    args.lora_id = model_ref->lora_id;
-    const std::string model = model_ref->name;
-    const std::string id = HexId(chat ? "chatcmpl-" : "cmpl-", next_id_.fetch_add(1));
-    const int64_t created = std::time(nullptr);
-    std::shared_ptr<RequestHandle> handle = engine_->Submit(std::move(args));
-
-    if (!params->stream) {
-      RequestHandle::Progress p = handle->WaitFinished();
-      if (!p.error.ok()) return SendStatus(res, p.error);
-      const int completion = static_cast<int>(p.new_text.size());
-      const std::string reason(FinishReasonName(p.reason));
-      json choice;
-      if (chat) {
-        choice = {{"index", 0},
-                  {"message",
-                   {{"role", "assistant"}, {"content", p.new_text}, {"tool_calls", json::array()}}},
-                  {"logprobs", nullptr},
-                  {"finish_reason", reason},
-                  {"stop_reason", nullptr}};
-      } else {
-        choice = {{"index", 0},
-                  {"text", p.new_text},
-                  {"logprobs", nullptr},
-                  {"finish_reason", reason},
-                  {"stop_reason", nullptr},
-                  {"prompt_logprobs", nullptr}};
-      }
-      SendJson(res,
-               {{"id", id},
-                {"object", chat ? "chat.completion" : "text_completion"},
-                {"created", created},
-                {"model", model},
-                {"choices", json::array({std::move(choice)})},
-                {"usage", Usage(handle->prompt_tokens(), completion, handle->cached_tokens())}});
-      return;
-    }
-    auto st = std::make_shared<StreamState>();
-    st->handle = handle;
-    st->id = id;
-    st->model = model;
-    st->created = created;
-    st->chat = chat;
-    st->include_usage = params->include_usage;
-    res.status = 200;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream; charset=utf-8",
-        [st](size_t, httplib::DataSink& sink) { return StreamStep(*st, sink); },
-        [handle](bool) { handle->Abort(); });
-  };
-  s.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) {
-    generate(req, res, false);
+void SimHttpServer::RegisterGenerateRoutes() {
+  server_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    HandleGenerate(req, res, /*chat=*/false);
   });
-  s.Post("/v1/chat/completions", [generate](const httplib::Request& req, httplib::Response& res) {
-    generate(req, res, true);
-  });
+  server_->Post("/v1/chat/completions",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  HandleGenerate(req, res, /*chat=*/true);
+                });
+}
 
-  s.Post("/tokenize",
-         [this, max_len = eo.max_model_len](const httplib::Request& req, httplib::Response& res) {
-           absl::StatusOr<json> body = ParseBody(req);
-           if (!body.ok()) return SendStatus(res, body.status());
-           if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok())
-             return SendStatus(res, st);
-           absl::StatusOr<bool> strs = BoolField(*body, "return_token_strs", false);
-           if (!strs.ok()) return SendStatus(res, strs.status());
-           if (auto st = BoolField(*body, "add_special_tokens", true); !st.ok()) {
-             return SendStatus(res, st.status());
-           }
-           absl::StatusOr<std::vector<uint32_t>> ids;
-           if (body->contains("messages")) {
-             ids = ParseChatPrompt(*body);
-           } else if (auto p = body->find("prompt"); p != body->end()) {
-             if (!p->is_string()) return SendError(res, 400, "`prompt` must be a string");
-             ids = ByteTokenizer::Encode(p->get_ref<const std::string&>());
-           } else {
-             return SendError(res, 400, "Either `prompt` or `messages` is required");
-           }
-           if (!ids.ok()) return SendStatus(res, ids.status());
-           json token_strs = nullptr;
-           if (*strs) {
-             token_strs = json::array();
-             for (uint32_t id : *ids) token_strs.push_back(ByteTokenizer::TokenString(id));
-           }
-           SendJson(res, {{"count", ids->size()},
-                          {"max_model_len", max_len},
-                          {"tokens", *ids},
-                          {"token_strs", std::move(token_strs)}});
-         });
-  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<json> body = ParseBody(req);
-    if (!body.ok()) return SendStatus(res, body.status());
-    if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok())
-      return SendStatus(res, st);
-    auto it = body->find("tokens");
-    if (it == body->end() || !it->is_array()) {
-      return SendError(res, 400, "`tokens` (an array of token ids) is required");
-    }
-    absl::StatusOr<std::vector<uint32_t>> ids = ParseTokenArray(*it, "tokens");
-    if (!ids.ok()) return SendStatus(res, ids.status());
-    absl::StatusOr<std::string> text = ByteTokenizer().Detokenize(*ids);
-    if (!text.ok()) return SendStatus(res, text.status());
-    SendJson(res, {{"prompt", *text}});
+void SimHttpServer::RegisterTokenizerRoutes() {
+  server_->Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    HandleTokenize(req, res);
   });
+  server_->Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    HandleDetokenize(req, res);
+  });
+}
 
+void SimHttpServer::RegisterCacheRoutes() {
+  httplib::Server& s = *server_;
   s.Post("/reset_prefix_cache", [this](const httplib::Request&, httplib::Response& res) {
     if (!engine_->ResetPrefixCache()) {
       return SendError(res, 409,
@@ -601,7 +652,6 @@ void SimHttpServer::Register() {
     }
     res.status = 200;
   });
-
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     std::string text;
     text.reserve(48 << 10);
@@ -609,96 +659,121 @@ void SimHttpServer::Register() {
     res.status = 200;
     res.set_content(std::move(text), "text/plain; version=0.0.4; charset=utf-8");
   });
-
   s.Get("/sim/cache", [this](const httplib::Request& req, httplib::Response& res) {
     const bool with_tokens = req.get_param_value("tokens") != "0";
     CacheView v = engine_->CacheSnapshot();
-    json blocks = json::array();
-    for (const CachedBlock& b : v.blocks) {
-      json jb = {{"block_id", b.block_id},
-                 {"hash", b.hash},
-                 {"parent", b.parent.has_value() ? json(*b.parent) : json(nullptr)},
-                 {"block_index", b.block_index},
-                 {"ref_cnt", b.ref_cnt}};
-      if (with_tokens) jb["tokens"] = b.tokens;
-      jb["lora_name"] = b.lora_name.empty() ? json(nullptr) : json(b.lora_name);
-      blocks.push_back(std::move(jb));
-    }
     json out = {{"block_size", v.block_size},
                 {"num_gpu_blocks", v.num_gpu_blocks},
                 {"num_free_blocks", v.num_free_blocks},
                 {"num_cached_blocks", v.blocks.size()},
                 {"kv_cache_usage", v.usage},
-                {"blocks", std::move(blocks)}};
-    if (events_ != nullptr) {
-      kvpublish::Publisher& p = events_->publisher();
-      // Batches of finished requests are already queued; let the publisher thread number
-      // and send them so next_seq counts them (bounded: a paused publisher never drains).
-      p.Flush(std::chrono::milliseconds(500));
-      out["kv_events"] = {{"endpoint", p.endpoint()},
-                          {"replay_endpoint", p.replay_endpoint()},
-                          {"next_seq", p.next_seq()},
-                          {"sent", p.sent()},
-                          {"dropped", p.dropped()},
-                          {"replay_requests", p.replay_requests()},
-                          {"publish_errors", events_->publish_errors()}};
-    } else {
-      out["kv_events"] = nullptr;
-    }
+                {"blocks", CacheBlocks(v, with_tokens)}};
+    out["kv_events"] = KvEventsView(events_);
     SendJson(res, out);
   });
+}
 
-  s.Post("/sim/fault", [this](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<json> body = ParseBody(req);
-    if (!body.ok()) return SendStatus(res, body.status());
-    auto a = body->find("action");
-    if (a == body->end() || !a->is_string()) return SendError(res, 400, "`action` is required");
-    const std::string action = a->get<std::string>();
-    int64_t count = 1;
-    if (auto c = body->find("count"); c != body->end()) {
-      if (!c->is_number_integer() || c->get<int64_t>() < 1 || c->get<int64_t>() > 1000000) {
-        return SendError(res, 400, "`count` must be an integer in 1..1000000");
-      }
-      count = c->get<int64_t>();
+void SimHttpServer::HandleGenerate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  absl::StatusOr<GenerateRequest> g =
+      ParseGenerate(req, chat, engine_->options(), options_.default_max_tokens);
+  if (!g.ok()) return SendStatus(res, g.status());
+  auto st = std::make_shared<StreamState>();
+  st->id = HexId(chat ? "chatcmpl-" : "cmpl-", next_id_.fetch_add(1));
+  st->model = g->model;
+  st->created = std::time(nullptr);
+  st->chat = chat;
+  st->include_usage = g->include_usage;
+  const bool stream = g->args.stream;
+  st->handle = engine_->Submit(std::move(g->args));
+  if (!stream) {
+    RequestHandle::Progress p = st->handle->WaitFinished();
+    if (!p.error.ok()) return SendStatus(res, p.error);
+    return SendJson(res, FinishedResponse(*st, p));
+  }
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream; charset=utf-8",
+      [st](size_t, httplib::DataSink& sink) { return StreamStep(*st, sink); },
+      [handle = st->handle](bool) { handle->Abort(); });
+}
+
+void SimHttpServer::HandleTokenize(const httplib::Request& req, httplib::Response& res) {
+  absl::StatusOr<json> body = ParseBody(req);
+  if (!body.ok()) return SendStatus(res, body.status());
+  if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok()) {
+    return SendStatus(res, st);
+  }
+  absl::StatusOr<bool> strs = BoolField(*body, "return_token_strs", false);
+  if (!strs.ok()) return SendStatus(res, strs.status());
+  if (auto st = BoolField(*body, "add_special_tokens", true); !st.ok()) {
+    return SendStatus(res, st.status());
+  }
+  absl::StatusOr<std::vector<uint32_t>> ids;
+  if (body->contains("messages")) {
+    ids = ParseChatPrompt(*body);
+  } else if (auto p = body->find("prompt"); p != body->end()) {
+    if (!p->is_string()) return SendError(res, 400, "`prompt` must be a string");
+    ids = ByteTokenizer::Encode(p->get_ref<const std::string&>());
+  } else {
+    return SendError(res, 400, "Either `prompt` or `messages` is required");
+  }
+  if (!ids.ok()) return SendStatus(res, ids.status());
+  json token_strs = nullptr;
+  if (*strs) {
+    token_strs = json::array();
+    for (uint32_t id : *ids) token_strs.push_back(ByteTokenizer::TokenString(id));
+  }
+  SendJson(res, {{"count", ids->size()},
+                 {"max_model_len", engine_->options().max_model_len},
+                 {"tokens", *ids},
+                 {"token_strs", std::move(token_strs)}});
+}
+
+void SimHttpServer::HandleDetokenize(const httplib::Request& req, httplib::Response& res) {
+  absl::StatusOr<json> body = ParseBody(req);
+  if (!body.ok()) return SendStatus(res, body.status());
+  if (absl::Status st = CheckModel(*body, engine_->options()); !st.ok()) {
+    return SendStatus(res, st);
+  }
+  auto it = body->find("tokens");
+  if (it == body->end() || !it->is_array()) {
+    return SendError(res, 400, "`tokens` (an array of token ids) is required");
+  }
+  absl::StatusOr<std::vector<uint32_t>> ids = ParseTokenArray(*it, "tokens");
+  if (!ids.ok()) return SendStatus(res, ids.status());
+  absl::StatusOr<std::string> text = ByteTokenizer().Detokenize(*ids);
+  if (!text.ok()) return SendStatus(res, text.status());
+  SendJson(res, {{"prompt", *text}});
+}
+
+void SimHttpServer::HandleFault(const httplib::Request& req, httplib::Response& res) {
+  absl::StatusOr<json> body = ParseBody(req);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto a = body->find("action");
+  if (a == body->end() || !a->is_string()) return SendError(res, 400, "`action` is required");
+  const std::string action = a->get<std::string>();
+  absl::StatusOr<int64_t> count = FaultCount(*body);
+  if (!count.ok()) return SendStatus(res, count.status());
+  if (action == "restart") {
+    engine_->Restart();
+    if (events_ != nullptr) events_->publisher().Flush(std::chrono::seconds(5));
+  } else if (action == "set_health") {
+    auto h = BoolField(*body, "healthy", true);
+    if (!h.ok()) return SendStatus(res, h.status());
+    healthy_.store(*h);
+  } else if (IsPublisherFault(action)) {
+    if (absl::Status st = ApplyPublisherFault(events_, action, *count, *body); !st.ok()) {
+      return SendStatus(res, st);
     }
-    if (action == "restart") {
-      engine_->Restart();
-      if (events_ != nullptr) events_->publisher().Flush(std::chrono::seconds(5));
-    } else if (action == "set_health") {
-      auto h = BoolField(*body, "healthy", true);
-      if (!h.ok()) return SendStatus(res, h.status());
-      healthy_.store(*h);
-    } else if (action == "drop_batches" || action == "pause_publisher" ||
-               action == "resume_publisher" || action == "corrupt_next_payload" ||
-               action == "ignore_replay") {
-      if (events_ == nullptr) {
-        return SendError(res, 409, "no KV event publisher (start with --kv-events-endpoint)");
-      }
-      kvpublish::Publisher& p = events_->publisher();
-      if (action == "drop_batches") {
-        // DropNext returns Status in newer kvevents revisions and void in older ones.
-        absl::Status st = AsStatus([&] { return p.DropNext(static_cast<int>(count)); });
-        if (!st.ok()) return SendStatus(res, st);
-      } else if (action == "pause_publisher") {
-        p.Pause();
-      } else if (action == "resume_publisher") {
-        p.Resume();
-      } else if (action == "corrupt_next_payload") {
-        events_->CorruptNext(static_cast<int>(count));
-      } else {
-        auto on = BoolField(*body, "enabled", true);
-        if (!on.ok()) return SendStatus(res, on.status());
-        p.SetIgnoreReplay(*on);
-      }
-    } else {
-      return SendError(res, 400,
-                       fmt::format("unknown action `{}` (drop_batches, restart, pause_publisher, "
-                                   "resume_publisher, corrupt_next_payload, ignore_replay, "
-                                   "set_health)",
-                                   action));
-    }
-    SendJson(res, {{"ok", true}, {"action", action}});
-  });
+  } else {
+    return SendError(res, 400,
+                     fmt::format("unknown action `{}` (drop_batches, restart, pause_publisher, "
+                                 "resume_publisher, corrupt_next_payload, ignore_replay, "
+                                 "set_health)",
+                                 action));
+  }
+  SendJson(res, {{"ok", true}, {"action", action}});
 }
 
 }  // namespace aibrix::enginesim

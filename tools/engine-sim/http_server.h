@@ -20,7 +20,9 @@
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace aibrix::enginesim {
 
@@ -48,7 +50,19 @@ class SimHttpServer {
   void Stop();
 
  private:
+  // Route registration, one group per step.
   void Register();
+  void RegisterErrorHandlers();    // 404/413/500 bodies in vLLM's error shape
+  void RegisterInfoRoutes();       // /health, /version, /v1/models
+  void RegisterGenerateRoutes();   // /v1/completions, /v1/chat/completions
+  void RegisterTokenizerRoutes();  // /tokenize, /detokenize
+  void RegisterCacheRoutes();      // /reset_prefix_cache, /metrics, /sim/cache
+
+  // Handlers (each sends the whole response, errors included).
+  void HandleGenerate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void HandleTokenize(const httplib::Request& req, httplib::Response& res);
+  void HandleDetokenize(const httplib::Request& req, httplib::Response& res);
+  void HandleFault(const httplib::Request& req, httplib::Response& res);
 
   const HttpOptions options_;
   Engine* const engine_;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <mutex>
 
-#include "aibrix/prefix/all_stats.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -49,25 +48,22 @@ struct ApproxIndex::Metrics {
   prometheus::Counter& ttl;
 };
 
-struct ApproxIndex::PodLru {
+// PodBase: key, mutex, removed flag, gauge, bytes (index_core.h).
+struct ApproxIndex::PodLru : PodBase {
   struct Node {
     BlockKey key;
     uint32_t prev, next;  // towards head (newer) / tail (older)
     int64_t stamp_ns;
   };
-  explicit PodLru(std::string p) : pod(std::move(p)) {}
-  const std::string pod;
-  std::mutex mu;
+  using PodBase::PodBase;
   // Guarded by mu:
-  bool removed = false;
   HolderId holder = 0;
   absl::flat_hash_map<BlockKey, uint32_t> index;
   std::vector<Node> nodes;
   std::vector<uint32_t> free;
   uint32_t head = kNil, tail = kNil;
-  prometheus::Gauge* gauge = nullptr;
+  // Readable without mu (stats):
   std::atomic<uint64_t> size{0};
-  std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> evicted{0};
 
   void Unlink(uint32_t i) {
@@ -97,34 +93,12 @@ struct ApproxIndex::PodLru {
 
 ApproxIndex::ApproxIndex(ApproxIndexOptions options, prometheus::Registry* registry)
     : options_(options),
-      hasher_(options.block_size, options.scheme),
-      table_(epoch_),
-      directory_(epoch_),
-      metrics_(registry ? std::make_unique<Metrics>(*registry) : nullptr) {}
+      metrics_(registry ? std::make_unique<Metrics>(*registry) : nullptr),
+      core_(options.block_size, options.scheme, MatchSource::kRouting,
+            metrics_ ? &metrics_->pod_blocks : nullptr),
+      pods_(core_) {}
 
-ApproxIndex::~ApproxIndex() {
-  if (!metrics_) return;
-  std::unique_lock lock(pods_mu_);
-  for (auto& [key, lru] : pods_) {
-    std::lock_guard<std::mutex> l(lru->mu);
-    if (lru->gauge) metrics_->pod_blocks.Remove(lru->gauge);
-  }
-}
-
-std::shared_ptr<ApproxIndex::PodLru> ApproxIndex::GetOrCreate(const std::string& pod) {
-  {
-    std::shared_lock lock(pods_mu_);
-    if (auto it = pods_.find(pod); it != pods_.end()) return it->second;
-  }
-  std::unique_lock lock(pods_mu_);
-  auto& slot = pods_[pod];
-  if (!slot) {
-    slot = std::make_shared<PodLru>(pod);
-    slot->holder = directory_.Acquire(pod, kTier);
-    if (metrics_) slot->gauge = &metrics_->pod_blocks.Add({{"pod", pod}, {"source", "routing"}});
-  }
-  return slot;
-}
+ApproxIndex::~ApproxIndex() = default;
 
 uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
   uint64_t by_cap = 0, by_ttl = 0;
@@ -135,7 +109,7 @@ uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
     const bool old = now_ns - lru.nodes[t].stamp_ns > ttl;
     if (!over && !old) break;
     (over ? by_cap : by_ttl) += 1;
-    table_.Clear(lru.nodes[t].key, lru.holder);
+    core_.table().Clear(lru.nodes[t].key, lru.holder);
     lru.index.erase(lru.nodes[t].key);
     lru.Unlink(t);
     lru.free.push_back(t);
@@ -143,7 +117,7 @@ uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
   const uint64_t n = by_cap + by_ttl;
   if (n > 0) {
     lru.evicted.fetch_add(n, std::memory_order_relaxed);
-    memberships_.fetch_sub(n, std::memory_order_relaxed);
+    core_.AddMemberships(-static_cast<int64_t>(n));
     if (metrics_) {
       if (by_cap) metrics_->capacity.Increment(static_cast<double>(by_cap));
       if (by_ttl) metrics_->ttl.Increment(static_cast<double>(by_ttl));
@@ -157,16 +131,17 @@ uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
   return n;
 }
 
+void ApproxIndex::PublishLocked(PodLru& lru) {
+  lru.size.store(lru.index.size(), std::memory_order_relaxed);
+  core_.SetPodBytes(lru.bytes, lru.Bytes());
+  if (lru.gauge) lru.gauge->Set(static_cast<double>(lru.index.size()));
+}
+
 void ApproxIndex::RecordKeys(std::span<const BlockKey> keys, const std::string& pod) {
   if (keys.empty()) return;
-  std::shared_ptr<PodLru> lru;
-  std::unique_lock<std::mutex> lock;
-  for (;;) {
-    lru = GetOrCreate(pod);
-    lock = std::unique_lock<std::mutex>(lru->mu);
-    if (!lru->removed) break;
-    lock.unlock();
-  }
+  auto [lru, lock] = pods_.LockLive(pod, [&](PodLru& created) {
+    created.holder = core_.directory().Acquire(pod, kTier);  // the pod's one holder
+  });
   const int64_t now = options_.clock->Now().time_since_epoch().count();
   uint64_t added = 0;
   // Last block first, so every block ends up more recent than its descendants.
@@ -191,115 +166,54 @@ void ApproxIndex::RecordKeys(std::span<const BlockKey> keys, const std::string& 
     lru->nodes[i] = {key, kNil, kNil, now};
     it->second = i;
     lru->PushHead(i);
-    table_.Set(key, lru->holder);
+    core_.table().Set(key, lru->holder);
     ++added;
   }
-  memberships_.fetch_add(added, std::memory_order_relaxed);
+  core_.AddMemberships(static_cast<int64_t>(added));
   TrimLocked(*lru, now);
-  lru->size.store(lru->index.size(), std::memory_order_relaxed);
-  const uint64_t b = lru->Bytes();
-  pod_bytes_.fetch_add(b - lru->bytes.exchange(b), std::memory_order_relaxed);
+  PublishLocked(*lru);
   if (metrics_) {
     metrics_->records.Increment();
-    if (lru->gauge) lru->gauge->Set(static_cast<double>(lru->index.size()));
     metrics_->bytes.Set(static_cast<double>(bytes()));
   }
 }
 
 void ApproxIndex::Record(const HashContext& ctx, std::span<const uint32_t> tokens,
                          const std::string& pod) {
-  RecordKeys(hasher_.Hash(ctx, tokens), pod);
+  RecordKeys(core_.hasher().Hash(ctx, tokens), pod);
 }
 
 void ApproxIndex::RemovePod(const std::string& pod) {
-  std::shared_ptr<PodLru> lru;
-  {
-    std::unique_lock lock(pods_mu_);
-    auto it = pods_.find(pod);
-    if (it == pods_.end()) return;
-    lru = std::move(it->second);
-    pods_.erase(it);
-  }
+  std::shared_ptr<PodLru> lru = pods_.Take(pod);
+  if (!lru) return;
   std::lock_guard<std::mutex> lock(lru->mu);
-  for (const auto& [key, i] : lru->index) table_.Clear(key, lru->holder);
-  memberships_.fetch_sub(lru->index.size(), std::memory_order_relaxed);
+  for (const auto& [key, i] : lru->index) core_.table().Clear(key, lru->holder);
+  core_.AddMemberships(-static_cast<int64_t>(lru->index.size()));
   lru->index = {};
   lru->nodes = {};
   lru->free = {};
   lru->head = lru->tail = kNil;
-  lru->removed = true;
   lru->size.store(0);
-  directory_.Release(lru->holder);
-  pod_bytes_.fetch_sub(lru->bytes.exchange(0), std::memory_order_relaxed);
-  if (metrics_ && lru->gauge) {
-    metrics_->pod_blocks.Remove(lru->gauge);
-    lru->gauge = nullptr;
-  }
+  core_.directory().Release(lru->holder);
+  pods_.Retire(*lru);
 }
 
 uint64_t ApproxIndex::Sweep() {
-  std::vector<std::shared_ptr<PodLru>> all;
-  {
-    std::shared_lock lock(pods_mu_);
-    for (const auto& [k, p] : pods_) all.push_back(p);
-  }
   const int64_t now = options_.clock->Now().time_since_epoch().count();
   uint64_t n = 0;
-  for (auto& lru : all) {
+  for (auto& lru : pods_.All()) {
     std::lock_guard<std::mutex> lock(lru->mu);
     if (lru->removed) continue;
     n += TrimLocked(*lru, now);
-    lru->size.store(lru->index.size(), std::memory_order_relaxed);
-    const uint64_t b = lru->Bytes();
-    pod_bytes_.fetch_add(b - lru->bytes.exchange(b), std::memory_order_relaxed);
-    if (metrics_ && lru->gauge) lru->gauge->Set(static_cast<double>(lru->index.size()));
+    PublishLocked(*lru);
   }
   if (metrics_) metrics_->bytes.Set(static_cast<double>(bytes()));
   return n;
 }
 
-void ApproxIndex::MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const {
-  KeyCursor cursor(keys);
-  thread_local std::vector<HolderMatch> found;
-  found.clear();
-  EpochManager::ReadGuard guard(epoch_);
-  const auto& snap = directory_.snapshot();
-  SearchPrefix(table_, snap.group_masks, cursor, &found);
-  for (const HolderMatch& m : found) visit(snap.by_id[m.holder].pod, kTier, m.blocks);
-}
-
-void ApproxIndex::MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
-                              MatchVisitor visit) const {
-  KeyCursor cursor(hasher_, ContextRoot(ctx), tokens);
-  thread_local std::vector<HolderMatch> found;
-  found.clear();
-  EpochManager::ReadGuard guard(epoch_);
-  const auto& snap = directory_.snapshot();
-  SearchPrefix(table_, snap.group_masks, cursor, &found);
-  for (const HolderMatch& m : found) visit(snap.by_id[m.holder].pod, kTier, m.blocks);
-}
-
-std::vector<PodMatch> ApproxIndex::Match(const HashContext& ctx,
-                                         std::span<const uint32_t> tokens) const {
-  std::vector<PodMatch> out;
-  MatchTokens(ctx, tokens, [&](std::string_view pod, std::string_view tier, uint32_t blocks) {
-    out.push_back(PodMatch{std::string(pod), blocks, std::string(tier), MatchSource::kRouting});
-  });
-  std::sort(out.begin(), out.end(), [](const PodMatch& a, const PodMatch& b) {
-    if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
-    return a.pod < b.pod;
-  });
-  return out;
-}
-
 std::optional<PodIndexStats> ApproxIndex::Stats(const std::string& pod) const {
-  std::shared_ptr<PodLru> lru;
-  {
-    std::shared_lock lock(pods_mu_);
-    auto it = pods_.find(pod);
-    if (it == pods_.end()) return std::nullopt;
-    lru = it->second;
-  }
+  std::shared_ptr<PodLru> lru = pods_.Find(pod);
+  if (!lru) return std::nullopt;
   PodIndexStats s;
   s.pod = pod;
   s.source = MatchSource::kRouting;
@@ -311,11 +225,7 @@ std::optional<PodIndexStats> ApproxIndex::Stats(const std::string& pod) const {
 }
 
 std::vector<PodIndexStats> ApproxIndex::AllStats() const {
-  return AllPodStats(pods_mu_, pods_, [this](const std::string& key) { return Stats(key); });
-}
-
-uint64_t ApproxIndex::bytes() const {
-  return table_.bytes() + pod_bytes_.load(std::memory_order_relaxed);
+  return pods_.AllStats([this](const std::string& key) { return Stats(key); });
 }
 
 }  // namespace aibrix::prefix

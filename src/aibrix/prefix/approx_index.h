@@ -10,26 +10,23 @@
 // the pod's next Record and by Sweep(), which the owner calls periodically (the reference
 // sweeps every second).
 //
+// The holder table, directory, epoch, pod registry and query body are IndexCore's
+// (index_core.h), shared with ExactIndex; this class adds the per-pod LRU.
+//
 // Thread safety: Record/RemovePod/Sweep lock one pod at a time (no global lock); queries
 // take no lock and may run concurrently with them.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "aibrix/common/clock.h"
 #include "aibrix/prefix/block_hash.h"
-#include "aibrix/prefix/epoch.h"
-#include "aibrix/prefix/exact_index.h"
-#include "aibrix/prefix/holder_table.h"
+#include "aibrix/prefix/index_core.h"
 #include "aibrix/prefix/types.h"
 
 namespace prometheus {
@@ -68,39 +65,39 @@ class ApproxIndex {
   uint64_t Sweep();
 
   // Queries, as ExactIndex's (tier is always "GPU").
-  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const;
+  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const {
+    core_.MatchKeys(keys, visit);
+  }
   void MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
-                   MatchVisitor visit) const;
-  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const;
+                   MatchVisitor visit) const {
+    core_.MatchTokens(ctx, tokens, visit);
+  }
+  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const {
+    return core_.Match(ctx, tokens);
+  }
 
-  const BlockHasher& hasher() const { return hasher_; }
+  const BlockHasher& hasher() const { return core_.hasher(); }
   std::optional<PodIndexStats> Stats(const std::string& pod) const;
   std::vector<PodIndexStats> AllStats() const;
-  uint64_t memberships() const { return memberships_.load(std::memory_order_relaxed); }
-  uint64_t bytes() const;
+  uint64_t memberships() const { return core_.memberships(); }
+  uint64_t bytes() const { return core_.bytes(); }
 
   struct PodLru;  // defined in approx_index.cc
   struct Metrics;
 
  private:
-  std::shared_ptr<PodLru> GetOrCreate(const std::string& pod);
   // Evicts from the tail while over capacity or older than the TTL. REQUIRES: lru.mu held.
   uint64_t TrimLocked(PodLru& lru, int64_t now_ns);
+  // Publishes the pod's size (stats, gauge) and bytes. REQUIRES: lru.mu held.
+  void PublishLocked(PodLru& lru);
 
+  // Constant after construction (metrics_ before core_: the core keeps its pod gauge family).
   const ApproxIndexOptions options_;
-  const BlockHasher hasher_;
-  mutable EpochManager epoch_;
-  HolderTable table_;
-  HolderDirectory directory_;
-  std::unique_ptr<Metrics> metrics_;
-  std::atomic<uint64_t> memberships_{0};
-  std::atomic<uint64_t> pod_bytes_{0};
-
-  // std::shared_mutex rather than absl::Mutex: Debian builds Abseil without TSan
-  // annotations, so TSan cannot see absl::Mutex. Lock order: never held while taking a
-  // pod's mutex.
-  mutable std::shared_mutex pods_mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<PodLru>> pods_;  // guarded by pods_mu_
+  const std::unique_ptr<Metrics> metrics_;
+  // Thread-safe: the table, directory, queries and counters (index_core.h).
+  IndexCore core_;
+  // Registry lock never held while a pod's mutex is taken (index_core.h).
+  PodRegistry<PodLru> pods_;
 };
 
 }  // namespace aibrix::prefix

@@ -4,8 +4,9 @@
 #include <cctype>
 #include <mutex>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/prefix/all_stats.h"
 #include "aibrix/prefix/engine_map.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -146,12 +147,10 @@ struct ExactIndex::Metrics {
   absl::flat_hash_map<std::string, prometheus::Gauge*> models;
 };
 
-struct ExactIndex::PodState {
-  explicit PodState(std::string key) : pod_key(std::move(key)) {}
-  const std::string pod_key;
-  std::mutex mu;
+// PodBase: key, mutex, removed flag, gauge, bytes (index_core.h).
+struct ExactIndex::PodState : PodBase {
+  using PodBase::PodBase;
   // Guarded by mu:
-  bool removed = false;
   std::string model;
   std::vector<std::unique_ptr<Holder>> holders;
   absl::flat_hash_set<int64_t> main_groups;
@@ -161,12 +160,10 @@ struct ExactIndex::PodState {
   std::vector<size_t> slots;      // scratch
   // Table updates deferred to the end of an event (PodWriter), kept to reuse their memory.
   std::vector<std::pair<BlockKey, Holder*>> table_sets, table_clears;
-  prometheus::Gauge* gauge = nullptr;
   uint64_t reported_entries = 0;  // what the model gauge has seen
   std::string reported_model;
   // Readable without mu (stats):
   std::atomic<uint64_t> entries{0};
-  std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> unplaceable{0};
   std::atomic<uint64_t> unknown_removes{0};
   std::atomic<uint64_t> skipped{0};
@@ -179,14 +176,13 @@ namespace {
 class PodWriter {
  public:
   using PodState = ExactIndex::PodState;
-  PodWriter(PodState& pod, HolderTable& table, HolderDirectory& dir, const BlockHasher& hasher,
-            std::atomic<uint64_t>& memberships, EpochManager& epoch)
+  PodWriter(PodState& pod, IndexCore& core)
       : pod_(pod),
-        table_(table),
-        dir_(dir),
-        hasher_(hasher),
-        memberships_(memberships),
-        epoch_(epoch) {}
+        core_(core),
+        table_(core.table()),
+        dir_(core.directory()),
+        hasher_(core.hasher()),
+        epoch_(core.epoch()) {}
   ~PodWriter() { Flush(); }
 
   // Applies deferred table updates and publishes the batched entry counts.
@@ -195,10 +191,11 @@ class PodWriter {
     FlushTable();
     if (delta_ == 0) return;
     pod_.entries.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
-    memberships_.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
+    core_.AddMemberships(delta_);
     delta_ = 0;
   }
 
+  uint64_t stored_events = 0, removed_events = 0, cleared_events = 0;  // applied, by type
   uint64_t fixup_scans = 0;  // holder scans for removed blocks that still had children
   uint64_t stored = 0, removed = 0, unknown_parent = 0, bad_block_size = 0, bad_length = 0,
            non_main = 0, too_many_tiers = 0, self_ref = 0, unknown_remove = 0, collisions = 0;
@@ -220,6 +217,20 @@ class PodWriter {
     return pod_.holders.back().get();
   }
 
+  // Applies one event of any kind, counting it.
+  void Apply(const kv::Event& event, const std::string& model) {
+    if (const auto* s = std::get_if<kv::BlockStored>(&event)) {
+      Stored(*s, model);
+      ++stored_events;
+    } else if (const auto* r = std::get_if<kv::BlockRemoved>(&event)) {
+      Removed(*r);
+      ++removed_events;
+    } else {
+      ClearAll();
+      ++cleared_events;
+    }
+  }
+
   void Stored(const kv::BlockStored& ev, const std::string& model) {
     const size_t n = ev.block_hashes.size();
     if (!IsMainGroup(ev)) {
@@ -234,78 +245,117 @@ class PodWriter {
       return;
     }
     if (n == 0) return;
-    if (ev.token_ids.empty()) {  // known hashes now also held in this tier
-      for (kv::EngineHash hash : ev.block_hashes) {
-        const uint64_t e = EngineKey(hash, group);
-        bool found = false;
-        for (auto& other : pod_.holders) {
-          if (other.get() == h) continue;
-          const size_t i = other->map.Find(e);
-          if (i == EngineMap::kNpos) continue;
-          Insert(*h, e, other->map.our(i), other->map.parent(i));
-          found = true;
-          break;
-        }
-        if (!found && h->map.Find(e) == EngineMap::kNpos) ++unknown_parent;
-      }
-      FixOrphans(*h);
-      return;
-    }
-    const size_t bs = static_cast<size_t>(hasher_.block_size());
-    if (ev.block_size != hasher_.block_size()) {
-      bad_block_size += n;
-      return;
-    }
-    if (ev.token_ids.size() != n * bs) {
-      bad_length += n;
-      return;
-    }
+    if (ev.token_ids.empty()) return StoredInAnotherTier(ev, group, *h);
+    if (!TokensFit(ev)) return;
     // The engine keys first, so that the parent's lines (of a block stored long ago, not
     // cached) load meanwhile.
     const uint64_t parent_e =
         ev.parent_block_hash ? EngineKey(*ev.parent_block_hash, group) : kRootParent;
     if (parent_e != kRootParent) h->map.PrefetchProbe(parent_e);
+    if (!ComputeEngineKeys(ev, group, parent_e)) return;
+    const std::optional<ParentLink> parent = FindParent(ev, model, *h, parent_e);
+    if (!parent) return;
+    pod_.keys.resize(n);
+    hasher_.HashInto(parent->key, ev.token_ids, pod_.keys.data());
+    InsertChain(*h, parent_e, parent->slot);
+    FixOrphans(*h);
+    FlushTable();
+  }
+
+ private:
+  // Where a stored event's first block hangs: our key of its parent (or the context root),
+  // and the parent's slot in the event's holder (kNpos when elsewhere or at the root).
+  struct ParentLink {
+    BlockKey key;
+    size_t slot;
+  };
+
+  // A BlockStored without tokens: its hashes, known in the pod's other tiers, are now also
+  // held in `h`'s tier (same key, same parent). Unknown hashes are counted.
+  void StoredInAnotherTier(const kv::BlockStored& ev, int64_t group, Holder& h) {
+    for (kv::EngineHash hash : ev.block_hashes) {
+      const uint64_t e = EngineKey(hash, group);
+      bool found = false;
+      for (auto& other : pod_.holders) {
+        if (other.get() == &h) continue;
+        const size_t i = other->map.Find(e);
+        if (i == EngineMap::kNpos) continue;
+        Insert(h, e, other->map.our(i), other->map.parent(i));
+        found = true;
+        break;
+      }
+      if (!found && h.map.Find(e) == EngineMap::kNpos) ++unknown_parent;
+    }
+    FixOrphans(h);
+  }
+
+  // False (counted) when the event's blocks cannot line up with the index's.
+  bool TokensFit(const kv::BlockStored& ev) {
+    const size_t n = ev.block_hashes.size();
+    if (ev.block_size != hasher_.block_size()) {
+      bad_block_size += n;
+      return false;
+    }
+    if (ev.token_ids.size() != n * static_cast<size_t>(hasher_.block_size())) {
+      bad_length += n;
+      return false;
+    }
+    return true;
+  }
+
+  // Fills pod_.ekeys with the event's engine keys. False (counted) when a block names itself
+  // or its predecessor as its own hash (self-reference): the event is skipped.
+  bool ComputeEngineKeys(const kv::BlockStored& ev, int64_t group, uint64_t parent_e) {
+    const size_t n = ev.block_hashes.size();
     auto& ekeys = pod_.ekeys;
     ekeys.resize(n);
     for (size_t i = 0; i < n; ++i) {
       ekeys[i] = EngineKey(ev.block_hashes[i], group);
       if (ekeys[i] == (i == 0 ? parent_e : ekeys[i - 1])) {
         self_ref += n;
-        return;
+        return false;
       }
     }
-    BlockKey parent_key;
-    size_t parent_slot = EngineMap::kNpos;  // in h's map: where the next block's parent is
-    if (parent_e != kRootParent) {
-      size_t i = h->map.Find(parent_e);
-      parent_slot = i;
-      const Holder* where = h;
-      for (size_t t = 0; i == EngineMap::kNpos && t < pod_.holders.size(); ++t) {
-        where = pod_.holders[t].get();
-        if (where != h) i = where->map.Find(parent_e);
-      }
-      if (i == EngineMap::kNpos) {
-        unknown_parent += n;
-        return;
-      }
-      parent_key = where->map.our(i);
-    } else {
+    return true;
+  }
+
+  // The parent's key: looked up in `h`'s map first, then the pod's other tiers; the context
+  // root when the event has no parent. nullopt (counted) when the parent is unknown.
+  std::optional<ParentLink> FindParent(const kv::BlockStored& ev, const std::string& model,
+                                       const Holder& h, uint64_t parent_e) {
+    if (parent_e == kRootParent) {
       const std::string adapter = AdapterOf(ev);
-      parent_key = ContextRoot(HashContext{model, adapter, 0});
+      return ParentLink{ContextRoot(HashContext{model, adapter, 0}), EngineMap::kNpos};
     }
-    auto& keys = pod_.keys;
-    keys.resize(n);
-    hasher_.HashInto(parent_key, ev.token_ids, keys.data());
-    // Three-stage software pipeline (a burst of prefetches for the whole event overflows
-    // the core's miss buffers): block i + 2D starts loading its map key lines and table
-    // lines; block i + D probes the (now cached) key lines and starts loading the value and
-    // meta lines of the slot it will fill (linear probes end several slots past the home
-    // slot, often on another line); block i is inserted. The table updates run after the
-    // whole event (FlushTable), long after their lines were requested.
-    EngineMap& m = h->map;
+    size_t i = h.map.Find(parent_e);
+    const size_t parent_slot = i;
+    const Holder* where = &h;
+    for (size_t t = 0; i == EngineMap::kNpos && t < pod_.holders.size(); ++t) {
+      where = pod_.holders[t].get();
+      if (where != &h) i = where->map.Find(parent_e);
+    }
+    if (i == EngineMap::kNpos) {
+      unknown_parent += ev.block_hashes.size();
+      return std::nullopt;
+    }
+    return ParentLink{where->map.our(i), parent_slot};
+  }
+
+  // Inserts the event's blocks (pod_.ekeys -> pod_.keys), block i chained to block i-1.
+  // Three-stage software pipeline (a burst of prefetches for the whole event overflows the
+  // core's miss buffers): block i + 2D starts loading its map key lines and table lines;
+  // block i + D probes the (now cached) key lines and starts loading the value and meta
+  // lines of the slot it will fill (linear probes end several slots past the home slot,
+  // often on another line); block i is inserted. The table updates run after the whole
+  // event (FlushTable), long after their lines were requested.
+  void InsertChain(Holder& h, uint64_t parent_e, size_t parent_slot) {
+    const auto& ekeys = pod_.ekeys;
+    const auto& keys = pod_.keys;
+    const size_t n = ekeys.size();
+    EngineMap& m = h.map;
     const auto stage1 = [&](size_t j) {
       m.PrefetchProbe(ekeys[j]);
-      table_.PrefetchForWrite(keys[j], h->id);
+      table_.PrefetchForWrite(keys[j], h.id);
     };
     const auto stage2 = [&](size_t j) { m.PrefetchSlot(m.ProbeSlot(ekeys[j])); };
     constexpr size_t D = kPrefetchDistance;
@@ -314,17 +364,16 @@ class PodWriter {
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * D < n) stage1(i + 2 * D);
       if (i + D < n) stage2(i + D);
-      parent_slot = Insert(*h, ekeys[i], keys[i], EngineMap::Ref(i == 0 ? parent_e : ekeys[i - 1]),
+      parent_slot = Insert(h, ekeys[i], keys[i], EngineMap::Ref(i == 0 ? parent_e : ekeys[i - 1]),
                            parent_slot);
       if (parent_slot == EngineMap::kNpos) {  // refused (ref collision): so are its children
         collisions += n - 1 - i;
         break;
       }
     }
-    FixOrphans(*h);
-    FlushTable();
   }
 
+ public:
   void Removed(const kv::BlockRemoved& ev) {
     const size_t n = ev.block_hashes.size();
     const int64_t group = ev.group_idx.value_or(0);
@@ -624,10 +673,10 @@ class PodWriter {
   }
 
   PodState& pod_;
+  IndexCore& core_;
   HolderTable& table_;
   HolderDirectory& dir_;
   const BlockHasher& hasher_;
-  std::atomic<uint64_t>& memberships_;
   EpochManager& epoch_;
   int64_t delta_ = 0;
   // A decrement Remove owes to deferred_parent_ (kRootParent: none) for its removed child
@@ -644,130 +693,94 @@ uint64_t PodBytes(const ExactIndex::PodState& pod) {
   return b;
 }
 
+// Adds a batch's drop counts to the pod's stats. Locked RMWs only for counters that moved
+// (the common batch moves none of them).
+void CountDrops(const PodWriter& w, ExactIndex::PodState& pod) {
+  if (const uint64_t unplaceable = w.unknown_parent + w.collisions) {
+    pod.unplaceable.fetch_add(unplaceable, std::memory_order_relaxed);
+  }
+  if (w.unknown_remove) pod.unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
+  if (const uint64_t skipped =
+          w.bad_block_size + w.bad_length + w.non_main + w.too_many_tiers + w.self_ref) {
+    pod.skipped.fetch_add(skipped, std::memory_order_relaxed);
+  }
+}
+
+// Adds a batch's counts to the index's counters (only those that moved).
+void CountMetrics(const PodWriter& w, ExactIndex::Metrics& m) {
+  const auto add = [](prometheus::Counter& c, uint64_t n) {
+    if (n) c.Increment(static_cast<double>(n));
+  };
+  add(m.stored_events, w.stored_events);
+  add(m.removed_events, w.removed_events);
+  add(m.cleared_events, w.cleared_events);
+  add(m.stored_blocks, w.stored);
+  add(m.removed_blocks, w.removed);
+  add(m.unknown_parent, w.unknown_parent);
+  add(m.bad_block_size, w.bad_block_size);
+  add(m.bad_length, w.bad_length);
+  add(m.non_main_group, w.non_main);
+  add(m.too_many_tiers, w.too_many_tiers);
+  add(m.self_reference, w.self_ref);
+  add(m.unknown_remove, w.unknown_remove);
+  add(m.hash_collision, w.collisions);
+  add(m.fixup_scans, w.fixup_scans);
+}
+
+// One rate-limited line when a batch dropped blocks for a reason worth a look.
+void WarnDrops(const PodWriter& w, const std::string& pod_key, int block_size) {
+  if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref + w.collisions == 0) return;
+  static common::RateLimiter limiter;
+  common::WarnLimited(limiter, "prefix",
+                      "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} "
+                      "(index {}) length_mismatch={} self_reference={} hash_collision={}",
+                      pod_key, w.unknown_parent, w.bad_block_size, block_size, w.bad_length,
+                      w.self_ref, w.collisions);
+}
+
 }  // namespace
 
 ExactIndex::ExactIndex(ExactIndexOptions options, prometheus::Registry* registry)
     : options_(options),
-      hasher_(options.block_size, options.scheme),
-      table_(epoch_),
-      directory_(epoch_),
-      metrics_(registry ? std::make_unique<Metrics>(*registry) : nullptr) {}
+      metrics_(registry ? std::make_unique<Metrics>(*registry) : nullptr),
+      core_(options.block_size, options.scheme, MatchSource::kEvents,
+            metrics_ ? &metrics_->pod_blocks : nullptr),
+      pods_(core_) {}
 
-ExactIndex::~ExactIndex() {
-  if (!metrics_) return;
-  std::unique_lock lock(pods_mu_);
-  for (auto& [key, pod] : pods_) {
-    std::lock_guard<std::mutex> pl(pod->mu);
-    if (pod->gauge) metrics_->pod_blocks.Remove(pod->gauge);
-  }
-}
-
-std::shared_ptr<ExactIndex::PodState> ExactIndex::FindPod(const std::string& pod_key) const {
-  std::shared_lock lock(pods_mu_);
-  auto it = pods_.find(pod_key);
-  return it == pods_.end() ? nullptr : it->second;
-}
-
-std::shared_ptr<ExactIndex::PodState> ExactIndex::GetOrCreatePod(const kv::PodSource& source) {
-  if (auto pod = FindPod(source.pod_key)) return pod;
-  std::unique_lock lock(pods_mu_);
-  auto& slot = pods_[source.pod_key];
-  if (!slot) {
-    slot = std::make_shared<PodState>(source.pod_key);
-    if (metrics_) {
-      slot->gauge = &metrics_->pod_blocks.Add({{"pod", source.pod_key}, {"source", "events"}});
-    }
-  }
-  return slot;
-}
+ExactIndex::~ExactIndex() = default;
 
 void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& batch) {
-  std::shared_ptr<PodState> pod;
-  std::unique_lock<std::mutex> lock;
-  for (;;) {  // a concurrent RemovePod may retire the state we found
-    pod = GetOrCreatePod(source);
-    lock = std::unique_lock<std::mutex>(pod->mu);
-    if (!pod->removed) break;
-    lock.unlock();
-  }
+  auto [pod, lock] = pods_.LockLive(source.pod_key, [](PodState&) {});
   pod->model = source.model;
-  PodWriter w(*pod, table_, directory_, hasher_, memberships_, epoch_);
-  uint64_t n_stored = 0, n_removed = 0, n_cleared = 0;
-  for (const kv::Event& event : batch.events) {
-    if (const auto* s = std::get_if<kv::BlockStored>(&event)) {
-      w.Stored(*s, source.model);
-      ++n_stored;
-    } else if (const auto* r = std::get_if<kv::BlockRemoved>(&event)) {
-      w.Removed(*r);
-      ++n_removed;
-    } else {
-      w.ClearAll();
-      ++n_cleared;
-    }
-  }
+  PodWriter w(*pod, core_);
+  for (const kv::Event& event : batch.events) w.Apply(event, source.model);
   w.Flush();
-  const uint64_t new_bytes = PodBytes(*pod);
-  if (const uint64_t old = pod->bytes.load(std::memory_order_relaxed); old != new_bytes) {
-    pod->bytes.store(new_bytes, std::memory_order_relaxed);  // written under pod->mu only
-    pod_bytes_.fetch_add(new_bytes - old, std::memory_order_relaxed);
-  }
-  // Locked RMWs only for counters that moved (the common event moves none of them).
-  if (const uint64_t unplaceable = w.unknown_parent + w.collisions) {
-    pod->unplaceable.fetch_add(unplaceable, std::memory_order_relaxed);
-  }
-  if (w.unknown_remove) {
-    pod->unknown_removes.fetch_add(w.unknown_remove, std::memory_order_relaxed);
-  }
-  if (const uint64_t skipped =
-          w.bad_block_size + w.bad_length + w.non_main + w.too_many_tiers + w.self_ref) {
-    pod->skipped.fetch_add(skipped, std::memory_order_relaxed);
-  }
-  if (metrics_) {
-    Metrics& m = *metrics_;
-    if (n_stored) m.stored_events.Increment(static_cast<double>(n_stored));
-    if (n_removed) m.removed_events.Increment(static_cast<double>(n_removed));
-    if (n_cleared) m.cleared_events.Increment(static_cast<double>(n_cleared));
-    if (w.stored) m.stored_blocks.Increment(static_cast<double>(w.stored));
-    if (w.removed) m.removed_blocks.Increment(static_cast<double>(w.removed));
-    if (w.unknown_parent) m.unknown_parent.Increment(static_cast<double>(w.unknown_parent));
-    if (w.bad_block_size) m.bad_block_size.Increment(static_cast<double>(w.bad_block_size));
-    if (w.bad_length) m.bad_length.Increment(static_cast<double>(w.bad_length));
-    if (w.non_main) m.non_main_group.Increment(static_cast<double>(w.non_main));
-    if (w.too_many_tiers) m.too_many_tiers.Increment(static_cast<double>(w.too_many_tiers));
-    if (w.self_ref) m.self_reference.Increment(static_cast<double>(w.self_ref));
-    if (w.unknown_remove) m.unknown_remove.Increment(static_cast<double>(w.unknown_remove));
-    if (w.collisions) m.hash_collision.Increment(static_cast<double>(w.collisions));
-    if (w.fixup_scans) m.fixup_scans.Increment(static_cast<double>(w.fixup_scans));
-  }
-  if (w.unknown_parent + w.bad_block_size + w.bad_length + w.self_ref + w.collisions > 0) {
-    static common::RateLimiter limiter;
-    common::WarnLimited(limiter, "prefix",
-                        "pod {}: dropped blocks: unknown_parent={} block_size_mismatch={} "
-                        "(index {}) length_mismatch={} self_reference={} hash_collision={}",
-                        source.pod_key, w.unknown_parent, w.bad_block_size, hasher_.block_size(),
-                        w.bad_length, w.self_ref, w.collisions);
-  }
+  core_.SetPodBytes(pod->bytes, PodBytes(*pod));
+  CountDrops(w, *pod);
+  if (metrics_) CountMetrics(w, *metrics_);
+  WarnDrops(w, source.pod_key, core_.hasher().block_size());
   lock.unlock();
   EnforceBudget(*pod);
-  if (metrics_) {
-    std::lock_guard<std::mutex> pl(pod->mu);
-    if (!pod->removed && pod->gauge) pod->gauge->Set(static_cast<double>(pod->entries.load()));
-    const uint64_t entries = pod->entries.load();
-    std::lock_guard<std::mutex> ml(metrics_->mu);
-    if (pod->reported_model != pod->model && !pod->reported_model.empty()) {
-      if (auto* g = metrics_->models[pod->reported_model]) {
-        g->Decrement(static_cast<double>(pod->reported_entries));
-      }
-      pod->reported_entries = 0;
+  if (metrics_) UpdatePodGauges(*pod);
+}
+
+void ExactIndex::UpdatePodGauges(PodState& pod) {
+  std::lock_guard<std::mutex> pl(pod.mu);
+  if (!pod.removed && pod.gauge) pod.gauge->Set(static_cast<double>(pod.entries.load()));
+  const uint64_t entries = pod.entries.load();
+  std::lock_guard<std::mutex> ml(metrics_->mu);
+  if (pod.reported_model != pod.model && !pod.reported_model.empty()) {
+    if (auto* g = metrics_->models[pod.reported_model]) {
+      g->Decrement(static_cast<double>(pod.reported_entries));
     }
-    pod->reported_model = pod->model;
-    auto*& g = metrics_->models[pod->model];
-    if (g == nullptr)
-      g = &metrics_->model_blocks.Add({{"model", pod->model}, {"source", "events"}});
-    g->Increment(static_cast<double>(entries) - static_cast<double>(pod->reported_entries));
-    pod->reported_entries = entries;
-    metrics_->bytes.Set(static_cast<double>(bytes()));
+    pod.reported_entries = 0;
   }
+  pod.reported_model = pod.model;
+  auto*& g = metrics_->models[pod.model];
+  if (g == nullptr) g = &metrics_->model_blocks.Add({{"model", pod.model}, {"source", "events"}});
+  g->Increment(static_cast<double>(entries) - static_cast<double>(pod.reported_entries));
+  pod.reported_entries = entries;
+  metrics_->bytes.Set(static_cast<double>(bytes()));
 }
 
 void ExactIndex::EnforceBudget(PodState& pod) {
@@ -782,20 +795,10 @@ void ExactIndex::EnforceBudget(PodState& pod) {
     if (!pod.removed && have > target) evicted += EvictLocked(pod, have - target);
   }
   for (int round = 0; round < 8; ++round) {
-    const uint64_t total = memberships_.load(std::memory_order_relaxed);
+    const uint64_t total = core_.memberships();
     if (total <= options_.max_memberships) break;
-    std::shared_ptr<PodState> victim;
-    {
-      std::shared_lock lock(pods_mu_);
-      uint64_t best = 0;
-      for (const auto& [key, p] : pods_) {
-        const uint64_t e = p->entries.load(std::memory_order_relaxed);
-        if (e > best) {
-          best = e;
-          victim = p;
-        }
-      }
-    }
+    std::shared_ptr<PodState> victim =
+        pods_.Max([](const PodState& p) { return p.entries.load(std::memory_order_relaxed); });
     if (!victim) break;
     std::lock_guard<std::mutex> lock(victim->mu);
     if (victim->removed) continue;
@@ -808,42 +811,31 @@ void ExactIndex::EnforceBudget(PodState& pod) {
 }
 
 uint64_t ExactIndex::EvictLocked(PodState& pod, uint64_t count) {
-  PodWriter w(pod, table_, directory_, hasher_, memberships_, epoch_);
+  PodWriter w(pod, core_);
   const uint64_t got = w.Evict(count);
   pod.evicted.fetch_add(got, std::memory_order_relaxed);
-  const uint64_t new_bytes = PodBytes(pod);
-  pod_bytes_.fetch_add(new_bytes - pod.bytes.exchange(new_bytes), std::memory_order_relaxed);
+  core_.SetPodBytes(pod.bytes, PodBytes(pod));
   return got;
 }
 
 void ExactIndex::ClearPod(const std::string& pod_key) {
-  auto pod = FindPod(pod_key);
+  auto pod = pods_.Find(pod_key);
   if (!pod) return;
   std::lock_guard<std::mutex> lock(pod->mu);
-  PodWriter(*pod, table_, directory_, hasher_, memberships_, epoch_).ClearAll();
-  const uint64_t new_bytes = PodBytes(*pod);
-  pod_bytes_.fetch_add(new_bytes - pod->bytes.exchange(new_bytes), std::memory_order_relaxed);
+  PodWriter(*pod, core_).ClearAll();
+  core_.SetPodBytes(pod->bytes, PodBytes(*pod));
   if (pod->gauge) pod->gauge->Set(0);
 }
 
 void ExactIndex::RemovePod(const std::string& pod_key) {
-  std::shared_ptr<PodState> pod;
-  {
-    std::unique_lock lock(pods_mu_);
-    auto it = pods_.find(pod_key);
-    if (it == pods_.end()) return;
-    pod = std::move(it->second);
-    pods_.erase(it);
-  }
+  std::shared_ptr<PodState> pod = pods_.Take(pod_key);
+  if (!pod) return;
   std::lock_guard<std::mutex> lock(pod->mu);
-  PodWriter(*pod, table_, directory_, hasher_, memberships_, epoch_).ClearAll();
-  for (auto& h : pod->holders) directory_.Release(h->id);
+  PodWriter(*pod, core_).ClearAll();
+  for (auto& h : pod->holders) core_.directory().Release(h->id);
   pod->holders.clear();
-  pod->removed = true;
-  pod_bytes_.fetch_sub(pod->bytes.exchange(0), std::memory_order_relaxed);
+  pods_.Retire(*pod);
   if (metrics_) {
-    if (pod->gauge) metrics_->pod_blocks.Remove(pod->gauge);
-    pod->gauge = nullptr;
     std::lock_guard<std::mutex> ml(metrics_->mu);
     if (auto* g = metrics_->models[pod->reported_model]) {
       g->Decrement(static_cast<double>(pod->reported_entries));
@@ -852,49 +844,8 @@ void ExactIndex::RemovePod(const std::string& pod_key) {
   }
 }
 
-void ExactIndex::MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const {
-  KeyCursor cursor(keys);
-  thread_local std::vector<HolderMatch> found;
-  found.clear();
-  EpochManager::ReadGuard guard(epoch_);
-  const auto& snap = directory_.snapshot();
-  SearchPrefix(table_, snap.group_masks, cursor, &found);
-  for (const HolderMatch& m : found) {
-    const HolderName& name = snap.by_id[m.holder];
-    visit(name.pod, name.tier, m.blocks);
-  }
-}
-
-void ExactIndex::MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
-                             MatchVisitor visit) const {
-  KeyCursor cursor(hasher_, ContextRoot(ctx), tokens);
-  thread_local std::vector<HolderMatch> found;
-  found.clear();
-  EpochManager::ReadGuard guard(epoch_);
-  const auto& snap = directory_.snapshot();
-  SearchPrefix(table_, snap.group_masks, cursor, &found);
-  for (const HolderMatch& m : found) {
-    const HolderName& name = snap.by_id[m.holder];
-    visit(name.pod, name.tier, m.blocks);
-  }
-}
-
-std::vector<PodMatch> ExactIndex::Match(const HashContext& ctx,
-                                        std::span<const uint32_t> tokens) const {
-  std::vector<PodMatch> out;
-  MatchTokens(ctx, tokens, [&](std::string_view pod, std::string_view tier, uint32_t blocks) {
-    out.push_back(PodMatch{std::string(pod), blocks, std::string(tier), MatchSource::kEvents});
-  });
-  std::sort(out.begin(), out.end(), [](const PodMatch& a, const PodMatch& b) {
-    if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
-    if (a.pod != b.pod) return a.pod < b.pod;
-    return a.tier < b.tier;
-  });
-  return out;
-}
-
 std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const {
-  auto pod = FindPod(pod_key);
+  auto pod = pods_.Find(pod_key);
   if (!pod) return std::nullopt;
   std::lock_guard<std::mutex> lock(pod->mu);
   PodIndexStats s;
@@ -914,13 +865,13 @@ std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const
 }
 
 std::vector<PodIndexStats> ExactIndex::AllStats() const {
-  return AllPodStats(pods_mu_, pods_, [this](const std::string& key) { return Stats(key); });
+  return pods_.AllStats([this](const std::string& key) { return Stats(key); });
 }
 
 std::vector<uint64_t> ExactIndex::EngineHashesForTest(const std::string& pod_key,
                                                       const std::string& tier) const {
   std::vector<uint64_t> out;
-  auto pod = FindPod(pod_key);
+  auto pod = pods_.Find(pod_key);
   if (!pod) return out;
   std::lock_guard<std::mutex> lock(pod->mu);
   for (const auto& h : pod->holders) {
@@ -937,10 +888,6 @@ std::map<std::string, uint64_t> ExactIndex::BlocksPerModel() const {
   std::map<std::string, uint64_t> out;
   for (const PodIndexStats& s : AllStats()) out[s.model] += s.blocks;
   return out;
-}
-
-uint64_t ExactIndex::bytes() const {
-  return table_.bytes() + pod_bytes_.load(std::memory_order_relaxed);
 }
 
 void ExactIndex::UpdateGauges() {

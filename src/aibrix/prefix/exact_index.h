@@ -26,30 +26,25 @@
 //    evicts chain tails (leaves first, then their parents) from the largest pod: eviction
 //    never leaves a dangling mapping or a hole.
 //
+// The holder table, directory, epoch, pod registry and query body are IndexCore's
+// (index_core.h), shared with ApproxIndex; this class adds the event rules above.
+//
 // Thread safety: ApplyBatch/ClearPod/RemovePod may be called concurrently for different pods
 // (each pod has its own mutex, uncontended when one subscriber thread feeds it). Match*
 // take no lock (epoch-protected reads) and may run on any number of threads concurrently
 // with writers.
 #pragma once
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
-#include "absl/functional/function_ref.h"
 #include "aibrix/kv/events.h"
 #include "aibrix/prefix/block_hash.h"
-#include "aibrix/prefix/epoch.h"
-#include "aibrix/prefix/holder_table.h"
+#include "aibrix/prefix/index_core.h"
 #include "aibrix/prefix/types.h"
 
 namespace prometheus {
@@ -68,10 +63,6 @@ struct ExactIndexOptions {
   double evict_fraction = 0.02;
 };
 
-// Receives one answer of a query: valid only during the call.
-using MatchVisitor =
-    absl::FunctionRef<void(std::string_view pod, std::string_view tier, uint32_t blocks)>;
-
 class ExactIndex final : public kv::EventSink {
  public:
   // `registry` (optional) receives the index's metric families (see docs/prefix-index.md).
@@ -89,14 +80,20 @@ class ExactIndex final : public kv::EventSink {
 
   // Queries. `keys` must come from hasher() with ContextRoot({model, adapter, 0}).
   // Visits every (pod, tier) holding at least the first block, with its leading blocks.
-  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const;
+  void MatchKeys(std::span<const BlockKey> keys, MatchVisitor visit) const {
+    core_.MatchKeys(keys, visit);
+  }
   // Hashes lazily (stops hashing when no pod is left) and visits like MatchKeys.
   void MatchTokens(const HashContext& ctx, std::span<const uint32_t> tokens,
-                   MatchVisitor visit) const;
+                   MatchVisitor visit) const {
+    core_.MatchTokens(ctx, tokens, visit);
+  }
   // Convenience: collected results, sorted by matched blocks (desc), then pod, then tier.
-  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const;
+  std::vector<PodMatch> Match(const HashContext& ctx, std::span<const uint32_t> tokens) const {
+    return core_.Match(ctx, tokens);
+  }
 
-  const BlockHasher& hasher() const { return hasher_; }
+  const BlockHasher& hasher() const { return core_.hasher(); }
 
   // Stats of one pod (nullopt when unknown) and of all pods.
   std::optional<PodIndexStats> Stats(const std::string& pod_key) const;
@@ -104,8 +101,8 @@ class ExactIndex final : public kv::EventSink {
   // Memberships per model (sum over the pods serving it).
   std::map<std::string, uint64_t> BlocksPerModel() const;
   // Memberships in total, and bytes used by all structures (from capacities).
-  uint64_t memberships() const { return memberships_.load(std::memory_order_relaxed); }
-  uint64_t bytes() const;
+  uint64_t memberships() const { return core_.memberships(); }
+  uint64_t bytes() const { return core_.bytes(); }
   // Refreshes the size gauges (per pod, per model, bytes). Cheap; writers call it after
   // each batch, the server may call it before a scrape.
   void UpdateGauges();
@@ -118,26 +115,19 @@ class ExactIndex final : public kv::EventSink {
   struct Metrics;
 
  private:
-  std::shared_ptr<PodState> FindPod(const std::string& pod_key) const;
-  std::shared_ptr<PodState> GetOrCreatePod(const kv::PodSource& source);
   void EnforceBudget(PodState& pod);
   // Evicts up to `count` memberships of `pod`. REQUIRES: pod.mu held.
   uint64_t EvictLocked(PodState& pod, uint64_t count);
+  // After a batch (pod.mu released): the pod's and its model's gauges, and the bytes gauge.
+  void UpdatePodGauges(PodState& pod);
 
+  // Constant after construction (metrics_ before core_: the core keeps its pod gauge family).
   const ExactIndexOptions options_;
-  const BlockHasher hasher_;
-  mutable EpochManager epoch_;
-  HolderTable table_;
-  HolderDirectory directory_;
-  std::unique_ptr<Metrics> metrics_;
-  std::atomic<uint64_t> memberships_{0};
-  std::atomic<uint64_t> pod_bytes_{0};
-
-  // std::shared_mutex rather than absl::Mutex: Debian builds Abseil without TSan
-  // annotations, so TSan cannot see absl::Mutex. Lock order: never held while taking a
-  // pod's mutex.
-  mutable std::shared_mutex pods_mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<PodState>> pods_;  // guarded by pods_mu_
+  const std::unique_ptr<Metrics> metrics_;
+  // Thread-safe: the table, directory, queries and counters (index_core.h).
+  IndexCore core_;
+  // Registry lock never held while a pod's mutex is taken (index_core.h).
+  PodRegistry<PodState> pods_;
 };
 
 }  // namespace aibrix::prefix
