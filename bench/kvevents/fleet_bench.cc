@@ -301,11 +301,12 @@ class Bench {
     std::thread a(poll, "/healthz", &healthz), b(poll, "/cache/pods", &pods);
     a.join();
     b.join();
-    std::vector<double> all = healthz;
-    all.insert(all.end(), pods.begin(), pods.end());
     const auto stats = fleet_->stats();
     fleet_->ClearFaults(0);
-    PrintFigure("hostile_api_p99_ms", Percentile(all, 99), "ms", 2);
+    // The worse endpoint's p99: pooling would let many fast /healthz samples hide a few
+    // /cache/pods timeouts.
+    PrintFigure("hostile_api_p99_ms", std::max(Percentile(healthz, 99), Percentile(pods, 99)), "ms",
+                2);
     std::printf(
         "note: hostile: chain %llu of %llu blocks published, %.0f held by the index for %s; "
         "%llu pairs streamed; p99 /healthz %.2f ms (%zu requests), /cache/pods %.2f ms (%zu "
