@@ -1,6 +1,5 @@
 #include "aibrix/kvpublish/publisher.h"
 
-#include <charconv>
 #include <optional>
 #include <utility>
 
@@ -10,12 +9,6 @@
 
 namespace aibrix::kvpublish {
 namespace {
-
-std::string Seq8(uint64_t seq) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(seq >> (8 * (7 - i)));
-  return s;
-}
 
 bool ShouldBind(const PublisherOptions& o) {
   switch (o.bind_mode) {
@@ -32,19 +25,6 @@ bool ShouldBind(const PublisherOptions& o) {
          (e.size() >= 2 && e.compare(e.size() - 2, 2, ":0") == 0);
 }
 
-// ZMQ reports an IPv4 address bound on an IPv6-enabled socket as [::ffff:a.b.c.d].
-std::string Unmap(std::string endpoint) {
-  const std::string mapped = "tcp://[::ffff:";
-  if (endpoint.rfind(mapped, 0) == 0) {
-    const size_t close = endpoint.find(']');
-    if (close != std::string::npos && endpoint.find('.') < close) {
-      return "tcp://" + endpoint.substr(mapped.size(), close - mapped.size()) +
-             endpoint.substr(close + 1);
-    }
-  }
-  return endpoint;
-}
-
 const std::shared_ptr<spdlog::logger>& Log() {
   static const auto* log = new std::shared_ptr<spdlog::logger>(common::Logger("kv-publisher"));
   return *log;
@@ -57,19 +37,8 @@ struct Publisher::Sockets {
   std::optional<zmq::socket_t> router;
 };
 
-int EndpointPort(const std::string& endpoint) {
-  if (endpoint.rfind("tcp://", 0) != 0) return 0;
-  const size_t colon = endpoint.rfind(':');
-  if (colon == std::string::npos || colon < 6) return 0;
-  int port = 0;
-  const char* b = endpoint.data() + colon + 1;
-  const char* e = endpoint.data() + endpoint.size();
-  auto [p, ec] = std::from_chars(b, e, port);
-  if (ec != std::errc() || p != e) return 0;
-  return port;
-}
-
-Publisher::Publisher(PublisherOptions options) : options_(std::move(options)) {}
+Publisher::Publisher(PublisherOptions options)
+    : options_(std::move(options)), buffer_(options_.buffer_steps, 0) {}
 
 Publisher::~Publisher() { Stop(); }
 
@@ -89,7 +58,7 @@ absl::Status Publisher::Start() {
     sockets->pub.set(zmq::sockopt::ipv6, 1);
     if (ShouldBind(options_)) {
       sockets->pub.bind(options_.endpoint);
-      bound_endpoint_ = Unmap(sockets->pub.get(zmq::sockopt::last_endpoint));
+      bound_endpoint_ = UnmapEndpoint(sockets->pub.get(zmq::sockopt::last_endpoint));
     } else {
       sockets->pub.connect(options_.endpoint);
       bound_endpoint_ = options_.endpoint;
@@ -100,7 +69,7 @@ absl::Status Publisher::Start() {
       sockets->router->set(zmq::sockopt::linger, 0);
       sockets->router->set(zmq::sockopt::ipv6, 1);
       sockets->router->bind(options_.replay_endpoint);
-      bound_replay_endpoint_ = Unmap(sockets->router->get(zmq::sockopt::last_endpoint));
+      bound_replay_endpoint_ = UnmapEndpoint(sockets->router->get(zmq::sockopt::last_endpoint));
     }
   } catch (const zmq::error_t& e) {
     sockets.reset();
@@ -256,7 +225,7 @@ void Publisher::Handle(Item& item) {
   switch (item.kind) {
     case Item::Kind::kRestart:
       next_seq_ = 0;
-      buffer_.clear();
+      buffer_.Clear();
       return;
     case Item::Kind::kDropNext:
       drop_next_ += item.drop;
@@ -272,61 +241,26 @@ void Publisher::Handle(Item& item) {
       break;
   }
   const uint64_t seq = next_seq_.fetch_add(1);
+  auto payload = std::make_shared<const std::string>(std::move(item.payload));
   if (drop_next_ > 0) {
     --drop_next_;
     ++dropped_;
   } else {
-    const std::string seq8 = Seq8(seq);
-    sockets_->pub.send(zmq::buffer(options_.topic), zmq::send_flags::sndmore);
-    sockets_->pub.send(zmq::buffer(seq8), zmq::send_flags::sndmore);
-    sockets_->pub.send(zmq::buffer(item.payload), zmq::send_flags::none);
+    SendLive(sockets_->pub, options_.topic, seq, payload);
     ++sent_;
   }
-  if (options_.buffer_steps > 0) {
-    buffer_.emplace_back(seq, std::move(item.payload));
-    while (buffer_.size() > options_.buffer_steps) buffer_.pop_front();
-  }
+  buffer_.Add(seq, std::move(payload));
 }
 
 void Publisher::ServeReplay() {
-  zmq::socket_t& router = *sockets_->router;
-  while (true) {
-    std::vector<zmq::message_t> frames;
-    while (true) {
-      zmq::message_t msg;
-      if (!router.recv(msg, zmq::recv_flags::dontwait)) break;
-      const bool more = msg.more();
-      frames.push_back(std::move(msg));
-      if (!more) break;
-    }
-    if (frames.empty()) return;
-    if (ignore_replay_) continue;
-    // vLLM: exactly [identity, "", start_seq(8)], anything else is ignored without a reply.
-    if (frames.size() != 3 || frames[1].size() != 0 || frames[2].size() != 8) {
-      Log()->warn("ignoring malformed replay request ({} frames)", frames.size());
-      continue;
-    }
-    uint64_t start = 0;
-    const auto* p = static_cast<const unsigned char*>(frames[2].data());
-    for (int i = 0; i < 8; ++i) start = (start << 8) | p[i];
-    ++replay_requests_;
-    const std::string identity = frames[0].to_string();
-    const bool post = options_.reply_layout == ReplyLayout::kPost45177;
-    for (const auto& [seq, payload] : buffer_) {
-      if (seq < start) continue;
-      router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-      router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
-      if (post) router.send(zmq::buffer(options_.topic), zmq::send_flags::sndmore);
-      router.send(zmq::buffer(Seq8(seq)), zmq::send_flags::sndmore);
-      router.send(zmq::buffer(payload), zmq::send_flags::none);
-      ++replayed_batches_;
-    }
-    router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-    router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
-    if (post) router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore);
-    router.send(zmq::buffer(Seq8(~uint64_t{0})), zmq::send_flags::sndmore);
-    router.send(zmq::const_buffer(nullptr, 0), zmq::send_flags::none);
+  const ReplayCounts counts = ServeReplayRequests(*sockets_->router, buffer_, options_.reply_layout,
+                                                  options_.topic, ignore_replay_.load());
+  if (counts.malformed > 0) {
+    Log()->warn("ignoring {} malformed replay request(s) on {}", counts.malformed,
+                bound_replay_endpoint_);
   }
+  replay_requests_ += counts.requests;
+  replayed_batches_ += counts.replayed_batches;
 }
 
 }  // namespace aibrix::kvpublish

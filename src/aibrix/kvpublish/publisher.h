@@ -3,6 +3,8 @@
 // optional ROUTER replay socket answering [identity, "", start_seq] requests from a ring
 // buffer of the last `buffer_steps` batches, in the pre- or post-PR #45177 reply layout.
 //
+// The framing and the replay service are shared with Fleet (wire.h).
+//
 // It is what engine-sim publishes with and what the kvevents tests use as "the engine". It
 // therefore also has fault hooks: drop the next N batches on PUB (a gap the subscriber sees,
 // replay still has them), restart (sequence back to 0, buffer emptied), pause/resume, and
@@ -28,18 +30,13 @@
 #include "absl/status/status.h"
 #include "aibrix/kv/events.h"
 #include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/wire.h"
 
 namespace zmq {
 class context_t;
 }
 
 namespace aibrix::kvpublish {
-
-// Layout of replay replies as a DEALER receives them (§1.4).
-enum class ReplyLayout {
-  kPre45177,   // ["", seq8, payload] ... end ["", ff*8, ""]
-  kPost45177,  // ["", topic, seq8, payload] ... end ["", "", ff*8, ""]
-};
 
 // How the PUB socket attaches to its endpoint.
 enum class BindMode {
@@ -163,11 +160,8 @@ class Publisher {
   // Owned by the publisher thread after Start().
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<Sockets> sockets_;
-  std::deque<std::pair<uint64_t, std::string>> buffer_;  // (seq, payload), oldest first
+  ReplayBuffer buffer_;
   std::thread thread_;
 };
-
-// "tcp://host:port" → port; 0 when absent or not numeric.
-int EndpointPort(const std::string& endpoint);
 
 }  // namespace aibrix::kvpublish
