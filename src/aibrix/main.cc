@@ -73,6 +73,26 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
                "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
+  app.add_option("--kv-io-threads", config.kv_io_threads,
+                 "KV events: socket threads shared by every pod (each watches many pods)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--kv-apply-threads", config.kv_apply_threads,
+                 "KV events: threads applying decoded batches to the prefix index")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--kv-max-ranks", config.kv_max_ranks,
+                 "KV events: engine ranks (pods x data-parallel ranks) the service subscribes "
+                 "to at most; sizes libzmq's socket limit")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--kv-queue-bytes", config.kv_queue_bytes,
+                 "KV events: decoded batches waiting to be applied, all pods (bytes)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--kv-pod-queue-bytes", config.kv_pod_queue_bytes,
+                 "KV events: per pod, decoded batches waiting and live batches held during a "
+                 "replay (bytes each); past it the pod is cleared and resynchronised")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--kv-max-message-bytes", config.kv_max_message_bytes,
+                 "KV events: largest message taken from an engine (ZMQ_MAXMSGSIZE)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--block-size", config.block_size,
                  "Prefix index block size in tokens (env AIBRIX_PREFIX_CACHE_BLOCK_SIZE)")
       ->check(CLI::Range(1, 4096));

@@ -70,6 +70,8 @@ class IngestRuntime {
   const IngestOptions& options() const { return options_; }
   // Bytes of decoded batches queued for the appliers, all pods.
   size_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
+  // Bytes of live batches held back while replays run, all pods.
+  size_t held_bytes() const { return held_bytes_.load(std::memory_order_relaxed); }
   // Ranks (SUB sockets) the descriptor limit allows.
   int rank_capacity() const { return rank_capacity_; }
 
@@ -94,12 +96,16 @@ class IngestRuntime {
   // Queue budget, all pods: reserves `bytes` if they fit.
   bool ReserveQueued(size_t bytes);
   void ReleaseQueued(size_t bytes) { queued_bytes_.fetch_sub(bytes, std::memory_order_relaxed); }
+  void AddHeld(int64_t delta) {
+    held_bytes_.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed);
+  }
 
   const IngestOptions options_;
   std::unique_ptr<zmq::context_t> context_;
   std::vector<std::unique_ptr<SocketThread>> socket_threads_;
   std::atomic<size_t> next_socket_thread_{0};
   std::atomic<size_t> queued_bytes_{0};
+  std::atomic<size_t> held_bytes_{0};
   int rank_capacity_ = 0;
 
   std::mutex mu_;  // guards ready_, stopping_

@@ -265,7 +265,7 @@ std::vector<RankEndpoint> EventManager::Endpoints(const std::string& pod_key) co
 
 size_t EventManager::queued_bytes() const {
   std::lock_guard<std::mutex> l(mu_);
-  return runtime_ ? runtime_->queued_bytes() : 0;
+  return runtime_ ? runtime_->queued_bytes() + runtime_->held_bytes() : 0;
 }
 
 Subscriber::Stats EventManager::PodStats(const std::string& pod_key) const {

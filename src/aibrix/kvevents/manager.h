@@ -94,7 +94,8 @@ class EventManager final : public store::PodListener {
   std::vector<RankEndpoint> Endpoints(const std::string& pod_key) const;
   // Stats of a pod's subscriber (zeros if none).
   Subscriber::Stats PodStats(const std::string& pod_key) const;
-  // Bytes of decoded batches waiting for the appliers, all pods (0 when disabled).
+  // Bytes the event path holds, all pods: decoded batches waiting for the appliers and live
+  // batches held back during replays (0 when disabled).
   size_t queued_bytes() const;
   // Blocks until every change queued before the call is reconciled. False on timeout.
   bool WaitIdle(std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -305,6 +305,7 @@ void Subscriber::OnAttached(Loop* loop, Clock::time_point connect_at) {
 
 void Subscriber::OnDetached() {
   for (auto& s : streams_) {
+    runtime_->AddHeld(-static_cast<int64_t>(s->held_bytes));
     Teardown(*s);
     CloseDealer(*s);
     s->connection_status->Set(0);
@@ -477,6 +478,7 @@ void Subscriber::OnLiveReadable(Stream& s) {
 
 void Subscriber::Hold(Stream& s, uint64_t seq, std::string payload) {
   s.held_bytes += payload.size();
+  runtime_->AddHeld(static_cast<int64_t>(payload.size()));
   s.held.emplace_back(seq, std::move(payload));
 }
 
@@ -658,6 +660,7 @@ void Subscriber::ReplayFailed(Stream& s, const std::string& why) {
 void Subscriber::FlushHeld(Stream& s) {
   std::deque<std::pair<uint64_t, std::string>> held;
   held.swap(s.held);
+  runtime_->AddHeld(-static_cast<int64_t>(s.held_bytes));
   s.held_bytes = 0;
   while (!held.empty()) {
     auto [seq, payload] = std::move(held.front());

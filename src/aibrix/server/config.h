@@ -36,6 +36,15 @@ struct ServiceConfig {
   int metric_refresh_ms = 50;
   // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED: subscribe to engines' KV events.
   bool kv_event_sync = false;
+  // The KV event path's threads and memory (docs/kvevents.md): socket threads and appliers
+  // shared by every pod; the engine ranks it is sized for (libzmq socket limit; the
+  // descriptor limit is raised to match where allowed); byte budgets.
+  int kv_io_threads = 1;
+  int kv_apply_threads = 2;
+  int kv_max_ranks = 1000;
+  int64_t kv_queue_bytes = int64_t{512} << 20;
+  int64_t kv_pod_queue_bytes = int64_t{64} << 20;
+  int64_t kv_max_message_bytes = int64_t{64} << 20;
   // AIBRIX_PREFIX_CACHE_BLOCK_SIZE: prefix-index block size, in tokens (the reference counts
   // bytes of 4-byte token ids; we count tokens, vLLM's unit).
   int block_size = 16;

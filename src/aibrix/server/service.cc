@@ -34,6 +34,13 @@ prefix::ApproxIndexOptions ApproxOptions(const ServiceConfig& config) {
 kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
   kvevents::EventManagerOptions options;
   options.enabled = config.kv_event_sync;
+  options.ingest.io_threads = config.kv_io_threads;
+  options.ingest.apply_threads = config.kv_apply_threads;
+  options.ingest.max_ranks = config.kv_max_ranks;
+  options.ingest.max_queued_bytes = static_cast<size_t>(config.kv_queue_bytes);
+  options.subscriber.max_queued_bytes = static_cast<size_t>(config.kv_pod_queue_bytes);
+  options.subscriber.max_held_bytes = static_cast<size_t>(config.kv_pod_queue_bytes);
+  options.subscriber.max_message_bytes = static_cast<size_t>(config.kv_max_message_bytes);
   return options;
 }
 
@@ -97,6 +104,11 @@ Service::Service(ServiceConfig config)
       registry_.get());
   gateway_ = std::make_unique<gateway::Gateway>(store_, *router_, tokenizers_, tracker_,
                                                 GatewayOptionsFor(config_), *registry_);
+  event_queue_bytes_ = &prometheus::BuildGauge()
+                            .Name("aibrix_prefix_index_bytes")
+                            .Help("Bytes used by the prefix index, counted from table capacities")
+                            .Register(*registry_)
+                            .Add({{"source", "event_queues"}});
   admin_ = std::make_unique<AdminApi>(AdminDeps{&store_, &exact_index_, &approx_index_,
                                                 matcher_ ? &*matcher_ : nullptr, &tokenizers_,
                                                 &kv_manager_, &tracker_});
@@ -199,6 +211,7 @@ void Service::Stop(StopMode mode) {
 }
 
 std::string Service::RenderMetrics() const {
+  event_queue_bytes_->Set(static_cast<double>(kv_manager_.queued_bytes()));
   auto families = registry_->Collect();
   auto store_families = store_collector_.Collect();
   families.insert(families.end(), store_families.begin(), store_families.end());

@@ -32,6 +32,7 @@
 #include "aibrix/store/store.h"
 #include "aibrix/tokenizer/byte_tokenizer.h"
 #include "aibrix/tracking/request_tracker.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
 namespace aibrix::server {
@@ -86,6 +87,9 @@ class Service {
   tokenizer::ByteTokenizer local_tokenizer_;
   gateway::ModelTokenizers tokenizers_;
   kvevents::EventManager kv_manager_;
+  // aibrix_prefix_index_bytes{source="event_queues"}: the KV event path's queues, set at
+  // scrape time (the index memory and the event path in one figure).
+  prometheus::Gauge* event_queue_bytes_ = nullptr;
   tracking::RequestTracker tracker_{common::SystemClock::Instance()};
   std::unique_ptr<routing::Router> router_;
   std::unique_ptr<gateway::Gateway> gateway_;
