@@ -253,13 +253,13 @@ void Publisher::Handle(Item& item) {
 }
 
 void Publisher::ServeReplay() {
-  const ReplayCounts counts = ServeReplayRequests(*sockets_->router, buffer_, options_.reply_layout,
-                                                  options_.topic, ignore_replay_.load());
+  const ReplayCounts counts =
+      ServeReplayRequests(*sockets_->router, buffer_, options_.reply_layout, options_.topic,
+                          ignore_replay_.load(), &replay_requests_);
   if (counts.malformed > 0) {
     Log()->warn("ignoring {} malformed replay request(s) on {}", counts.malformed,
                 bound_replay_endpoint_);
   }
-  replay_requests_ += counts.requests;
   replayed_batches_ += counts.replayed_batches;
 }
 

@@ -72,7 +72,8 @@ void ReplayBuffer::Clear() {
 }
 
 ReplayCounts ServeReplayRequests(zmq::socket_t& router, const ReplayBuffer& buffer,
-                                 ReplyLayout layout, std::string_view topic, bool ignore) {
+                                 ReplyLayout layout, std::string_view topic, bool ignore,
+                                 std::atomic<uint64_t>* answered) {
   ReplayCounts counts;
   const bool post = layout == ReplyLayout::kPost45177;
   while (true) {
@@ -95,6 +96,7 @@ ReplayCounts ServeReplayRequests(zmq::socket_t& router, const ReplayBuffer& buff
     const auto* p = static_cast<const unsigned char*>(frames[2].data());
     for (int i = 0; i < 8; ++i) start = (start << 8) | p[i];
     ++counts.requests;
+    if (answered != nullptr) answered->fetch_add(1);
     const std::string identity = frames[0].to_string();
     for (const auto& entry : buffer.entries()) {
       if (entry.seq < start) continue;

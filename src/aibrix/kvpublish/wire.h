@@ -11,6 +11,7 @@
 // socket, which must only be used by the calling thread.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -87,9 +88,11 @@ struct ReplayCounts {
 // Reads every replay request waiting on `router` (never blocks) and answers each one: every
 // buffered batch with seq >= start_seq, oldest first, then the end marker, in `layout`.
 // Malformed requests (not exactly [identity, "", 8-byte seq]) get no reply. With `ignore`,
-// requests are read and dropped (a replay timeout as the client sees it). Throws
-// zmq::error_t like cppzmq.
+// requests are read and dropped (a replay timeout as the client sees it). `answered`, when
+// given, counts each well-formed request before its reply is sent (a client that has the
+// reply sees the count). Throws zmq::error_t like cppzmq.
 ReplayCounts ServeReplayRequests(zmq::socket_t& router, const ReplayBuffer& buffer,
-                                 ReplyLayout layout, std::string_view topic, bool ignore = false);
+                                 ReplyLayout layout, std::string_view topic, bool ignore = false,
+                                 std::atomic<uint64_t>* answered = nullptr);
 
 }  // namespace aibrix::kvpublish
