@@ -169,7 +169,6 @@ class Bench {
     sc.static_config = config_path_;
     sc.kv_event_sync = true;
     sc.io_threads = 2;
-    sc.http_threads = 2;
     sc.log_level = flags_.log_level;
     sc.shutdown_delay_ms = 0;
     service_ = std::make_unique<aibrix::server::Service>(sc);

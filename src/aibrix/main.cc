@@ -39,9 +39,6 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--io-threads", config.io_threads, "HTTP I/O threads (0: one per core)")
       ->check(CLI::Range(0, 256));
-  app.add_option("--http-threads", config.http_threads,
-                 "Worker threads for blocking handler work (no route uses them at present)")
-      ->check(CLI::Range(1, 1024));
   app.add_option("--max-body-bytes", config.max_body_bytes, "Largest request body (413)")
       ->check(CLI::PositiveNumber);
   app.add_option("--max-head-bytes", config.max_head_bytes, "Largest request head (431)")

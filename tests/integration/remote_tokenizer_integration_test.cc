@@ -57,7 +57,6 @@ TEST(RemoteTokenizerIntegrationTest, HungEngineTokenizationsDoNotBlockTheService
   ASSERT_NO_FATAL_FAILURE(service.Start("llama", {engine.port()}, [](server::ServiceConfig& c) {
     c.tokenizer = "remote";
     c.tokenizer_timeout_ms = 1000;  // 4 attempts (3 retries): ~4.7 s per tokenization
-    c.http_threads = 1;             // the worker pool would be exhausted at once
     c.routing_algorithm = "prefix-cache";
   }));
   const int port = service.service().http_port();

@@ -21,7 +21,6 @@ void InProcessService::Start(const std::string& model, const std::vector<int>& p
   config.routing_algorithm = "least-request";
   config.routing_seed = 7;
   config.io_threads = 2;
-  config.http_threads = 2;
   config.shutdown_delay_ms = 0;
   config.shutdown_grace_ms = 0;
   if (tune) tune(config);

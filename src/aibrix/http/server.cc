@@ -10,7 +10,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <charconv>
 #include <cstring>
@@ -113,7 +112,6 @@ struct IoThread {
 
 struct RouteEntry {
   AsyncHandler handler;
-  Execution execution;
   prometheus::Histogram* latency;
   prometheus::Counter* ok;
 };
@@ -157,7 +155,6 @@ class Server::Impl {
 
   std::vector<std::unique_ptr<IoThread>> threads;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
-  std::optional<asio::thread_pool> workers;
   std::optional<tcp::acceptor> acceptor;
   size_t next_thread = 0;  // owned by the accepting thread
 
@@ -638,11 +635,7 @@ void Connection::Dispatch() {
       exchange->Respond(std::move(res));
     }
   };
-  if (route.execution == Execution::kWorker) {
-    asio::post(*server_.workers, std::move(run));
-  } else {
-    run();
-  }
+  run();
 }
 
 void Connection::Answer(ExchangeImpl& exchange, Response response) {
@@ -981,20 +974,15 @@ Server::Server(ServerOptions options, prometheus::Registry& registry)
 
 Server::~Server() { Stop(); }
 
-void Server::Route(std::string_view method, std::string_view pattern, Handler handler,
-                   Execution execution) {
-  RouteAsync(
-      method, pattern,
-      [handler = std::move(handler)](std::shared_ptr<Exchange> exchange) {
-        Response res;
-        handler(exchange->request(), res);
-        exchange->Respond(std::move(res));
-      },
-      execution);
+void Server::Route(std::string_view method, std::string_view pattern, Handler handler) {
+  RouteAsync(method, pattern, [handler = std::move(handler)](std::shared_ptr<Exchange> exchange) {
+    Response res;
+    handler(exchange->request(), res);
+    exchange->Respond(std::move(res));
+  });
 }
 
-void Server::RouteAsync(std::string_view method, std::string_view pattern, AsyncHandler handler,
-                        Execution execution) {
+void Server::RouteAsync(std::string_view method, std::string_view pattern, AsyncHandler handler) {
   if (auto st = impl_->router.Add(method, pattern); !st.ok()) {
     impl_->route_error.Update(st);
     return;
@@ -1003,7 +991,7 @@ void Server::RouteAsync(std::string_view method, std::string_view pattern, Async
       0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
       0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
   const std::string route(pattern);
-  impl_->routes.push_back(RouteEntry{std::move(handler), execution,
+  impl_->routes.push_back(RouteEntry{std::move(handler),
                                      &impl_->latency.Add({{"route", route}}, kBuckets),
                                      &impl_->requests.Add({{"route", route}, {"code", "200"}})});
 }
@@ -1047,7 +1035,6 @@ absl::Status Server::Start() {
   if (ec) return absl::UnavailableError(fmt::format("listening socket: {}", ec.message()));
   port_ = bound.port();
   impl.acceptor.emplace(std::move(acceptor));
-  impl.workers.emplace(static_cast<size_t>(std::max(1, impl.options.worker_threads)));
   // Deadlines are checked at an eighth of the shortest one (10 ms to 250 ms).
   const auto shortest =
       std::min({impl.options.head_timeout, impl.options.body_timeout, impl.options.idle_timeout,
@@ -1101,8 +1088,6 @@ void Server::Stop(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   impl.stopped.store(true);
-  // Workers first: what they still post goes to live I/O threads.
-  impl.workers->join();
   for (auto& thread : impl.threads) {
     asio::post(thread->io, [&impl, t = thread.get()] { impl.CloseAll(*t); });
   }

@@ -15,10 +15,10 @@
 //   503 and closed. Unknown path → 404, known path with another method → 405, handler
 //   exception → 500. Nothing is allocated from Content-Length before the bytes arrive.
 //
-// Handlers run on the I/O thread (Execution::kInline: must not block — health, metrics,
-// admin reads, and work that waits asynchronously) or on a small worker pool (kWorker:
-// blocking work; the service registers none at present). An AsyncHandler answers later,
-// from any thread, through its Exchange.
+// Handlers run on the connection's I/O thread and must not block (health, metrics, admin
+// reads, routing; work that waits — an upstream call, a remote tokenization — goes through
+// the asynchronous client). An AsyncHandler answers later, from any thread, through its
+// Exchange.
 //
 // Shutdown: BeginShutdown() stops accepting; Stop(grace) waits until every in-flight
 // exchange has finished or the grace period is over, then cuts what is left (each cut
@@ -47,7 +47,6 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8090;     // 0 picks a free port (see port())
   int io_threads = 0;  // 0: the number of cores
-  int worker_threads = 4;
   size_t max_connections = 20000;
   size_t max_target_bytes = 8 << 10;
   size_t max_head_bytes = 64 << 10;
@@ -61,8 +60,6 @@ struct ServerOptions {
   size_t stream_buffer_bytes = 1 << 20;  // queued per streamed response before back-pressure
 };
 
-enum class Execution { kInline, kWorker };
-
 using Handler = std::function<void(const Request&, Response&)>;
 using AsyncHandler = std::function<void(std::shared_ptr<Exchange>)>;
 
@@ -74,10 +71,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Routes (Router's pattern syntax); the pattern names the route in metrics.
-  void Route(std::string_view method, std::string_view pattern, Handler handler,
-             Execution execution = Execution::kInline);
-  void RouteAsync(std::string_view method, std::string_view pattern, AsyncHandler handler,
-                  Execution execution = Execution::kInline);
+  void Route(std::string_view method, std::string_view pattern, Handler handler);
+  void RouteAsync(std::string_view method, std::string_view pattern, AsyncHandler handler);
 
   // Binds, listens and starts the threads. Error if the address cannot be bound or a route
   // pattern was malformed.

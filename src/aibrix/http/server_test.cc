@@ -61,17 +61,14 @@ class HttpServerTest : public ::testing::Test {
       exchange->OnCancel([this, exchange] { cancelled_.fetch_add(1); });
       exchange->Run([this, exchange] { hanging_ = exchange; });
     });
-    server_->RouteAsync(
-        "GET", "/later",
-        [](std::shared_ptr<Exchange> exchange) {
-          std::thread([exchange] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(200));
-            Response res;
-            res.SetBody("late", "text/plain");
-            exchange->Respond(std::move(res));
-          }).detach();
-        },
-        Execution::kWorker);
+    server_->RouteAsync("GET", "/later", [](std::shared_ptr<Exchange> exchange) {
+      std::thread([exchange] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        Response res;
+        res.SetBody("late", "text/plain");
+        exchange->Respond(std::move(res));
+      }).detach();
+    });
     ASSERT_TRUE(server_->Start().ok());
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
   }

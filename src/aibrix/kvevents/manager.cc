@@ -122,7 +122,7 @@ void EventManager::Stop() {
     entries.swap(entries_);
   }
   // Every socket closes at once on the runtime's threads; the subscribers then only let go.
-  runtime_->Stop();
+  if (runtime_) runtime_->Stop();
   for (auto& [key, e] : entries) e.subscriber->Stop();
   entries.clear();
   std::lock_guard<std::mutex> l(mu_);

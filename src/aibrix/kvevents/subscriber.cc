@@ -568,6 +568,9 @@ void Subscriber::Deliver(Stream& s, uint64_t seq, const std::string& payload) {
 
 void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   ++s.consecutive_replays;
+  // The deadline is set before the request is counted: whoever sees the count (a test that
+  // then moves the clock) sees the deadline too.
+  s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
   metrics_->replay_requests().Increment();
   try {
     if (!s.dealer) {
@@ -590,7 +593,6 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
-  s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
   WakeAt(s.replay_deadline);
   s.replayed.clear();
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");

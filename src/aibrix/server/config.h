@@ -17,8 +17,7 @@ struct ServiceConfig {
   std::string log_level = "info";
 
   // The HTTP front door (http::ServerOptions): threads, limits and deadlines.
-  int io_threads = 0;    // 0: the number of cores
-  int http_threads = 4;  // worker pool for blocking handler work (no route uses it at present)
+  int io_threads = 0;  // 0: the number of cores
   size_t max_body_bytes = 8 << 20;
   size_t max_head_bytes = 64 << 10;
   size_t max_target_bytes = 8 << 10;

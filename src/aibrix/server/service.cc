@@ -70,7 +70,6 @@ http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::Ho
   options.host = addr.host;
   options.port = addr.port;
   options.io_threads = config.io_threads;
-  options.worker_threads = config.http_threads;
   options.max_connections = config.max_connections;
   options.max_target_bytes = config.max_target_bytes;
   options.max_head_bytes = config.max_head_bytes;
