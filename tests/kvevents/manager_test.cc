@@ -1,12 +1,15 @@
 #include "aibrix/kvevents/manager.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 
+#include "aibrix/kvpublish/fleet.h"
 #include "aibrix/kvpublish/publisher.h"
 #include "aibrix/store/test_pods.h"
 #include "fmt/format.h"
@@ -315,6 +318,68 @@ TEST_F(ManagerTest, PodChangesNeverBlockTheStoreWriter) {
   EXPECT_EQ(m.SubscribedPods().size(), 50u);
   m.Stop();
   m.Stop();
+}
+
+}  // namespace
+}  // namespace aibrix::kvevents
+
+namespace aibrix::kvevents {
+namespace {
+
+// Counts the batches applied per pod, nothing else (a fleet's worth of events).
+class CountingSink : public kv::EventSink {
+ public:
+  void ApplyBatch(const kv::PodSource& source, const kv::EventBatch&) override {
+    std::lock_guard<std::mutex> l(mu_);
+    ++batches_[source.pod_key];
+  }
+  void ClearPod(const std::string&) override {}
+  size_t pods_seen() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return batches_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, uint64_t> batches_;
+};
+
+// More pods than two threads per pod or libzmq's default 1,023 sockets ever allowed (the old
+// design stopped at ~340): every one is subscribed on the shared runtime and its events
+// arrive; the whole fleet then stops at once.
+TEST(ManagerFleetTest, FiveHundredPodsAllDeliverAndStopTogether) {
+  constexpr int kPods = 500;
+  kvpublish::FleetOptions fo;
+  fo.engines = kPods;
+  fo.first_address = fmt::format("127.{}.1.1", 100 + getpid() % 120);
+  fo.pub_port = 0;
+  fo.replay_port = 0;
+  fo.blocks_per_s = 20000;
+  kvpublish::Fleet fleet(fo);
+  ASSERT_TRUE(fleet.Start().ok());
+  store::Store store;
+  CountingSink sink;
+  EventManagerOptions o;
+  o.enabled = true;
+  o.ingest.max_ranks = kPods;
+  o.ingest.connect_spread = 200ms;
+  EventManager m(&store, &sink, nullptr, o);
+  ASSERT_TRUE(m.Start().ok());
+  for (int i = 0; i < kPods; ++i) {
+    const kvpublish::EngineInfo& e = fleet.engines()[static_cast<size_t>(i)];
+    auto pod = MakePod(fmt::format("engine-{}", i), fo.model, e.address);
+    pod.labels[store::kKvEventsEnabledLabel] = "true";
+    pod.labels[store::kKvEventsPortLabel] = std::to_string(e.pub_port);
+    pod.labels[store::kKvReplayPortLabel] = std::to_string(e.replay_port);
+    store.AddPod(pod);
+  }
+  ASSERT_TRUE(m.WaitIdle(30s));
+  EXPECT_EQ(m.SubscribedPods().size(), static_cast<size_t>(kPods));
+  EXPECT_TRUE(Eventually([&] { return sink.pods_seen() == kPods; }, 60s))
+      << sink.pods_seen() << " of " << kPods << " pods delivered events";
+  m.Stop();
+  EXPECT_TRUE(m.SubscribedPods().empty());
+  fleet.Stop();
 }
 
 }  // namespace

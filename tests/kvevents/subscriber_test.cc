@@ -313,6 +313,57 @@ TEST_F(SubscriberTest, SlowConsumerOverflowClearsAndResyncs) {
   for (auto h : sink_.blocks("default/pod-a")) EXPECT_GE(h, tail.front());
 }
 
+// A batch whose decoded form would not fit the pod's queue budget (BlockRemoved of 1-byte
+// hashes: 8 bytes each once decoded) is refused by the decoder before it allocates: counted,
+// the pod cleared, and the stream goes on.
+TEST_F(SubscriberTest, BatchTooLargeOnceDecodedIsRefusedAndThePodCleared) {
+  auto pub = MakePublisher(false);
+  auto o = Options(*pub);
+  o.max_queued_bytes = 64 * 1024;
+  auto sub = StartSubscriber(o);
+  WaitSubscribed(*pub, *sub);
+  PublishIds(*pub, 100, 101);
+  kv::EventBatch big;
+  big.events.emplace_back(std::in_place_type<kv::BlockRemoved>);
+  // 20 kB on the wire, 160 kB decoded.
+  std::get<kv::BlockRemoved>(big.events.back()).block_hashes.assign(20000, 7);
+  ASSERT_TRUE(pub->Publish(big).ok());
+  PublishIds(*pub, 102, 103);
+  ASSERT_TRUE(sink_.WaitContains(102));
+  EXPECT_EQ(sink_.log(), (std::vector<uint64_t>{100, kClear, 102}));
+  EXPECT_EQ(sub->stats().too_large, 1u);
+  EXPECT_EQ(sub->stats().decode_errors, 0u);
+}
+
+// A message over max_message_bytes never reaches the decoder: libzmq refuses it (and drops
+// the connection, which comes back by itself); what was lost meanwhile is a gap like any
+// other.
+TEST_F(SubscriberTest, MessageOverTheSizeLimitIsRefusedByZmq) {
+  auto pub = MakePublisher(false);
+  auto o = Options(*pub);
+  o.max_message_bytes = 16 * 1024;
+  auto sub = StartSubscriber(o);
+  WaitSubscribed(*pub, *sub);
+  PublishIds(*pub, 100, 101);
+  ASSERT_TRUE(sink_.WaitContains(100));
+  ASSERT_TRUE(pub->PublishPayload(std::string(100 * 1024, '\x90')).ok());
+  // libzmq gives up on this peer for good (no reconnection is announced): once the clock is
+  // past the announcement's grace, the subscriber makes new sockets itself.
+  ASSERT_TRUE(Eventually([&] { return sub->stats().disconnections >= 1; }));
+  uint64_t last = 101;
+  ASSERT_TRUE(Eventually([&] {
+    clock_.Advance(2s);
+    EXPECT_TRUE(pub->Publish(B(++last)).ok());
+    return sink_.WaitContains(last, 20ms);
+  })) << "connections "
+      << sub->stats().connections << " disconnections " << sub->stats().disconnections
+      << " frame errors " << sub->stats().frame_errors << " decode errors "
+      << sub->stats().decode_errors << " attempts " << sub->stats().reconnect_attempts;
+  EXPECT_EQ(sub->stats().decode_errors, 0u);
+  EXPECT_EQ(sub->stats().too_large, 0u);
+  EXPECT_GE(sub->stats().connections, 2u);
+}
+
 TEST_F(SubscriberTest, DataParallelRanksFeedOnePod) {
   auto r0 = MakePublisher(true);
   auto r1 = MakePublisher(true);

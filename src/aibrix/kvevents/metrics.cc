@@ -19,8 +19,8 @@ prometheus::Histogram::BucketBoundaries ProcessingBuckets() {
 }  // namespace
 
 std::string_view ErrorTypeName(ErrorType type) {
-  static constexpr std::string_view kNames[kErrorTypes] = {"frame",           "decode", "too_large",
-                                                           "replay_protocol", "socket", "overflow"};
+  static constexpr std::string_view kNames[kErrorTypes] = {
+      "frame", "decode", "too_large", "replay_protocol", "socket", "overflow", "dropped"};
   return kNames[static_cast<int>(type)];
 }
 

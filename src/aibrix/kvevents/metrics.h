@@ -34,8 +34,17 @@ enum class EventKind { kBlockStored = 0, kBlockRemoved = 1, kAllBlocksCleared = 
 inline constexpr int kEventKinds = 4;
 
 // The error_type label.
-enum class ErrorType { kFrame, kDecode, kTooLarge, kReplayProtocol, kSocket, kOverflow };
-inline constexpr int kErrorTypes = 6;
+enum class ErrorType {
+  kFrame,
+  kDecode,
+  kTooLarge,
+  kReplayProtocol,
+  kSocket,
+  kOverflow,
+  kDropped,  // libzmq dropped the connection for good (a protocol error, e.g. a message over
+             // ZMQ_MAXMSGSIZE): we reconnect ourselves
+};
+inline constexpr int kErrorTypes = 7;
 std::string_view ErrorTypeName(ErrorType type);
 
 // Why a pod's entries were cleared (the reason label).

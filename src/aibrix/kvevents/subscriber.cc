@@ -23,6 +23,8 @@ constexpr uint64_t kEndSeq = ~uint64_t{0};
 constexpr int kMessagesPerTurn = 256;
 // Items an applier takes from one pod before it serves the others.
 constexpr size_t kItemsPerTurn = 64;
+// How long after a disconnect libzmq has to announce its reconnection (it does so at once).
+constexpr auto kRetryAnnouncement = std::chrono::milliseconds(1000);
 // What a queued Clear is charged (its bytes are nothing; this keeps the arithmetic simple).
 constexpr size_t kItemOverhead = sizeof(kv::EventBatch);
 
@@ -78,6 +80,10 @@ struct Subscriber::Stream {
   // kConnecting: created, libzmq is (re)connecting. kConnected: the SUB has a peer.
   Clock::time_point conn_deadline;  // on options_.clock
   Clock::time_point first_connect;  // real time: the runtime spreads first connections
+  // After a disconnect libzmq announces its reconnection (CONNECT_RETRIED) at once, except
+  // after a protocol error (e.g. a message over ZMQ_MAXMSGSIZE), when it gives up on the
+  // peer for good: without that announcement by this time, we reconnect ourselves.
+  std::optional<Clock::time_point> retry_expected_by;
   std::chrono::milliseconds backoff{0};
   bool ever_connected = false;
 
@@ -329,10 +335,23 @@ Subscriber::Clock::time_point Subscriber::OnTick() {
       real_next = std::min(real_next, s.first_connect);
       continue;
     }
+    if (s.retry_expected_by && now >= *s.retry_expected_by) {
+      s.retry_expected_by.reset();
+      metrics_->errors(ErrorType::kDropped).Increment();
+      static common::RateLimiter limiter;
+      common::WarnLimited(limiter, "kvevents",
+                          "pod {} rank {}: libzmq dropped the connection to {} for good (a "
+                          "protocol error, e.g. a message over --kv-max-message-bytes); "
+                          "reconnecting with backoff",
+                          options_.source.pod_key, s.rank, s.ep.endpoint);
+      Teardown(s);
+      ScheduleReconnect(s, /*failed_attempt=*/true);
+    }
     if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
     if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
     if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
     if (s.replaying) next = std::min(next, s.replay_deadline);
+    if (s.retry_expected_by) next = std::min(next, *s.retry_expected_by);
   }
   if (next == Clock::time_point::max()) return real_next;
   return std::min(real_next, real_now + (next - now));  // real time, for the thread's wait
@@ -399,6 +418,7 @@ void Subscriber::Connect(Stream& s) {
 }
 
 void Subscriber::Teardown(Stream& s) {
+  s.retry_expected_by.reset();
   if (s.sub && s.monitor) zmq_socket_monitor(s.sub->handle(), nullptr, 0);
   if (s.monitor) loop_->Unwatch(s.monitor->handle());
   if (s.sub) loop_->Unwatch(s.sub->handle());
@@ -431,6 +451,7 @@ void Subscriber::OnMonitor(Stream& s) {
     uint16_t event;
     std::memcpy(&event, frames[0].data(), sizeof event);
     if (event == ZMQ_EVENT_CONNECTED && s.conn != Stream::Conn::kConnected) {
+      s.retry_expected_by.reset();
       s.conn = Stream::Conn::kConnected;
       s.backoff = std::chrono::milliseconds(0);
       metrics_->connections().Increment();
@@ -449,7 +470,10 @@ void Subscriber::OnMonitor(Stream& s) {
       metrics_->disconnections().Increment();
       s.connection_status->Set(0);
       s.conn = Stream::Conn::kConnecting;  // libzmq reconnects with backoff
+      s.retry_expected_by = options_.clock->Now() + kRetryAnnouncement;
+      WakeAt(*s.retry_expected_by);
     } else if (event == ZMQ_EVENT_CONNECT_RETRIED) {
+      s.retry_expected_by.reset();
       metrics_->reconnect_attempts().Increment();
     }
   }
