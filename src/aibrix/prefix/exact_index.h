@@ -103,9 +103,15 @@ class ExactIndex final : public kv::EventSink {
   // Memberships in total, and bytes used by all structures (from capacities).
   uint64_t memberships() const { return core_.memberships(); }
   uint64_t bytes() const { return core_.bytes(); }
-  // Refreshes the size gauges (per pod, per model, bytes). Cheap; writers call it after
-  // each batch, the server may call it before a scrape.
-  void UpdateGauges();
+  // Refreshes the index-wide gauges: bytes, and memberships per model (summed from the
+  // pods' published counters, no pod lock). Call it before each scrape (the service's
+  // RenderMetrics does) — writers only set their own pod's gauge, so the event path takes
+  // no index-wide lock. Takes a scrape-only mutex.
+  void UpdateGauges() const;
+
+  // For tests: entries visited by the pod's (un)anchoring walks and children-index scans
+  // since it was created (the work a removal or re-store costs beyond O(1)).
+  uint64_t AnchorWorkForTest(const std::string& pod_key) const;
 
   // For tests: the engine hashes (group 0) `pod_key` holds in `tier`, anchored or not.
   std::vector<uint64_t> EngineHashesForTest(const std::string& pod_key,

@@ -364,6 +364,7 @@ TEST(ExactIndexMetricsTest, ExportsSizesAndCounters) {
   b.events.push_back(Stored({1, 2}, std::nullopt, Tokens(2)));
   b.events.push_back(Stored({3}, 77, Tokens(1, 5)));  // unknown parent
   index.ApplyBatch(kv::PodSource{"ns/a", kModel, -1}, b);
+  index.UpdateGauges();  // model-level gauges are computed at scrape time
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
   EXPECT_THAT(text, ::testing::HasSubstr(
                         "aibrix_prefix_index_pod_blocks{pod=\"ns/a\",source=\"events\"} 2"));
