@@ -22,6 +22,11 @@
 //    same tier, every ancestor along the engine's parent links; removing a block un-anchors
 //    its held descendants and re-storing it re-anchors them. So a pod is never credited
 //    past a hole: the answer is the longest run of blocks 0..k-1 all held.
+//  * Bounded work: a removal's effect on its descendants is settled at the end of the batch
+//    (a block removed and re-stored within one batch costs O(1) whatever hangs below it),
+//    and descendants are found through a per-holder children index kept incrementally (no
+//    map scans per event). Within a batch, readers may see such a removal late (the block
+//    and its subtree still count: prefix-closed); at batch boundaries the index is exact.
 //  * Memory: a global budget and a per-pod cap on memberships. Over the limit the writer
 //    evicts chain tails (leaves first, then their parents) from the largest pod: eviction
 //    never leaves a dangling mapping or a hole.
@@ -32,7 +37,9 @@
 // Thread safety: ApplyBatch/ClearPod/RemovePod may be called concurrently for different pods
 // (each pod has its own mutex, uncontended when one subscriber thread feeds it). Match*
 // take no lock (epoch-protected reads) and may run on any number of threads concurrently
-// with writers.
+// with writers. Stats/AllStats/BlocksPerModel take no pod mutex (they read counters the
+// writer publishes after each batch), so a long batch never blocks them; UpdateGauges takes
+// only a scrape-side mutex.
 #pragma once
 
 #include <map>
