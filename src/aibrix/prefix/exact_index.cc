@@ -1,11 +1,13 @@
 #include "aibrix/prefix/exact_index.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/prefix/engine_map.h"
 #include "prometheus/counter.h"
@@ -52,21 +54,41 @@ std::string AdapterOf(const kv::BlockStored& ev) {
   return "";
 }
 
+// A removed entry that still had held children. Whether its descendants lose their
+// anchoring is settled once per batch (PodWriter::Settle), so a removal and a re-store of
+// the same block within one batch cost O(1) whatever hangs below it.
+struct PendingRemoval {
+  uint64_t e;       // engine key
+  BlockKey our;     // its key in the table
+  bool clear_owed;  // it was anchored: its table bit is cleared at settlement
+};
+
 // One (pod, tier).
 struct Holder {
   HolderId id = 0;
   std::string tier;
+  size_t stat_slot = 0;  // index in PodState::tier_stats
   EngineMap map;
   // Entries whose parent is absent, by the missing parent's ref.
   absl::flat_hash_map<uint64_t, std::vector<uint64_t>> orphans;
   // Anchored entries sharing an our-key with another anchored entry (count beyond the first).
   absl::flat_hash_map<BlockKey, uint32_t> extra_refs;
-  size_t hand = 0;  // eviction clock hand
+  // Children index: parent ref -> keys of the entries whose parent link names it (present
+  // parent or not). Built from one scan of the map the first time a removed block has
+  // children or a re-anchoring must walk down (engines that evict chain tails first never
+  // need it), then kept up to date by every insert and erase: O(1) per change, never
+  // rebuilt. Reset by ClearAll.
+  bool has_kids = false;
+  absl::flat_hash_map<uint64_t, absl::InlinedVector<uint64_t, 1>> kids;
+  std::vector<PendingRemoval> pending;  // settled at the end of the batch
+  size_t hand = 0;                      // eviction clock hand
 
   size_t bytes() const {
     return map.bytes() +
            orphans.capacity() * (sizeof(uint64_t) + sizeof(std::vector<uint64_t>) + 1) +
-           extra_refs.capacity() * (sizeof(BlockKey) + sizeof(uint32_t) + 1);
+           extra_refs.capacity() * (sizeof(BlockKey) + sizeof(uint32_t) + 1) +
+           kids.capacity() * (sizeof(uint64_t) + sizeof(absl::InlinedVector<uint64_t, 1>) + 1) +
+           pending.capacity() * sizeof(PendingRemoval);
   }
 };
 
@@ -143,8 +165,9 @@ struct ExactIndex::Metrics {
   prometheus::Counter& hash_collision;
   prometheus::Counter& fixup_scans;
 
-  std::mutex mu;  // guards model gauges
-  absl::flat_hash_map<std::string, prometheus::Gauge*> models;
+  // Scrape path only (UpdateGauges): the event path never takes it.
+  std::mutex scrape_mu;
+  absl::flat_hash_map<std::string, prometheus::Gauge*> models;  // guarded by scrape_mu
 };
 
 // PodBase: key, mutex, removed flag, gauge, bytes (index_core.h).
@@ -154,15 +177,23 @@ struct ExactIndex::PodState : PodBase {
   std::string model;
   std::vector<std::unique_ptr<Holder>> holders;
   absl::flat_hash_set<int64_t> main_groups;
-  std::vector<uint64_t> pending;  // removed entries that had children (fix-up at event end)
-  std::vector<BlockKey> keys;     // scratch
-  std::vector<uint64_t> ekeys;    // scratch
-  std::vector<size_t> slots;      // scratch
+  std::vector<BlockKey> keys;   // scratch
+  std::vector<uint64_t> ekeys;  // scratch
+  std::vector<size_t> slots;    // scratch
   // Table updates deferred to the end of an event (PodWriter), kept to reuse their memory.
   std::vector<std::pair<BlockKey, Holder*>> table_sets, table_clears;
-  uint64_t reported_entries = 0;  // what the model gauge has seen
-  std::string reported_model;
-  // Readable without mu (stats):
+  std::vector<PendingRemoval> settling;  // scratch of Settle
+  std::vector<uint64_t> walk;            // scratch of Reanchor
+  // Written under mu, readable without it (Stats, /cache/pods: never blocked by a writer).
+  // tier_stats[i].tier is written once, before tier_count is raised past i (release).
+  struct TierStat {
+    std::string tier;
+    std::atomic<uint64_t> blocks{0};
+  };
+  std::array<TierStat, kMaxTiers> tier_stats;
+  std::atomic<size_t> tier_count{0};
+  std::atomic<std::shared_ptr<const std::string>> model_name;  // the model last reported
+  std::atomic<uint64_t> anchor_work{0};  // for tests: entries visited by (un)anchoring and scans
   std::atomic<uint64_t> entries{0};
   std::atomic<uint64_t> unplaceable{0};
   std::atomic<uint64_t> unknown_removes{0};
@@ -189,6 +220,13 @@ class PodWriter {
   // REQUIRES: called before the pod's mutex is released.
   void Flush() {
     FlushTable();
+    for (const auto& h : pod_.holders) {
+      pod_.tier_stats[h->stat_slot].blocks.store(h->map.size(), std::memory_order_relaxed);
+    }
+    if (work_ != 0) {
+      pod_.anchor_work.fetch_add(work_, std::memory_order_relaxed);
+      work_ = 0;
+    }
     if (delta_ == 0) return;
     pod_.entries.fetch_add(static_cast<uint64_t>(delta_), std::memory_order_relaxed);
     core_.AddMemberships(delta_);
@@ -213,6 +251,12 @@ class PodWriter {
     auto h = std::make_unique<Holder>();
     h->tier = tier;
     h->id = dir_.Acquire(pod_.pod_key, tier);
+    // Holders leave a pod only when RemovePod retires it, so slots are never reused: the
+    // tier name is written once, then published.
+    const size_t slot = pod_.holders.size();
+    pod_.tier_stats[slot].tier = tier;
+    h->stat_slot = slot;
+    pod_.tier_count.store(slot + 1, std::memory_order_release);
     pod_.holders.push_back(std::move(h));
     return pod_.holders.back().get();
   }
@@ -258,7 +302,6 @@ class PodWriter {
     pod_.keys.resize(n);
     hasher_.HashInto(parent->key, ev.token_ids, pod_.keys.data());
     InsertChain(*h, parent_e, parent->slot);
-    FixOrphans(*h);
     FlushTable();
   }
 
@@ -286,7 +329,6 @@ class PodWriter {
       }
       if (!found && h.map.Find(e) == EngineMap::kNpos) ++unknown_parent;
     }
-    FixOrphans(h);
   }
 
   // False (counted) when the event's blocks cannot line up with the index's.
@@ -410,7 +452,6 @@ class PodWriter {
         ++unknown_remove;
       }
     }
-    FixOrphans(*h);
     FlushTable();
     h->map.MaybeShrink();
   }
@@ -422,12 +463,24 @@ class PodWriter {
       for (size_t i = 0; i < m.capacity(); ++i) {
         if (m.key(i) != 0 && (m.meta(i) & EngineMap::kAnchored)) table_.Clear(m.our(i), h->id);
       }
+      // Removed entries whose clear was deferred to the batch's settlement.
+      for (const PendingRemoval& p : h->pending) {
+        if (p.clear_owed) table_.Clear(p.our, h->id);
+      }
       AddEntries(-static_cast<int64_t>(m.size()));
       h->map.Reset();
       h->orphans = {};
       h->extra_refs = {};
+      h->kids = {};
+      h->has_kids = false;
+      h->pending = {};
       h->hand = 0;
     }
+  }
+
+  // Settles every holder's pending removals (end of a batch). REQUIRES: before Flush.
+  void SettleAll() {
+    for (auto& h : pod_.holders) Settle(*h);
   }
 
   // Evicts up to `count` memberships, chain tails first. Returns how many.
@@ -459,7 +512,7 @@ class PodWriter {
           e = m.key(p);
         }
       }
-      FixOrphans(*h);
+      Settle(*h);
       FlushTable();
       m.MaybeShrink();
       if (done >= count) break;
@@ -526,9 +579,10 @@ class PodWriter {
     size_t slot = m.FindOrPrepare(e, &probe);
     if (probe == EngineMap::Probe::kFound) {
       if (m.our(slot) == our) return slot;  // re-stored (idempotent)
-      // Same engine hash, different content: replace. Its old children stay unanchored.
+      // Same engine hash, different content: replace. Its old children stay unanchored
+      // (settled now, before the new content is anchored).
       Remove(h, e);
-      FixOrphans(h);
+      Settle(h);
       h.orphans.erase(EngineMap::Ref(e));
       slot = m.FindOrPrepare(e, &probe);
     }
@@ -551,6 +605,7 @@ class PodWriter {
       }
     }
     m.InsertAt(slot, e, our, parent, anchored ? EngineMap::kAnchored : 0);
+    if (h.has_kids && parent != kRootParent) h.kids[parent].push_back(e);
     if (anchored) SetHeld(h, our);
     AddEntries(1);
     ++stored;
@@ -586,12 +641,15 @@ class PodWriter {
       }
       deferred_parent_ = kRootParent;
     }
-    if (meta & EngineMap::kAnchored) {
+    const bool anchored = (meta & EngineMap::kAnchored) != 0;
+    const bool has_children = (meta & EngineMap::kCcMask) != 0;
+    if (anchored && !has_children) {
       table_.PrefetchForWrite(our, h.id);  // cleared at the event's FlushTable
       ClearHeld(h, our);
     }
     m.EraseAt(i);
     if (parent != kRootParent) {
+      if (h.has_kids) KidsErase(h, parent, e);
       if (next != kRootParent && parent == EngineMap::Ref(next)) {
         deferred_parent_ = next;
         deferred_child_ = e;
@@ -599,7 +657,17 @@ class PodWriter {
         UnlinkChild(h, parent, e);
       }
     }
-    if ((meta & EngineMap::kCcMask) != 0) pod_.pending.push_back(e);
+    if (has_children) {
+      // Its children wait for it as orphans now (structure: immediate, O(children)); their
+      // loss of anchoring and e's own table clear are settled at the end of the batch, so a
+      // re-store of e in the same batch costs O(1) (see Settle).
+      EnsureKids(h);
+      if (auto it = h.kids.find(EngineMap::Ref(e)); it != h.kids.end() && !it->second.empty()) {
+        auto& waiting = h.orphans[EngineMap::Ref(e)];
+        waiting.insert(waiting.end(), it->second.begin(), it->second.end());
+      }
+      if (anchored) h.pending.push_back({e, our, true});
+    }
     AddEntries(-1);
     ++removed;
     return true;
@@ -622,40 +690,65 @@ class PodWriter {
     deferred_parent_ = kRootParent;
   }
 
-  // Children of removed entries become orphans; anchored ones lose their anchoring (and so
-  // do their held descendants). One scan of the holder, only when a removed entry had
-  // children (rare: engines evict chain tails first).
-  void FixOrphans(Holder& h) {
-    if (pod_.pending.empty()) return;
-    absl::flat_hash_set<uint64_t> gone;
-    for (uint64_t e : pod_.pending) {
-      if (h.map.Find(e) == EngineMap::kNpos) gone.insert(EngineMap::Ref(e));
-    }
-    pod_.pending.clear();
-    if (gone.empty()) return;
+  // Builds the children index from one scan of the map (once per holder, counted as a
+  // fix-up scan); afterwards Insert and Remove keep it current.
+  void EnsureKids(Holder& h) {
+    if (h.has_kids) return;
     ++fixup_scans;
-    std::vector<uint64_t> unanchor;
     const EngineMap& m = h.map;
+    h.kids.reserve(m.size());
     for (size_t i = 0; i < m.capacity(); ++i) {
-      if (m.key(i) == 0 || !gone.contains(m.parent(i))) continue;
-      h.orphans[m.parent(i)].push_back(m.key(i));
-      if (m.meta(i) & EngineMap::kAnchored) unanchor.push_back(m.key(i));
+      if (m.key(i) != 0 && m.parent(i) != kRootParent) h.kids[m.parent(i)].push_back(m.key(i));
     }
-    if (!unanchor.empty()) Reanchor(h, unanchor, /*anchor=*/false);
+    work_ += m.capacity();
+    h.has_kids = true;
+  }
+  static void KidsErase(Holder& h, uint64_t parent, uint64_t child) {
+    auto it = h.kids.find(parent);
+    if (it == h.kids.end()) return;
+    auto& v = it->second;
+    if (auto pos = std::find(v.begin(), v.end(), child); pos != v.end()) {
+      *pos = v.back();
+      v.pop_back();
+    }
+    if (v.empty()) h.kids.erase(it);
   }
 
-  // Sets (anchor) or clears the anchored state of `roots` and all their held descendants.
+  // Settles `h`'s pending removals: each removed block's deferred table clear, then, for
+  // each one that is absent now or present but not anchored (re-stored under a missing
+  // parent), its descendants lose their anchoring. A block removed and re-stored anchored
+  // within the batch leaves its descendants as they were: O(1) for the pair.
+  void Settle(Holder& h) {
+    if (h.pending.empty()) return;
+    auto& pending = pod_.settling;
+    pending.swap(h.pending);
+    for (const PendingRemoval& p : pending) {
+      if (p.clear_owed) ClearHeld(h, p.our);
+    }
+    std::vector<uint64_t> roots;
+    for (const PendingRemoval& p : pending) {
+      const size_t i = h.map.Find(p.e);
+      if (i != EngineMap::kNpos && (h.map.meta(i) & EngineMap::kAnchored)) continue;
+      if (auto it = h.kids.find(EngineMap::Ref(p.e)); it != h.kids.end()) {
+        roots.insert(roots.end(), it->second.begin(), it->second.end());
+      }
+    }
+    pending.clear();
+    if (!roots.empty()) Reanchor(h, roots, /*anchor=*/false);
+  }
+
+  // Sets (anchor) or clears the anchored state of `roots` and of their held descendants,
+  // stopping below entries already in that state. Walks the children index: time ∝ the
+  // entries whose state changes.
   void Reanchor(Holder& h, const std::vector<uint64_t>& roots, bool anchor) {
     EngineMap& m = h.map;
-    absl::flat_hash_map<uint64_t, std::vector<uint64_t>> children;
-    for (size_t i = 0; i < m.capacity(); ++i) {
-      if (m.key(i) != 0 && m.parent(i) != kRootParent) children[m.parent(i)].push_back(m.key(i));
-    }
-    std::vector<uint64_t> stack(roots.begin(), roots.end());
+    auto& stack = pod_.walk;
+    stack.assign(roots.begin(), roots.end());
     while (!stack.empty()) {
       const uint64_t e = stack.back();
       stack.pop_back();
       const size_t i = m.Find(e);
+      ++work_;
       if (i == EngineMap::kNpos) continue;
       const bool is = (m.meta(i) & EngineMap::kAnchored) != 0;
       if (is == anchor) continue;
@@ -666,7 +759,9 @@ class PodWriter {
         m.meta(i) &= static_cast<uint8_t>(~EngineMap::kAnchored);
         ClearHeld(h, m.our(i));
       }
-      if (auto it = children.find(EngineMap::Ref(e)); it != children.end()) {
+      if ((m.meta(i) & EngineMap::kCcMask) == 0 && !h.has_kids) continue;  // a leaf
+      EnsureKids(h);
+      if (auto it = h.kids.find(EngineMap::Ref(e)); it != h.kids.end()) {
         stack.insert(stack.end(), it->second.begin(), it->second.end());
       }
     }
@@ -679,6 +774,7 @@ class PodWriter {
   const BlockHasher& hasher_;
   EpochManager& epoch_;
   int64_t delta_ = 0;
+  uint64_t work_ = 0;  // entries visited by (un)anchoring walks and index builds (tests)
   // A decrement Remove owes to deferred_parent_ (kRootParent: none) for its removed child
   // deferred_child_; paid by the next Remove.
   uint64_t deferred_parent_ = kRootParent;
@@ -751,9 +847,13 @@ ExactIndex::~ExactIndex() = default;
 
 void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& batch) {
   auto [pod, lock] = pods_.LockLive(source.pod_key, [](PodState&) {});
-  pod->model = source.model;
+  if (pod->model != source.model || pod->model_name.load(std::memory_order_relaxed) == nullptr) {
+    pod->model = source.model;
+    pod->model_name.store(std::make_shared<const std::string>(source.model));
+  }
   PodWriter w(*pod, core_);
   for (const kv::Event& event : batch.events) w.Apply(event, source.model);
+  w.SettleAll();
   w.Flush();
   core_.SetPodBytes(pod->bytes, PodBytes(*pod));
   CountDrops(w, *pod);
@@ -765,21 +865,12 @@ void ExactIndex::ApplyBatch(const kv::PodSource& source, const kv::EventBatch& b
 }
 
 void ExactIndex::UpdatePodGauges(PodState& pod) {
-  std::lock_guard<std::mutex> pl(pod.mu);
-  if (!pod.removed && pod.gauge) pod.gauge->Set(static_cast<double>(pod.entries.load()));
-  const uint64_t entries = pod.entries.load();
-  std::lock_guard<std::mutex> ml(metrics_->mu);
-  if (pod.reported_model != pod.model && !pod.reported_model.empty()) {
-    if (auto* g = metrics_->models[pod.reported_model]) {
-      g->Decrement(static_cast<double>(pod.reported_entries));
-    }
-    pod.reported_entries = 0;
+  // The pod's own mutex only (RemovePod may drop the gauge); model gauges are computed at
+  // scrape time (UpdateGauges), so the event path takes no index-wide lock.
+  {
+    std::lock_guard<std::mutex> pl(pod.mu);
+    if (!pod.removed && pod.gauge) pod.gauge->Set(static_cast<double>(pod.entries.load()));
   }
-  pod.reported_model = pod.model;
-  auto*& g = metrics_->models[pod.model];
-  if (g == nullptr) g = &metrics_->model_blocks.Add({{"model", pod.model}, {"source", "events"}});
-  g->Increment(static_cast<double>(entries) - static_cast<double>(pod.reported_entries));
-  pod.reported_entries = entries;
   metrics_->bytes.Set(static_cast<double>(bytes()));
 }
 
@@ -835,25 +926,23 @@ void ExactIndex::RemovePod(const std::string& pod_key) {
   for (auto& h : pod->holders) core_.directory().Release(h->id);
   pod->holders.clear();
   pods_.Retire(*pod);
-  if (metrics_) {
-    std::lock_guard<std::mutex> ml(metrics_->mu);
-    if (auto* g = metrics_->models[pod->reported_model]) {
-      g->Decrement(static_cast<double>(pod->reported_entries));
-    }
-    pod->reported_entries = 0;
-  }
 }
 
 std::optional<PodIndexStats> ExactIndex::Stats(const std::string& pod_key) const {
+  // No pod lock: every field is an atomic the writer publishes at the end of each batch, so
+  // a pod whose batch runs long never blocks /cache/pods.
   auto pod = pods_.Find(pod_key);
   if (!pod) return std::nullopt;
-  std::lock_guard<std::mutex> lock(pod->mu);
   PodIndexStats s;
   s.pod = pod->pod_key;
-  s.model = pod->model;
+  if (auto model = pod->model_name.load()) s.model = *model;
   s.source = MatchSource::kEvents;
   s.blocks = pod->entries.load();
-  for (const auto& h : pod->holders) s.tiers.push_back(TierCount{h->tier, h->map.size()});
+  const size_t tiers = pod->tier_count.load(std::memory_order_acquire);
+  for (size_t i = 0; i < tiers; ++i) {
+    const auto& t = pod->tier_stats[i];
+    s.tiers.push_back(TierCount{t.tier, t.blocks.load(std::memory_order_relaxed)});
+  }
   std::sort(s.tiers.begin(), s.tiers.end(),
             [](const TierCount& a, const TierCount& b) { return a.tier < b.tier; });
   s.bytes = pod->bytes.load();
@@ -890,8 +979,31 @@ std::map<std::string, uint64_t> ExactIndex::BlocksPerModel() const {
   return out;
 }
 
-void ExactIndex::UpdateGauges() {
-  if (metrics_) metrics_->bytes.Set(static_cast<double>(bytes()));
+uint64_t ExactIndex::AnchorWorkForTest(const std::string& pod_key) const {
+  auto pod = pods_.Find(pod_key);
+  return pod ? pod->anchor_work.load() : 0;
+}
+
+void ExactIndex::UpdateGauges() const {
+  if (!metrics_) return;
+  metrics_->bytes.Set(static_cast<double>(bytes()));
+  // Per-model gauges from the pods' published counters (no pod lock); a model no pod
+  // serves any more drops its series.
+  const std::map<std::string, uint64_t> per_model = BlocksPerModel();
+  std::lock_guard<std::mutex> lock(metrics_->scrape_mu);
+  for (auto it = metrics_->models.begin(); it != metrics_->models.end();) {
+    if (per_model.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    metrics_->model_blocks.Remove(it->second);
+    metrics_->models.erase(it++);
+  }
+  for (const auto& [model, blocks] : per_model) {
+    auto*& g = metrics_->models[model];
+    if (g == nullptr) g = &metrics_->model_blocks.Add({{"model", model}, {"source", "events"}});
+    g->Set(static_cast<double>(blocks));
+  }
 }
 
 }  // namespace aibrix::prefix

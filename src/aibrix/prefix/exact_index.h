@@ -22,6 +22,11 @@
 //    same tier, every ancestor along the engine's parent links; removing a block un-anchors
 //    its held descendants and re-storing it re-anchors them. So a pod is never credited
 //    past a hole: the answer is the longest run of blocks 0..k-1 all held.
+//  * Bounded work: a removal's effect on its descendants is settled at the end of the batch
+//    (a block removed and re-stored within one batch costs O(1) whatever hangs below it),
+//    and descendants are found through a per-holder children index kept incrementally (no
+//    map scans per event). Within a batch, readers may see such a removal late (the block
+//    and its subtree still count: prefix-closed); at batch boundaries the index is exact.
 //  * Memory: a global budget and a per-pod cap on memberships. Over the limit the writer
 //    evicts chain tails (leaves first, then their parents) from the largest pod: eviction
 //    never leaves a dangling mapping or a hole.
@@ -32,7 +37,9 @@
 // Thread safety: ApplyBatch/ClearPod/RemovePod may be called concurrently for different pods
 // (each pod has its own mutex, uncontended when one subscriber thread feeds it). Match*
 // take no lock (epoch-protected reads) and may run on any number of threads concurrently
-// with writers.
+// with writers. Stats/AllStats/BlocksPerModel take no pod mutex (they read counters the
+// writer publishes after each batch), so a long batch never blocks them; UpdateGauges takes
+// only a scrape-side mutex.
 #pragma once
 
 #include <map>
@@ -103,9 +110,15 @@ class ExactIndex final : public kv::EventSink {
   // Memberships in total, and bytes used by all structures (from capacities).
   uint64_t memberships() const { return core_.memberships(); }
   uint64_t bytes() const { return core_.bytes(); }
-  // Refreshes the size gauges (per pod, per model, bytes). Cheap; writers call it after
-  // each batch, the server may call it before a scrape.
-  void UpdateGauges();
+  // Refreshes the index-wide gauges: bytes, and memberships per model (summed from the
+  // pods' published counters, no pod lock). Call it before each scrape (the service's
+  // RenderMetrics does) — writers only set their own pod's gauge, so the event path takes
+  // no index-wide lock. Takes a scrape-only mutex.
+  void UpdateGauges() const;
+
+  // For tests: entries visited by the pod's (un)anchoring walks and children-index scans
+  // since it was created (the work a removal or re-store costs beyond O(1)).
+  uint64_t AnchorWorkForTest(const std::string& pod_key) const;
 
   // For tests: the engine hashes (group 0) `pod_key` holds in `tier`, anchored or not.
   std::vector<uint64_t> EngineHashesForTest(const std::string& pod_key,

@@ -107,8 +107,9 @@ class Reference {
       if (p.model != model) continue;
       for (auto& [tier, m] : p.tiers) {
         std::set<int> held;
+        std::map<uint64_t, bool> memo;
         for (auto& [h, e] : m) {
-          if (e.ctx == ctx && Anchored(m, h)) held.insert(e.node);
+          if (e.ctx == ctx && Anchored(m, h, memo)) held.insert(e.node);
         }
         uint32_t l = 0;
         while (l < path.size() && held.contains(path[l])) ++l;
@@ -128,19 +129,39 @@ class Reference {
     }
     return nullptr;
   }
-  static bool Anchored(const std::map<uint64_t, RefEntry>& m, uint64_t h) {
-    for (int guard = 0; guard < 10000; ++guard) {
+  // Every ancestor along the engine's parent links is held in this tier (memoised per
+  // query: long chains would otherwise cost depth^2).
+  static bool Anchored(const std::map<uint64_t, RefEntry>& m, uint64_t h,
+                       std::map<uint64_t, bool>& memo) {
+    std::vector<uint64_t> walked;
+    bool result = false;
+    for (int guard = 0; guard < 100000; ++guard) {
+      if (auto k = memo.find(h); k != memo.end()) {
+        result = k->second;
+        break;
+      }
       auto it = m.find(h);
-      if (it == m.end()) return false;
-      if (it->second.parent == 0) return true;
+      if (it == m.end()) break;
+      walked.push_back(h);
+      if (it->second.parent == 0) {
+        result = true;
+        break;
+      }
       h = it->second.parent;
     }
-    return false;
+    for (uint64_t w : walked) memo[w] = result;
+    return result;
   }
 };
 
 struct Harness {
-  explicit Harness(uint64_t seed, ExactIndexOptions opts) : rng(seed), index(opts) {
+  // `long_chain` > 0 adds one chain of that many blocks below the root (adversarial runs).
+  explicit Harness(uint64_t seed, ExactIndexOptions opts, int long_chain = 0)
+      : rng(seed), index(opts) {
+    for (int x = 0, i = 0; i < long_chain; ++i) {
+      x = trie.Add(x, rng);
+      chain.push_back(x);
+    }
     for (int i = 0; i < 40; ++i) trie.Add(0, rng);  // first blocks
     while (trie.parent.size() < 600) {
       // Grow deep chains with some branching.
@@ -161,6 +182,7 @@ struct Harness {
   Reference ref;
   std::vector<std::string> pod_names;
   std::vector<uint64_t> pod_seed;
+  std::vector<int> chain;  // the long chain's nodes, top-down
   int nonempty = 0;
   int partial = 0;
 
@@ -282,6 +304,147 @@ struct Harness {
     }
   }
 
+  // Adversarial streams (hostile engines): multi-event batches of removals and re-stores of
+  // heads, middles, parents and children of held chains, duplicates included. Each event is
+  // mirrored into the reference in order; the index must agree after every batch.
+
+  // The BlockStored that re-stores held hash `h` of `tier` (its recorded parent and node).
+  std::optional<kv::BlockStored> Restore(int pod, const std::string& tier, uint64_t h,
+                                         const RefEntry& e) {
+    kv::BlockStored s;
+    s.block_size = kBs;
+    if (e.parent != 0) s.parent_block_hash = e.parent;
+    if (!e.ctx.empty()) s.lora_name = e.ctx;
+    if (tier != "GPU") s.medium = tier;
+    s.block_hashes = {h};
+    s.token_ids = trie.tokens[e.node];
+    ref.Stored(pod_names[pod], ModelOf(pod), tier, e.ctx, s.parent_block_hash, s.block_hashes,
+               {e.node});
+    return s;
+  }
+  kv::BlockRemoved Remove(int pod, const std::string& tier, std::vector<uint64_t> hashes) {
+    kv::BlockRemoved r;
+    if (tier != "GPU") r.medium = tier;
+    r.block_hashes = std::move(hashes);
+    ref.Removed(pod_names[pod], tier, r.block_hashes);
+    return r;
+  }
+
+  // Stores the long chain on `pod` (events of up to 64 blocks).
+  void StoreLongChain(int pod, const std::string& tier) {
+    for (size_t at = 0; at < chain.size(); at += 64) {
+      kv::BlockStored s;
+      s.block_size = kBs;
+      if (tier != "GPU") s.medium = tier;
+      std::vector<int> nodes(chain.begin() + static_cast<long>(at),
+                             chain.begin() + static_cast<long>(std::min(chain.size(), at + 64)));
+      if (at > 0) s.parent_block_hash = EngineHash(pod, "", chain[at - 1]);
+      for (int x : nodes) {
+        s.block_hashes.push_back(EngineHash(pod, "", x));
+        s.token_ids.insert(s.token_ids.end(), trie.tokens[x].begin(), trie.tokens[x].end());
+      }
+      ref.Stored(pod_names[pod], ModelOf(pod), tier, "", s.parent_block_hash, s.block_hashes,
+                 nodes);
+      Apply(pod, std::move(s));
+    }
+  }
+
+  // One hostile batch on `pod`; `carry` holds re-stores left for the next batch (pairs that
+  // straddle a batch boundary).
+  void AdversarialBatch(int pod, std::vector<std::pair<std::string, uint64_t>>& carry) {
+    kv::EventBatch b;
+    const auto& refpod = ref.pods[pod_names[pod]];
+    (void)refpod;
+    // Re-stores carried over from the previous batch come first.
+    for (auto& [tier, h] : carry) {
+      if (auto it = saved.find({tier, h}); it != saved.end()) {
+        b.events.push_back(*Restore(pod, tier, h, it->second));
+      }
+    }
+    carry.clear();
+    const int events = 1 + static_cast<int>(rng() % 24);
+    for (int k = 0; k < events; ++k) {
+      const std::string tier = rng() % 5 == 0 ? "CPU" : "GPU";
+      auto held = HeldHashes(pod, tier);
+      if (held.empty()) {
+        if (tier == "GPU" && !chain.empty() && rng() % 4 == 0) {
+          b.events.push_back(kv::AllBlocksCleared{});  // applied in order: flush first
+          ref.Clear(pod_names[pod]);
+        }
+        continue;
+      }
+      const auto& m = ref.pods[pod_names[pod]].tiers[tier];
+      // Prefer chain heads (parent 0) and blocks with children: they hurt the most.
+      uint64_t x = held[rng() % held.size()];
+      if (rng() % 2 == 0) {
+        for (int tries = 0; tries < 8; ++tries) {
+          const uint64_t y = held[rng() % held.size()];
+          if (m.at(y).parent == 0) {
+            x = y;
+            break;
+          }
+        }
+      }
+      const RefEntry e = m.at(x);
+      saved[{tier, x}] = e;
+      const uint64_t r = rng() % 100;
+      if (r < 40) {  // remove, re-store (the hostile pair), maybe twice
+        b.events.push_back(Remove(pod, tier, {x}));
+        b.events.push_back(*Restore(pod, tier, x, e));
+        if (rng() % 4 == 0) b.events.push_back(*Restore(pod, tier, x, e));  // duplicate
+      } else if (r < 55) {  // remove now, re-store in the next batch
+        b.events.push_back(Remove(pod, tier, {x}));
+        carry.push_back({tier, x});
+      } else if (r < 70 && e.parent != 0 && m.contains(e.parent)) {
+        // Interleaved parents: remove parent and child, re-store in either order (child
+        // first is unplaceable while its parent is absent).
+        const uint64_t p = e.parent;
+        const RefEntry pe = m.at(p);
+        saved[{tier, p}] = pe;
+        b.events.push_back(Remove(
+            pod, tier, rng() % 2 ? std::vector<uint64_t>{x, p} : std::vector<uint64_t>{p, x}));
+        if (rng() % 2) {
+          b.events.push_back(*Restore(pod, tier, p, pe));
+          b.events.push_back(*Restore(pod, tier, x, e));
+        } else {
+          b.events.push_back(*Restore(pod, tier, x, e));
+          b.events.push_back(*Restore(pod, tier, p, pe));
+        }
+      } else if (r < 80) {  // remove twice (the second is unknown), re-store
+        b.events.push_back(Remove(pod, tier, {x, x}));
+        if (rng() % 2) b.events.push_back(*Restore(pod, tier, x, e));
+      } else if (r < 90) {  // plain remove
+        b.events.push_back(Remove(pod, tier, {x}));
+      } else {  // re-store of a held block (idempotent)
+        b.events.push_back(*Restore(pod, tier, x, e));
+      }
+    }
+    index.ApplyBatch(Source(pod), b);
+  }
+
+  // Queries along the long chain (prefixes of random length, all contexts of the pods).
+  void CheckChainQueries(int count) {
+    for (int q = 0; q < count && !chain.empty(); ++q) {
+      const int pod = static_cast<int>(rng() % kPods);
+      const std::string model = ModelOf(pod);
+      std::vector<int> path(chain.begin(),
+                            chain.begin() + 1 + static_cast<long>(rng() % chain.size()));
+      std::vector<uint32_t> tokens;
+      for (int x : path) tokens.insert(tokens.end(), trie.tokens[x].begin(), trie.tokens[x].end());
+      auto want = ref.Query(model, "", path);
+      nonempty += !want.empty();
+      for (auto& [k, v] : want) partial += v < path.size();
+      std::map<std::pair<std::string, std::string>, uint32_t> got;
+      for (const PodMatch& m : index.Match(HashContext{model, "", 0}, tokens)) {
+        got[{m.pod, m.tier}] = m.matched_blocks;
+      }
+      ASSERT_EQ(got, want) << "chain query " << q << " model " << model << " blocks "
+                           << path.size();
+    }
+  }
+
+  std::map<std::pair<std::string, uint64_t>, RefEntry> saved;  // removed entries, to re-store
+
   void CheckRandomQueries(int count) {
     for (int q = 0; q < count; ++q) {
       const int pod = static_cast<int>(rng() % kPods);
@@ -350,6 +513,51 @@ TEST(ExactIndexRandomTest, MatchesReferenceModel) {
     ExactIndexOptions opts;
     opts.block_size = kBs;
     ASSERT_NO_FATAL_FAILURE(RunRandom(seed, opts, 3000, false));
+  }
+}
+
+// Hostile engines: long chains, then batches of (remove, re-store) pairs of heads and
+// middles, pairs straddling batches, interleaved parents and duplicates, mixed with the
+// ordinary random stream. The index is exact at batch boundaries.
+void RunAdversarial(uint64_t seed, int steps) {
+  ExactIndexOptions opts;
+  opts.block_size = kBs;
+  Harness h(seed, opts, /*long_chain=*/200);
+  std::vector<std::vector<std::pair<std::string, uint64_t>>> carry(Harness::kPods);
+  for (int p = 0; p < Harness::kPods; p += 2) h.StoreLongChain(p, p % 4 == 0 ? "GPU" : "CPU");
+  for (int step = 0; step < steps; ++step) {
+    const int pod = static_cast<int>(h.rng() % Harness::kPods);
+    const uint64_t r = h.rng() % 100;
+    if (r < 50) {
+      h.AdversarialBatch(pod, carry[pod]);
+    } else if (r < 75) {
+      h.RandomStore(pod);
+    } else if (r < 88) {
+      h.RandomRemove(pod);
+    } else if (r < 93) {
+      h.RandomTierAdd(pod);
+    } else if (r < 97) {
+      h.StoreLongChain(pod, h.rng() % 2 ? "GPU" : "CPU");
+    } else if (r < 98) {
+      h.index.ClearPod(h.pod_names[pod]);
+      h.ref.Clear(h.pod_names[pod]);
+    }
+    if (step % 25 == 0) {
+      ASSERT_NO_FATAL_FAILURE(h.CheckRandomQueries(10)) << "seed " << seed << " step " << step;
+      ASSERT_NO_FATAL_FAILURE(h.CheckChainQueries(5)) << "seed " << seed << " step " << step;
+    }
+  }
+  ASSERT_NO_FATAL_FAILURE(h.CheckRandomQueries(100)) << "seed " << seed;
+  ASSERT_NO_FATAL_FAILURE(h.CheckChainQueries(50)) << "seed " << seed;
+  EXPECT_GT(h.nonempty, 50) << "seed " << seed;
+  EXPECT_GT(h.partial, 20) << "seed " << seed;
+  for (const auto& p : h.pod_names) h.index.RemovePod(p);
+  EXPECT_EQ(h.index.memberships(), 0u);
+}
+
+TEST(ExactIndexRandomTest, MatchesReferenceModelUnderAdversarialRemoveRestore) {
+  for (uint64_t seed = 200; seed < 224; ++seed) {
+    ASSERT_NO_FATAL_FAILURE(RunAdversarial(seed, 1000));
   }
 }
 

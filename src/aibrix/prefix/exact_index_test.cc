@@ -1,6 +1,8 @@
 #include "aibrix/prefix/exact_index.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <thread>
 
@@ -355,6 +357,109 @@ TEST(ExactIndexScaleTest, ThousandPodsBeyondOneMask) {
   EXPECT_EQ(seen, 1000u);
 }
 
+// The hostile engine's pattern: batches of (remove head, re-store head) pairs against one
+// chain. Returns the anchoring work (entries visited by (un)anchoring walks and index scans,
+// a test hook) and the best wall time of `rounds` runs of `batches` batches.
+struct PairCost {
+  uint64_t work = 0;
+  double seconds = 0;
+};
+PairCost RemoveRestoreHeadPairs(size_t chain, int batches, int rounds) {
+  constexpr int kPairsPerBatch = 16;
+  ExactIndexOptions o;
+  o.block_size = kBs;
+  ExactIndex index(o);
+  const auto t = Tokens(chain);
+  const kv::PodSource src{"ns/h", kModel, -1};
+  for (size_t at = 0; at < chain; at += 1024) {
+    const size_t n = std::min<size_t>(1024, chain - at);
+    std::vector<uint64_t> hashes(n);
+    std::iota(hashes.begin(), hashes.end(), at + 1);
+    kv::EventBatch b;
+    b.events.push_back(
+        Stored(hashes, at == 0 ? std::nullopt : std::optional<uint64_t>(at), Slice(t, at, n)));
+    index.ApplyBatch(src, b);
+  }
+  kv::EventBatch pairs;
+  for (int i = 0; i < kPairsPerBatch; ++i) {
+    pairs.events.push_back(Removed({1}));
+    pairs.events.push_back(Stored({1}, std::nullopt, Slice(t, 0, 1)));
+  }
+  index.ApplyBatch(src, pairs);  // warm-up: builds the children index (one scan, once)
+  PairCost cost;
+  const uint64_t work_before = index.AnchorWorkForTest("ns/h");
+  cost.seconds = 1e9;
+  for (int r = 0; r < rounds; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int b = 0; b < batches; ++b) index.ApplyBatch(src, pairs);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    cost.seconds = std::min(cost.seconds, took.count());
+  }
+  cost.work = index.AnchorWorkForTest("ns/h") - work_before;
+  // Still exact after the churn: the whole chain is held and anchored.
+  const auto got = index.Match(HashContext{kModel, "", 0}, t);
+  EXPECT_EQ(got.size(), 1u);
+  if (!got.empty()) {
+    EXPECT_EQ(got[0].matched_blocks, chain);
+  }
+  EXPECT_EQ(index.memberships(), chain);
+  return cost;
+}
+
+TEST(ExactIndexCostTest, RemoveRestoreHeadPairsCostTheSameOnLongAndShortChains) {
+  constexpr int kBatches = 100, kRounds = 3;  // 1,600 pairs per round
+  const PairCost short_chain = RemoveRestoreHeadPairs(1'000, kBatches, kRounds);
+  const PairCost long_chain = RemoveRestoreHeadPairs(200'000, kBatches, kRounds);
+  // O(1) per pair: one visit of the head's child per re-store, whatever hangs below it.
+  EXPECT_EQ(long_chain.work, short_chain.work);
+  EXPECT_LE(long_chain.work, uint64_t{kBatches} * kRounds * 16 * 2);
+  // And in time, with a generous factor (the long chain's maps are colder).
+  EXPECT_LT(long_chain.seconds, 10 * short_chain.seconds + 0.002)
+      << "long " << long_chain.seconds << " s, short " << short_chain.seconds << " s";
+}
+
+TEST(ExactIndexCostTest, RemovalOfAMiddleBlockIsSettledPerBatchAndExact) {
+  // Remove a middle block of a chain: its descendants stop counting at the batch's end; a
+  // re-store in a later batch re-anchors them (that pair costs the subtree once, as the
+  // table bits really change); in the same batch, nothing below it is touched.
+  ExactIndexOptions o;
+  o.block_size = kBs;
+  ExactIndex index(o);
+  const auto t = Tokens(64);
+  std::vector<uint64_t> hashes(64);
+  std::iota(hashes.begin(), hashes.end(), 1);
+  const kv::PodSource src{"ns/m", kModel, -1};
+  const auto apply = [&](auto... events) {
+    kv::EventBatch b;
+    (b.events.emplace_back(std::move(events)), ...);
+    index.ApplyBatch(src, b);
+  };
+  const auto matched = [&] {
+    const auto got = index.Match(HashContext{kModel, "", 0}, t);
+    return got.empty() ? 0u : got[0].matched_blocks;
+  };
+  apply(Stored(hashes, std::nullopt, t));
+  EXPECT_EQ(matched(), 64u);
+  apply(Removed({10}));  // block index 9
+  EXPECT_EQ(matched(), 9u);
+  EXPECT_EQ(index.memberships(), 63u);
+  const uint64_t w0 = index.AnchorWorkForTest("ns/m");
+  apply(Stored({10}, 9, Slice(t, 9, 1)));
+  EXPECT_EQ(matched(), 64u);
+  EXPECT_GE(index.AnchorWorkForTest("ns/m") - w0, 54u);  // the subtree, once
+  const uint64_t w1 = index.AnchorWorkForTest("ns/m");
+  apply(Removed({10}), Stored({10}, 9, Slice(t, 9, 1)), Removed({10}),
+        Stored({10}, 9, Slice(t, 9, 1)));
+  EXPECT_EQ(matched(), 64u);
+  EXPECT_LE(index.AnchorWorkForTest("ns/m") - w1, 4u);
+  // A re-store under a missing parent leaves the subtree unanchored at the batch's end.
+  apply(Removed({10, 9}), Stored({10}, 9, Slice(t, 9, 1)));  // unplaceable: 9 is gone
+  EXPECT_EQ(matched(), 8u);
+  apply(Stored({9, 10}, 8, Slice(t, 8, 2)));
+  EXPECT_EQ(matched(), 64u);
+  EXPECT_EQ(index.memberships(), 64u);
+}
+
 TEST(ExactIndexMetricsTest, ExportsSizesAndCounters) {
   auto registry = std::make_shared<prometheus::Registry>();
   ExactIndexOptions o;
@@ -364,6 +469,7 @@ TEST(ExactIndexMetricsTest, ExportsSizesAndCounters) {
   b.events.push_back(Stored({1, 2}, std::nullopt, Tokens(2)));
   b.events.push_back(Stored({3}, 77, Tokens(1, 5)));  // unknown parent
   index.ApplyBatch(kv::PodSource{"ns/a", kModel, -1}, b);
+  index.UpdateGauges();  // model-level gauges are computed at scrape time
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
   EXPECT_THAT(text, ::testing::HasSubstr(
                         "aibrix_prefix_index_pod_blocks{pod=\"ns/a\",source=\"events\"} 2"));

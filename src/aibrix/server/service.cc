@@ -211,6 +211,7 @@ void Service::Stop(StopMode mode) {
 
 std::string Service::RenderMetrics() const {
   event_queue_bytes_->Set(static_cast<double>(kv_manager_.queued_bytes()));
+  exact_index_.UpdateGauges();  // per-model gauges are computed at scrape time
   auto families = registry_->Collect();
   auto store_families = store_collector_.Collect();
   families.insert(families.end(), store_families.begin(), store_families.end());
