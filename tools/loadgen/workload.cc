@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::loadgen {
@@ -65,7 +66,7 @@ absl::Status SyntheticOptions::Validate() const {
            {"turns", turns},
            {"user message length", user_message_len},
            {"max tokens", max_tokens}}) {
-    if (absl::Status st = positive(name, v); !st.ok()) return st;
+    RETURN_IF_ERROR(positive(name, v));
   }
   if (reply_len < 0) {
     return absl::InvalidArgumentError(fmt::format("reply length must be >= 0, got {}", reply_len));
