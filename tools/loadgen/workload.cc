@@ -32,17 +32,6 @@ json RequestSpec::Body(const std::string& default_model) const {
   return body;
 }
 
-size_t RequestSpec::PromptChars() const {
-  if (api == Api::kCompletions) return prompt.size();
-  size_t n = 0;
-  for (const json& m : messages) {
-    if (m.contains("content") && m["content"].is_string()) {
-      n += m["content"].get_ref<const std::string&>().size();
-    }
-  }
-  return n;
-}
-
 PoissonArrivals::PoissonArrivals(double rate_per_s, uint64_t seed)
     : rate_(rate_per_s), rng_(seed) {}
 

@@ -210,28 +210,6 @@ absl::StatusOr<std::vector<std::string>> Store::ListModelsByPod(std::string_view
   return pod->models;
 }
 
-absl::StatusOr<MetricValue> Store::GetMetricValueByPod(std::string_view pod_key,
-                                                       const std::string& metric) const {
-  ASSIGN_OR_RETURN(PodRef pod, GetPod(pod_key));
-  auto value = pod->state->Metric(metric);
-  if (!value) {
-    return absl::NotFoundError(fmt::format("metric not found: pod {} metric {}", pod_key, metric));
-  }
-  return *value;
-}
-
-absl::StatusOr<MetricValue> Store::GetMetricValueByPodModel(std::string_view pod_key,
-                                                            const std::string& model,
-                                                            const std::string& metric) const {
-  ASSIGN_OR_RETURN(PodRef pod, GetPod(pod_key));
-  auto value = pod->state->ModelMetric(model, metric);
-  if (!value) {
-    return absl::NotFoundError(
-        fmt::format("metric not found: pod {} model {} metric {}", pod_key, model, metric));
-  }
-  return *value;
-}
-
 absl::Status Store::SetPodMetric(std::string_view pod_key, const std::string& metric,
                                  MetricValue value) {
   ASSIGN_OR_RETURN(PodRef pod, GetPod(pod_key));
