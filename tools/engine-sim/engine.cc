@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "aibrix/common/logging.h"
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 #include "xxhash.h"
 
@@ -163,7 +164,7 @@ Engine::Engine(EngineOptions options, EventOutput* events)
 Engine::~Engine() { Stop(); }
 
 absl::Status Engine::Start() {
-  if (absl::Status st = options_.Validate(); !st.ok()) return st;
+  RETURN_IF_ERROR(options_.Validate());
   std::lock_guard lock(mu_);
   if (started_) return absl::FailedPreconditionError("engine already started");
   started_ = true;

@@ -173,15 +173,11 @@ absl::StatusOr<std::vector<uint32_t>> ParseChatPrompt(const json& body) {
     return absl::InvalidArgumentError("`messages` is required");
   }
   tokenizer::ChatOptions opts;
-  auto gen = BoolField(body, "add_generation_prompt", true);
-  if (!gen.ok()) return gen.status();
-  auto cont = BoolField(body, "continue_final_message", false);
-  if (!cont.ok()) return cont.status();
-  opts.add_generation_prompt = *gen;
-  opts.continue_final_message = *cont;
-  absl::StatusOr<std::vector<tokenizer::ChatMessage>> messages = tokenizer::ParseChatMessages(*it);
-  if (!messages.ok()) return messages.status();
-  return ByteTokenizer().TokenizeChat(*messages, opts);
+  ASSIGN_OR_RETURN(opts.add_generation_prompt, BoolField(body, "add_generation_prompt", true));
+  ASSIGN_OR_RETURN(opts.continue_final_message, BoolField(body, "continue_final_message", false));
+  ASSIGN_OR_RETURN(const std::vector<tokenizer::ChatMessage> messages,
+                   tokenizer::ParseChatMessages(*it));
+  return ByteTokenizer().TokenizeChat(messages, opts);
 }
 
 struct GenParams {
@@ -192,14 +188,10 @@ struct GenParams {
 
 absl::StatusOr<GenParams> ParseGenParams(const json& body, bool chat) {
   GenParams g;
-  auto stream = BoolField(body, "stream", false);
-  if (!stream.ok()) return stream.status();
-  g.stream = *stream;
+  ASSIGN_OR_RETURN(g.stream, BoolField(body, "stream", false));
   if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
     if (!so->is_object()) return absl::InvalidArgumentError("`stream_options` must be an object");
-    auto usage = BoolField(*so, "include_usage", false);
-    if (!usage.ok()) return usage.status();
-    g.include_usage = *usage;
+    ASSIGN_OR_RETURN(g.include_usage, BoolField(*so, "include_usage", false));
   }
   if (auto n = body.find("n"); n != body.end() && !n->is_null()) {
     if (!n->is_number_integer() || n->get<int64_t>() < 1) {

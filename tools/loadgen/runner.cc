@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::loadgen {
@@ -112,9 +113,8 @@ double Runner::Elapsed() const {
 absl::StatusOr<std::vector<PrefixCacheCounters>> Runner::ScrapeEngines() const {
   std::vector<PrefixCacheCounters> out;
   for (const HttpUrl& url : options_.engine_metrics) {
-    absl::StatusOr<std::string> body = HttpGet(url, 5);
-    if (!body.ok()) return body.status();
-    absl::StatusOr<PrefixCacheCounters> counters = ParsePrefixCacheCounters(*body);
+    ASSIGN_OR_RETURN(const std::string body, HttpGet(url, 5));
+    absl::StatusOr<PrefixCacheCounters> counters = ParsePrefixCacheCounters(body);
     if (!counters.ok()) {
       return absl::Status(counters.status().code(),
                           fmt::format("engine metrics {}{}: {}", url.Origin(), url.path,
@@ -181,8 +181,7 @@ void Runner::ProgressLoop(std::stop_token stop) {
 }
 
 absl::StatusOr<json> Runner::Run(RequestSource& source) {
-  absl::StatusOr<std::vector<PrefixCacheCounters>> before = ScrapeEngines();
-  if (!before.ok()) return before.status();
+  ASSIGN_OR_RETURN(const std::vector<PrefixCacheCounters> before, ScrapeEngines());
 
   start_ = Clock::now();
   std::jthread progress;
@@ -245,7 +244,7 @@ absl::StatusOr<json> Runner::Run(RequestSource& source) {
     after.push_back(body.ok() ? ParsePrefixCacheCounters(*body)
                               : absl::StatusOr<PrefixCacheCounters>(body.status()));
   }
-  return BuildReport(source, dispatch_end_s, wall_s, *before, after);
+  return BuildReport(source, dispatch_end_s, wall_s, before, after);
 }
 
 json Runner::BuildReport(const RequestSource& source, double dispatch_s, double wall_s,

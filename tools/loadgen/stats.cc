@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::loadgen {
@@ -92,12 +93,10 @@ absl::StatusOr<PrefixCacheCounters> ParsePrefixCacheCounters(std::string_view te
   for (std::string_view prefix : {"vllm:prefix_cache_", "vllm:gpu_prefix_cache_"}) {
     const std::string queries_name = fmt::format("{}queries_total", prefix);
     const std::string hits_name = fmt::format("{}hits_total", prefix);
-    absl::StatusOr<std::optional<double>> queries = SumSeries(text, queries_name);
-    if (!queries.ok()) return queries.status();
-    absl::StatusOr<std::optional<double>> hits = SumSeries(text, hits_name);
-    if (!hits.ok()) return hits.status();
-    if (queries->has_value() && hits->has_value()) {
-      return PrefixCacheCounters{**queries, **hits};
+    ASSIGN_OR_RETURN(const std::optional<double> queries, SumSeries(text, queries_name));
+    ASSIGN_OR_RETURN(const std::optional<double> hits, SumSeries(text, hits_name));
+    if (queries.has_value() && hits.has_value()) {
+      return PrefixCacheCounters{*queries, *hits};
     }
   }
   return absl::NotFoundError(

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::loadgen {
@@ -31,17 +32,6 @@ json RequestSpec::Body(const std::string& default_model) const {
   return body;
 }
 
-size_t RequestSpec::PromptChars() const {
-  if (api == Api::kCompletions) return prompt.size();
-  size_t n = 0;
-  for (const json& m : messages) {
-    if (m.contains("content") && m["content"].is_string()) {
-      n += m["content"].get_ref<const std::string&>().size();
-    }
-  }
-  return n;
-}
-
 PoissonArrivals::PoissonArrivals(double rate_per_s, uint64_t seed)
     : rate_(rate_per_s), rng_(seed) {}
 
@@ -65,7 +55,7 @@ absl::Status SyntheticOptions::Validate() const {
            {"turns", turns},
            {"user message length", user_message_len},
            {"max tokens", max_tokens}}) {
-    if (absl::Status st = positive(name, v); !st.ok()) return st;
+    RETURN_IF_ERROR(positive(name, v));
   }
   if (reply_len < 0) {
     return absl::InvalidArgumentError(fmt::format("reply length must be >= 0, got {}", reply_len));

@@ -50,8 +50,6 @@ struct RequestSpec {
   // The JSON body of the OpenAI request (streaming with usage), `default_model` used when
   // `model` is empty.
   nlohmann::json Body(const std::string& default_model) const;
-  // The number of characters of prompt text (chat: the sum of message contents).
-  size_t PromptChars() const;
 };
 
 // Exponential inter-arrival gaps of a seeded Poisson process.

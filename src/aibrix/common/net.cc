@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::common {
@@ -63,9 +64,7 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view text, int default_port, 
     out.port = static_cast<uint16_t>(default_port);
     return out;
   }
-  auto port = ParsePort(port_text, text, zero);
-  if (!port.ok()) return port.status();
-  out.port = *port;
+  ASSIGN_OR_RETURN(out.port, ParsePort(port_text, text, zero));
   return out;
 }
 

@@ -29,7 +29,7 @@ class Parser {
           fmt::format("{}:{}: malformed YAML: {}", origin_, e.mark.line + 1, e.msg));
     }
     if (!root.IsMap()) return Error(root, "", "the file must be a map with a 'models' list");
-    if (auto st = CheckKeys(root, "", {"models"}); !st.ok()) return st;
+    RETURN_IF_ERROR(CheckKeys(root, "", {"models"}));
     YAML::Node models = root["models"];
     if (!models || !models.IsSequence()) return Error(root, "models", "must be a list");
     StaticConfig config;
@@ -85,19 +85,16 @@ class Parser {
   }
 
   absl::StatusOr<int> Port(const YAML::Node& node, std::string_view field) {
-    auto value = Int(node, field);
-    if (!value.ok()) return value.status();
-    if (*value < 1 || *value > 65535) {
-      return Error(node, field, fmt::format("invalid port {}: want 1..65535", *value));
+    ASSIGN_OR_RETURN(const int64_t value, Int(node, field));
+    if (value < 1 || value > 65535) {
+      return Error(node, field, fmt::format("invalid port {}: want 1..65535", value));
     }
-    return static_cast<int>(*value);
+    return static_cast<int>(value);
   }
 
   absl::StatusOr<StaticModel> ParseModel(const YAML::Node& node, const std::string& path) {
     if (!node.IsMap()) return Error(node, path, "must be a map with 'name' and 'endpoints'");
-    if (auto st = CheckKeys(node, path, {"name", "engine", "endpoints", "rolesets"}); !st.ok()) {
-      return st;
-    }
+    RETURN_IF_ERROR(CheckKeys(node, path, {"name", "engine", "endpoints", "rolesets"}));
     StaticModel model;
     if (!node["name"]) return Error(node, path + ".name", "is required");
     ASSIGN_OR_RETURN(model.name, String(node["name"], path + ".name"));
@@ -111,24 +108,20 @@ class Parser {
     }
     if (!endpoints && !rolesets) return Error(node, path, "needs 'endpoints' or 'rolesets'");
     if (endpoints) {
-      auto st = ParseEndpointList(endpoints, path + ".endpoints", "", "", &model.endpoints);
-      if (!st.ok()) return st;
+      RETURN_IF_ERROR(ParseEndpointList(endpoints, path + ".endpoints", "", "", &model.endpoints));
     } else {
       if (!rolesets.IsSequence()) return Error(rolesets, path + ".rolesets", "must be a list");
       for (size_t i = 0; i < rolesets.size(); ++i) {
         const YAML::Node roleset = rolesets[i];
         const std::string rs_path = fmt::format("{}.rolesets[{}]", path, i);
         if (!roleset.IsMap()) return Error(roleset, rs_path, "must be a map");
-        if (auto st = CheckKeys(roleset, rs_path, {"name", "prefill", "decode"}); !st.ok())
-          return st;
+        RETURN_IF_ERROR(CheckKeys(roleset, rs_path, {"name", "prefill", "decode"}));
         if (!roleset["name"]) return Error(roleset, rs_path + ".name", "roleset name is required");
-        auto rs_name = String(roleset["name"], rs_path + ".name");
-        if (!rs_name.ok()) return rs_name.status();
+        ASSIGN_OR_RETURN(const std::string rs_name, String(roleset["name"], rs_path + ".name"));
         for (const char* role : {"prefill", "decode"}) {
           if (!roleset[role]) continue;
-          auto st = ParseEndpointList(roleset[role], rs_path + "." + role, role, *rs_name,
-                                      &model.endpoints);
-          if (!st.ok()) return st;
+          RETURN_IF_ERROR(ParseEndpointList(roleset[role], rs_path + "." + role, role, rs_name,
+                                            &model.endpoints));
         }
       }
     }
@@ -140,16 +133,16 @@ class Parser {
                                  std::vector<StaticEndpoint>* out) {
     if (!list.IsSequence()) return Error(list, path, "must be a list of endpoints");
     for (size_t i = 0; i < list.size(); ++i) {
-      auto endpoint = ParseEndpoint(list[i], fmt::format("{}[{}]", path, i));
-      if (!endpoint.ok()) return endpoint.status();
-      endpoint->role = role;
-      endpoint->roleset = roleset;
-      const std::string address = common::FormatHostPort(endpoint->host, endpoint->port);
+      ASSIGN_OR_RETURN(StaticEndpoint endpoint,
+                       ParseEndpoint(list[i], fmt::format("{}[{}]", path, i)));
+      endpoint.role = role;
+      endpoint.roleset = roleset;
+      const std::string address = common::FormatHostPort(endpoint.host, endpoint.port);
       if (!seen_.insert(address).second) {
         return Error(list[i], fmt::format("{}[{}]", path, i),
                      fmt::format("duplicate endpoint {}", address));
       }
-      out->push_back(std::move(*endpoint));
+      out->push_back(std::move(endpoint));
     }
     return absl::OkStatus();
   }
@@ -193,9 +186,8 @@ class Parser {
     } else if (!node.IsScalar()) {
       return Error(node, path, "must be \"host:port\" or a map with 'address'");
     }
-    auto text = String(address, address_path);
-    if (!text.ok()) return text.status();
-    auto parsed = common::ParseHostPort(*text, store::kDefaultServingPort);
+    ASSIGN_OR_RETURN(const std::string text, String(address, address_path));
+    auto parsed = common::ParseHostPort(text, store::kDefaultServingPort);
     if (!parsed.ok()) return Error(address, address_path, common::AsStd(parsed.status().message()));
     endpoint.host = parsed->host;
     endpoint.port = parsed->port;

@@ -1,13 +1,13 @@
 #include "aibrix/discovery/static_provider.h"
 
 #include "aibrix/common/logging.h"
+#include "aibrix/common/status_macros.h"
 
 namespace aibrix::discovery {
 
 absl::StatusOr<std::unique_ptr<StaticProvider>> StaticProvider::FromFile(const std::string& path) {
-  auto config = LoadStaticConfig(path);
-  if (!config.ok()) return config.status();
-  return std::make_unique<StaticProvider>(std::move(*config));
+  ASSIGN_OR_RETURN(StaticConfig config, LoadStaticConfig(path));
+  return std::make_unique<StaticProvider>(std::move(config));
 }
 
 absl::Status StaticProvider::Start(store::Store& store) {

@@ -6,6 +6,7 @@
 #include "aibrix/common/json_writer.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/gateway/in_flight.h"
 #include "aibrix/gateway/usage_scanner.h"
 #include "fmt/format.h"
@@ -278,12 +279,11 @@ absl::StatusOr<Gateway::Routed> Gateway::RouteTo(const std::string& algorithm,
   request.tokens = tokens;
   request.request_id = request_id;
   request.exclude_pods = std::move(exclude);
-  auto decision = router_.Route(algorithm, request);
-  if (!decision.ok()) return decision.status();
+  ASSIGN_OR_RETURN(routing::Decision decision, router_.Route(algorithm, request));
   Routed routed;
-  routed.host = decision->pod->ip();
-  routed.port = static_cast<uint16_t>(store::PodServingPort(decision->pod->object));
-  routed.decision = std::move(*decision);
+  routed.host = decision.pod->ip();
+  routed.port = static_cast<uint16_t>(store::PodServingPort(decision.pod->object));
+  routed.decision = std::move(decision);
   return routed;
 }
 
@@ -296,9 +296,8 @@ namespace {
 
 // The body of a routing or proxy request, which must name a model.
 absl::StatusOr<RequestBody> ParseModelRequest(const http::Request& req) {
-  auto body = ParseRequestBody(req.body);
-  if (!body.ok()) return body.status();
-  if (body->model.empty()) return absl::InvalidArgumentError("'model' (string) is required");
+  ASSIGN_OR_RETURN(RequestBody body, ParseRequestBody(req.body));
+  if (body.model.empty()) return absl::InvalidArgumentError("'model' (string) is required");
   return body;
 }
 

@@ -114,9 +114,7 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
     if (key == "model") {
       ASSIGN_OR_RETURN(body.model, String(value, key));
     } else if (key == "algorithm" || key == "request_id") {
-      auto s = String(value, key);
-      if (!s.ok()) return s.status();
-      (key == "algorithm" ? body.algorithm : body.request_id) = std::move(*s);
+      ASSIGN_OR_RETURN((key == "algorithm" ? body.algorithm : body.request_id), String(value, key));
     } else if (key == "stream") {
       bool stream = false;
       if (!value.is_null() && value.get_bool().get(stream) != simdjson::SUCCESS) {

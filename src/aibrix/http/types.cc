@@ -50,7 +50,7 @@ void Headers::Remove(std::string_view name) {
   std::erase_if(fields_, [&](const Field& field) { return EqualsIgnoreCase(field.first, name); });
 }
 
-std::string PercentDecode(std::string_view in, bool plus_is_space) {
+std::string PercentDecode(std::string_view in) {
   std::string out;
   out.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) {
@@ -58,29 +58,11 @@ std::string PercentDecode(std::string_view in, bool plus_is_space) {
     if (c == '%' && i + 2 < in.size() && HexValue(in[i + 1]) >= 0 && HexValue(in[i + 2]) >= 0) {
       out.push_back(static_cast<char>(HexValue(in[i + 1]) * 16 + HexValue(in[i + 2])));
       i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
     } else {
       out.push_back(c);
     }
   }
   return out;
-}
-
-std::optional<std::string> Request::QueryParam(std::string_view name) const {
-  std::string_view rest = query;
-  while (!rest.empty()) {
-    const size_t amp = rest.find('&');
-    const std::string_view pair = rest.substr(0, amp);
-    const size_t eq = pair.find('=');
-    if (PercentDecode(pair.substr(0, eq), true) == name) {
-      return eq == std::string_view::npos ? std::string()
-                                          : PercentDecode(pair.substr(eq + 1), true);
-    }
-    if (amp == std::string_view::npos) break;
-    rest.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
 }
 
 void Response::SetBody(std::string content, std::string_view content_type) {

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,9 +50,6 @@ struct Request {
   std::string remote_addr;
   // Values of the route pattern's {parameters}, percent-decoded, in pattern order.
   std::vector<std::string> params;
-
-  // The percent-decoded value of query parameter `name` ('+' is a space), or nullopt.
-  std::optional<std::string> QueryParam(std::string_view name) const;
 };
 
 struct Response {
@@ -65,8 +61,8 @@ struct Response {
   void SetBody(std::string body, std::string_view content_type);
 };
 
-// Percent-decodes `in` ('+' stays unless `plus_is_space`); invalid escapes are kept as sent.
-std::string PercentDecode(std::string_view in, bool plus_is_space = false);
+// Percent-decodes `in` ('+' stays '+'); invalid escapes are kept as sent.
+std::string PercentDecode(std::string_view in);
 
 // The OpenAI-style error type for an HTTP status (not_found_error, request_too_large, ...).
 std::string_view ErrorType(int status);

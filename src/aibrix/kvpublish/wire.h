@@ -62,9 +62,6 @@ class ReplayBuffer {
   void Clear();
   size_t size() const { return entries_.size(); }
   size_t bytes() const { return bytes_; }
-  // The oldest / newest buffered sequence numbers. REQUIRES: size() > 0.
-  uint64_t first_seq() const { return entries_.front().seq; }
-  uint64_t last_seq() const { return entries_.back().seq; }
 
   struct Entry {
     uint64_t seq;

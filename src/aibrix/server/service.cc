@@ -6,6 +6,7 @@
 
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/discovery/static_provider.h"
 #include "fmt/format.h"
@@ -153,9 +154,7 @@ absl::Status Service::Start() {
   if (config_.static_config.empty()) {
     return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
   }
-  auto provider = discovery::StaticProvider::FromFile(config_.static_config);
-  if (!provider.ok()) return provider.status();
-  discovery_ = std::move(*provider);
+  ASSIGN_OR_RETURN(discovery_, discovery::StaticProvider::FromFile(config_.static_config));
 
   const http::ServerOptions options = HttpOptionsFor(config_, *addr);
   http_ = std::make_unique<http::Server>(options, *registry_);

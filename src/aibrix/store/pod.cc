@@ -21,17 +21,6 @@ const std::string* Find(const std::map<std::string, std::string>& map, const std
   return it == map.end() ? nullptr : &it->second;
 }
 
-// Strips the last `segments` "-suffix" parts of `name` ("" if it has fewer dashes).
-std::string TrimSuffixes(const std::string& name, int segments) {
-  std::string out = name;
-  for (int i = 0; i < segments; ++i) {
-    size_t dash = out.rfind('-');
-    if (dash == std::string::npos) return "";
-    out.resize(dash);
-  }
-  return out;
-}
-
 }  // namespace
 
 std::string LabelOr(const PodObject& pod, const std::string& key, const std::string& fallback) {
@@ -106,30 +95,6 @@ int PodDataParallelSize(const PodObject& pod) {
     }
   }
   return 1;
-}
-
-std::vector<int> PodServingPorts(const PodObject& pod) {
-  const int base = PodServingPort(pod);
-  const int dp = PodDataParallelSize(pod);
-  std::vector<int> ports;
-  for (int rank = 0; rank < dp && base + rank <= 65535; ++rank) ports.push_back(base + rank);
-  return ports;
-}
-
-std::string DeploymentNameFromPod(const PodObject& pod) {
-  if (const std::string* fleet = Find(pod.labels, kDefaultFleetLabel); fleet && !fleet->empty()) {
-    return *fleet;
-  }
-  const std::string* ray = Find(pod.labels, kRayIsRayNodeLabel);
-  if (const std::string* name = Find(pod.labels, kDefaultDeploymentLabel);
-      name && !name->empty() && !(ray && *ray == "yes")) {
-    return *name;
-  }
-  for (const OwnerReference& owner : pod.owners) {
-    if (owner.kind == "ReplicaSet") return TrimSuffixes(owner.name, 1);
-    if (owner.kind == "RayCluster") return TrimSuffixes(owner.name, 2);
-  }
-  return "";
 }
 
 std::vector<ModelClaim> PodModelClaims(const PodObject& pod) {

@@ -33,13 +33,10 @@ inline constexpr char kKvReplayPortLabel[] = "model.aibrix.ai/kv-events-replay-p
 inline constexpr char kLoraIdLabel[] = "model.aibrix.ai/lora-id";
 inline constexpr char kModelClaimAnnotationPrefix[] = "modelclaim.aibrix.ai/";
 inline constexpr char kRayNodeTypeLabel[] = "ray.io/node-type";
-inline constexpr char kRayIsRayNodeLabel[] = "ray.io/is-ray-node";
 inline constexpr char kPodGroupIndexLabel[] =
     "stormservice.orchestration.aibrix.ai/pod-group-index";
 inline constexpr char kRoleNameLabel[] = "role-name";
 inline constexpr char kRoleSetNameLabel[] = "roleset-name";
-inline constexpr char kDefaultDeploymentLabel[] = "app.kubernetes.io/name";
-inline constexpr char kDefaultFleetLabel[] = "orchestration.aibrix.ai/raycluster-fleet-name";
 inline constexpr int kDefaultMetricPort = 8000;
 inline constexpr int kDefaultServingPort = 8000;
 
@@ -57,12 +54,6 @@ struct Container {
   bool operator==(const Container&) const = default;
 };
 
-struct OwnerReference {
-  std::string kind;
-  std::string name;
-  bool operator==(const OwnerReference&) const = default;
-};
-
 // The fields of a Kubernetes Pod the cache reads; discovery providers fill it.
 struct PodObject {
   std::string ns;
@@ -70,7 +61,6 @@ struct PodObject {
   std::string uid;
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> annotations;
-  std::vector<OwnerReference> owners;
   std::string ip;     // status.podIP, empty when not assigned
   std::string phase;  // status.phase: Pending, Running, Succeeded, Failed, Unknown
   std::string node_name;
@@ -102,11 +92,6 @@ bool PodKvEventsEnabled(const PodObject& pod);
 int64_t PodLoraId(const PodObject& pod);
 // Container env `data-parallel-size` (> 1), else 1.
 int PodDataParallelSize(const PodObject& pod);
-// Serving ports: base..base+dp-1 when data-parallel-size > 1, else {base}.
-std::vector<int> PodServingPorts(const PodObject& pod);
-// Deployment name (spec §2.4): fleet label, deployment label (unless a Ray node), the owning
-// ReplicaSet minus its last "-suffix", the owning RayCluster minus two; "" when none.
-std::string DeploymentNameFromPod(const PodObject& pod);
 
 // A served model a ModelClaim annotation binds to this pod (spec §2.3).
 struct ModelClaim {

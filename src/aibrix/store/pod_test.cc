@@ -1,13 +1,11 @@
 #include "aibrix/store/pod.h"
 
 #include "aibrix/store/test_pods.h"
-#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace aibrix::store {
 namespace {
 
-using ::testing::ElementsAre;
 using testing::MakePod;
 
 TEST(PodTest, ReadinessNeedsIpReadyConditionAndNoTermination) {
@@ -46,30 +44,16 @@ TEST(PodTest, LabelsWithDefaults) {
   EXPECT_EQ(PodLoraId(pod), -1);
 }
 
-TEST(PodTest, ServingPortsExpandDataParallelRanks) {
+TEST(PodTest, ServingPortAndDataParallelSize) {
   PodObject pod = MakePod("p", "m");
-  EXPECT_THAT(PodServingPorts(pod), ElementsAre(8000));
+  EXPECT_EQ(PodServingPort(pod), 8000);
+  EXPECT_EQ(PodDataParallelSize(pod), 1);
   pod.labels[kPortLabel] = "9000";
   pod.containers[0].env.push_back({"data-parallel-size", "3"});
+  EXPECT_EQ(PodServingPort(pod), 9000);
   EXPECT_EQ(PodDataParallelSize(pod), 3);
-  EXPECT_THAT(PodServingPorts(pod), ElementsAre(9000, 9001, 9002));
   pod.labels[kPortLabel] = "bad";
   EXPECT_EQ(PodServingPort(pod), 8000);  // falls back to the container port
-}
-
-TEST(PodTest, DeploymentNameRules) {
-  PodObject pod = MakePod("p", "m");
-  EXPECT_EQ(DeploymentNameFromPod(pod), "");
-  pod.owners.push_back({"ReplicaSet", "llama-7b-5d8f9c"});
-  EXPECT_EQ(DeploymentNameFromPod(pod), "llama-7b");
-  pod.owners = {{"RayCluster", "fleet-abc-x1-y2"}};
-  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet-abc");
-  pod.labels[kDefaultDeploymentLabel] = "deploy";
-  EXPECT_EQ(DeploymentNameFromPod(pod), "deploy");
-  pod.labels[kRayIsRayNodeLabel] = "yes";
-  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet-abc");
-  pod.labels[kDefaultFleetLabel] = "fleet";
-  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet");
 }
 
 TEST(PodTest, ModelClaimStateRules) {

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/hash/hash.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
 #include "fmt/format.h"
 
@@ -205,48 +206,21 @@ std::vector<std::string> Store::ListModels() const {
 
 absl::StatusOr<std::vector<std::string>> Store::ListModelsByPod(std::string_view ns,
                                                                 std::string_view name) const {
-  auto pod = GetPod(ns, name);
-  if (!pod.ok()) return pod.status();
-  return (*pod)->models;
-}
-
-absl::StatusOr<MetricValue> Store::GetMetricValueByPod(std::string_view pod_key,
-                                                       const std::string& metric) const {
-  auto pod = GetPod(pod_key);
-  if (!pod.ok()) return pod.status();
-  auto value = (*pod)->state->Metric(metric);
-  if (!value) {
-    return absl::NotFoundError(fmt::format("metric not found: pod {} metric {}", pod_key, metric));
-  }
-  return *value;
-}
-
-absl::StatusOr<MetricValue> Store::GetMetricValueByPodModel(std::string_view pod_key,
-                                                            const std::string& model,
-                                                            const std::string& metric) const {
-  auto pod = GetPod(pod_key);
-  if (!pod.ok()) return pod.status();
-  auto value = (*pod)->state->ModelMetric(model, metric);
-  if (!value) {
-    return absl::NotFoundError(
-        fmt::format("metric not found: pod {} model {} metric {}", pod_key, model, metric));
-  }
-  return *value;
+  ASSIGN_OR_RETURN(PodRef pod, GetPod(ns, name));
+  return pod->models;
 }
 
 absl::Status Store::SetPodMetric(std::string_view pod_key, const std::string& metric,
                                  MetricValue value) {
-  auto pod = GetPod(pod_key);
-  if (!pod.ok()) return pod.status();
-  (*pod)->state->SetMetric(metric, std::move(value));
+  ASSIGN_OR_RETURN(PodRef pod, GetPod(pod_key));
+  pod->state->SetMetric(metric, std::move(value));
   return absl::OkStatus();
 }
 
 absl::Status Store::SetPodModelMetric(std::string_view pod_key, const std::string& model,
                                       const std::string& metric, MetricValue value) {
-  auto pod = GetPod(pod_key);
-  if (!pod.ok()) return pod.status();
-  (*pod)->state->SetModelMetric(model, metric, std::move(value));
+  ASSIGN_OR_RETURN(PodRef pod, GetPod(pod_key));
+  pod->state->SetModelMetric(model, metric, std::move(value));
   return absl::OkStatus();
 }
 

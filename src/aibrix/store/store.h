@@ -129,12 +129,6 @@ class Store {
                                                            std::string_view name) const;
 
   // --- Engine metrics ------------------------------------------------------------------
-  // NotFound if the pod is not cached or does not hold the metric.
-  absl::StatusOr<MetricValue> GetMetricValueByPod(std::string_view pod_key,
-                                                  const std::string& metric) const;
-  absl::StatusOr<MetricValue> GetMetricValueByPodModel(std::string_view pod_key,
-                                                       const std::string& model,
-                                                       const std::string& metric) const;
   // NotFound if the pod is not cached.
   absl::Status SetPodMetric(std::string_view pod_key, const std::string& metric, MetricValue value);
   absl::Status SetPodModelMetric(std::string_view pod_key, const std::string& model,

@@ -284,22 +284,21 @@ TEST(StoreTest, PerPortRunningCountsThatPortOnly) {
 TEST(StoreTest, MetricsByPodAndModel) {
   Store store;
   store.AddPod(MakePod("p1", "llama"));
-  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running").status().code(),
-            absl::StatusCode::kNotFound);
+  const PodRef pod = store.GetPod("default/p1").value();
+  EXPECT_FALSE(pod->state->Metric("num_requests_running").has_value());
   ASSERT_TRUE(store.SetPodMetric("default/p1", "num_requests_running", {SimpleMetric{3, {}}}).ok());
   ASSERT_TRUE(
       store.SetPodModelMetric("default/p1", "llama", "kv_cache_usage_perc", {SimpleMetric{0.5, {}}})
           .ok());
-  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running")->Simple(), 3);
-  EXPECT_EQ(store.GetMetricValueByPodModel("default/p1", "llama", "kv_cache_usage_perc")->Simple(),
-            0.5);
-  EXPECT_FALSE(store.GetMetricValueByPodModel("default/p1", "other", "kv_cache_usage_perc").ok());
+  EXPECT_EQ(pod->state->Metric("num_requests_running")->Simple(), 3);
+  EXPECT_EQ(pod->state->ModelMetric("llama", "kv_cache_usage_perc")->Simple(), 0.5);
+  EXPECT_FALSE(pod->state->ModelMetric("other", "kv_cache_usage_perc").has_value());
   EXPECT_FALSE(store.SetPodMetric("default/none", "x", {SimpleMetric{1, {}}}).ok());
   // Metrics survive an update of the same pod.
   PodObject updated = MakePod("p1", "llama");
   updated.labels["x"] = "y";
   store.UpdatePod(updated);
-  EXPECT_EQ(store.GetMetricValueByPod("default/p1", "num_requests_running")->Simple(), 3);
+  EXPECT_EQ(store.GetPod("default/p1").value()->state->Metric("num_requests_running")->Simple(), 3);
 }
 
 TEST(StoreTest, ModelClaimsMapServedModels) {

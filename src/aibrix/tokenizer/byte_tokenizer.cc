@@ -1,6 +1,7 @@
 #include "aibrix/tokenizer/byte_tokenizer.h"
 
 #include "absl/status/status.h"
+#include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
 
 namespace aibrix::tokenizer {
@@ -39,9 +40,8 @@ absl::StatusOr<TokenIds> ByteTokenizer::Tokenize(std::string_view text) const {
 absl::StatusOr<TokenIds> ByteTokenizer::TokenizeChat(std::span<const ChatMessage> messages,
                                                      const ChatOptions& options) const {
   if (messages.empty()) return absl::InvalidArgumentError("`messages` must not be empty");
-  absl::StatusOr<std::string> text = RenderChatTemplate(messages, options);
-  if (!text.ok()) return text.status();
-  return Encode(*text);
+  ASSIGN_OR_RETURN(std::string text, RenderChatTemplate(messages, options));
+  return Encode(text);
 }
 
 absl::StatusOr<std::string> ByteTokenizer::Detokenize(std::span<const TokenId> ids) const {

@@ -13,6 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "aibrix/common/net.h"
+#include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/http/client.h"
 #include "fmt/format.h"
@@ -480,9 +481,8 @@ absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> RemoteTokenizerPool::Get(
   RemoteTokenizerOptions o = defaults_;
   o.endpoint = std::string(endpoint);
   o.model = std::string(model);
-  absl::StatusOr<std::unique_ptr<RemoteTokenizer>> t = RemoteTokenizer::Create(std::move(o));
-  if (!t.ok()) return t.status();
-  entries_.push_back(std::shared_ptr<const RemoteTokenizer>(std::move(*t)));
+  ASSIGN_OR_RETURN(std::shared_ptr<const RemoteTokenizer> t, RemoteTokenizer::Create(std::move(o)));
+  entries_.push_back(std::move(t));
   return entries_.back();
 }
 

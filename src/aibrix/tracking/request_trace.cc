@@ -27,10 +27,6 @@ int RequestTrace::BucketIndex(int64_t tokens) {
   return static_cast<int>(bucket / 0.1);
 }
 
-std::string RequestTrace::BucketKey(int64_t input_tokens, int64_t output_tokens) {
-  return fmt::format("{}:{}", BucketIndex(input_tokens), BucketIndex(output_tokens));
-}
-
 void RequestTrace::AddRequest() {
   pending_.fetch_add(1, std::memory_order_relaxed);
   common::MutexLock lock(&mu_);

@@ -61,8 +61,6 @@ class RequestTrace {
   // The key index of `tokens`: 0 for tokens <= 0, else trunc(round(log2(n)/0.1)·0.1 / 0.1)
   // (the reference's arithmetic, truncation included). 1 → 0, 1024 → 100.
   static int BucketIndex(int64_t tokens);
-  // "<BucketIndex(input)>:<BucketIndex(output)>", e.g. "0:0" for 1 in / 1 out.
-  static std::string BucketKey(int64_t input_tokens, int64_t output_tokens);
 
   // A request was admitted: total and pending go up.
   void AddRequest();
