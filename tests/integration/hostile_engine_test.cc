@@ -60,6 +60,10 @@ TEST(HostileEngineTest, ApiAnswersWhileAHostileEngineStreamsRemoveRestorePairs) 
   fo.workload.seed = 11;
   fo.faults = {{kvpublish::FaultKind::kHostile, 0}};
   fo.fault.hostile_chain_blocks = kChain;
+  // The chain is published from the start; the service subscribes a moment later (first
+  // connections are spread) and replays from 0: the engine's replay buffer must still hold
+  // the chain's first batches, or every later block has an unknown parent.
+  fo.buffer_bytes = size_t{256} << 20;
   kvpublish::Fleet fleet(fo);
   ASSERT_TRUE(fleet.Start().ok());
 
