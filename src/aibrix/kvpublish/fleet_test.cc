@@ -13,6 +13,7 @@
 #include "aibrix/discovery/static_config.h"
 #include "aibrix/kvevents/decoder.h"
 #include "fmt/format.h"
+#include "tests/kvevents/zmq_test_util.h"
 #include "zmq.hpp"
 
 namespace aibrix::kvpublish {
@@ -20,19 +21,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Frames = std::vector<std::string>;
-
-std::optional<Frames> Recv(zmq::socket_t& s, std::chrono::milliseconds timeout) {
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
-  Frames frames;
-  while (true) {
-    zmq::message_t m;
-    if (!s.recv(m, zmq::recv_flags::none)) break;
-    frames.push_back(m.to_string());
-    if (!m.more()) break;
-  }
-  return frames;
-}
+using kvevents::testing::RecvMultipart;
 
 uint64_t SeqOf(const std::string& s) {
   uint64_t v = 0;
@@ -136,7 +125,7 @@ class FleetTest : public ::testing::Test {
       if (zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50)) <= 0) continue;
       for (size_t i = 0; i < items.size(); ++i) {
         if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
-        while (auto f = Recv(subs[i], std::chrono::milliseconds(0))) Inspect(seen[i], *f);
+        while (auto f = RecvMultipart(subs[i], std::chrono::milliseconds(0))) Inspect(seen[i], *f);
       }
     }
   }
@@ -152,7 +141,7 @@ class FleetTest : public ::testing::Test {
     d.send(zmq::buffer(seq8), zmq::send_flags::none);
     std::vector<std::pair<uint64_t, std::string>> out;
     *ended = false;
-    while (auto f = Recv(d, std::chrono::seconds(5))) {
+    while (auto f = RecvMultipart(d, std::chrono::seconds(5))) {
       if (f->size() == 4 && (*f)[0].empty() && (*f)[1].empty() &&
           (*f)[2] == std::string(8, '\xff') && (*f)[3].empty()) {
         *ended = true;
