@@ -47,6 +47,8 @@ struct Flags {
   double phase_seconds = 10;
   double subscribe_timeout_s = 60;
   double rate = 20000;  // blocks/s outside the ingest phase
+  int min_blocks_per_event = 16;
+  int max_blocks_per_event = 128;
   int64_t hostile_chain = 1'000'000;
   uint64_t flood_bytes = uint64_t{1} << 30;
   size_t flood_message_bytes = 60'000'000;
@@ -141,6 +143,11 @@ class Bench {
                            : flags_.first_address;
     fo.blocks_per_s = flags_.rate;
     fo.workload.seed = 2024;
+    // Prefill-sized events: a vLLM step with chunked prefill caches up to 2,048 tokens of a
+    // request (128 blocks) at once, several requests per step.
+    fo.workload.min_blocks_per_event = flags_.min_blocks_per_event;
+    fo.workload.max_blocks_per_event = flags_.max_blocks_per_event;
+    fo.workload.capacity_blocks = 16384;
     fo.fault.hostile_chain_blocks = flags_.hostile_chain;
     fo.fault.huge_message_bytes = flags_.flood_message_bytes;
     fo.fault.huge_total_bytes = flags_.flood_bytes;
@@ -410,6 +417,12 @@ int main(int argc, char** argv) {
   app.add_option("--subscribe-timeout", flags.subscribe_timeout_s,
                  "Longest wait for every pod to connect, in seconds");
   app.add_option("--rate", flags.rate, "Fleet blocks/s outside the ingest phase");
+  app.add_option("--min-blocks-per-event", flags.min_blocks_per_event,
+                 "Smallest BlockStored run the engines emit")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--max-blocks-per-event", flags.max_blocks_per_event,
+                 "Largest BlockStored run the engines emit (a 2,048-token prefill chunk: 128)")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--hostile-chain", flags.hostile_chain, "Blocks of the hostile chain");
   app.add_option("--flood-bytes", flags.flood_bytes, "Bytes of huge messages in the flood");
   app.add_option("--flood-message-bytes", flags.flood_message_bytes, "Size of one message");
