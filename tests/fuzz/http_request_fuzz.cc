@@ -90,8 +90,16 @@ void SendThroughServer(std::string_view input) {
         connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
       break;
     }
-    // Out of local ports is the machine's limit, not a finding: wait and retry.
-    if (errno != EADDRNOTAVAIL || attempt == 1000) std::abort();
+    // Out of local ports or addresses (and a connect the kernel gives up on at once under
+    // load) is the machine's limit, not a finding: wait and retry. Anything else is reported.
+    const int error = errno;
+    const bool transient = error == EADDRNOTAVAIL || error == EADDRINUSE || error == EAGAIN ||
+                           error == EINTR || error == ETIMEDOUT;
+    if (!transient || attempt == 1000) {
+      std::fprintf(stderr, "http_request_fuzz: cannot connect to the service: %s\n",
+                   std::strerror(error));
+      std::abort();
+    }
     close(fd);
     fd = -1;
     usleep(1000);
