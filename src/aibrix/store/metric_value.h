@@ -1,9 +1,11 @@
 // Engine metric values held per pod (and per pod and model): a simple number, or a
-// cumulative histogram with mean and percentile (spec §1.5).
+// cumulative histogram with mean and percentile (spec §1.5), each stamped with the time it
+// was scraped so readers can tell a fresh value from a stale one.
 //
 // Thread safety: plain values.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <variant>
@@ -34,6 +36,8 @@ struct HistogramMetric {
 
 struct MetricValue {
   std::variant<SimpleMetric, HistogramMetric> value;
+  // When the value was read from the engine (steady clock); the epoch when no time is known.
+  std::chrono::steady_clock::time_point scraped_at{};
 
   // The simple value; 0 for a histogram.
   double Simple() const;
