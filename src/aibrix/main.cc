@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   app.add_option("--metric-refresh-ms", config.metric_refresh_ms,
                  "Engine metric scrape interval (env AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--metric-max-age", config.metric_max_age_ms,
+                 "ms after which a scraped engine metric is stale and routers ignore it")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
                "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
   app.add_option("--kv-io-threads", config.kv_io_threads,

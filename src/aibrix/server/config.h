@@ -33,6 +33,9 @@ struct ServiceConfig {
 
   // AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS: engine metric scrape interval.
   int metric_refresh_ms = 50;
+  // A scraped engine metric older than this is stale: routers ignore it (and fall back as
+  // when it is missing); aibrix_cache_stale_metrics counts such values.
+  int metric_max_age_ms = 1000;
   // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED: subscribe to engines' KV events.
   bool kv_event_sync = false;
   // The KV event path's threads and memory (docs/kvevents.md): socket threads and appliers

@@ -39,6 +39,12 @@ struct MetricValue {
   // When the value was read from the engine (steady clock); the epoch when no time is known.
   std::chrono::steady_clock::time_point scraped_at{};
 
+  // True when the value was scraped within `max_age` of `now` (never for an unknown time).
+  bool FreshAt(std::chrono::steady_clock::time_point now,
+               std::chrono::steady_clock::duration max_age) const {
+    return scraped_at != std::chrono::steady_clock::time_point{} && now - scraped_at <= max_age;
+  }
+
   // The simple value; 0 for a histogram.
   double Simple() const;
   const HistogramMetric* histogram() const { return std::get_if<HistogramMetric>(&value); }
