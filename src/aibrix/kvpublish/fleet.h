@@ -82,7 +82,7 @@ struct FleetOptions {
   // busy step). libzmq looks for commands on a socket once per burst rather than once per
   // message, so bursts make a large fleet cheaper to drive on both ends.
   int batches_per_turn = 1;
-  WorkloadOptions workload;     // workload.seed is the fleet's seed
+  WorkloadOptions workload;  // workload.seed is the fleet's seed
   WireFormat format = WireFormat::kMap;
   ReplyLayout reply_layout = ReplyLayout::kPost45177;
   size_t buffer_steps = 1000;      // replay buffer per engine, in batches (vLLM: 10000)
