@@ -15,14 +15,15 @@ std::optional<std::string> EnvString(const char* name) {
   return std::string(value);
 }
 
-absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*> names) {
+absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*> names,
+                                               EnvSameValue same) {
   std::optional<EnvValue> found;
   for (const char* name : names) {
     std::optional<std::string> value = EnvString(name);
     if (!value) continue;
     if (!found) {
       found = EnvValue{name, std::move(*value)};
-    } else if (found->value != *value) {
+    } else if (same != nullptr ? !same(found->value, *value) : found->value != *value) {
       return absl::InvalidArgumentError(
           fmt::format("{}={} and {}={}: two spellings of one setting disagree (set one of them)",
                       found->name, found->value, name, *value));

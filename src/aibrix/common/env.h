@@ -27,10 +27,13 @@ struct EnvValue {
   std::string name;
   std::string value;
 };
+// Whether two values of a variable mean the same (e.g. "true" and "1" for a boolean).
+using EnvSameValue = bool (*)(std::string_view, std::string_view);
 // The value of a variable known under several spellings (`names`, the preferred first), or
 // nullopt when none is set (empty counts as unset). InvalidArgument, naming both, when two
-// spellings are set to different values.
-absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*> names);
+// spellings are set to values that differ (per `same`; by default, as strings).
+absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*> names,
+                                               EnvSameValue same = nullptr);
 
 // Go's strconv.ParseBool: 1 t T TRUE true True / 0 f F FALSE false False; nullopt otherwise.
 std::optional<bool> ParseGoBool(std::string_view text);

@@ -75,6 +75,18 @@ TEST(EnvTest, AnySpellingAndConflicts) {
   EXPECT_NE(conflict.status().message().find("AIBRIX_TEST_A=false"), std::string::npos);
   EXPECT_NE(conflict.status().message().find("AIBRIX_TEST_B=true"), std::string::npos);
 
+  // Values that mean the same, per the caller, are no conflict.
+  auto same_bool = EnvAny(
+      {"AIBRIX_TEST_A", "AIBRIX_TEST_B"},
+      [](std::string_view a, std::string_view b) { return ParseGoBool(a) == ParseGoBool(b); });
+  EXPECT_FALSE(same_bool.ok());  // false vs true
+  setenv("AIBRIX_TEST_A", "1", 1);
+  same_bool = EnvAny(
+      {"AIBRIX_TEST_A", "AIBRIX_TEST_B"},
+      [](std::string_view a, std::string_view b) { return ParseGoBool(a) == ParseGoBool(b); });
+  ASSERT_TRUE(same_bool.ok());
+  EXPECT_EQ((*same_bool)->value, "1");
+
   setenv("AIBRIX_TEST_A", "", 1);  // empty is unset: no conflict
   EXPECT_TRUE(EnvAny({"AIBRIX_TEST_A", "AIBRIX_TEST_B"}).ok());
   unsetenv("AIBRIX_TEST_A");

@@ -21,8 +21,8 @@ using Names = std::initializer_list<const char*>;
 class EnvReader {
  public:
   // The value of the first set spelling of `names` (a conflict between spellings is recorded).
-  std::optional<common::EnvValue> Get(Names names) {
-    auto value = common::EnvAny(names);
+  std::optional<common::EnvValue> Get(Names names, common::EnvSameValue same = nullptr) {
+    auto value = common::EnvAny(names, same);
     if (!value.ok()) {
       errors_.emplace_back(value.status().message());
       return std::nullopt;
@@ -43,7 +43,12 @@ class EnvReader {
   }
 
   void Bool(Names names, bool* out) {
-    if (auto v = Get(names)) {
+    // Two spellings agree when they parse to the same value ("True" and "1").
+    const common::EnvSameValue same = [](std::string_view a, std::string_view b) {
+      const std::optional<bool> parsed = common::ParseGoBool(a);
+      return a == b || (parsed.has_value() && parsed == common::ParseGoBool(b));
+    };
+    if (auto v = Get(names, same)) {
       if (auto parsed = common::ParseGoBool(v->value)) {
         *out = *parsed;
       } else {
