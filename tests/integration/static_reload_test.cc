@@ -105,7 +105,8 @@ TEST(StaticReloadTest, SubscriptionsAndIndexFollowTheRewrittenFile) {
   auto matched = [&] {
     auto res = client.Post("/cache/match", query.dump(), "application/json");
     if (!res || res->status != 200) return -1;
-    for (const auto& entry : nlohmann::json::parse(res->body)["pods"]) {
+    const nlohmann::json body = nlohmann::json::parse(res->body);
+    for (const auto& entry : body["pods"]) {
       if (entry["pod"] == pod && entry["source"] == "events")
         return entry["matched_blocks"].get<int>();
     }

@@ -53,6 +53,8 @@ class FakeTokenizer {
               nlohmann::json{{"count", ids}, {"max_model_len", 4096}, {"tokens", tokens}}.dump(),
               "application/json");
         });
+    // One request per connection: stopping never waits for a client's idle keep-alive one.
+    server_.set_keep_alive_max_count(1);
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -77,9 +79,10 @@ class TokenizerChoiceTest : public ::testing::Test {
   void StartService(const std::string& yaml, std::vector<std::string> flags,
                     std::vector<std::string> env = {}) {
     config_ = dir_.Write("static.yaml", yaml);
-    std::vector<std::string> argv = {
-        BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
-        "--static-config",          config_,       "--no-static-config-watch"};
+    // prefix-cache: /cache/route then reports how many blocks the prompt's token ids make.
+    std::vector<std::string> argv = {BinaryPath("aibrix-cache"), "--http-addr=127.0.0.1:0",
+                                     "--static-config=" + config_, "--no-static-config-watch",
+                                     "--routing-algorithm=prefix-cache"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     auto process = Subprocess::Start(argv, env);
     ASSERT_TRUE(process.ok());
@@ -105,7 +108,8 @@ class TokenizerChoiceTest : public ::testing::Test {
   nlohmann::json Model(const std::string& name) {
     auto res = client_->Get("/cache/models");
     EXPECT_TRUE(res && res->status == 200);
-    for (const auto& model : nlohmann::json::parse(res->body)["models"]) {
+    const nlohmann::json body = nlohmann::json::parse(res->body);
+    for (const auto& model : body["models"]) {
       if (model["name"] == name) return model;
     }
     return nullptr;
