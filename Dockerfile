@@ -22,13 +22,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates \
       libabsl20220623 \
-      libcurl4 \
       libfmt9 \
       libprometheus-cpp-core1.0 \
       libsimdjson14 \
       libspdlog1.10 \
       libssl3 \
-      libxxhash0 \
       libyaml-cpp0.7 \
       libzmq5 \
  && rm -rf /var/lib/apt/lists/*

@@ -15,7 +15,7 @@ no Docker needed). Run by ctest as deploy_manifests_test:
   size agree with them and with aibrix-cache's settings;
 * the Dockerfile: Debian 12 stages, the build stage runs scripts/install-deps.sh, a non-root
   user, and a runtime package list equal to the packages that own the shared libraries the
-  binary links (ldd + dpkg -S): nothing missing, nothing extra.
+  binary links directly (readelf NEEDED, ldd, dpkg -S): nothing missing, nothing extra.
 
 Exits 1 with one line per problem.
 """
@@ -206,9 +206,14 @@ def check_vllm_example(docs, service_env):
 
 
 def runtime_packages_needed(binary):
-    """Debian packages owning the shared libraries `binary` links, minus the base system."""
+    """Debian packages owning the shared libraries `binary` links directly (DT_NEEDED; apt
+    brings what those need), minus what every debian:12-slim image has."""
+    dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True,
+                             check=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^]]+)\]", dynamic))
     out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    libs = re.findall(r"=>\s+(\S+)\s+\(", out)
+    libs = [path for name, path in re.findall(r"^\s*(\S+)\s+=>\s+(\S+)\s+\(", out, re.M)
+            if name in needed]
     packages = set()
     for lib in libs:
         if re.search(r"lib(a|ub|t|l)san", lib):
