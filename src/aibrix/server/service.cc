@@ -208,17 +208,17 @@ absl::Status Service::Start() {
                                                   config_.routing_algorithm,
                                                   router_->NamesJoined()));
   }
+  RETURN_IF_ERROR(CheckTokenizerConfig(config_));
+  for (const std::string& note : config_.env_notes) log->info("environment: {}", note);
+  LogTokenizerChoice(config_);
   if (config_.static_config.empty()) {
     return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
   }
-  RETURN_IF_ERROR(CheckTokenizerConfig(config_));
   discovery::StaticProviderOptions static_options;
   static_options.watch = config_.static_config_watch;
   static_options.registry = registry_.get();
   ASSIGN_OR_RETURN(discovery_,
                    discovery::StaticProvider::FromFile(config_.static_config, static_options));
-  for (const std::string& note : config_.env_notes) log->info("environment: {}", note);
-  LogTokenizerChoice(config_);
 
   const http::ServerOptions options = HttpOptionsFor(config_, *addr);
   http_ = std::make_unique<http::Server>(options, *registry_);
