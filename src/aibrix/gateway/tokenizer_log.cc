@@ -24,16 +24,15 @@ void TokenizerLog::OnPodChanged(const store::PodRef& before, const store::PodRef
   const bool remote_mode = tokenizers_.remote();
   common::MutexLock lock(&mu_);
   store::SnapshotRef snapshot;  // taken only when needed
-  auto check = [&](const std::string& model, const store::Pod& pod) {
-    auto it = logged_.find(model);
-    // Known, and this pod cannot flip the choice: nothing to do (the usual case).
-    const bool vllm = store::PodEngine(pod.object) == "vllm";
-    if (it != logged_.end() && (!remote_mode || it->second.remote == vllm)) return;
-    if (!snapshot) snapshot = store_.snapshot();
-    Check(model, snapshot);
-  };
   if (after != nullptr) {
-    for (const std::string& model : after->models) check(model, *after);
+    const bool vllm = store::PodEngine(after->object) == "vllm";
+    for (const std::string& model : after->models) {
+      // Known, and this pod cannot flip the choice: nothing to do (the usual case).
+      auto it = logged_.find(model);
+      if (it != logged_.end() && (!remote_mode || it->second.remote == vllm)) continue;
+      if (!snapshot) snapshot = store_.snapshot();
+      Check(model, snapshot);
+    }
   }
   if (before != nullptr) {
     for (const std::string& model : before->models) {
