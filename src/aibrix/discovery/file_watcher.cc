@@ -87,6 +87,12 @@ bool FileWatcher::Drain() {
         relevant = true;
         continue;
       }
+      if (event->mask & IN_IGNORED) {  // the directory was deleted or unmounted
+        common::Logger("discovery")
+            ->warn("{} is gone: changes of {} are no longer seen (SIGHUP still reloads)", dir_,
+                   name_);
+        continue;
+      }
       if (event->len == 0) continue;
       const std::string_view name(event->name);
       if (name == kConfigMapDataLink && (event->mask & IN_MOVED_TO)) {

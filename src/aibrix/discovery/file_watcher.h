@@ -6,10 +6,11 @@
 //  * a Kubernetes ConfigMap or Secret volume update: the kubelet writes a new timestamped
 //    directory and renames the `..data` symlink over the old one (IN_MOVED_TO of `..data`);
 //    the file itself is a symlink through `..data` and sees no event of its own.
-// A deleted file raises nothing (its last version stays in use). Events come in bursts (an
-// editor's save is several), so the callback runs once the directory has been quiet for
-// `debounce`; an inotify queue overflow counts as a change. The callback may find the same
-// bytes as before (another key of a ConfigMap changed): callers compare.
+// A deleted file raises nothing (its last version stays in use). If the directory itself is
+// deleted, watching ends with a warning (a new directory of the same name is not watched). Events
+// come in bursts (an editor's save is several), so the callback runs once the directory has been
+// quiet for `debounce`; an inotify queue overflow counts as a change. The callback may find the
+// same bytes as before (another key of a ConfigMap changed): callers compare.
 //
 // Thread safety: the callback runs on the watcher's own thread, one call at a time. Stop()
 // (also run by the destructor) is called by the owner's thread, never from the callback.
