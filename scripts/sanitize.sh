@@ -28,10 +28,11 @@ case "$sanitizer" in
   tsan)
     export TSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/tsan.supp halt_on_error=1 second_deadlock_stack=1"
     targets=(http_test gateway_test store_test prefix_test tracking_test kvevents_subscriber_test
-             kvevents_manager_test discovery_test proxy_failure_test aibrix-cache engine-sim)
+             kvevents_manager_test discovery_test static_reload_test proxy_failure_test
+             aibrix-cache engine-sim)
     cmake --build "$dir" -j"$jobs" --target "${targets[@]}"
     ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 600 \
-      -R '^(HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure|StaticProvider|FileWatcher|TokenizerLog|ModelTokenizers)'
+      -R '^(HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure|StaticProvider|FileWatcher|StaticReload|TokenizerLog|ModelTokenizers)'
     ;;
   *)
     echo "unknown sanitizer '$sanitizer' (asan or tsan)" >&2
