@@ -120,6 +120,7 @@ class Demo:
         self.workdir = tempfile.mkdtemp(prefix="aibrix-demo-")
         self.bin = {name: os.path.join(args.build_dir, "bin", name)
                     for name in ("engine-sim", "aibrix-cache", "loadgen")}
+        self.tokenizer = None  # as the service reports it (GET /cache/models)
 
     # ----- processes -------------------------------------------------------------------
 
@@ -202,6 +203,15 @@ class Demo:
             if p.popen.poll() is not None or time.monotonic() > deadline:
                 raise DemoError(f"{p.name} did not become ready (/readyz):\n{p.tail()}")
             time.sleep(0.05)
+        # With KV event sync the service tokenizes prompts with the engines' own /tokenize
+        # (vLLM's API, which engine-sim serves): the path real vLLM users take.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cache/models", timeout=5) as r:
+            models = {m["name"]: m for m in json.loads(r.read())["models"]}
+        tok = models.get(MODEL, {})
+        if tok.get("tokenizer") != "remote":
+            raise DemoError(f"{p.name}: model {MODEL} is not tokenized by the engines' /tokenize "
+                            f"({tok.get('tokenizer_source')})")
+        self.tokenizer = tok.get("tokenizer_source")
         return p, port
 
     # ----- HTTP helpers ------------------------------------------------------------------
@@ -388,6 +398,8 @@ class Demo:
                   f"{'' if rt is None else f'{rt:5.0f}us':>7} "
                   f"{'' if ov is None else f'{ov:7.0f}us':>9}  {pods}")
         print()
+        if self.tokenizer:
+            print(f"prompt tokenizer (every aibrix-cache run): {self.tokenizer}")
         print("hit rate = prompt tokens found in the engines' prefix caches / prompt tokens "
               "(vllm:prefix_cache_* deltas); route = mean routing decision time "
               "(aibrix_routing_latency_seconds); overhead = p50 latency the proxy adds to a tiny "
