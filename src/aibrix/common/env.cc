@@ -1,6 +1,7 @@
 #include "aibrix/common/env.h"
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 
 namespace aibrix::common {
@@ -17,6 +18,15 @@ int64_t EnvPositiveInt(const char* name, int64_t fallback) {
   if (!text) return fallback;
   auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
   if (ec != std::errc() || end != text->data() + text->size() || value <= 0) return fallback;
+  return value;
+}
+
+double EnvFloat(const char* name, double fallback) {
+  auto text = EnvString(name);
+  if (!text) return fallback;
+  char* end = nullptr;
+  const double value = std::strtod(text->c_str(), &end);
+  if (end == text->c_str() || *end != '\0' || !std::isfinite(value)) return fallback;
   return value;
 }
 

@@ -26,6 +26,19 @@ TEST(EnvTest, PositiveIntFallsBackOnInvalidValues) {
   EXPECT_EQ(EnvPositiveInt("AIBRIX_TEST_INT", 50), 50);
 }
 
+TEST(EnvTest, FloatFallsBackOnInvalidValues) {
+  setenv("AIBRIX_TEST_FLOAT", "0.25", 1);
+  EXPECT_EQ(EnvFloat("AIBRIX_TEST_FLOAT", 1.5), 0.25);
+  setenv("AIBRIX_TEST_FLOAT", "-2e1", 1);
+  EXPECT_EQ(EnvFloat("AIBRIX_TEST_FLOAT", 1.5), -20);
+  for (const char* bad : {"x", "1.5x", " ", "inf", "nan", "1e999"}) {
+    setenv("AIBRIX_TEST_FLOAT", bad, 1);
+    EXPECT_EQ(EnvFloat("AIBRIX_TEST_FLOAT", 1.5), 1.5) << bad;
+  }
+  unsetenv("AIBRIX_TEST_FLOAT");
+  EXPECT_EQ(EnvFloat("AIBRIX_TEST_FLOAT", 1.5), 1.5);
+}
+
 TEST(EnvTest, EmptyStringIsUnset) {
   setenv("AIBRIX_TEST_STR", "", 1);
   EXPECT_EQ(EnvString("AIBRIX_TEST_STR"), std::nullopt);

@@ -1,7 +1,5 @@
 #include "aibrix/server/config.h"
 
-#include <cstdlib>
-
 #include "aibrix/common/env.h"
 
 namespace aibrix::server {
@@ -20,11 +18,21 @@ ServiceConfig ServiceConfig::FromEnvironment() {
                                                      config.approx_ttl_minutes);
   config.imbalance_abs_count = common::EnvPositiveInt(
       "AIBRIX_PREFIX_CACHE_POD_RUNNING_REQUEST_IMBALANCE_ABS_COUNT", config.imbalance_abs_count);
-  if (auto factor = common::EnvString("AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR")) {
-    char* end = nullptr;
-    const double value = std::strtod(factor->c_str(), &end);
-    if (end != factor->c_str() && *end == '\0' && value > 0) config.std_dev_factor = value;
-  }
+  const double factor =
+      common::EnvFloat("AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR", config.std_dev_factor);
+  if (factor > 0) config.std_dev_factor = factor;
+  config.vtc_fairness_weight =
+      common::EnvFloat("AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT", config.vtc_fairness_weight);
+  config.vtc_utilization_weight =
+      common::EnvFloat("AIBRIX_ROUTER_VTC_BASIC_UTILIZATION_WEIGHT", config.vtc_utilization_weight);
+  config.vtc_max_pod_load =
+      common::EnvFloat("AIBRIX_ROUTER_VTC_BASIC_MAX_POD_LOAD", config.vtc_max_pod_load);
+  config.vtc_input_token_weight =
+      common::EnvFloat("AIBRIX_ROUTER_VTC_BASIC_INPUT_TOKEN_WEIGHT", config.vtc_input_token_weight);
+  config.vtc_output_token_weight = common::EnvFloat("AIBRIX_ROUTER_VTC_BASIC_OUTPUT_TOKEN_WEIGHT",
+                                                    config.vtc_output_token_weight);
+  config.vtc_window_minutes = static_cast<int>(common::EnvPositiveInt(
+      "AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES", config.vtc_window_minutes));
   if (common::EnvBool("AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER", false)) {
     config.tokenizer = "remote";
   }
