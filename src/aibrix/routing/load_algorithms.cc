@@ -29,7 +29,7 @@ double MeanOr(std::span<const std::optional<double>> values, double fallback) {
 
 // The fresh, non-empty histogram mean of `name` for every pod, kept only when positive.
 std::vector<std::optional<double>> PositiveMeans(std::span<PodMetrics> metrics,
-                                                 const std::string& name) {
+                                                 std::string_view name) {
   std::vector<std::optional<double>> out(metrics.size());
   for (size_t i = 0; i < metrics.size(); ++i) {
     auto mean = metrics[i].NonEmptyMean(name);

@@ -4,33 +4,29 @@
 
 namespace aibrix::routing {
 
-std::optional<store::MetricValue> PodMetrics::Get(const std::string& name) {
-  std::optional<store::MetricValue> v = pod_->state->ModelMetric(*model_, name);
-  if (!v && !pod_->model.empty() && pod_->model != *model_) {
-    v = pod_->state->ModelMetric(pod_->model, name);
-  }
-  if (!v) v = pod_->state->Metric(name);
-  if (!v) return std::nullopt;
-  if (!v->FreshAt(freshness_.now, freshness_.max_age)) {
+std::optional<store::MetricSample> PodMetrics::Fresh(std::string_view name) {
+  const std::string_view models[] = {*model_, pod_->model};
+  const size_t n = pod_->model.empty() || pod_->model == *model_ ? 1 : 2;
+  std::optional<store::MetricSample> s =
+      pod_->state->Sample(std::span<const std::string_view>(models, n), name);
+  if (!s) return std::nullopt;
+  if (!store::ScrapedWithin(s->scraped_at, freshness_.now, freshness_.max_age)) {
     saw_stale_ = true;
     return std::nullopt;
   }
-  return v;
+  return s;
 }
 
-std::optional<double> PodMetrics::Value(const std::string& name) {
-  std::optional<store::MetricValue> v = Get(name);
-  if (!v) return std::nullopt;
-  if (const store::HistogramMetric* h = v->histogram()) return h->Mean();
-  return v->Simple();
+std::optional<double> PodMetrics::Value(std::string_view name) {
+  std::optional<store::MetricSample> s = Fresh(name);
+  if (!s) return std::nullopt;
+  return s->value;
 }
 
-std::optional<double> PodMetrics::NonEmptyMean(const std::string& name) {
-  std::optional<store::MetricValue> v = Get(name);
-  if (!v) return std::nullopt;
-  const store::HistogramMetric* h = v->histogram();
-  if (h == nullptr || !(h->count > 0)) return std::nullopt;
-  return h->Mean();
+std::optional<double> PodMetrics::NonEmptyMean(std::string_view name) {
+  std::optional<store::MetricSample> s = Fresh(name);
+  if (!s || !s->histogram || !(s->count > 0)) return std::nullopt;
+  return s->value;
 }
 
 MetricFallback::MetricFallback(const AlgorithmEnv& env, std::string_view algorithm,

@@ -47,20 +47,20 @@ class PodMetrics {
   PodMetrics(const store::Pod& pod, const std::string& request_model, Freshness freshness)
       : pod_(&pod), model_(&request_model), freshness_(freshness) {}
 
-  // The fresh value of `name`; nullopt when the pod has none or it is stale (then
-  // saw_stale() turns true).
-  std::optional<store::MetricValue> Get(const std::string& name);
-  // Get() as a number: a gauge or counter's value, a histogram's mean.
-  std::optional<double> Value(const std::string& name);
+  // The fresh value of `name` as a number (a histogram's mean); nullopt when the pod has none
+  // or it is stale (then saw_stale() turns true).
+  std::optional<double> Value(std::string_view name);
   // The fresh histogram's mean when it has observed at least one value; nullopt otherwise
   // (missing, stale, not a histogram, or empty).
-  std::optional<double> NonEmptyMean(const std::string& name);
+  std::optional<double> NonEmptyMean(std::string_view name);
 
   // Whether any lookup found a value that was too old.
   bool saw_stale() const { return saw_stale_; }
   const store::Pod& pod() const { return *pod_; }
 
  private:
+  std::optional<store::MetricSample> Fresh(std::string_view name);
+
   const store::Pod* pod_;
   const std::string* model_;
   Freshness freshness_;
