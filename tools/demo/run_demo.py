@@ -25,7 +25,8 @@ import urllib.error
 import urllib.request
 import http.client
 
-ALGORITHMS = ["random", "least-request", "prefix-cache", "prefix-cache-kv", "kv-aware"]
+ALGORITHMS = ["random", "least-request", "least-kv-cache", "prefix-cache", "prefix-cache-kv",
+              "kv-aware"]
 KV_SYNC = "prefix-cache-kv"
 MODEL = "demo-llm"
 
@@ -246,6 +247,16 @@ class Demo:
         return out
 
     @staticmethod
+    def metric_fallbacks(metrics):
+        """{reason: decisions} taken without scraped engine metrics (missing or stale)."""
+        out = {}
+        for (name, labels), v in metrics.items():
+            m = re.search(r'reason="([a-z]+)"', labels)
+            if name == "aibrix_routing_metric_fallback_total" and m and v > 0:
+                out[m.group(1)] = out.get(m.group(1), 0) + v
+        return out
+
+    @staticmethod
     def routing_stats(metrics):
         """Mean routing decision time (µs) and prefix-cache selection counts."""
         def total(name, label=None):
@@ -350,7 +361,9 @@ class Demo:
             time.sleep(0.5)  # KV event subscribers connect
             log(f"{alg}: {a.num_requests} requests at {a.rate} req/s through aibrix-cache :{port}")
             r = self.loadgen(alg, port, metrics_ports, strategy=alg)
-            r["route_us"], r["selection"] = self.routing_stats(self.scrape(port))
+            service_metrics = self.scrape(port)
+            r["route_us"], r["selection"] = self.routing_stats(service_metrics)
+            r["metric_fallbacks"] = self.metric_fallbacks(service_metrics)
             r["overhead_us"] = self.probe_overhead(engines[0]["port"], port, alg)
             results[alg] = r
             self.stop(svc)
@@ -408,6 +421,13 @@ class Demo:
             sel = r.get("selection") or {}
             if sum(sel.values()) > 0:
                 print(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sel.items()))
+        for name, r in results.items():
+            fb = r.get("metric_fallbacks") or {}
+            if fb:
+                print(f"{name}: decided without scraped engine metrics "
+                      f"({', '.join(f'{k} {v:.0f}' for k, v in sorted(fb.items()))}): "
+                      f"{'least-request' if name != 'kv-aware' else 'local running counts'} "
+                      f"stood in (aibrix_routing_metric_fallback_total)")
         kv = results.get(KV_SYNC)
         rnd = results.get("random")
         oracle = results["oracle"]

@@ -1,6 +1,7 @@
 #include "aibrix/common/env.h"
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 
@@ -30,6 +31,16 @@ absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*
     }
   }
   return found;
+}
+
+std::optional<double> ParseFiniteNumber(std::string_view text) {
+  const std::string copy(text);  // strtod needs a terminated string
+  char* end = nullptr;
+  const double value = std::strtod(copy.c_str(), &end);
+  if (copy.empty() || end != copy.c_str() + copy.size() || !std::isfinite(value)) {
+    return std::nullopt;
+  }
+  return value;
 }
 
 std::optional<bool> ParseGoBool(std::string_view text) {

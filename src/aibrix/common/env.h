@@ -37,6 +37,8 @@ absl::StatusOr<std::optional<EnvValue>> EnvAny(std::initializer_list<const char*
 
 // Go's strconv.ParseBool: 1 t T TRUE true True / 0 f F FALSE false False; nullopt otherwise.
 std::optional<bool> ParseGoBool(std::string_view text);
+// A finite number in strtod syntax spanning the whole text, or nullopt.
+std::optional<double> ParseFiniteNumber(std::string_view text);
 // A decimal integer > 0 with nothing around it; nullopt otherwise.
 std::optional<int64_t> ParsePositiveInt(std::string_view text);
 // Go's time.ParseDuration ("300ms", "1.5s", "2h45m", "-1s"; units ns us µs ms s m h; "0"

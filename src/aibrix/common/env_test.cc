@@ -43,6 +43,14 @@ TEST(EnvTest, GoDurations) {
   }
 }
 
+TEST(EnvTest, FiniteNumbersParseAndGarbageDoesNot) {
+  EXPECT_EQ(ParseFiniteNumber("0.25"), 0.25);
+  EXPECT_EQ(ParseFiniteNumber("-2e1"), -20);
+  for (const char* bad : {"", "x", "1.5x", " ", "inf", "nan", "1e999"}) {
+    EXPECT_EQ(ParseFiniteNumber(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(EnvTest, EmptyStringIsUnset) {
   setenv("AIBRIX_TEST_STR", "", 1);
   EXPECT_EQ(EnvString("AIBRIX_TEST_STR"), std::nullopt);

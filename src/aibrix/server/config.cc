@@ -95,6 +95,18 @@ class EnvReader {
     *out = static_cast<Int>(units);
   }
 
+  // A finite number, positive (or, with allow_zero, non-negative).
+  void Number(Names names, double* out, bool allow_zero) {
+    auto v = Get(names);
+    if (!v) return;
+    const std::optional<double> parsed = common::ParseFiniteNumber(v->value);
+    if (!parsed || *parsed < 0 || (*parsed == 0 && !allow_zero)) {
+      Fail(*v, allow_zero ? "not a non-negative number" : "not a positive number");
+      return;
+    }
+    *out = *parsed;
+  }
+
   // Checks the form of a variable that changes nothing here and notes why.
   template <typename Int>
   void InertInt(Names names, std::string_view why) {
@@ -162,16 +174,8 @@ void ReadPrefixCache(EnvReader& env, ServiceConfig& config) {
                   3600);
   env.PositiveInt({"AIBRIX_PREFIX_CACHE_POD_RUNNING_REQUEST_IMBALANCE_ABS_COUNT"},
                   &config.imbalance_abs_count);
-  if (auto factor = env.Get({"AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR"})) {
-    char* end = nullptr;
-    const double value = std::strtod(factor->value.c_str(), &end);
-    if (end == factor->value.c_str() || *end != '\0' || !(value > 0) ||
-        value > std::numeric_limits<double>::max()) {
-      env.Fail(*factor, "not a positive number");
-    } else {
-      config.std_dev_factor = value;
-    }
-  }
+  env.Number({"AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR"}, &config.std_dev_factor,
+             /*allow_zero=*/false);
   if (auto seed = env.Get({"AIBRIX_PREFIX_CACHE_HASH_SEED"})) {
     char* end = nullptr;
     errno = 0;
@@ -228,6 +232,17 @@ void ReadMetrics(EnvReader& env, ServiceConfig& config) {
                         "no effect without PROMETHEUS_ENDPOINT");
 }
 
+void ReadVtc(EnvReader& env, ServiceConfig& config) {
+  env.Number({"AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT"}, &config.vtc_fairness_weight, true);
+  env.Number({"AIBRIX_ROUTER_VTC_BASIC_UTILIZATION_WEIGHT"}, &config.vtc_utilization_weight, true);
+  env.Number({"AIBRIX_ROUTER_VTC_BASIC_MAX_POD_LOAD"}, &config.vtc_max_pod_load, false);
+  env.Number({"AIBRIX_ROUTER_VTC_BASIC_INPUT_TOKEN_WEIGHT"}, &config.vtc_input_token_weight, true);
+  env.Number({"AIBRIX_ROUTER_VTC_BASIC_OUTPUT_TOKEN_WEIGHT"}, &config.vtc_output_token_weight,
+             true);
+  env.PositiveInt({"AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES"}, &config.vtc_window_minutes,
+                  24 * 60);
+}
+
 }  // namespace
 
 std::string ServiceConfig::EffectiveTokenizer() const {
@@ -244,6 +259,7 @@ absl::StatusOr<ServiceConfig> ServiceConfig::FromEnvironment() {
   ReadPrefixCache(env, config);
   ReadKvEvents(env, config);
   ReadTokenizer(env, config);
+  ReadVtc(env, config);
   // REDIS_HOST/PORT/PASSWORD, POD_NAME, AIBRIX_GPU_OPTIMIZER_TRACING_FLAG and
   // AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG (seed: AIBRIX_Model_GPU_PROFILE_CACHING_FLAG) belong
   // to the Redis features (docs/service.md).

@@ -85,6 +85,14 @@ struct ServiceConfig {
   int64_t imbalance_abs_count = 8;
   double std_dev_factor = 1.0;
   uint64_t routing_seed = 0;  // 0: random
+  // vtc-basic (AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT, _UTILIZATION_WEIGHT, _MAX_POD_LOAD,
+  // _INPUT_TOKEN_WEIGHT, _OUTPUT_TOKEN_WEIGHT; AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES).
+  double vtc_fairness_weight = 0.5;
+  double vtc_utilization_weight = 0.5;
+  double vtc_max_pod_load = 100.0;
+  double vtc_input_token_weight = 1.0;
+  double vtc_output_token_weight = 2.0;
+  int vtc_window_minutes = 60;
   // Prompt tokenizer for routing: "local" (engine-sim's byte rules), "remote" (vLLM
   // /tokenize: tokenizer_endpoint if set, else each model's engines), or "" = remote when
   // KV event sync is on (token ids must be the engine's for its events to match), else local.

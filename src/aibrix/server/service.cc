@@ -156,6 +156,13 @@ Service::Service(ServiceConfig config)
   router_options.seed = config_.routing_seed;
   router_options.imbalance_abs_count = static_cast<int32_t>(config_.imbalance_abs_count);
   router_options.std_dev_factor = config_.std_dev_factor;
+  router_options.metric_max_age = std::chrono::milliseconds(config_.metric_max_age_ms);
+  router_options.vtc_fairness_weight = config_.vtc_fairness_weight;
+  router_options.vtc_utilization_weight = config_.vtc_utilization_weight;
+  router_options.vtc_max_pod_load = config_.vtc_max_pod_load;
+  router_options.vtc_input_token_weight = config_.vtc_input_token_weight;
+  router_options.vtc_output_token_weight = config_.vtc_output_token_weight;
+  router_options.vtc_window_minutes = config_.vtc_window_minutes;
   router_ = std::make_unique<routing::Router>(
       store_, routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_}, router_options,
       registry_.get());

@@ -171,6 +171,40 @@ std::optional<MetricValue> PodState::ModelMetric(const std::string& model,
   return it->second;
 }
 
+namespace {
+
+MetricSample ToSample(const MetricValue& v) {
+  MetricSample s;
+  s.scraped_at = v.scraped_at;
+  if (const HistogramMetric* h = v.histogram()) {
+    s.histogram = true;
+    s.count = h->count;
+    s.value = h->Mean();
+  } else {
+    s.value = v.Simple();
+  }
+  return s;
+}
+
+}  // namespace
+
+std::optional<MetricSample> PodState::Sample(std::span<const std::string_view> models,
+                                             std::string_view name) const {
+  thread_local std::string key;  // "model/name", reused so lookups do not allocate
+  common::MutexLock lock(&mu_);
+  for (std::string_view model : model_metrics_.empty() ? models.first(0) : models) {
+    key.assign(model);
+    key += '/';
+    key += name;
+    auto it = model_metrics_.find(absl::string_view(key));
+    if (it != model_metrics_.end()) return ToSample(it->second);
+  }
+  if (metrics_.empty()) return std::nullopt;
+  auto it = metrics_.find(absl::string_view(name.data(), name.size()));
+  if (it == metrics_.end()) return std::nullopt;
+  return ToSample(it->second);
+}
+
 std::vector<std::string> PodState::MetricNames() const {
   common::MutexLock lock(&mu_);
   std::vector<std::string> names;
