@@ -134,10 +134,9 @@ TEST(StaticReloadTest, SighupReloadsTheBinaryAndABadFileKeepsItsState) {
       {testing::BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config,
        "--no-static-config-watch", "--shutdown-delay-ms", "0"});
   ASSERT_TRUE(process.ok()) << process.status();
-  auto port = (*process)->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
-                                      std::chrono::seconds(20));
+  auto port = (*process)->WaitForListeningPort(std::chrono::seconds(20));
   ASSERT_TRUE(port.ok()) << port.status();
-  httplib::Client client("127.0.0.1", std::stoi(*port));
+  httplib::Client client("127.0.0.1", *port);
   ASSERT_TRUE(
       Eventually([&] { return client.Get("/readyz") && client.Get("/readyz")->status == 200; }));
   EXPECT_EQ(PodKeys(client), std::vector<std::string>{"standalone/llama-10-0-0-1-0"});
