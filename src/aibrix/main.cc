@@ -33,10 +33,20 @@ int main(int argc, char** argv) {
   CLI::App app{"aibrix-cache: pod registry, KV-event prefix index and router for LLM inference"};
   app.option_defaults()->always_capture_default();
   app.add_option("--http-addr", config.http_addr, "HTTP listen address (API, proxy, /metrics)");
-  app.add_option("--discovery", config.discovery, "Pod discovery: static")
-      ->check(CLI::IsMember({"static"}));
+  app.add_option("--discovery", config.discovery,
+                 "Pod discovery: static (a YAML file) or kubernetes (list/watch the API server)")
+      ->check(CLI::IsMember({"static", "kubernetes"}));
   app.add_option("--static-config", config.static_config, "Static discovery YAML file")
       ->check(CLI::ExistingFile);
+  app.add_option("--kubeconfig", config.kubeconfig,
+                 "Kubernetes discovery: kubeconfig file (its current context); default: the "
+                 "in-cluster service account")
+      ->check(CLI::ExistingFile);
+  app.add_option("--namespace", config.k8s_namespace,
+                 "Kubernetes discovery: watch pods and ModelAdapters of this namespace only "
+                 "(default: all)");
+  app.add_option("--label-selector", config.label_selector,
+                 "Kubernetes discovery: watch only pods matching this label selector");
   app.add_option("--io-threads", config.io_threads, "HTTP I/O threads (0: one per core)")
       ->check(CLI::Range(0, 256));
   app.add_option("--max-body-bytes", config.max_body_bytes, "Largest request body (413)")

@@ -18,6 +18,7 @@ class StaticProvider final : public Provider {
 
   absl::Status Start(store::Store& store) override;
   void Stop() override {}
+  bool synced() const override { return true; }
   std::string type() const override { return "static"; }
 
  private:

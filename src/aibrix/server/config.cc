@@ -25,6 +25,10 @@ ServiceConfig ServiceConfig::FromEnvironment() {
     const double value = std::strtod(factor->c_str(), &end);
     if (end != factor->c_str() && *end == '\0' && value > 0) config.std_dev_factor = value;
   }
+  config.pod_deployment_label =
+      common::EnvString("AIBRIX_POD_DEPLOYMENT_LABEL").value_or(config.pod_deployment_label);
+  config.pod_fleet_label =
+      common::EnvString("AIBRIX_POD_RAYCLUSTERFLEET_LABEL").value_or(config.pod_fleet_label);
   if (common::EnvBool("AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER", false)) {
     config.tokenizer = "remote";
   }
