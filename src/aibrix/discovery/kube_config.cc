@@ -119,18 +119,19 @@ class KubeConfigReader {
   absl::StatusOr<YAML::Node> Named(const YAML::Node& root, const char* list, const char* inner,
                                    const std::string& name) const {
     const YAML::Node entries = root[list];
-    if (entries.IsDefined() && !entries.IsNull() && !entries.IsSequence()) {
-      return Error(entries, list, "not a list");
-    }
-    if (entries.IsSequence()) {
+    // (A missing key gives an invalid node: only IsDefined may be asked of it.)
+    if (entries.IsDefined() && !entries.IsNull()) {
+      if (!entries.IsSequence()) return Error(entries, list, "not a list");
       for (const YAML::Node& entry : entries) {
         if (!entry.IsMap()) return Error(entry, list, "an element is not a map");
         const YAML::Node entry_name = entry["name"];
-        if (entry_name.IsScalar() && entry_name.as<std::string>() == name) {
+        if (entry_name.IsDefined() && entry_name.IsScalar() &&
+            entry_name.as<std::string>() == name) {
           const YAML::Node value = entry[inner];
-          if (!value.IsMap())
+          if (!value.IsDefined() || !value.IsMap()) {
             return Error(entry, fmt::format("{}[{}].{}", list, name, inner),
                          "missing or not a map");
+          }
           return value;
         }
       }

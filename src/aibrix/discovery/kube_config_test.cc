@@ -127,6 +127,9 @@ TEST(KubeConfigTest, ErrorsNameTheFileAndField) {
   EXPECT_NE(error("clusters: []").find("current-context: not set"), std::string::npos);
   EXPECT_NE(error("current-context: x\ncontexts: []").find("no entry named 'x'"),
             std::string::npos);
+  EXPECT_NE(error("current-context: x").find("no entry named 'x'"), std::string::npos);
+  EXPECT_NE(error("current-context: x\ncontexts: 3").find("contexts: not a list"),
+            std::string::npos);
   const std::string base = R"(current-context: c
 contexts: [{name: c, context: {cluster: k, user: u}}]
 )";
