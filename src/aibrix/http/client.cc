@@ -174,6 +174,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         address_(common::FormatHostPort(request_.host, request_.port)) {}
 
   void Begin() {
+    if (ended_) return;  // cancelled before the posted start ran: nothing to undo
     total_.expires_after(options_.total_timeout);
     total_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");
