@@ -74,8 +74,9 @@ std::map<std::string, std::string> ParseQuery(const std::string& query) {
   return out;
 }
 
-// Equality terms of a label selector ("k=v,k2==v2"); other forms are ignored.
-bool MatchesSelector(const json& object, const std::string& selector) {
+// Equality terms of a label selector ("k=v,k2==v2") against an object's labels; other
+// forms are ignored.
+bool MatchesSelector(const json& labels, const std::string& selector) {
   size_t start = 0;
   while (start < selector.size()) {
     size_t end = selector.find(',', start);
@@ -86,11 +87,12 @@ bool MatchesSelector(const json& object, const std::string& selector) {
     if (eq == std::string::npos || (eq > 0 && term[eq - 1] == '!')) continue;
     const std::string key = term.substr(0, eq);
     const std::string value = term.substr(term[eq + 1] == '=' ? eq + 2 : eq + 1);
-    const json& labels = object["metadata"].value("labels", json::object());
-    if (!labels.contains(key) || labels[key] != value) return false;
+    if (!labels.is_object() || !labels.contains(key) || labels[key] != value) return false;
   }
   return true;
 }
+
+json LabelsOf(const json& object) { return object["metadata"].value("labels", json::object()); }
 
 std::string KeyOf(const json& object) {
   const json& meta = object.at("metadata");
@@ -454,11 +456,11 @@ bool FakeKubeApi::ServeList(Connection& connection, const std::string& path, con
     if (auto it = query.find("limit"); it != query.end()) limit = std::stoul(it->second);
     if (max_page_ > 0) limit = std::min<size_t>(limit, static_cast<size_t>(max_page_));
     const std::string selector = query.contains("labelSelector") ? query.at("labelSelector") : "";
-    std::vector<const json*> matching;
-    for (const auto& [key, object] : collections_[path].objects) {
-      if (!ns.empty() && object["metadata"].value("namespace", "") != ns) continue;
-      if (!MatchesSelector(object, selector)) continue;
-      matching.push_back(&object);
+    std::vector<const Stored*> matching;
+    for (const auto& [key, stored] : collections_[path].objects) {
+      if (!ns.empty() && stored.object["metadata"].value("namespace", "") != ns) continue;
+      if (!selector.empty() && !MatchesSelector(LabelsOf(stored.object), selector)) continue;
+      matching.push_back(&stored);
     }
     body = fmt::format(R"({{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{}")",
                        KindOf(path), ApiVersionOf(path), list_rv);
@@ -470,7 +472,7 @@ bool FakeKubeApi::ServeList(Connection& connection, const std::string& path, con
     body += R"(},"items":[)";
     for (size_t i = offset; i < end; ++i) {
       if (i > offset) body += ',';
-      body += matching[i]->dump();
+      body += matching[i]->text;
     }
     body += "]}";
   }
@@ -540,7 +542,8 @@ bool FakeKubeApi::ServeWatch(Connection& connection, const std::string& path, co
       if (entry.path != path) continue;
       if (entry.kind != Entry::Kind::kEvent && cursor < live_from) continue;
       if (entry.kind == Entry::Kind::kEvent &&
-          ((!ns.empty() && entry.ns != ns) || !MatchesSelector(entry.object, selector))) {
+          ((!ns.empty() && entry.ns != ns) ||
+           (!selector.empty() && !MatchesSelector(entry.labels, selector)))) {
         continue;
       }
       if (entry.kind == Entry::Kind::kHuge) {
@@ -618,7 +621,7 @@ int64_t FakeKubeApi::Upsert(const std::string& path, json object) {
   const std::string key = KeyOf(object);
   auto& objects = collections_[path].objects;
   const bool existed = objects.contains(key);
-  objects[key] = object;
+  objects[key] = Stored{object, object.dump()};
   json event_object = object;
   event_object["kind"] = KindOf(path);
   event_object["apiVersion"] = ApiVersionOf(path);
@@ -629,7 +632,7 @@ int64_t FakeKubeApi::Upsert(const std::string& path, json object) {
       rv,
       json{{"type", existed ? "MODIFIED" : "ADDED"}, {"object", event_object}}.dump() + "\n",
       0,
-      std::move(object)};
+      LabelsOf(object)};
   AppendLocked(std::move(entry));
   return rv;
 }
@@ -639,7 +642,7 @@ bool FakeKubeApi::Remove(const std::string& path, const std::string& ns, const s
   auto& objects = collections_[path].objects;
   auto it = objects.find(ns + "/" + name);
   if (it == objects.end()) return false;
-  json object = std::move(it->second);
+  json object = std::move(it->second.object);
   objects.erase(it);
   const int64_t rv = ++rv_;
   object["metadata"]["resourceVersion"] = std::to_string(rv);
@@ -648,7 +651,7 @@ bool FakeKubeApi::Remove(const std::string& path, const std::string& ns, const s
   event_object["apiVersion"] = ApiVersionOf(path);
   AppendLocked(Entry{Entry::Kind::kEvent, path, ns, rv,
                      json{{"type", "DELETED"}, {"object", event_object}}.dump() + "\n", 0,
-                     std::move(object)});
+                     LabelsOf(object)});
   return true;
 }
 

@@ -134,10 +134,14 @@ class FakeKubeApi {
     int64_t rv = 0;
     std::string bytes;      // the line (with '\n') or raw bytes
     uint64_t huge = 0;      // kHuge: length of the line
-    nlohmann::json object;  // kEvent: the object, for label selection
+    nlohmann::json labels;  // kEvent: the object's labels, for label selection
+  };
+  struct Stored {
+    nlohmann::json object;
+    std::string text;  // as a LIST item (rendered once)
   };
   struct Collection {
-    std::map<std::string, nlohmann::json> objects;  // by ns/name
+    std::map<std::string, Stored> objects;  // by ns/name
   };
   struct Connection;
 

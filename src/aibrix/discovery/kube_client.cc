@@ -15,6 +15,7 @@ http::ClientOptions ListOptions(const KubeClientOptions& options) {
   client.idle_timeout = options.request_timeout;
   client.total_timeout = options.request_timeout;
   client.max_idle_per_address = 2;
+  client.read_buffer_bytes = 64 << 10;  // a LIST page is megabytes: read it in large pieces
   return client;
 }
 

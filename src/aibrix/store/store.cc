@@ -238,6 +238,7 @@ void Store::PublishAndNotifyLocked() {
     }
     auto entry = std::make_shared<ModelPods>();
     entry->model = model;
+    entry->ready.reserve(members.size());
     for (const PodRef& pod : members) {
       if (pod->ready) entry->ready.push_back(pod);
     }
