@@ -86,8 +86,6 @@ class Informer {
   void Stop();
   // True once the first LIST was handed over (stays true).
   bool synced() const { return synced_.load(std::memory_order_acquire); }
-  // The resourceVersion the next watch starts from. Discovery thread.
-  const std::string& resource_version() const { return resource_version_; }
 
  private:
   class Observer;

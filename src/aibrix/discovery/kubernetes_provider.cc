@@ -72,20 +72,16 @@ void KubernetesProvider::Stop() {
   });
   work_.reset();
   thread_.join();  // every call was cancelled: the loop runs out of work
-  pods_.reset();
-  adapters_.reset();
 }
 
-bool KubernetesProvider::synced() const {
-  return pods_ && adapters_ && pods_->synced() && adapters_->synced();
-}
+bool KubernetesProvider::synced() const { return synced_.load(std::memory_order_acquire); }
 
 void KubernetesProvider::OnList(Resource resource, std::vector<K8sObject> objects,
                                 std::vector<std::string> deleted) {
   sync_->OnList(resource, std::move(objects), std::move(deleted));
   listed_[static_cast<int>(resource)] = true;
-  if (!announced_ && listed_[0] && listed_[1]) {
-    announced_ = true;
+  if (!synced_.load(std::memory_order_relaxed) && listed_[0] && listed_[1]) {
+    synced_.store(true, std::memory_order_release);
     common::Logger("discovery")
         ->info("kubernetes discovery synced: {} pods, {} models", store_->ListPods().size(),
                store_->ListModels().size());

@@ -5,10 +5,11 @@
 // resources were listed and applied (/readyz waits for it) and stays true while the API
 // server is away (the Store keeps the last state; the informers retry with backoff).
 //
-// Thread safety: Start/Stop/synced from any one thread; the Store is written on the
-// discovery thread only.
+// Thread safety: Start/Stop from one thread; synced() from any thread; the Store is written
+// on the discovery thread only.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -71,8 +72,9 @@ class KubernetesProvider final : public Provider, private InformerHandler {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::thread thread_;
   // Discovery thread.
-  bool listed_[2] = {false, false};
-  bool announced_ = false;
+  bool listed_[2] = {false, false};  // by Resource
+  // Both resources listed and applied; read by any thread (/readyz).
+  std::atomic<bool> synced_{false};
 };
 
 }  // namespace aibrix::discovery
