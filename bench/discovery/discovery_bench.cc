@@ -9,7 +9,9 @@
 //                     assembler and decoder, applied to the Store holding the 10,000 pods
 //                     (20 models of 500 pods), and reconciled by the KV event manager's
 //                     listener on its own thread; the next event goes in only after the
-//                     manager is idle again (median over 2,000 events, each on another pod).
+//                     manager is idle again (median over 1,000 events, each on another pod).
+//                     `--models N` spreads the pods over N models instead (a pod's change
+//                     rebuilds the pod lists of its models: their size counts).
 // Informational lines (not figures) give the CPU time behind each figure (the wall-clock
 // figures include waiting for a core on a shared machine), break the LIST down into
 // decoding and applying, and give the pipelined cost of a watch event (many events in, then
@@ -48,9 +50,9 @@ using Clock = std::chrono::steady_clock;
 using aibrix::bench::PrintFigure;
 
 constexpr int kPods = 10000;
-constexpr int kModels = 20;
+int model_count = 20;  // --models N: the pods are spread over N models
 
-std::string ModelOf(int i) { return fmt::format("model-{}", i % kModels); }
+std::string ModelOf(int i) { return fmt::format("model-{}", i % model_count); }
 
 double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
@@ -236,11 +238,14 @@ void WatchEvents(const std::vector<std::string>& pages) {
 
 }  // namespace
 
-int main(int, char** argv) {
+int main(int argc, char** argv) {
   // The service's process settings (src/aibrix/main.cc): huge pages for malloc, large
   // buffers mapped from 256 KiB.
   aibrix::common::UseHugePagesForMalloc(argv);
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--models") model_count = std::max(1, std::atoi(argv[i + 1]));
+  }
   // The same pods as LIST pages of 500, for the in-memory breakdown and the watch setup.
   std::vector<std::string> pages;
   {
