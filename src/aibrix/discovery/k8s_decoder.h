@@ -85,8 +85,6 @@ class K8sDecoder {
   // The Status an error response carries, if its body is one. REQUIRES: as DecodeEvent.
   std::optional<ApiStatus> DecodeStatus(std::string_view json);
 
-  Resource resource() const { return resource_; }
-
  private:
   // A parser that grew past this for one large document is replaced afterwards, so one
   // large line does not keep several times its size allocated.
