@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
   CLI::App app{"aibrix-cache: pod registry, KV-event prefix index and router for LLM inference"};
   app.option_defaults()->always_capture_default();
   app.add_option("--http-addr", config.http_addr, "HTTP listen address (API, proxy, /metrics)");
-  app.add_option("--discovery", config.discovery, "Pod discovery: static")
-      ->check(CLI::IsMember({"static"}));
+  app.add_option("--discovery", config.discovery,
+                 "Pod discovery: static (a YAML file) or kubernetes (list/watch the API server)")
+      ->check(CLI::IsMember({"static", "kubernetes"}));
   app.add_option("--static-config", config.static_config, "Static discovery YAML file")
       ->check(CLI::ExistingFile);
   app.add_flag("--static-config-watch,!--no-static-config-watch", config.static_config_watch,
@@ -50,6 +51,15 @@ int main(int argc, char** argv) {
                  "Pod label naming its deployment (env AIBRIX_POD_DEPLOYMENT_LABEL)");
   app.add_option("--pod-fleet-label", config.pod_fleet_label,
                  "Pod label naming its Ray cluster fleet (env AIBRIX_POD_RAYCLUSTERFLEET_LABEL)");
+  app.add_option("--kubeconfig", config.kubeconfig,
+                 "Kubernetes discovery: kubeconfig file (its current context); default: the "
+                 "in-cluster service account")
+      ->check(CLI::ExistingFile);
+  app.add_option("--namespace", config.k8s_namespace,
+                 "Kubernetes discovery: watch pods and ModelAdapters of this namespace only "
+                 "(default: all)");
+  app.add_option("--label-selector", config.label_selector,
+                 "Kubernetes discovery: watch only pods matching this label selector");
   app.add_option("--io-threads", config.io_threads, "HTTP I/O threads (0: one per core)")
       ->check(CLI::Range(0, 256));
   app.add_option("--max-body-bytes", config.max_body_bytes, "Largest request body (413)")

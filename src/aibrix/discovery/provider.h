@@ -15,14 +15,19 @@ namespace aibrix::discovery {
 class Provider {
  public:
   virtual ~Provider() = default;
-  // Loads the initial state into `store` and returns once it is consistent (the first sync);
-  // an error means the service cannot start. `store` must outlive the provider.
+  // Starts feeding `store`: the static provider loads everything before returning, the
+  // Kubernetes provider starts its informers and returns (synced() says when the first
+  // sync is done). An error means the service cannot start. `store` must outlive the
+  // provider.
   virtual absl::Status Start(store::Store& store) = 0;
   // Re-reads the provider's own configuration and applies what changed (SIGHUP). An error
   // says why the previous state stays. Providers with nothing to re-read return OK.
   virtual absl::Status Reload() { return absl::OkStatus(); }
   // Stops any background work. Idempotent.
   virtual void Stop() = 0;
+  // True once the initial state is in the Store (the service is ready only then). Any
+  // thread.
+  virtual bool synced() const = 0;
   // "static" or "kubernetes".
   virtual std::string type() const = 0;
 };

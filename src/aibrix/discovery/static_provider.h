@@ -56,6 +56,7 @@ class StaticProvider final : public Provider {
   // ParseStaticConfig) the previous state stays. FailedPrecondition before Start.
   absl::Status Reload() override;
   void Stop() override;
+  bool synced() const override { return true; }
   std::string type() const override { return "static"; }
 
   // Reloads applied and failed since construction (the metrics' values).

@@ -7,12 +7,12 @@
 namespace aibrix::gateway {
 
 void TokenizerLog::Check(const std::string& model, const store::SnapshotRef& snapshot) {
-  auto it = snapshot->models.find(model);
-  if (it == snapshot->models.end()) {
+  const store::ModelPodsRef* pods = snapshot->models.Find(model);
+  if (pods == nullptr) {
     logged_.erase(model);
     return;
   }
-  TokenizerChoice choice = tokenizers_.Choice(it->second.get());
+  TokenizerChoice choice = tokenizers_.Choice(pods->get());
   auto [entry, added] = logged_.try_emplace(model, choice);
   if (!added && entry->second == choice) return;
   entry->second = choice;
@@ -42,7 +42,7 @@ void TokenizerLog::OnPodChanged(const store::PodRef& before, const store::PodRef
       auto it = logged_.find(model);
       if (it == logged_.end()) continue;
       if (!snapshot) snapshot = store_.snapshot();
-      if (!snapshot->models.contains(model) ||
+      if (snapshot->models.Find(model) == nullptr ||
           (it->second.remote && store::PodEngine(before->object) == "vllm")) {
         Check(model, snapshot);
       }

@@ -171,9 +171,12 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         observer_(std::move(observer)),
         stream_(MakeStream(io, request_)),
         total_(io),
-        address_(common::FormatHostPort(request_.host, request_.port)) {}
+        address_(common::FormatHostPort(request_.host, request_.port)) {
+    if (options_.read_buffer_bytes > 0) buffer_.reserve(options_.read_buffer_bytes);
+  }
 
   void Begin() {
+    if (ended_) return;  // cancelled before the posted start ran: nothing to undo
     total_.expires_after(options_.total_timeout);
     total_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");

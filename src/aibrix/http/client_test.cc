@@ -120,6 +120,26 @@ TEST_F(ClientTest, RefusedConnectionNeverReachedTheServer) {
   EXPECT_EQ(collector->status_, 0);
 }
 
+TEST_F(ClientTest, CancelledBeforeItStartedLeavesNothingPending) {
+  Client client(ClientOptions{});
+  ClientRequest request;
+  request.method = "GET";
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/echo";
+  boost::asio::io_context io;  // no work guard: run() returns once nothing is pending
+  auto cancelled = std::make_shared<Collector>();
+  auto ended = cancelled->done_.get_future();
+  boost::asio::post(io, [&] {
+    cancelled->call_ = client.Start(io, request, cancelled);
+    cancelled->call_->Cancel();  // before the posted start runs
+  });
+  io.run_for(std::chrono::seconds(30));
+  // No connection, no deadline timer left behind (they would keep the loop running).
+  EXPECT_TRUE(io.stopped());
+  EXPECT_EQ(ended.get(), ClientError::kCancelled);
+}
+
 TEST_F(ClientTest, SweepClosesConnectionsIdleTooLong) {
   ClientOptions options;
   options.max_idle = std::chrono::milliseconds(0);

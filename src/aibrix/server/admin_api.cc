@@ -52,7 +52,7 @@ void AdminApi::HandlePod(const http::Request& req, http::Response& res) const {
 void AdminApi::HandleModels(http::Response& res) const {
   store::SnapshotRef snap = deps_.store->snapshot();
   std::vector<const store::ModelPods*> sorted;
-  for (const auto& [name, model] : snap->models) sorted.push_back(model.get());
+  snap->models.ForEach([&](const store::ModelPodsRef& model) { sorted.push_back(model.get()); });
   std::sort(sorted.begin(), sorted.end(),
             [](const auto* a, const auto* b) { return a->model < b->model; });
   nlohmann::json models = nlohmann::json::array();

@@ -25,6 +25,7 @@ nlohmann::json PodToJson(const store::Pod& pod) {
       {"name", pod.name()},
       {"ip", pod.ip()},
       {"phase", pod.object.phase},
+      {"deployment", pod.object.deployment},
       {"ready", pod.ready},
       {"model", pod.model},
       {"models", pod.models},

@@ -16,13 +16,18 @@ namespace aibrix::server {
 
 struct ServiceConfig {
   std::string http_addr = "127.0.0.1:8090";
-  std::string discovery = "static";  // only "static" is implemented so far
+  std::string discovery = "static";  // "static" or "kubernetes"
   std::string static_config;         // path of the static YAML file
   // Static discovery: reload the file when it changes (inotify on its directory); SIGHUP
   // reloads it either way.
   bool static_config_watch = true;
-  // AIBRIX_POD_DEPLOYMENT_LABEL / AIBRIX_POD_RAYCLUSTERFLEET_LABEL: the pod labels naming a
-  // pod's deployment and Ray cluster fleet (Kubernetes discovery, spec §2.4).
+  // Kubernetes discovery: a kubeconfig file ("" = in-cluster service account), the
+  // namespace to watch ("" = all), a label selector for pods ("" = all).
+  std::string kubeconfig;
+  std::string k8s_namespace;
+  std::string label_selector;
+  // AIBRIX_POD_DEPLOYMENT_LABEL / AIBRIX_POD_RAYCLUSTERFLEET_LABEL: the labels naming a
+  // pod's deployment (spec §2.4).
   std::string pod_deployment_label = "app.kubernetes.io/name";
   std::string pod_fleet_label = "orchestration.aibrix.ai/raycluster-fleet-name";
   std::string log_level = "info";

@@ -8,6 +8,7 @@
 #include "aibrix/common/net.h"
 #include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
+#include "aibrix/discovery/kubernetes_provider.h"
 #include "aibrix/discovery/static_provider.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
@@ -123,6 +124,16 @@ gateway::GatewayOptions GatewayOptionsFor(const ServiceConfig& config) {
   return options;
 }
 
+discovery::KubernetesOptions KubernetesOptionsFor(const ServiceConfig& config) {
+  discovery::KubernetesOptions options;
+  options.kubeconfig = config.kubeconfig;
+  options.ns = config.k8s_namespace;
+  options.label_selector = config.label_selector;
+  options.informer.decode.deployment_label = config.pod_deployment_label;
+  options.informer.decode.fleet_label = config.pod_fleet_label;
+  return options;
+}
+
 http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::HostPort& addr) {
   http::ServerOptions options;
   options.host = addr.host;
@@ -206,9 +217,9 @@ absl::Status Service::Start() {
     return absl::InvalidArgumentError(
         fmt::format("--http-addr: {}", common::AsStd(addr.status().message())));
   }
-  if (config_.discovery != "static") {
+  if (config_.discovery != "static" && config_.discovery != "kubernetes") {
     return absl::InvalidArgumentError(
-        fmt::format("--discovery {}: only 'static' is supported by this build", config_.discovery));
+        fmt::format("--discovery {}: 'static' or 'kubernetes'", config_.discovery));
   }
   if (!router_->Has(config_.routing_algorithm)) {
     return absl::InvalidArgumentError(fmt::format("--routing-algorithm {}: unknown (known: {})",
@@ -218,14 +229,19 @@ absl::Status Service::Start() {
   RETURN_IF_ERROR(CheckTokenizerConfig(config_));
   for (const std::string& note : config_.env_notes) log->info("environment: {}", note);
   LogTokenizerChoice(config_);
-  if (config_.static_config.empty()) {
-    return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
+  if (config_.discovery == "kubernetes") {
+    ASSIGN_OR_RETURN(discovery_, discovery::KubernetesProvider::Create(
+                                     KubernetesOptionsFor(config_), *registry_));
+  } else {
+    if (config_.static_config.empty()) {
+      return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
+    }
+    discovery::StaticProviderOptions static_options;
+    static_options.watch = config_.static_config_watch;
+    static_options.registry = registry_.get();
+    ASSIGN_OR_RETURN(discovery_,
+                     discovery::StaticProvider::FromFile(config_.static_config, static_options));
   }
-  discovery::StaticProviderOptions static_options;
-  static_options.watch = config_.static_config_watch;
-  static_options.registry = registry_.get();
-  ASSIGN_OR_RETURN(discovery_,
-                   discovery::StaticProvider::FromFile(config_.static_config, static_options));
 
   const http::ServerOptions options = HttpOptionsFor(config_, *addr);
   http_ = std::make_unique<http::Server>(options, *registry_);
@@ -250,8 +266,12 @@ absl::Status Service::Start() {
   }
   housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
-  log->info("ready: {} pods, {} models ({} discovery)", store_.ListPods().size(),
-            store_.ListModels().size(), discovery_->type());
+  if (discovery_->synced()) {
+    log->info("ready: {} pods, {} models ({} discovery)", store_.ListPods().size(),
+              store_.ListModels().size(), discovery_->type());
+  } else {
+    log->info("started; /readyz answers 503 until {} discovery has synced", discovery_->type());
+  }
   return absl::OkStatus();
 }
 

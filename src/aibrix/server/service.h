@@ -45,8 +45,8 @@ class Service {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  // Validates the configuration, starts the HTTP server, runs the first discovery sync and
-  // then reports ready. Any error leaves nothing running.
+  // Validates the configuration, starts the HTTP server and discovery; reports ready once
+  // discovery has synced (at once for a static file). Any error leaves nothing running.
   absl::Status Start();
   // Re-reads the discovery configuration (the static file) and applies what changed; on
   // error the previous state stays (SIGHUP). FailedPrecondition before Start.
@@ -60,7 +60,8 @@ class Service {
   void Stop(StopMode mode = StopMode::kNow);
 
   int http_port() const { return http_ ? http_->port() : 0; }
-  bool ready() const { return ready_.load(); }
+  // Started, not draining, and discovery has synced (/readyz).
+  bool ready() const { return ready_.load() && discovery_ && discovery_->synced(); }
   store::Store& store() { return store_; }
   tracking::RequestTracker& tracker() { return tracker_; }
   const prefix::PrefixMatcher& matcher() const { return *matcher_; }

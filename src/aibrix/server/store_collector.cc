@@ -47,18 +47,18 @@ std::vector<prometheus::MetricFamily> StoreCollector::Collect() const {
       Family("aibrix_cache_model_pending_requests", "Admitted and not yet done requests per model",
              prometheus::MetricType::Gauge);
   size_t ready = 0;
-  for (const auto& [key, pod] : snap->pods) {
+  snap->pods.ForEach([&](const store::PodRef& pod) {
     if (pod->ready) ++ready;
-    AddGauge(running, pod->state->running(), {{"pod", key}, {"model", pod->model}});
-    AddGauge(completed, static_cast<double>(pod->state->completed()), {{"pod", key}});
-  }
+    AddGauge(running, pod->state->running(), {{"pod", pod->key}, {"model", pod->model}});
+    AddGauge(completed, static_cast<double>(pod->state->completed()), {{"pod", pod->key}});
+  });
   AddGauge(pods, static_cast<double>(ready), {{"state", "ready"}});
   AddGauge(pods, static_cast<double>(snap->pods.size() - ready), {{"state", "unready"}});
   AddGauge(models, static_cast<double>(snap->models.size()));
   AddGauge(inflight, static_cast<double>(store_.InFlightRequests()));
-  for (const auto& [name, model] : snap->models) {
-    AddGauge(pending, model->state->pending(), {{"model", name}});
-  }
+  snap->models.ForEach([&](const store::ModelPodsRef& model) {
+    AddGauge(pending, model->state->pending(), {{"model", model->model}});
+  });
   return {pods, models, inflight, running, completed, pending};
 }
 

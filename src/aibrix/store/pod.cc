@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <string_view>
 
 #include "nlohmann/json.hpp"
 
@@ -99,9 +100,9 @@ int PodDataParallelSize(const PodObject& pod) {
 
 std::vector<ModelClaim> PodModelClaims(const PodObject& pod) {
   std::map<std::string, ModelClaim> by_model;
-  const std::string prefix = kModelClaimAnnotationPrefix;
+  constexpr std::string_view kPrefix = kModelClaimAnnotationPrefix;
   for (const auto& [key, value] : pod.annotations) {
-    if (key.compare(0, prefix.size(), prefix) != 0) continue;
+    if (std::string_view(key).substr(0, kPrefix.size()) != kPrefix) continue;
     nlohmann::json doc = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
     if (!doc.is_object()) continue;
     ModelClaim claim;

@@ -70,6 +70,9 @@ struct PodObject {
   bool ready_condition = false;                   // status.conditions[type=Ready] is True
   std::optional<std::string> deletion_timestamp;  // metadata.deletionTimestamp
   std::vector<Container> containers;
+  // The deployment the pod belongs to (spec §2.4), as the provider derives it from labels
+  // and owner references; "" when none (static pods).
+  std::string deployment;
 
   std::string Key() const { return ns + "/" + name; }
   bool operator==(const PodObject&) const = default;

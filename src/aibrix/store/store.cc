@@ -1,16 +1,11 @@
 #include "aibrix/store/store.h"
 
 #include <algorithm>
-#include <map>
 
-#include "absl/hash/hash.h"
 #include "aibrix/common/status_macros.h"
-#include "aibrix/common/strings.h"
 #include "fmt/format.h"
 
 namespace aibrix::store {
-
-using common::AsAbsl;
 
 Store::Store() : snapshot_(std::make_shared<Snapshot>()) {}
 
@@ -20,77 +15,119 @@ SnapshotRef Store::snapshot() const {
 }
 
 bool Store::AddPod(const PodObject& pod) {
-  const std::string key = pod.Key();
   common::MutexLock lock(&write_mu_);
-  if (IsWorkerPod(pod) || (PodModelName(pod).empty() && PodModelClaims(pod).empty())) {
-    if (ErasePodLocked(key)) PublishAndNotifyLocked();
-    return false;
-  }
-  auto it = pods_.find(key);
-  if (it != pods_.end()) {
-    PodEntry& entry = it->second;
-    if (entry.object == pod) return true;  // a resync that changes nothing
-    // The same pod (same UID) keeps its runtime state; a re-created pod starts afresh.
-    if (entry.object.uid != pod.uid) entry.state = std::make_shared<PodState>();
-    entry.object = pod;
-  } else {
-    pods_.emplace(key, PodEntry{pod, std::make_shared<PodState>(), nullptr});
-  }
-  dirty_.insert(key);
+  const bool cached = AddPodLocked(pod);
   PublishAndNotifyLocked();
-  return true;
+  return cached;
 }
 
 bool Store::DeletePod(std::string_view ns, std::string_view name) {
   common::MutexLock lock(&write_mu_);
-  if (!ErasePodLocked(fmt::format("{}/{}", ns, name))) return false;
+  if (!DeletePodLocked(fmt::format("{}/{}", ns, name))) return false;
   PublishAndNotifyLocked();
   return true;
 }
 
-bool Store::ErasePodLocked(const std::string& key) {
-  if (pods_.erase(key) == 0) return false;
-  dirty_.insert(key);
-  return true;
-}
-
 void Store::AddModelAdapter(const ModelAdapterObject& adapter) {
-  const std::string key = adapter.ns + "/" + adapter.name;
   common::MutexLock lock(&write_mu_);
-  auto it = adapters_.find(key);
-  if (it != adapters_.end()) {
-    MarkAdapterPodsLocked(it->second.object);
-    it->second.object = adapter;
-  } else {
-    adapters_.emplace(key, AdapterEntry{adapter});
-  }
-  MarkAdapterPodsLocked(adapter);
+  AddModelAdapterLocked(adapter);
   PublishAndNotifyLocked();
 }
 
 void Store::DeleteModelAdapter(std::string_view ns, std::string_view name) {
   common::MutexLock lock(&write_mu_);
-  auto it = adapters_.find(AsAbsl(fmt::format("{}/{}", ns, name)));
-  if (it == adapters_.end()) return;
-  MarkAdapterPodsLocked(it->second.object);
-  adapters_.erase(it);
+  DeleteModelAdapterLocked(fmt::format("{}/{}", ns, name));
   PublishAndNotifyLocked();
 }
 
-void Store::MarkAdapterPodsLocked(const ModelAdapterObject& adapter) {
-  for (const std::string& pod : adapter.instances) dirty_.insert(adapter.ns + "/" + pod);
+void Store::Apply(std::vector<StoreWrite> writes) {
+  common::MutexLock lock(&write_mu_);
+  for (StoreWrite& write : writes) {
+    if (auto* pod = std::get_if<PodObject>(&write)) {
+      AddPodLocked(std::move(*pod));
+    } else if (auto* gone = std::get_if<PodDeletion>(&write)) {
+      DeletePodLocked(gone->ns + "/" + gone->name);
+    } else if (auto* adapter = std::get_if<ModelAdapterObject>(&write)) {
+      AddModelAdapterLocked(std::move(*adapter));
+    } else if (auto* removed = std::get_if<ModelAdapterDeletion>(&write)) {
+      DeleteModelAdapterLocked(removed->ns + "/" + removed->name);
+    }
+  }
+  PublishAndNotifyLocked();
 }
 
-std::vector<std::string> Store::ModelsOfLocked(const PodObject& pod) const {
+bool Store::AddPodLocked(PodObject pod) {
+  std::string key = pod.Key();
+  if (IsWorkerPod(pod) || (PodModelName(pod).empty() && PodModelClaims(pod).empty())) {
+    DeletePodLocked(key);
+    return false;
+  }
+  auto it = pods_.find(key);
+  if (it != pods_.end()) {
+    PodEntry& entry = it->second;
+    const PodObject& current = entry.pending ? *entry.pending : entry.published->object;
+    if (current == pod) return true;  // a resync that changes nothing
+    // The same pod (same UID) keeps its runtime state; a re-created pod starts afresh.
+    if (current.uid != pod.uid) entry.state = std::make_shared<PodState>();
+    entry.pending = std::move(pod);
+  } else {
+    pods_.emplace(key, PodEntry{std::make_shared<PodState>(), nullptr, std::move(pod)});
+  }
+  dirty_.insert(std::move(key));
+  return true;
+}
+
+bool Store::DeletePodLocked(const std::string& key) {
+  if (pods_.erase(key) == 0) return false;
+  dirty_.insert(key);
+  return true;
+}
+
+void Store::AddModelAdapterLocked(ModelAdapterObject adapter) {
+  // Duplicate instances map once.
+  std::sort(adapter.instances.begin(), adapter.instances.end());
+  adapter.instances.erase(std::unique(adapter.instances.begin(), adapter.instances.end()),
+                          adapter.instances.end());
+  const std::string key = adapter.ns + "/" + adapter.name;
+  auto it = adapters_.find(key);
+  if (it != adapters_.end()) {
+    IndexAdapterLocked(it->second.object, -1);
+    it->second.object = std::move(adapter);
+    IndexAdapterLocked(it->second.object, +1);
+  } else {
+    auto inserted = adapters_.emplace(key, AdapterEntry{std::move(adapter)}).first;
+    IndexAdapterLocked(inserted->second.object, +1);
+  }
+}
+
+void Store::DeleteModelAdapterLocked(const std::string& key) {
+  auto it = adapters_.find(key);
+  if (it == adapters_.end()) return;
+  IndexAdapterLocked(it->second.object, -1);
+  adapters_.erase(it);
+}
+
+void Store::IndexAdapterLocked(const ModelAdapterObject& adapter, int delta) {
+  for (const std::string& pod : adapter.instances) {
+    std::string pod_key = adapter.ns + "/" + pod;
+    if (delta > 0) {
+      adapters_by_pod_[pod_key].push_back(adapter.name);
+    } else if (auto it = adapters_by_pod_.find(pod_key); it != adapters_by_pod_.end()) {
+      auto& names = it->second;
+      if (auto name = std::find(names.begin(), names.end(), adapter.name); name != names.end()) {
+        names.erase(name);
+      }
+      if (names.empty()) adapters_by_pod_.erase(it);
+    }
+    dirty_.insert(std::move(pod_key));
+  }
+}
+
+std::vector<std::string> Store::ModelsOfLocked(const PodObject& pod, const std::string& key) const {
   std::vector<std::string> models;
   if (std::string base = PodModelName(pod); !base.empty()) models.push_back(std::move(base));
-  for (const auto& [key, adapter] : adapters_) {
-    const ModelAdapterObject& object = adapter.object;
-    if (object.ns != pod.ns) continue;
-    if (std::find(object.instances.begin(), object.instances.end(), pod.name) !=
-        object.instances.end()) {
-      models.push_back(object.name);
-    }
+  if (auto it = adapters_by_pod_.find(key); it != adapters_by_pod_.end()) {
+    models.insert(models.end(), it->second.begin(), it->second.end());
   }
   for (const ModelClaim& claim : PodModelClaims(pod)) {
     if (claim.port > 0) models.push_back(claim.model);
@@ -100,61 +137,131 @@ std::vector<std::string> Store::ModelsOfLocked(const PodObject& pod) const {
   return models;
 }
 
+namespace {
+
+bool Contains(const std::vector<std::string>& sorted, const std::string& value) {
+  return std::binary_search(sorted.begin(), sorted.end(), value);
+}
+
+// One pod entering, changing in or leaving a model's pod set: the new record, or null.
+struct MemberChange {
+  const std::string* key;
+  PodRef after;
+};
+
+// The model's pod list after `changes` (sorted by key, one per pod) on `before` (sorted).
+std::vector<PodRef> Merge(const std::vector<PodRef>& before,
+                          const std::vector<MemberChange>& changes) {
+  std::vector<PodRef> out;
+  out.reserve(before.size() + changes.size());
+  size_t i = 0;
+  size_t j = 0;
+  while (i < before.size() || j < changes.size()) {
+    if (j == changes.size() || (i < before.size() && before[i]->key < *changes[j].key)) {
+      out.push_back(before[i++]);
+      continue;
+    }
+    if (i < before.size() && before[i]->key == *changes[j].key) ++i;
+    if (changes[j].after) out.push_back(changes[j].after);
+    ++j;
+  }
+  return out;
+}
+
+}  // namespace
+
 void Store::PublishAndNotifyLocked() {
   if (dirty_.empty()) return;
   SnapshotRef previous = snapshot();
-  auto next = std::make_shared<Snapshot>();
-  next->version = ++version_;
-  next->pods.reserve(pods_.size());
+  PodMap::Builder pods(previous->pods);
+  // Per model touched: the pods entering, changing in or leaving it.
+  absl::flat_hash_map<std::string, std::vector<MemberChange>> touched;
+  std::vector<std::pair<PodRef, PodRef>> changed;  // (before, after) per pod, for listeners
 
-  std::map<std::string, std::vector<PodRef>> by_model;
-  for (auto& [key, entry] : pods_) {
-    if (entry.published == nullptr || dirty_.contains(key)) {
-      auto record = std::make_shared<Pod>();
-      record->object = entry.object;
-      record->key = key;
-      record->model = PodModelName(entry.object);
-      record->models = ModelsOfLocked(entry.object);
-      record->ready = IsPodReady(entry.object);
-      record->state = entry.state;
-      entry.published = std::move(record);
+  for (const std::string& key : dirty_) {
+    const PodRef* published = previous->pods.Find(key);
+    PodRef before = published ? *published : nullptr;
+    PodRef after;
+    if (auto it = pods_.find(key); it != pods_.end()) {
+      PodEntry& entry = it->second;
+      const PodObject& object = entry.pending ? *entry.pending : entry.published->object;
+      std::vector<std::string> models = ModelsOfLocked(object, key);
+      if (!entry.pending && entry.published && entry.published->models == models) {
+        after = entry.published;  // an adapter change that does not concern this pod
+      } else {
+        auto record = std::make_shared<Pod>();
+        record->object = entry.pending ? std::move(*entry.pending) : entry.published->object;
+        record->key = key;
+        record->model = PodModelName(record->object);
+        record->models = std::move(models);
+        record->ready = IsPodReady(record->object);
+        record->state = entry.state;
+        entry.published = record;
+        entry.pending.reset();
+        after = std::move(record);
+      }
     }
-    next->pods.emplace(key, entry.published);
-    for (const std::string& model : entry.published->models) {
-      by_model[model].push_back(entry.published);
+    if (before == after) continue;
+    if (after) {
+      pods.Put(after);
+    } else {
+      pods.Erase(key);
     }
+    const std::string& stable_key = after ? after->key : before->key;
+    if (before) {
+      for (const std::string& model : before->models) {
+        touched[model].push_back(
+            {&stable_key, after && Contains(after->models, model) ? after : nullptr});
+      }
+    }
+    if (after) {
+      for (const std::string& model : after->models) {
+        if (!before || !Contains(before->models, model)) {
+          touched[model].push_back({&stable_key, after});
+        }
+      }
+    }
+    changed.emplace_back(std::move(before), std::move(after));
   }
+  dirty_.clear();
+  if (changed.empty()) return;
 
-  for (auto& [model, pods] : by_model) {
-    std::sort(pods.begin(), pods.end(),
-              [](const PodRef& a, const PodRef& b) { return a->key < b->key; });
+  ModelMap::Builder models(previous->models);
+  for (auto& [model, changes] : touched) {
+    std::sort(changes.begin(), changes.end(),
+              [](const MemberChange& a, const MemberChange& b) { return *a.key < *b.key; });
+    const ModelPodsRef* old = previous->models.Find(model);
+    std::vector<PodRef> members = Merge(old ? (*old)->pods : std::vector<PodRef>{}, changes);
+    if (members.empty()) {
+      models.Erase(model);
+      continue;
+    }
     auto entry = std::make_shared<ModelPods>();
     entry->model = model;
-    for (const PodRef& pod : pods) {
+    entry->ready.reserve(members.size());
+    for (const PodRef& pod : members) {
       if (pod->ready) entry->ready.push_back(pod);
     }
-    entry->pods = std::move(pods);
+    entry->pods = std::move(members);
     // A model keeps its state for the Store's lifetime (also while it has no pods), so an
     // in-flight request can point at it without sharing a reference count across threads.
     auto [state_it, inserted] = model_states_.try_emplace(model);
     if (inserted) state_it->second = std::make_shared<ModelState>(model);
     entry->state = state_it->second;
-    next->models.emplace(model, std::move(entry));
-  }
-  {
-    common::MutexLock lock(&snapshot_mu_);
-    snapshot_ = next;
+    models.Put(std::move(entry));
   }
 
-  for (const std::string& key : dirty_) {
-    auto before_it = previous->pods.find(key);
-    auto after_it = next->pods.find(key);
-    PodRef before = before_it == previous->pods.end() ? nullptr : before_it->second;
-    PodRef after = after_it == next->pods.end() ? nullptr : after_it->second;
-    if (before == after) continue;
+  auto next = std::make_shared<Snapshot>();
+  next->version = ++version_;
+  next->pods = std::move(pods).Build();
+  next->models = std::move(models).Build();
+  {
+    common::MutexLock lock(&snapshot_mu_);
+    snapshot_ = std::move(next);
+  }
+  for (const auto& [before, after] : changed) {
     for (PodListener* listener : listeners_) listener->OnPodChanged(before, after);
   }
-  dirty_.clear();
 }
 
 absl::StatusOr<PodRef> Store::GetPod(std::string_view ns, std::string_view name) const {
@@ -163,18 +270,18 @@ absl::StatusOr<PodRef> Store::GetPod(std::string_view ns, std::string_view name)
 
 absl::StatusOr<PodRef> Store::GetPod(std::string_view pod_key) const {
   SnapshotRef snap = snapshot();
-  auto it = snap->pods.find(AsAbsl(pod_key));
-  if (it == snap->pods.end()) {
+  const PodRef* pod = snap->pods.Find(pod_key);
+  if (pod == nullptr) {
     return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
   }
-  return it->second;
+  return *pod;
 }
 
 std::vector<PodRef> Store::ListPods() const {
   SnapshotRef snap = snapshot();
   std::vector<PodRef> pods;
   pods.reserve(snap->pods.size());
-  for (const auto& [key, pod] : snap->pods) pods.push_back(pod);
+  snap->pods.ForEach([&](const PodRef& pod) { pods.push_back(pod); });
   std::sort(pods.begin(), pods.end(),
             [](const PodRef& a, const PodRef& b) { return a->key < b->key; });
   return pods;
@@ -190,8 +297,8 @@ absl::StatusOr<ModelPodsRef> Store::ListPodsByModel(std::string_view model) cons
 
 ModelPodsRef Store::ReadyPods(std::string_view model) const {
   SnapshotRef snap = snapshot();
-  auto it = snap->models.find(AsAbsl(model));
-  return it == snap->models.end() ? nullptr : it->second;
+  const ModelPodsRef* pods = snap->models.Find(model);
+  return pods == nullptr ? nullptr : *pods;
 }
 
 bool Store::HasModel(std::string_view model) const { return ReadyPods(model) != nullptr; }
@@ -199,7 +306,7 @@ bool Store::HasModel(std::string_view model) const { return ReadyPods(model) != 
 std::vector<std::string> Store::ListModels() const {
   SnapshotRef snap = snapshot();
   std::vector<std::string> models;
-  for (const auto& [name, pods] : snap->models) models.push_back(name);
+  snap->models.ForEach([&](const ModelPodsRef& pods) { models.push_back(pods->model); });
   std::sort(models.begin(), models.end());
   return models;
 }
@@ -227,13 +334,12 @@ absl::Status Store::SetPodModelMetric(std::string_view pod_key, const std::strin
 absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod_key,
                                std::string_view model, int port) {
   SnapshotRef snap = snapshot();
-  auto pod_it = snap->pods.find(AsAbsl(pod_key));
-  if (pod_it == snap->pods.end()) {
+  const PodRef* pod = snap->pods.Find(pod_key);
+  if (pod == nullptr) {
     return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
   }
-  auto model_it = snap->models.find(AsAbsl(model));
-  return AddRequest(request_id, pod_it->second,
-                    model_it == snap->models.end() ? nullptr : model_it->second, port);
+  const ModelPodsRef* pods = snap->models.Find(model);
+  return AddRequest(request_id, *pod, pods == nullptr ? nullptr : *pods, port);
 }
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -30,6 +31,7 @@
 #include "aibrix/common/striped_counter.h"
 #include "aibrix/store/pod.h"
 #include "aibrix/store/request_table.h"
+#include "aibrix/store/snapshot_map.h"
 
 namespace aibrix::store {
 
@@ -71,13 +73,27 @@ struct ModelPods {
 };
 using ModelPodsRef = std::shared_ptr<const ModelPods>;
 
-// One consistent view of the topology.
+using PodMap = SnapshotMap<Pod, &Pod::key>;                  // by "namespace/name"
+using ModelMap = SnapshotMap<ModelPods, &ModelPods::model>;  // by model name
+
+// One consistent view of the topology. Successive snapshots share what did not change.
 struct Snapshot {
   uint64_t version = 0;
-  absl::flat_hash_map<std::string, PodRef> pods;          // by "namespace/name"
-  absl::flat_hash_map<std::string, ModelPodsRef> models;  // by model name
+  PodMap pods;
+  ModelMap models;
 };
 using SnapshotRef = std::shared_ptr<const Snapshot>;
+
+// The writes Store::Apply takes: a pod or adapter added or replaced, or one removed.
+struct PodDeletion {
+  std::string ns;
+  std::string name;
+};
+struct ModelAdapterDeletion {
+  std::string ns;
+  std::string name;
+};
+using StoreWrite = std::variant<PodObject, PodDeletion, ModelAdapterObject, ModelAdapterDeletion>;
 
 // Told about every pod change after it is visible in the snapshot.
 class PodListener {
@@ -107,6 +123,10 @@ class Store {
   void AddModelAdapter(const ModelAdapterObject& adapter);
   void UpdateModelAdapter(const ModelAdapterObject& adapter) { AddModelAdapter(adapter); }
   void DeleteModelAdapter(std::string_view ns, std::string_view name);
+  // Applies `writes` in order, as the single calls above would, and publishes them as one
+  // snapshot: listeners then hear once about each pod whose record changed. A LIST of
+  // thousands of pods costs one publication.
+  void Apply(std::vector<StoreWrite> writes);
 
   // --- Reads --------------------------------------------------------------------------
   SnapshotRef snapshot() const;
@@ -166,30 +186,37 @@ class Store {
   static SettledRequest Settle(InFlightRequest done);
 
   struct PodEntry {
-    PodObject object;
     std::shared_ptr<PodState> state;
-    PodRef published;  // the record in the current snapshot; rebuilt when the key is dirty
+    PodRef published;                  // the record in the current snapshot (null before)
+    std::optional<PodObject> pending;  // a changed object waiting for the next publication
   };
   struct AdapterEntry {
     ModelAdapterObject object;
   };
 
-  // Removes the entry of `key` (if any) and marks it dirty.
-  bool ErasePodLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Marks the pods an adapter maps onto as dirty.
-  void MarkAdapterPodsLocked(const ModelAdapterObject& adapter)
+  // The single writes, without publishing (Apply's steps).
+  bool AddPodLocked(PodObject pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  bool DeletePodLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void AddModelAdapterLocked(ModelAdapterObject adapter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void DeleteModelAdapterLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds (+1) or removes (-1) the adapter's name on the pods it lists, and marks them dirty.
+  void IndexAdapterLocked(const ModelAdapterObject& adapter, int delta)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The models mapped on a pod: base model, adapters listing it, claims with a port.
-  std::vector<std::string> ModelsOfLocked(const PodObject& pod) const
+  std::vector<std::string> ModelsOfLocked(const PodObject& pod, const std::string& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Rebuilds the records of dirty pods, publishes the next snapshot, then tells listeners
-  // about every dirty pod whose record changed.
+  // Rebuilds the records of dirty pods and the pod sets of the models they enter or leave,
+  // publishes the next snapshot (sharing everything else with the previous one), then tells
+  // listeners about every dirty pod whose record changed.
   void PublishAndNotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   // Guarded by write_mu_: the source of truth the snapshots are built from.
   mutable common::Mutex write_mu_;
   absl::flat_hash_map<std::string, PodEntry> pods_ ABSL_GUARDED_BY(write_mu_);
   absl::flat_hash_map<std::string, AdapterEntry> adapters_ ABSL_GUARDED_BY(write_mu_);
+  // Pod key -> names of the adapters listing it (with multiplicity, unordered).
+  absl::flat_hash_map<std::string, std::vector<std::string>> adapters_by_pod_
+      ABSL_GUARDED_BY(write_mu_);
   // Every model ever seen (kept for the Store's lifetime; bounded by distinct model names).
   absl::flat_hash_map<std::string, std::shared_ptr<ModelState>> model_states_
       ABSL_GUARDED_BY(write_mu_);

@@ -1,5 +1,8 @@
 #include "aibrix/store/store.h"
 
+#include <map>
+#include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -333,6 +336,134 @@ TEST(StoreTest, ListenersSeeAddUpdateDeleteInOrderAndNotNoOps) {
   EXPECT_EQ(listener.changes[1].after, "default/p1");
   EXPECT_EQ(listener.changes[2].before, "default/p1");
   EXPECT_EQ(listener.changes[2].after, "");
+}
+
+TEST(StoreTest, ApplyPublishesABatchAsOneSnapshot) {
+  Store store;
+  store.AddPod(MakePod("old", "llama"));
+  RecordingListener listener;
+  store.AddListener(&listener);
+  const uint64_t version = store.snapshot()->version;
+  std::vector<StoreWrite> writes;
+  writes.push_back(ModelAdapterObject{"default", "lora", {"p1", "p2", "p1"}});  // before its pods
+  for (int i = 0; i < 3; ++i) writes.push_back(MakePod("p" + std::to_string(i), "llama"));
+  writes.push_back(PodDeletion{"default", "old"});
+  writes.push_back(MakePod("p0", "llama", "10.9.9.9"));  // replaced within the batch
+  writes.push_back(PodDeletion{"default", "never-there"});
+  store.Apply(std::move(writes));
+  store.RemoveListener(&listener);
+  EXPECT_EQ(store.snapshot()->version, version + 1);
+  EXPECT_EQ(listener.changes.size(), 4u);  // p0, p1, p2 added, old deleted: once each
+  EXPECT_THAT(Keys(store.ListPods()), ElementsAre("default/p0", "default/p1", "default/p2"));
+  EXPECT_EQ((*store.GetPod("default/p0"))->ip(), "10.9.9.9");
+  EXPECT_THAT(Keys((*store.ListPodsByModel("lora"))->pods),
+              ElementsAre("default/p1", "default/p2"));
+  store.Apply({ModelAdapterDeletion{"default", "lora"}, PodDeletion{"default", "p1"}});
+  EXPECT_FALSE(store.HasModel("lora"));
+  EXPECT_THAT(Keys(store.ReadyPods("llama")->pods), ElementsAre("default/p0", "default/p2"));
+}
+
+TEST(StoreTest, SnapshotsShareWhatAChangeDoesNotTouch) {
+  Store store;
+  for (int i = 0; i < 300; ++i) {
+    store.AddPod(MakePod("a" + std::to_string(i), "model-a"));
+    store.AddPod(MakePod("b" + std::to_string(i), "model-b"));
+  }
+  SnapshotRef before = store.snapshot();
+  PodObject changed = MakePod("a7", "model-a", "10.7.7.7");
+  store.UpdatePod(changed);
+  SnapshotRef after = store.snapshot();
+  // The other model's pod set and the other pods' records are the same objects.
+  EXPECT_EQ(before->models.Find("model-b")->get(), after->models.Find("model-b")->get());
+  EXPECT_EQ(before->pods.Find("default/a8")->get(), after->pods.Find("default/a8")->get());
+  EXPECT_NE(before->models.Find("model-a")->get(), after->models.Find("model-a")->get());
+  EXPECT_EQ((*before->pods.Find("default/a7"))->ip(), "10.0.0.1");
+  EXPECT_EQ((*after->pods.Find("default/a7"))->ip(), "10.7.7.7");
+  EXPECT_EQ(after->pods.size(), 600u);
+  EXPECT_EQ((*after->models.Find("model-a"))->pods.size(), 300u);
+}
+
+// Random writes, checked after each against the whole state recomputed from scratch: the
+// incremental publication must agree with a full rebuild.
+TEST(StoreTest, IncrementalSnapshotsMatchAFullRebuild) {
+  std::mt19937 rng(7);
+  Store store;
+  std::map<std::string, PodObject> pods;                     // what the store should hold
+  std::map<std::string, std::vector<std::string>> adapters;  // adapter name -> instances
+  const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const std::vector<std::string> models = {"m0", "m1", "m2", ""};
+  for (int step = 0; step < 3000; ++step) {
+    std::vector<StoreWrite> writes;
+    for (int w = 1 + pick(4); w > 0; --w) {
+      const std::string name = "p" + std::to_string(pick(40));
+      switch (pick(5)) {
+        case 0:
+        case 1: {
+          PodObject pod = MakePod(name, models[pick(4)], "10.0.0." + std::to_string(pick(3)));
+          pod.ready_condition = pick(2) == 0;
+          if (PodModelName(pod).empty()) {
+            pods.erase("default/" + name);
+          } else {
+            pods["default/" + name] = pod;
+          }
+          writes.push_back(std::move(pod));
+          break;
+        }
+        case 2:
+          pods.erase("default/" + name);
+          writes.push_back(PodDeletion{"default", name});
+          break;
+        case 3: {
+          const std::string adapter = "lora" + std::to_string(pick(3));
+          std::vector<std::string> instances;
+          for (int k = pick(4); k > 0; --k) instances.push_back("p" + std::to_string(pick(40)));
+          adapters[adapter] = instances;
+          writes.push_back(ModelAdapterObject{"default", adapter, instances});
+          break;
+        }
+        default: {
+          const std::string adapter = "lora" + std::to_string(pick(3));
+          adapters.erase(adapter);
+          writes.push_back(ModelAdapterDeletion{"default", adapter});
+          break;
+        }
+      }
+    }
+    store.Apply(std::move(writes));
+
+    std::map<std::string, std::set<std::string>> want_models;  // model -> pod keys
+    std::map<std::string, std::set<std::string>> want_ready;
+    for (const auto& [key, pod] : pods) {
+      std::set<std::string> mapped = {PodModelName(pod)};
+      for (const auto& [adapter, instances] : adapters) {
+        if (std::find(instances.begin(), instances.end(), pod.name) != instances.end()) {
+          mapped.insert(adapter);
+        }
+      }
+      for (const std::string& model : mapped) {
+        want_models[model].insert(key);
+        if (IsPodReady(pod)) want_ready[model].insert(key);
+      }
+      auto got = store.GetPod(key);
+      ASSERT_TRUE(got.ok()) << "step " << step << " " << key;
+      ASSERT_EQ((*got)->object, pod) << "step " << step;
+      ASSERT_EQ((*got)->models, std::vector<std::string>(mapped.begin(), mapped.end()));
+    }
+    SnapshotRef snap = store.snapshot();
+    ASSERT_EQ(snap->pods.size(), pods.size()) << "step " << step;
+    ASSERT_EQ(snap->models.size(), want_models.size()) << "step " << step;
+    for (const auto& [model, keys] : want_models) {
+      const ModelPodsRef* got = snap->models.Find(model);
+      ASSERT_NE(got, nullptr) << "step " << step << " " << model;
+      ASSERT_EQ(Keys((*got)->pods), std::vector<std::string>(keys.begin(), keys.end()))
+          << "step " << step << " " << model;
+      const auto& ready = want_ready[model];
+      ASSERT_EQ(Keys((*got)->ready), std::vector<std::string>(ready.begin(), ready.end()));
+      for (const PodRef& pod : (*got)->pods) {
+        ASSERT_EQ(pod.get(), snap->pods.Find(pod->key)->get());  // one record per pod
+      }
+    }
+  }
 }
 
 TEST(StoreTest, ConcurrentAddDoneLeavesCountsAtZero) {
