@@ -157,7 +157,8 @@ class Parser {
     if (node.IsMap()) {
       if (auto st = CheckKeys(
               node, path,
-              {"address", "metric_port", "kv_events", "kv_events_port", "replay_port", "lora_id"});
+              {"address", "metric_port", "kv_events", "kv_events_port", "replay_port", "lora_id",
+               "deployment"});
           !st.ok()) {
         return st;
       }
@@ -182,6 +183,9 @@ class Parser {
       }
       if (node["lora_id"]) {
         ASSIGN_OR_RETURN(endpoint.lora_id, Int(node["lora_id"], path + ".lora_id"));
+      }
+      if (node["deployment"]) {
+        ASSIGN_OR_RETURN(endpoint.deployment, String(node["deployment"], path + ".deployment"));
       }
     } else if (!node.IsScalar()) {
       return Error(node, path, "must be \"host:port\" or a map with 'address'");
@@ -269,6 +273,9 @@ std::vector<store::PodObject> StaticPods(const StaticConfig& config) {
         pod.labels[store::kKvReplayPortLabel] = std::to_string(*endpoint.replay_port);
       }
       if (endpoint.lora_id) pod.labels[store::kLoraIdLabel] = std::to_string(*endpoint.lora_id);
+      if (!endpoint.deployment.empty()) {
+        pod.labels[store::kDefaultDeploymentLabel] = endpoint.deployment;
+      }
       pod.ip = endpoint.host;
       pod.phase = "Running";
       pod.ready_condition = true;

@@ -1,6 +1,9 @@
 // The static discovery file: AIBrix's YAML (`models: [{name, engine?, endpoints?, rolesets?}]`,
 // spec §2.5) plus what local use needs. An endpoint is "host:port" or a map
-//   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id}
+//   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id,
+//    deployment}
+// (`deployment`, the GPU type's deployment name, becomes label app.kubernetes.io/name: the
+// key of the pod's GPU profiles.)
 // Each endpoint becomes a synthetic, ready pod in namespace "standalone" named
 // <sanitised model>-<host with dots as dashes>-<index>, the index counting endpoints in file
 // order across all models.
@@ -29,6 +32,7 @@ struct StaticEndpoint {
   std::optional<int> kv_events_port;
   std::optional<int> replay_port;
   std::optional<int64_t> lora_id;
+  std::string deployment;  // "" when not given
   std::string role;     // "prefill" / "decode" inside a roleset, else ""
   std::string roleset;  // roleset name, else ""
   int line = 0;         // 1-based line in the file, for messages

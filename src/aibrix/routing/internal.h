@@ -35,13 +35,18 @@ HashTarget ResolveHashTarget(const RouteRequest& request, const store::ModelPods
 std::optional<double> ReadMetric(const store::Pod& pod, const std::string& request_model,
                                  const std::string& name);
 
-// One candidate per ready pod, in order, with `running` filled and score 0.
+// One candidate per ready pod, in order, with `running` filled (PodState::total_running():
+// this process's requests and those other replicas report) and score 0.
 std::vector<Candidate> BaseCandidates(const store::ModelPods& pods);
 
 // Index of a candidate with the lowest non-NaN score, ties broken uniformly at random; only
 // candidates with eligible[i] (when `eligible` is non-empty). -1 when none qualifies.
 int PickLowest(std::span<const Candidate> candidates, RandomSource& random,
                std::span<const char> eligible = {});
+
+// Index of a candidate with the highest non-NaN score, ties random (eligible as above).
+int PickHighest(std::span<const Candidate> candidates, RandomSource& random,
+                std::span<const char> eligible = {});
 
 // Index of a candidate with the fewest running requests, ties random (eligible as above).
 int PickLeastRunning(std::span<const Candidate> candidates, RandomSource& random,

@@ -3,6 +3,8 @@
 #include <cstdlib>
 
 #include "aibrix/common/env.h"
+#include "aibrix/common/net.h"
+#include "aibrix/redis/replica_sync.h"
 
 namespace aibrix::server {
 
@@ -28,6 +30,22 @@ ServiceConfig ServiceConfig::FromEnvironment() {
   if (common::EnvBool("AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER", false)) {
     config.tokenizer = "remote";
   }
+  if (auto host = common::EnvString("REDIS_HOST")) {
+    const int64_t port = common::EnvPositiveInt("REDIS_PORT", 6379);
+    config.redis_addr =
+        host->starts_with("unix:")
+            ? *host
+            : common::FormatHostPort(*host, static_cast<uint16_t>(port <= 65535 ? port : 6379));
+  }
+  config.redis_password = common::EnvString("REDIS_PASSWORD").value_or("");
+  config.gpu_optimizer_tracing =
+      common::EnvBool("AIBRIX_GPU_OPTIMIZER_TRACING_FLAG", config.gpu_optimizer_tracing);
+  // The seed spells it with a lower-case "Model"; the reference reads the upper-case name.
+  config.gpu_profile_caching =
+      common::EnvBool("AIBRIX_Model_GPU_PROFILE_CACHING_FLAG", config.gpu_profile_caching);
+  config.gpu_profile_caching =
+      common::EnvBool("AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG", config.gpu_profile_caching);
+  config.gateway_id = redis::DefaultGatewayId();
   return config;
 }
 
