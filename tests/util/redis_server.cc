@@ -58,10 +58,10 @@ absl::Status RedisServer::Launch() {
   auto process = Subprocess::Start(std::move(argv));
   if (!process.ok()) return process.status();
   process_ = std::move(*process);
-  auto ready = process_->WaitForLine("Ready to accept connections", std::chrono::seconds(20));
+  auto ready = process_->WaitForLine("[Rr]eady to accept connections", std::chrono::seconds(20));
   if (!ready.ok()) {
     return absl::UnavailableError(
-        fmt::format("redis-server did not start: {}", ready.status().message()));
+        fmt::format("redis-server did not start: {}", ready.status().ToString()));
   }
   return absl::OkStatus();
 }

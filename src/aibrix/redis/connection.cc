@@ -191,9 +191,14 @@ absl::Status Connection::EnsureConnected() {
   if (!options_.address.is_unix()) redisEnableKeepAlive(c);
   ctx_ = c;
   if (!options_.password.empty()) {
-    auto reply = Command({"AUTH", options_.password});
-    if (!reply.ok() || reply->is_error()) {
-      last_connect_error_ = reply.ok() ? reply->str : std::string(reply.status().message());
+    auto reply = CommandOnce({"AUTH", options_.password});
+    if (!reply.ok()) {  // the connection broke (and was dropped)
+      last_connect_error_ = std::string(reply.status().message());
+      BackOff();
+      return reply.status();
+    }
+    if (reply->is_error()) {
+      last_connect_error_ = reply->str;
       Drop();
       BackOff();
       return absl::UnauthenticatedError(
@@ -234,6 +239,14 @@ absl::Status Connection::Fail(std::string_view what) {
 
 absl::StatusOr<Reply> Connection::Command(const Args& args) {
   ScopedSigpipeBlock no_sigpipe;
+  const bool reused = connected();
+  absl::StatusOr<Reply> reply = CommandOnce(args);
+  // A connection that broke while idle (a server restart): once more on a new one.
+  if (reused && reply.status().code() == absl::StatusCode::kAborted) reply = CommandOnce(args);
+  return reply;
+}
+
+absl::StatusOr<Reply> Connection::CommandOnce(const Args& args) {
   RETURN_IF_ERROR(EnsureConnected());
   std::vector<const char*> argv;
   std::vector<size_t> lens;
@@ -252,6 +265,15 @@ absl::StatusOr<Reply> Connection::Command(const Args& args) {
 
 absl::StatusOr<std::vector<Reply>> Connection::Pipeline(std::span<const Args> commands) {
   ScopedSigpipeBlock no_sigpipe;
+  const bool reused = connected();
+  absl::StatusOr<std::vector<Reply>> replies = PipelineOnce(commands);
+  if (reused && replies.status().code() == absl::StatusCode::kAborted) {
+    replies = PipelineOnce(commands);
+  }
+  return replies;
+}
+
+absl::StatusOr<std::vector<Reply>> Connection::PipelineOnce(std::span<const Args> commands) {
   RETURN_IF_ERROR(EnsureConnected());
   std::vector<const char*> argv;
   std::vector<size_t> lens;

@@ -9,8 +9,10 @@
 // Every call first makes sure it is connected: while the server is unreachable, calls fail at
 // once (Unavailable) until the next attempt is due (100 ms, doubling up to 5 s, ±20% jitter;
 // reset by a successful connect). A connection that fails mid-call (timeout, reset, protocol
-// garbage) is dropped and the next call reconnects. Redis error replies (-ERR ...) are replies,
-// not failures: the connection stays.
+// garbage) is dropped and the next call reconnects. A call that finds an established
+// connection broken (the server restarted since the last call) reconnects and is sent once
+// more, so callers send only idempotent commands (SET, HSET, PEXPIRE, GET, SCAN, ...). Redis
+// error replies (-ERR ...) are replies, not failures: the connection stays.
 //
 // Failures carry a canonical code that ErrorReason() turns into a metric label: Unavailable
 // (cannot connect, or waiting to retry), DeadlineExceeded (command timeout), Aborted (the
@@ -108,6 +110,8 @@ class Connection {
  private:
   // Connects (and AUTHs) if needed and allowed by the backoff.
   absl::Status EnsureConnected();
+  absl::StatusOr<Reply> CommandOnce(const Args& args);
+  absl::StatusOr<std::vector<Reply>> PipelineOnce(std::span<const Args> commands);
   // The status for a failed hiredis call on ctx_; drops the connection.
   absl::Status Fail(std::string_view what);
   // Frees ctx_ (if any).

@@ -1,5 +1,6 @@
 #include "aibrix/redis/feature_metrics.h"
 
+#include "aibrix/common/strings.h"
 #include "aibrix/redis/connection.h"
 
 namespace aibrix::redis {
@@ -33,7 +34,7 @@ void FeatureMetrics::Error(std::string_view reason, std::string_view message) {
 }
 
 void FeatureMetrics::Error(const absl::Status& status) {
-  Error(ErrorReason(status), status.message());
+  Error(ErrorReason(status), common::AsStd(status.message()));
 }
 
 void FeatureMetrics::Round(bool ok, const Connection& connection) {

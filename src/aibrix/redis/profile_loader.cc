@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "aibrix/common/status_macros.h"
+#include "aibrix/common/strings.h"
 #include "fmt/format.h"
 
 namespace aibrix::redis {
@@ -74,7 +75,7 @@ absl::Status ProfileLoader::LoadOnce() {
       }
       auto parsed = profile::ParseGpuProfile(reply.str);
       if (!parsed.ok()) {
-        metrics_.Error("garbage", fmt::format("{}: {}", key, parsed.status().message()));
+        metrics_.Error("garbage", fmt::format("{}: {}", key, common::AsStd(parsed.status().message())));
         continue;
       }
       loaded.emplace_back(key, std::move(*parsed));

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "aibrix/common/env.h"
 #include "aibrix/common/status_macros.h"
+#include "aibrix/common/strings.h"
 #include "fmt/format.h"
 
 namespace aibrix::redis {
@@ -57,7 +58,7 @@ absl::StatusOr<ReplicaEntry> ParseReplicaEntry(const Reply& hgetall) {
   if (entry.ns.empty()) return absl::InvalidArgumentError("no namespace");
   if (entry.pod.empty()) return absl::InvalidArgumentError("no pod_name");
   int64_t n = 0;
-  if (!has_running || !absl::SimpleAtoi(running, &n) || n < 0 || n > kMaxRunning) {
+  if (!has_running || !absl::SimpleAtoi(common::AsAbsl(running), &n) || n < 0 || n > kMaxRunning) {
     return absl::InvalidArgumentError(
         fmt::format("requests_running '{}' is not an integer in [0, {}]",
                     running.substr(0, 32), kMaxRunning));
@@ -88,7 +89,7 @@ ReplicaSync::ReplicaSync(store::Store& store, ReplicaSyncOptions options,
                     .Help("Other gateway replicas whose running counts the last sync read")
                     .Register(registry)
                     .Add({})),
-      last_success_(options_.clock->Now()),
+      last_success_(options_.connection.clock->Now()),
       thread_([this] { return std::chrono::nanoseconds(options_.period); },
               [this] { (void)SyncOnce(); }) {}
 
@@ -97,7 +98,7 @@ void ReplicaSync::Stop() { thread_.Stop(); }
 
 absl::Status ReplicaSync::Publish(const store::Snapshot& snapshot) {
   const std::string ttl = std::to_string(options_.key_ttl.count());
-  const std::string now = UpdateTime(options_.clock->WallNow());
+  const std::string now = UpdateTime(options_.connection.clock->WallNow());
   std::vector<Args> commands;
   absl::flat_hash_map<std::string, int32_t> published;
   for (const auto& [key, pod] : snapshot.pods) {
@@ -146,7 +147,7 @@ absl::StatusOr<absl::flat_hash_map<std::string, int32_t>> ReplicaSync::ReadRemot
       if (replies[i].is_array() && replies[i].elements.empty()) continue;  // expired meanwhile
       auto entry = ParseReplicaEntry(replies[i]);
       if (!entry.ok()) {
-        metrics_.Error("garbage", fmt::format("{}: {}", keys[begin + i], entry.status().message()));
+        metrics_.Error("garbage", fmt::format("{}: {}", keys[begin + i], common::AsStd(entry.status().message())));
         continue;
       }
       if (entry->gateway == options_.gateway_id) continue;
@@ -177,7 +178,7 @@ absl::Status ReplicaSync::SyncOnce() {
   }
   if (status.ok()) {
     Apply(*snapshot, *remote);
-    last_success_ = options_.clock->Now();
+    last_success_ = options_.connection.clock->Now();
     if (remote_is_stale_) {
       remote_is_stale_ = false;
       common::Logger("redis")->info("replica: remote running counts are fresh again");
@@ -186,7 +187,7 @@ absl::Status ReplicaSync::SyncOnce() {
     return absl::OkStatus();
   }
   metrics_.Error(status);
-  if (!remote_is_stale_ && options_.clock->Now() - last_success_ > options_.stale_after) {
+  if (!remote_is_stale_ && options_.connection.clock->Now() - last_success_ > options_.stale_after) {
     // Old counts would steer routing by load that may be long gone: route on local counts.
     remote_is_stale_ = true;
     Apply(*snapshot, {});

@@ -63,8 +63,8 @@ struct ReplicaSyncOptions {
   std::chrono::milliseconds stale_after{1000};
   size_t max_keys = 100000;
   size_t batch = 100;
-  // Monotonic time for staleness, wall time for update_time.
-  const common::Clock* clock = &common::SystemClock::Instance();
+  // connection.clock also gives the monotonic time of staleness and the wall time of
+  // update_time.
 };
 
 class ReplicaSync {

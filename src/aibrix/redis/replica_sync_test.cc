@@ -19,7 +19,7 @@ struct Replica {
     ReplicaSyncOptions options;
     options.connection.address = address;
     options.gateway_id = id;
-    options.clock = &clock;
+    options.connection.clock = &clock;
     sync = std::make_unique<ReplicaSync>(store, options, registry);
   }
   int32_t Remote(const std::string& pod) {

@@ -21,6 +21,7 @@ class TraceFlusherTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     redis_ = std::move(*server);
     options_.connection.address = *ParseAddress(redis_->address());
+    options_.connection.clock = &clock_;  // reconnect backoff on the test's time
     reader_ = std::make_unique<Connection>(options_.connection);
     // Wall time 1,700,000,003 s: 3 s into the interval that started at 1,700,000,000.
     clock_.Advance(std::chrono::seconds(1'700'000'002));
@@ -116,6 +117,7 @@ TEST_F(TraceFlusherTest, RedisDownDropsTheIntervalCountsAndRecovers) {
 TEST_F(TraceFlusherTest, TheThreadFlushesAtPeriodBoundariesOfTheWallClock) {
   tracking::RequestTracker tracker(common::SystemClock::Instance());
   options_.period = std::chrono::seconds(1);
+  options_.connection.clock = &common::SystemClock::Instance();
   TraceFlusher flusher(tracker, common::SystemClock::Instance(), options_, registry_);
   flusher.Start();
   std::vector<std::string> keys;
