@@ -17,6 +17,12 @@ namespace aibrix::redis {
 namespace {
 
 constexpr int32_t kMaxRunning = 1'000'000;
+// The index outlives its members; each publishing round renews it.
+constexpr std::chrono::milliseconds kIndexTtl{60'000};
+
+int64_t WallMs(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
 
 // HH:MM:SS.mmm (UTC) of a wall time.
 std::string UpdateTime(std::chrono::system_clock::time_point t) {
@@ -98,7 +104,9 @@ void ReplicaSync::Stop() { thread_.Stop(); }
 
 absl::Status ReplicaSync::Publish(const store::Snapshot& snapshot) {
   const std::string ttl = std::to_string(options_.key_ttl.count());
-  const std::string now = UpdateTime(options_.connection.clock->WallNow());
+  const auto wall = options_.connection.clock->WallNow();
+  const std::string now = UpdateTime(wall);
+  const std::string expires = std::to_string(WallMs(wall + options_.key_ttl));
   std::vector<Args> commands;
   absl::flat_hash_map<std::string, int32_t> published;
   for (const auto& [key, pod] : snapshot.pods) {
@@ -115,12 +123,15 @@ absl::Status ReplicaSync::Publish(const store::Snapshot& snapshot) {
                             "seq", std::to_string(pod->state->completed()),
                             "update_time", now});
     commands.push_back(Args{"PEXPIRE", redis_key, ttl});
+    commands.push_back(Args{"ZADD", kReplicaIndexKey, expires, redis_key});
     if (running != 0) published.emplace(key, running);
   }
   if (commands.empty()) {
     published_.clear();
     return absl::OkStatus();
   }
+  // The index goes too when every replica is gone.
+  commands.push_back(Args{"PEXPIRE", kReplicaIndexKey, std::to_string(kIndexTtl.count())});
   ASSIGN_OR_RETURN(std::vector<Reply> replies, connection_.Pipeline(commands));
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].is_error()) {
@@ -132,9 +143,40 @@ absl::Status ReplicaSync::Publish(const store::Snapshot& snapshot) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> ReplicaSync::LiveKeys() {
+  // The index: drop expired members, read the live ones.
+  const std::string now = std::to_string(WallMs(options_.connection.clock->WallNow()));
+  const std::vector<Args> index_commands = {
+      {"ZREMRANGEBYSCORE", kReplicaIndexKey, "-inf", "(" + now},
+      {"ZRANGEBYSCORE", kReplicaIndexKey, now, "+inf", "LIMIT", "0",
+       std::to_string(options_.max_keys)}};
+  ASSIGN_OR_RETURN(std::vector<Reply> index, connection_.Pipeline(index_commands));
+  if (!index[1].is_array()) {
+    return absl::FailedPreconditionError(fmt::format(
+        "ZRANGEBYSCORE {}: {}", kReplicaIndexKey, index[1].is_error() ? index[1].str : "not an array"));
+  }
+  const std::string own = kReplicaKeyPrefix + options_.gateway_id + ":";
+  absl::flat_hash_set<std::string> keys;
+  for (const Reply& member : index[1].elements) {
+    if (member.is_string() && !member.str.starts_with(own)) keys.insert(member.str);
+  }
+  // Keys written by replicas that keep no index (the reference gateway): found by a SCAN of
+  // the whole keyspace every scan_every rounds, then read every round while they exist.
+  if (rounds_++ % static_cast<uint64_t>(std::max(options_.scan_every, 1)) == 0) {
+    ASSIGN_OR_RETURN(std::vector<std::string> scanned,
+                     connection_.Scan(std::string(kReplicaKeyPrefix) + "*", 1000,
+                                      options_.max_keys));
+    foreign_.clear();
+    for (std::string& key : scanned) {
+      if (!key.starts_with(own) && !keys.contains(key)) foreign_.insert(std::move(key));
+    }
+  }
+  keys.insert(foreign_.begin(), foreign_.end());
+  return std::vector<std::string>(keys.begin(), keys.end());
+}
+
 absl::StatusOr<absl::flat_hash_map<std::string, int32_t>> ReplicaSync::ReadRemote() {
-  ASSIGN_OR_RETURN(std::vector<std::string> keys,
-                   connection_.Scan(std::string(kReplicaKeyPrefix) + "*", 500, options_.max_keys));
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, LiveKeys());
   absl::flat_hash_map<std::string, int32_t> remote;
   absl::flat_hash_set<std::string> gateways;
   for (size_t begin = 0; begin < keys.size(); begin += options_.batch) {
@@ -144,7 +186,10 @@ absl::StatusOr<absl::flat_hash_map<std::string, int32_t>> ReplicaSync::ReadRemot
     for (size_t i = begin; i < end; ++i) reads.push_back(Args{"HGETALL", keys[i]});
     ASSIGN_OR_RETURN(std::vector<Reply> replies, connection_.Pipeline(reads));
     for (size_t i = 0; i < replies.size(); ++i) {
-      if (replies[i].is_array() && replies[i].elements.empty()) continue;  // expired meanwhile
+      if (replies[i].is_array() && replies[i].elements.empty()) {  // expired
+        foreign_.erase(keys[begin + i]);
+        continue;
+      }
       auto entry = ParseReplicaEntry(replies[i]);
       if (!entry.ok()) {
         metrics_.Error("garbage", fmt::format("{}: {}", keys[begin + i], common::AsStd(entry.status().message())));

@@ -90,6 +90,13 @@ TEST_F(ReplicaSyncTest, EachReplicaSeesTheOthersCountsAndNotItsOwn) {
   ASSERT_TRUE(pttl.ok());
   EXPECT_GT(pttl->integer, 0);
   EXPECT_LE(pttl->integer, 500);
+  // Indexed with its expiry (wall ms) for the readers.
+  auto score = direct_->Command({"ZSCORE", "aibrix:pod_index", key});
+  ASSERT_TRUE(score.ok() && score->is_string());
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          clock_.WallNow().time_since_epoch())
+                          .count();
+  EXPECT_EQ(std::stoll(score->str), now_ms + 500);
   // Pods without local requests are not published.
   EXPECT_EQ(direct_->Command({"EXISTS", ReplicaSync::Key("gw-a", "default", "p2")})->integer, 0);
 
@@ -145,6 +152,46 @@ TEST_F(ReplicaSyncTest, StaleCountsResetWhileRedisIsDownAndReturnAfterARestart) 
   ASSERT_TRUE(a.sync->SyncOnce().ok());
   EXPECT_EQ(a.Remote("p1"), 1);
   EXPECT_EQ(a.sync->metrics().connects(), 2);
+}
+
+TEST_F(ReplicaSyncTest, KeysOutsideTheIndexAreFoundByThePeriodicScan) {
+  Replica a("gw-a", address_, clock_);
+  const auto hset = [&](const std::string& gw, const std::string& n) {
+    ASSERT_TRUE(direct_
+                    ->Command({"HSET", ReplicaSync::Key(gw, "default", "p1"),
+                               "gateway_instance_id", gw, "namespace", "default", "pod_name",
+                               "p1", "requests_running", n})
+                    .ok());
+  };
+  ASSERT_TRUE(a.sync->SyncOnce().ok());  // round 0 scans: nothing yet
+  hset("go-gateway", "2");                // a reference gateway: no index entry
+  for (int round = 1; round < 10; ++round) {
+    ASSERT_TRUE(a.sync->SyncOnce().ok());
+    EXPECT_EQ(a.Remote("p1"), 0) << round;  // not scanned since
+  }
+  ASSERT_TRUE(a.sync->SyncOnce().ok());  // round 10 scans
+  EXPECT_EQ(a.Remote("p1"), 2);
+  hset("go-gateway", "5");  // read every round from now on
+  ASSERT_TRUE(a.sync->SyncOnce().ok());
+  EXPECT_EQ(a.Remote("p1"), 5);
+  ASSERT_TRUE(direct_->Command({"DEL", ReplicaSync::Key("go-gateway", "default", "p1")}).ok());
+  ASSERT_TRUE(a.sync->SyncOnce().ok());
+  EXPECT_EQ(a.Remote("p1"), 0);
+}
+
+TEST_F(ReplicaSyncTest, ExpiredIndexMembersAreDropped) {
+  Replica a("gw-a", address_, clock_);
+  Replica b("gw-b", address_, clock_);
+  b.Add("b1", "p1");
+  ASSERT_TRUE(b.sync->SyncOnce().ok());
+  ASSERT_TRUE(a.sync->SyncOnce().ok());
+  EXPECT_EQ(a.Remote("p1"), 1);
+  // B is gone: past its entries' expiry the index drops them (the key may linger in Redis'
+  // lazy expiry; the index score decides).
+  clock_.Advance(std::chrono::milliseconds(600));
+  ASSERT_TRUE(a.sync->SyncOnce().ok());
+  EXPECT_EQ(a.Remote("p1"), 0);
+  EXPECT_EQ(direct_->Command({"ZCARD", "aibrix:pod_index"})->integer, 0);
 }
 
 TEST(ReplicaEntryTest, ParsesTheFieldsAndRejectsGarbage) {
