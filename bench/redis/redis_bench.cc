@@ -115,8 +115,9 @@ int Run(int rounds) {
   const auto remote = (*mine.GetPod("default/pod-999"))->state->remote_running();
   std::printf("trace flush of 100 models: p50 %.2f ms, p99 %.2f ms (%d rounds)\n",
               Percentile(flush_ms, 50), Percentile(flush_ms, 99), rounds);
-  std::printf("replica sync over 1000 pods: p50 %.2f ms, p99 %.2f ms; remote count of pod-999: %d\n",
-              Percentile(sync_ms, 50), Percentile(sync_ms, 99), remote);
+  std::printf(
+      "replica sync over 1000 pods: p50 %.2f ms, p99 %.2f ms; remote count of pod-999: %d\n",
+      Percentile(sync_ms, 50), Percentile(sync_ms, 99), remote);
   PrintFigure("redis_trace_flush_ms", Percentile(flush_ms, 50), "ms", 2);
   PrintFigure("redis_trace_flush_p99_ms", Percentile(flush_ms, 99), "ms", 2);
   PrintFigure("redis_replica_sync_ms", Percentile(sync_ms, 50), "ms", 2);

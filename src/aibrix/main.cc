@@ -145,8 +145,7 @@ int main(int argc, char** argv) {
   app.add_option("--redis-timeout-ms", config.redis_timeout_ms,
                  "Redis: timeout of one command or pipeline")
       ->check(CLI::PositiveNumber);
-  app.add_flag("--gpu-optimizer-tracing,!--no-gpu-optimizer-tracing",
-               config.gpu_optimizer_tracing,
+  app.add_flag("--gpu-optimizer-tracing,!--no-gpu-optimizer-tracing", config.gpu_optimizer_tracing,
                "Write request traces to Redis every 10 s (env AIBRIX_GPU_OPTIMIZER_TRACING_FLAG)");
   app.add_flag("--gpu-profile-caching,!--no-gpu-profile-caching", config.gpu_profile_caching,
                "Load GPU profiles from Redis for the load-aware routers (env "

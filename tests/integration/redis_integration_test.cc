@@ -66,7 +66,8 @@ class RedisIntegrationTest : public ::testing::Test {
   // A static config: `llama` on two pods of deployments a100 and l4, `plain` on one pod
   // without a deployment.
   std::string Config() {
-    return dir_.Write("config.yaml", fmt::format(R"(models:
+    return dir_.Write("config.yaml",
+                      fmt::format(R"(models:
   - name: llama
     endpoints:
       - address: "127.0.0.1:{}"
@@ -76,8 +77,7 @@ class RedisIntegrationTest : public ::testing::Test {
   - name: plain
     endpoints: ["127.0.0.1:{}"]
 )",
-                                                 ports_[0].port(), ports_[1].port(),
-                                                 ports_[2].port()));
+                                  ports_[0].port(), ports_[1].port(), ports_[2].port()));
   }
 
   void StartReplica(testing::InProcessService& replica, const std::string& id,
@@ -95,8 +95,7 @@ class RedisIntegrationTest : public ::testing::Test {
   }
 
   static std::unique_ptr<httplib::Client> Client(testing::InProcessService& replica) {
-    auto client =
-        std::make_unique<httplib::Client>("127.0.0.1", replica.service().http_port());
+    auto client = std::make_unique<httplib::Client>("127.0.0.1", replica.service().http_port());
     client->set_read_timeout(10, 0);
     return client;
   }
@@ -140,8 +139,8 @@ TEST_F(RedisIntegrationTest, ReplicasRouteOnEachOthersLoadAndDegradeWhileRedisIs
   // B's least-request sees A's load: every request goes to the l4 pod; /cache/pods shows it.
   auto client_b = Client(b);
   for (int i = 0; i < 5; ++i) {
-    auto res = client_b->Post("/cache/route", R"({"model":"llama","prompt":"hi"})",
-                              "application/json");
+    auto res =
+        client_b->Post("/cache/route", R"({"model":"llama","prompt":"hi"})", "application/json");
     ASSERT_TRUE(res && res->status == 200);
     const json body = json::parse(res->body);
     EXPECT_EQ(body["pod"], PodOf(b, "l4")->key);
@@ -154,12 +153,11 @@ TEST_F(RedisIntegrationTest, ReplicasRouteOnEachOthersLoadAndDegradeWhileRedisIs
   // Redis dies: syncs fail (counted), routing answers, and after the staleness limit B routes
   // on its own counts again.
   redis_->Kill();
-  ASSERT_TRUE(testing::Eventually([&] {
-    return SumSeries(b, "aibrix_redis_errors_total", R"(feature="replica")") >= 3;
-  }));
+  ASSERT_TRUE(testing::Eventually(
+      [&] { return SumSeries(b, "aibrix_redis_errors_total", R"(feature="replica")") >= 3; }));
   ASSERT_TRUE(testing::Eventually([&] { return a100_on_b->state->remote_running() == 0; }));
-  auto res = client_b->Post("/cache/route", R"({"model":"llama","prompt":"hi"})",
-                            "application/json");
+  auto res =
+      client_b->Post("/cache/route", R"({"model":"llama","prompt":"hi"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(SumSeries(b, "aibrix_redis_connected", R"(feature="replica")"), 0);
@@ -175,14 +173,12 @@ TEST_F(RedisIntegrationTest, ReplicasRouteOnEachOthersLoadAndDegradeWhileRedisIs
 
 TEST_F(RedisIntegrationTest, ProfilesDriveSloRoutingAndThePredictionEndpoint) {
   Set("aibrix:profile_llama_a100", Profile("a100", 10, 0.5, 1.0));  // load 0.2, meets the SLO
-  Set("aibrix:profile_llama_l4", Profile("l4", 4, 1.0, 0.8));        // load 0.25, misses it
+  Set("aibrix:profile_llama_l4", Profile("l4", 4, 1.0, 0.8));       // load 0.25, misses it
   Set("aibrix:profile_llama_garbage", "{not json");
   testing::InProcessService a;
   ASSERT_NO_FATAL_FAILURE(StartReplica(a, "gw-a"));
   ASSERT_TRUE(testing::Eventually([&] { return a.service().profiles().size() == 2; }));
-  EXPECT_GE(SumSeries(a, "aibrix_redis_errors_total",
-                      R"(feature="profile",reason="garbage")"),
-            1);
+  EXPECT_GE(SumSeries(a, "aibrix_redis_errors_total", R"(feature="profile",reason="garbage")"), 1);
   auto client = Client(a);
 
   auto prediction = client->Get("/cache/models/llama/prediction?input_tokens=100");
@@ -197,7 +193,7 @@ TEST_F(RedisIntegrationTest, ProfilesDriveSloRoutingAndThePredictionEndpoint) {
   EXPECT_EQ(p["e2e_seconds"], 0.5);
   EXPECT_EQ(p["throughput_rps"], 10);
   EXPECT_EQ(p["tpot_seconds"], 0.01);
-  EXPECT_TRUE(p["ttft_seconds"].is_null());  // the profile has no TTFT table
+  EXPECT_TRUE(p["ttft_seconds"].is_null());        // the profile has no TTFT table
   EXPECT_EQ(p["signature"], json::array({0, 1}));  // 1 output token; 100 is nearer 4096 in log2
   ASSERT_EQ(p["profiles"].size(), 2u);
 
@@ -212,8 +208,8 @@ TEST_F(RedisIntegrationTest, ProfilesDriveSloRoutingAndThePredictionEndpoint) {
               200);
     ASSERT_EQ(client
                   ->Post("/cache/done",
-                         fmt::format(R"({{"request_id":"{}","input_tokens":100,"output_tokens":512}})",
-                                     id),
+                         fmt::format(
+                             R"({{"request_id":"{}","input_tokens":100,"output_tokens":512}})", id),
                          "application/json")
                   ->status,
               200);
@@ -273,10 +269,10 @@ TEST_F(RedisIntegrationTest, RequestTracesAreFlushedToRedis) {
         client->Post("/cache/route",
                      fmt::format(R"({{"model":"llama","prompt":"x","request_id":"{}"}})", id),
                      "application/json");
-        client->Post("/cache/done",
-                     fmt::format(R"({{"request_id":"{}","input_tokens":20,"output_tokens":1}})",
-                                 id),
-                     "application/json");
+        client->Post(
+            "/cache/done",
+            fmt::format(R"({{"request_id":"{}","input_tokens":20,"output_tokens":1}})", id),
+            "application/json");
         auto found = direct_->Scan("aibrix:llama_request_trace_*", 100, 100);
         if (found.ok()) keys = *found;
         return !keys.empty();

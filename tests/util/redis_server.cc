@@ -43,14 +43,22 @@ absl::Status RedisServer::Launch() {
   const std::string binary = FindInPath("redis-server");
   if (binary.empty()) return absl::NotFoundError("redis-server is not in $PATH");
   std::vector<std::string> argv = {binary,
-                                   "--port", "0",  // no TCP listener at all
-                                   "--unixsocket", socket_,
-                                   "--unixsocketperm", "700",
-                                   "--dir", dir_->path(),
-                                   "--save", "",
-                                   "--appendonly", "no",
-                                   "--daemonize", "no",
-                                   "--loglevel", "notice"};
+                                   "--port",
+                                   "0",  // no TCP listener at all
+                                   "--unixsocket",
+                                   socket_,
+                                   "--unixsocketperm",
+                                   "700",
+                                   "--dir",
+                                   dir_->path(),
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--daemonize",
+                                   "no",
+                                   "--loglevel",
+                                   "notice"};
   if (!options_.password.empty()) {
     argv.push_back("--requirepass");
     argv.push_back(options_.password);

@@ -155,10 +155,9 @@ class Parser {
     const YAML::Node address = node.IsMap() ? node["address"] : node;
     const std::string address_path = node.IsMap() ? path + ".address" : path;
     if (node.IsMap()) {
-      if (auto st = CheckKeys(
-              node, path,
-              {"address", "metric_port", "kv_events", "kv_events_port", "replay_port", "lora_id",
-               "deployment"});
+      if (auto st = CheckKeys(node, path,
+                              {"address", "metric_port", "kv_events", "kv_events_port",
+                               "replay_port", "lora_id", "deployment"});
           !st.ok()) {
         return st;
       }

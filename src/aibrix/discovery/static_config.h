@@ -33,9 +33,9 @@ struct StaticEndpoint {
   std::optional<int> replay_port;
   std::optional<int64_t> lora_id;
   std::string deployment;  // "" when not given
-  std::string role;     // "prefill" / "decode" inside a roleset, else ""
-  std::string roleset;  // roleset name, else ""
-  int line = 0;         // 1-based line in the file, for messages
+  std::string role;        // "prefill" / "decode" inside a roleset, else ""
+  std::string roleset;     // roleset name, else ""
+  int line = 0;            // 1-based line in the file, for messages
 };
 
 struct StaticModel {

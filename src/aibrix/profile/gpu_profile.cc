@@ -117,7 +117,8 @@ absl::StatusOr<double> Lookup(const std::optional<Table>& table, std::string_vie
   const int j = signature[1];
   if (i < 0 || static_cast<size_t>(i) >= table->size() || j < 0 ||
       static_cast<size_t>(j) >= (*table)[static_cast<size_t>(i)].size()) {
-    return absl::OutOfRangeError(fmt::format("signature [{}, {}] outside the {} table", i, j, what));
+    return absl::OutOfRangeError(
+        fmt::format("signature [{}, {}] outside the {} table", i, j, what));
   }
   return (*table)[static_cast<size_t>(i)][static_cast<size_t>(j)];
 }
@@ -127,8 +128,8 @@ absl::StatusOr<double> Lookup(const std::optional<Table>& table, std::string_vie
 absl::StatusOr<std::vector<int>> GpuProfile::Signature(std::span<const double> features) const {
   if (features.empty()) return absl::InvalidArgumentError("no features for a profile signature");
   if (features.size() > indexes.size()) {
-    return absl::InvalidArgumentError(fmt::format(
-        "{} features but the profile has {} index rows", features.size(), indexes.size()));
+    return absl::InvalidArgumentError(fmt::format("{} features but the profile has {} index rows",
+                                                  features.size(), indexes.size()));
   }
   std::vector<int> signature(features.size());
   for (size_t i = 0; i < features.size(); ++i) {

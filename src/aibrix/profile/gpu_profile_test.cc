@@ -54,10 +54,10 @@ TEST(GpuProfileTest, SignaturePicksTheNearestGridPointInLog2) {
     EXPECT_TRUE(s.ok()) << s.status();
     return s.ok() ? *s : std::vector<int>{};
   };
-  EXPECT_THAT(sig(16, 128), ElementsAre(2, 2));   // exact hits
-  EXPECT_THAT(sig(4, 8), ElementsAre(0, 0));      // first points
-  EXPECT_THAT(sig(64, 1024), ElementsAre(4, 3));  // last points
-  EXPECT_THAT(sig(1, 2), ElementsAre(0, 0));      // below the grid
+  EXPECT_THAT(sig(16, 128), ElementsAre(2, 2));        // exact hits
+  EXPECT_THAT(sig(4, 8), ElementsAre(0, 0));           // first points
+  EXPECT_THAT(sig(64, 1024), ElementsAre(4, 3));       // last points
+  EXPECT_THAT(sig(1, 2), ElementsAre(0, 0));           // below the grid
   EXPECT_THAT(sig(4096, 1 << 20), ElementsAre(4, 3));  // above the grid
   EXPECT_THAT(sig(0, 0), ElementsAre(0, 0));           // log2(0) = -inf: the first point
   // Between 64 (6) and 128 (7): log2(90) = 6.49 → 64; log2(91) = 6.51 → 128.
@@ -87,7 +87,7 @@ TEST(GpuProfileTest, TableLookupsAndTheirErrors) {
   const std::vector<int> sig{1, 2};
   EXPECT_EQ(*p.Throughput(sig), 4);
   EXPECT_EQ(*p.Latency(sig), 3);
-  EXPECT_EQ(p.Tpot(sig).status().code(), absl::StatusCode::kNotFound);   // no table
+  EXPECT_EQ(p.Tpot(sig).status().code(), absl::StatusCode::kNotFound);    // no table
   EXPECT_EQ(p.Ttft(sig).status().code(), absl::StatusCode::kOutOfRange);  // one row only
   EXPECT_EQ(*p.Ttft(std::vector<int>{0, 3}), 0.04);
   EXPECT_EQ(p.Latency(std::vector<int>{1}).status().code(), absl::StatusCode::kInvalidArgument);

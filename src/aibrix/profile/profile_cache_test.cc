@@ -48,8 +48,8 @@ TEST(ProfileCacheTest, RefreshAddsUpdatesByCreatedAndDropsKeysGoneFromTheSource)
   const ProfileMapRef before = cache.snapshot();
 
   // a: same created (kept as is); h: newer (updated); l: new.
-  r = cache.Refresh({a, h, l}, {{a, Profile(1, "ignored")}, {h, Profile(2, "h100-v2")},
-                                {l, Profile(1, "l4")}});
+  r = cache.Refresh(
+      {a, h, l}, {{a, Profile(1, "ignored")}, {h, Profile(2, "h100-v2")}, {l, Profile(1, "l4")}});
   EXPECT_EQ(r.added, 1u);
   EXPECT_EQ(r.updated, 1u);
   EXPECT_EQ(r.removed, 0u);

@@ -115,8 +115,8 @@ absl::StatusOr<Address> ParseAddress(std::string_view text) {
   }
   auto hp = common::ParseHostPort(text, kDefaultPort);
   if (!hp.ok()) {
-    return absl::InvalidArgumentError(fmt::format("redis address '{}': {}", text,
-                                                  std::string(hp.status().message())));
+    return absl::InvalidArgumentError(
+        fmt::format("redis address '{}': {}", text, std::string(hp.status().message())));
   }
   address.host = std::move(hp->host);
   address.port = hp->port;
@@ -184,8 +184,8 @@ absl::Status Connection::EnsureConnected() {
     last_connect_error_ = c == nullptr ? "cannot allocate a context" : c->errstr;
     if (c != nullptr) redisFree(c);
     BackOff();
-    return absl::UnavailableError(fmt::format("redis {}: connect: {}",
-                                              options_.address.ToString(), last_connect_error_));
+    return absl::UnavailableError(
+        fmt::format("redis {}: connect: {}", options_.address.ToString(), last_connect_error_));
   }
   redisSetTimeout(c, ToTimeval(options_.command_timeout));
   if (!options_.address.is_unix()) redisEnableKeepAlive(c);
@@ -257,8 +257,7 @@ absl::StatusOr<Reply> Connection::CommandOnce(const Args& args) {
     lens.push_back(a.size());
   }
   errno = 0;
-  ReplyPtr reply(
-      redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
+  ReplyPtr reply(redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
   if (reply == nullptr) return Fail(args.empty() ? "command" : args[0]);
   return Convert(static_cast<const redisReply*>(reply.get()));
 }
@@ -301,8 +300,8 @@ absl::StatusOr<std::vector<Reply>> Connection::PipelineOnce(std::span<const Args
   return replies;
 }
 
-absl::StatusOr<std::vector<std::string>> Connection::Scan(std::string_view pattern,
-                                                         int count_hint, size_t max_keys) {
+absl::StatusOr<std::vector<std::string>> Connection::Scan(std::string_view pattern, int count_hint,
+                                                          size_t max_keys) {
   absl::flat_hash_set<std::string> seen;
   std::vector<std::string> keys;
   std::string cursor = "0";

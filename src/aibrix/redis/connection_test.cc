@@ -72,8 +72,8 @@ TEST(RedisConnectionTest, CommandsPipelinesAndErrorReplies) {
   EXPECT_TRUE(bad->is_error());
   EXPECT_TRUE(conn.connected());
 
-  const std::vector<Args> commands = {{"INCR", "n"}, {"INCR", "n"}, {"HSET", "k", "f", "v"},
-                                      {"LRANGE", "absent", "0", "-1"}};
+  const std::vector<Args> commands = {
+      {"INCR", "n"}, {"INCR", "n"}, {"HSET", "k", "f", "v"}, {"LRANGE", "absent", "0", "-1"}};
   auto replies = conn.Pipeline(commands);
   ASSERT_TRUE(replies.ok()) << replies.status();
   ASSERT_EQ(replies->size(), 4u);
@@ -151,8 +151,7 @@ TEST(RedisConnectionTest, UnreachableServerFailsFastAndBacksOff) {
   clock.Advance(std::chrono::milliseconds(100));
   EXPECT_THAT(std::string(conn.Command({"PING"}).status().message()), HasSubstr("connect"));
   clock.Advance(std::chrono::milliseconds(150));
-  EXPECT_THAT(std::string(conn.Command({"PING"}).status().message()),
-              HasSubstr("next attempt in"));
+  EXPECT_THAT(std::string(conn.Command({"PING"}).status().message()), HasSubstr("next attempt in"));
   clock.Advance(std::chrono::milliseconds(100));
   EXPECT_THAT(std::string(conn.Command({"PING"}).status().message()), HasSubstr("connect"));
   EXPECT_EQ(conn.connects(), 0u);

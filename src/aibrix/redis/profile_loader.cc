@@ -46,8 +46,8 @@ absl::Status ProfileLoader::LoadOnce() {
     metrics_.Round(false, connection_);
     return status;
   };
-  auto keys = connection_.Scan(std::string(profile::kProfileKeyPrefix) + "*", 100,
-                               options_.max_keys);
+  auto keys =
+      connection_.Scan(std::string(profile::kProfileKeyPrefix) + "*", 100, options_.max_keys);
   if (!keys.ok()) return fail(keys.status());
   std::vector<std::string> present;
   std::vector<std::pair<std::string, profile::GpuProfile>> loaded;
@@ -64,8 +64,8 @@ absl::Status ProfileLoader::LoadOnce() {
       if (reply.type == Reply::Type::kNil) continue;  // deleted since the SCAN
       present.push_back(key);
       if (!reply.is_string()) {
-        metrics_.Error("reply", fmt::format("GET {}: {}", key,
-                                            reply.is_error() ? reply.str : "not a string"));
+        metrics_.Error(
+            "reply", fmt::format("GET {}: {}", key, reply.is_error() ? reply.str : "not a string"));
         continue;
       }
       if (reply.str.size() > options_.max_value_bytes) {
@@ -75,7 +75,8 @@ absl::Status ProfileLoader::LoadOnce() {
       }
       auto parsed = profile::ParseGpuProfile(reply.str);
       if (!parsed.ok()) {
-        metrics_.Error("garbage", fmt::format("{}: {}", key, common::AsStd(parsed.status().message())));
+        metrics_.Error("garbage",
+                       fmt::format("{}: {}", key, common::AsStd(parsed.status().message())));
         continue;
       }
       loaded.emplace_back(key, std::move(*parsed));

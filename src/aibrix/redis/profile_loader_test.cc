@@ -94,9 +94,8 @@ TEST_F(ProfileLoaderTest, RedisDownKeepsTheCacheAndTheThreadRecovers) {
   loader.Start();
   ASSERT_TRUE(testing::Eventually([&] { return cache_.size() == 1; }));
   redis_->Kill();
-  ASSERT_TRUE(testing::Eventually([&] {
-    return loader.metrics().errors("io") + loader.metrics().errors("unavailable") >= 2;
-  }));
+  ASSERT_TRUE(testing::Eventually(
+      [&] { return loader.metrics().errors("io") + loader.metrics().errors("unavailable") >= 2; }));
   EXPECT_EQ(cache_.size(), 1u);  // routing keeps the last known profiles
   ASSERT_TRUE(redis_->Restart().ok());
   writer_ = std::make_unique<Connection>(options_.connection);

@@ -65,9 +65,8 @@ absl::StatusOr<ReplicaEntry> ParseReplicaEntry(const Reply& hgetall) {
   if (entry.pod.empty()) return absl::InvalidArgumentError("no pod_name");
   int64_t n = 0;
   if (!has_running || !absl::SimpleAtoi(common::AsAbsl(running), &n) || n < 0 || n > kMaxRunning) {
-    return absl::InvalidArgumentError(
-        fmt::format("requests_running '{}' is not an integer in [0, {}]",
-                    running.substr(0, 32), kMaxRunning));
+    return absl::InvalidArgumentError(fmt::format(
+        "requests_running '{}' is not an integer in [0, {}]", running.substr(0, 32), kMaxRunning));
   }
   entry.requests_running = static_cast<int32_t>(n);
   return entry;
@@ -113,14 +112,10 @@ absl::Status ReplicaSync::Publish(const store::Snapshot& snapshot) {
     const int32_t running = pod->state->running();
     if (running == 0 && !published_.contains(key)) continue;
     const std::string redis_key = Key(options_.gateway_id, pod->ns(), pod->name());
-    commands.push_back(Args{"HSET", redis_key,
-                            "gateway_instance_id", options_.gateway_id,
-                            "pod_uid", pod->object.uid,
-                            "pod_name", pod->name(),
-                            "namespace", pod->ns(),
-                            "node_name", pod->object.node_name,
-                            "requests_running", std::to_string(running),
-                            "seq", std::to_string(pod->state->completed()),
+    commands.push_back(Args{"HSET", redis_key, "gateway_instance_id", options_.gateway_id,
+                            "pod_uid", pod->object.uid, "pod_name", pod->name(), "namespace",
+                            pod->ns(), "node_name", pod->object.node_name, "requests_running",
+                            std::to_string(running), "seq", std::to_string(pod->state->completed()),
                             "update_time", now});
     commands.push_back(Args{"PEXPIRE", redis_key, ttl});
     commands.push_back(Args{"ZADD", kReplicaIndexKey, expires, redis_key});
@@ -152,8 +147,9 @@ absl::StatusOr<std::vector<std::string>> ReplicaSync::LiveKeys() {
        std::to_string(options_.max_keys)}};
   ASSIGN_OR_RETURN(std::vector<Reply> index, connection_.Pipeline(index_commands));
   if (!index[1].is_array()) {
-    return absl::FailedPreconditionError(fmt::format(
-        "ZRANGEBYSCORE {}: {}", kReplicaIndexKey, index[1].is_error() ? index[1].str : "not an array"));
+    return absl::FailedPreconditionError(
+        fmt::format("ZRANGEBYSCORE {}: {}", kReplicaIndexKey,
+                    index[1].is_error() ? index[1].str : "not an array"));
   }
   const std::string own = kReplicaKeyPrefix + options_.gateway_id + ":";
   absl::flat_hash_set<std::string> keys;
@@ -163,9 +159,9 @@ absl::StatusOr<std::vector<std::string>> ReplicaSync::LiveKeys() {
   // Keys written by replicas that keep no index (the reference gateway): found by a SCAN of
   // the whole keyspace every scan_every rounds, then read every round while they exist.
   if (rounds_++ % static_cast<uint64_t>(std::max(options_.scan_every, 1)) == 0) {
-    ASSIGN_OR_RETURN(std::vector<std::string> scanned,
-                     connection_.Scan(std::string(kReplicaKeyPrefix) + "*", 1000,
-                                      options_.max_keys));
+    ASSIGN_OR_RETURN(
+        std::vector<std::string> scanned,
+        connection_.Scan(std::string(kReplicaKeyPrefix) + "*", 1000, options_.max_keys));
     foreign_.clear();
     for (std::string& key : scanned) {
       if (!key.starts_with(own) && !keys.contains(key)) foreign_.insert(std::move(key));
@@ -192,7 +188,8 @@ absl::StatusOr<absl::flat_hash_map<std::string, int32_t>> ReplicaSync::ReadRemot
       }
       auto entry = ParseReplicaEntry(replies[i]);
       if (!entry.ok()) {
-        metrics_.Error("garbage", fmt::format("{}: {}", keys[begin + i], common::AsStd(entry.status().message())));
+        metrics_.Error("garbage", fmt::format("{}: {}", keys[begin + i],
+                                              common::AsStd(entry.status().message())));
         continue;
       }
       if (entry->gateway == options_.gateway_id) continue;
@@ -232,7 +229,8 @@ absl::Status ReplicaSync::SyncOnce() {
     return absl::OkStatus();
   }
   metrics_.Error(status);
-  if (!remote_is_stale_ && options_.connection.clock->Now() - last_success_ > options_.stale_after) {
+  if (!remote_is_stale_ &&
+      options_.connection.clock->Now() - last_success_ > options_.stale_after) {
     // Old counts would steer routing by load that may be long gone: route on local counts.
     remote_is_stale_ = true;
     Apply(*snapshot, {});

@@ -93,9 +93,9 @@ TEST_F(ReplicaSyncTest, EachReplicaSeesTheOthersCountsAndNotItsOwn) {
   // Indexed with its expiry (wall ms) for the readers.
   auto score = direct_->Command({"ZSCORE", "aibrix:pod_index", key});
   ASSERT_TRUE(score.ok() && score->is_string());
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          clock_.WallNow().time_since_epoch())
-                          .count();
+  const auto now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_.WallNow().time_since_epoch())
+          .count();
   EXPECT_EQ(std::stoll(score->str), now_ms + 500);
   // Pods without local requests are not published.
   EXPECT_EQ(direct_->Command({"EXISTS", ReplicaSync::Key("gw-a", "default", "p2")})->integer, 0);
@@ -121,9 +121,8 @@ TEST_F(ReplicaSyncTest, GarbageEntriesAreSkippedAndCounted) {
                              "namespace", "default", "pod_name", "p1", "requests_running", "4"})
                   .ok());
   ASSERT_TRUE(direct_
-                  ->Command({"HSET", "aibrix:pod:gw-w:default:gone", "gateway_instance_id",
-                             "gw-w", "namespace", "default", "pod_name", "gone",
-                             "requests_running", "9"})
+                  ->Command({"HSET", "aibrix:pod:gw-w:default:gone", "gateway_instance_id", "gw-w",
+                             "namespace", "default", "pod_name", "gone", "requests_running", "9"})
                   .ok());
   ASSERT_TRUE(a.sync->SyncOnce().ok());
   EXPECT_EQ(a.Remote("p1"), 4);  // gw-z's; gw-x's and gw-y's are garbage
@@ -158,13 +157,12 @@ TEST_F(ReplicaSyncTest, KeysOutsideTheIndexAreFoundByThePeriodicScan) {
   Replica a("gw-a", address_, clock_);
   const auto hset = [&](const std::string& gw, const std::string& n) {
     ASSERT_TRUE(direct_
-                    ->Command({"HSET", ReplicaSync::Key(gw, "default", "p1"),
-                               "gateway_instance_id", gw, "namespace", "default", "pod_name",
-                               "p1", "requests_running", n})
+                    ->Command({"HSET", ReplicaSync::Key(gw, "default", "p1"), "gateway_instance_id",
+                               gw, "namespace", "default", "pod_name", "p1", "requests_running", n})
                     .ok());
   };
   ASSERT_TRUE(a.sync->SyncOnce().ok());  // round 0 scans: nothing yet
-  hset("go-gateway", "2");                // a reference gateway: no index entry
+  hset("go-gateway", "2");               // a reference gateway: no index entry
   for (int round = 1; round < 10; ++round) {
     ASSERT_TRUE(a.sync->SyncOnce().ok());
     EXPECT_EQ(a.Remote("p1"), 0) << round;  // not scanned since
@@ -206,8 +204,8 @@ TEST(ReplicaEntryTest, ParsesTheFieldsAndRejectsGarbage) {
     }
     return r;
   };
-  auto ok = ParseReplicaEntry(hash({"gateway_instance_id", "g", "namespace", "n", "pod_name",
-                                    "p", "requests_running", "12", "extra", "x"}));
+  auto ok = ParseReplicaEntry(hash({"gateway_instance_id", "g", "namespace", "n", "pod_name", "p",
+                                    "requests_running", "12", "extra", "x"}));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->gateway, "g");
   EXPECT_EQ(ok->ns, "n");

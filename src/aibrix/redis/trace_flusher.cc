@@ -35,8 +35,8 @@ void TraceFlusher::Stop() { thread_.Stop(); }
 std::chrono::system_clock::time_point TraceFlusher::Floor(
     std::chrono::system_clock::time_point t) const {
   const auto since_epoch = t.time_since_epoch();
-  return t - since_epoch % std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                               options_.period);
+  return t - since_epoch %
+                 std::chrono::duration_cast<std::chrono::system_clock::duration>(options_.period);
 }
 
 std::string TraceFlusher::Key(std::string_view model,
@@ -75,8 +75,7 @@ absl::StatusOr<size_t> TraceFlusher::Flush(std::chrono::system_clock::time_point
   for (size_t i = 0; i < replies->size(); ++i) {
     const Reply& reply = (*replies)[i];
     if (reply.is_error()) {
-      failed = absl::FailedPreconditionError(
-          fmt::format("SET {}: {}", commands[i][1], reply.str));
+      failed = absl::FailedPreconditionError(fmt::format("SET {}: {}", commands[i][1], reply.str));
       metrics_.Error(failed);
       continue;
     }

@@ -65,9 +65,9 @@ absl::StatusOr<double> PendingLoadProvider::View::Consumption(const store::Pod& 
   }
   ASSIGN_OR_RETURN(double latency, profile->Latency(signature));
   if (!(latency > 0) || !std::isfinite(latency)) {
-    return absl::FailedPreconditionError(fmt::format(
-        "profile {} has latency {} at [{}, {}]", profile->deployment, latency, signature[0],
-        signature[1]));
+    return absl::FailedPreconditionError(fmt::format("profile {} has latency {} at [{}, {}]",
+                                                     profile->deployment, latency, signature[0],
+                                                     signature[1]));
   }
   return 1.0 / (throughput * latency);
 }

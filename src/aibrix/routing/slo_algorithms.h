@@ -41,8 +41,7 @@ enum class SloOrder { kNone, kByDeployment };
 
 class LoadAlgorithm final : public Algorithm {
  public:
-  LoadAlgorithm(const AlgorithmEnv& env, std::string_view name, LoadPolicy policy,
-                SloOrder order)
+  LoadAlgorithm(const AlgorithmEnv& env, std::string_view name, LoadPolicy policy, SloOrder order)
       : env_(env), name_(name), policy_(policy), order_(order) {}
   std::string_view name() const override { return name_; }
   absl::StatusOr<Decision> Route(const RouteRequest& request,

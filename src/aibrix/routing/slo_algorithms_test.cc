@@ -145,8 +145,8 @@ TEST_F(LoadAlgorithmTest, FeaturesUseTheOutputPredictorAndPickTheGridCell) {
     auto view = provider_.ViewFor(kModel, provider_.Features(kModel, prompt));
     return *view.Consumption(**store_.GetPod("ns/p0"));
   };
-  EXPECT_DOUBLE_EQ(consumption(16), 0.1);     // [1 out, 16 in]
-  EXPECT_DOUBLE_EQ(consumption(1000), 0.2);   // [1 out, 1024 in]
+  EXPECT_DOUBLE_EQ(consumption(16), 0.1);    // [1 out, 16 in]
+  EXPECT_DOUBLE_EQ(consumption(1000), 0.2);  // [1 out, 1024 in]
   // Finished requests with 16-token prompts produced 64 tokens: the predictor says 64.
   for (int i = 0; i < 20; ++i) tracker_.OnFinished(kModel, 16, 64);
   EXPECT_EQ(provider_.Features(kModel, 16).output_tokens, 64);
@@ -155,9 +155,9 @@ TEST_F(LoadAlgorithmTest, FeaturesUseTheOutputPredictorAndPickTheGridCell) {
 }
 
 TEST_F(LoadAlgorithmTest, LeastLoadTakesTheLowestLoadThatFits) {
-  Load("p0", 0.6);   // 0.8 with the request
-  Load("p1", 0.2);   // 0.4
-  Load("p3", 0.9);   // 1.15: over capacity
+  Load("p0", 0.6);  // 0.8 with the request
+  Load("p1", 0.2);  // 0.4
+  Load("p3", 0.9);  // 1.15: over capacity
   auto router = MakeRouter(&provider_);
   const Decision d = Route(*router, "least-load");
   EXPECT_EQ(d.pod->name(), "p2");  // 0 + 0.25
@@ -183,11 +183,11 @@ TEST_F(LoadAlgorithmTest, SloFamilyPrefersTheDeploymentThatMeetsTheSlo) {
   Load("p0", 0.5);
   auto router = MakeRouter(&provider_);
   // a100 (rank -0.5) before l4 (rank +0.2), even though l4's p2/p3 are idle.
-  EXPECT_EQ(Pick(*router, "slo"), "p1");                     // least-load within a100
+  EXPECT_EQ(Pick(*router, "slo"), "p1");  // least-load within a100
   EXPECT_EQ(Pick(*router, "slo-least-load-pulling"), "p1");
-  EXPECT_EQ(Pick(*router, "slo-pack-load"), "p0");           // pack within a100
+  EXPECT_EQ(Pick(*router, "slo-pack-load"), "p0");  // pack within a100
   Load("p1", 0.7);
-  EXPECT_EQ(Pick(*router, "slo-least-load"), "p0");          // push: lowest utilization
+  EXPECT_EQ(Pick(*router, "slo-least-load"), "p0");  // push: lowest utilization
   // a100 full: l4 would miss the SLO (rank > 0), so no second group — the fallback takes
   // the pod least loaded after the request (an l4 pod).
   Load("p0", 0.4);

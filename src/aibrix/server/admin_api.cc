@@ -131,8 +131,8 @@ void AdminApi::HandlePrediction(const http::Request& req, http::Response& res) c
   // The headline: the deployment expected to finish first (one without an E2E figure last).
   const routing::Expectation* best = nullptr;
   for (const routing::Expectation& e : expectations) {
-    if (best == nullptr || (e.e2e_seconds && (!best->e2e_seconds ||
-                                              *e.e2e_seconds < *best->e2e_seconds))) {
+    if (best == nullptr ||
+        (e.e2e_seconds && (!best->e2e_seconds || *e.e2e_seconds < *best->e2e_seconds))) {
       best = &e;
     }
   }

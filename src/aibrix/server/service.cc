@@ -115,8 +115,7 @@ Service::Service(ServiceConfig config)
                             .Add({{"source", "event_queues"}});
   admin_ = std::make_unique<AdminApi>(AdminDeps{&store_, &exact_index_, &approx_index_,
                                                 matcher_ ? &*matcher_ : nullptr, &tokenizers_,
-                                                &kv_manager_, &tracker_,
-                                                load_provider_.get()});
+                                                &kv_manager_, &tracker_, load_provider_.get()});
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -241,9 +240,9 @@ absl::Status Service::StartRedis() {
     replica_sync_->Start();
     features.push_back(fmt::format("replica running counts (gateway id {})", options.gateway_id));
   }
-  common::Logger("service")->info("redis {}: {}", address->ToString(),
-                                  features.empty() ? "no feature enabled"
-                                                   : fmt::format("{}", fmt::join(features, ", ")));
+  common::Logger("service")->info(
+      "redis {}: {}", address->ToString(),
+      features.empty() ? "no feature enabled" : fmt::format("{}", fmt::join(features, ", ")));
   return absl::OkStatus();
 }
 

@@ -243,10 +243,9 @@ absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
                                double pending_load) {
   ModelState* model_state = model ? model->state.get() : nullptr;
   // Non-finite or negative loads (a broken profile) count as none.
-  const int64_t load_nanos =
-      std::isfinite(pending_load) && pending_load > 0 && pending_load < 1e9
-          ? static_cast<int64_t>(std::llround(pending_load * 1e9))
-          : 0;
+  const int64_t load_nanos = std::isfinite(pending_load) && pending_load > 0 && pending_load < 1e9
+                                 ? static_cast<int64_t>(std::llround(pending_load * 1e9))
+                                 : 0;
   if (!requests_.Insert(request_id,
                         InFlightRequest{pod->state, model_state, port, load_nanos, expires})) {
     return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
