@@ -187,6 +187,29 @@ int main(int argc, char** argv) {
          "--tokenizer-ttl-s", config.tokenizer_ttl_s,
          "Remote tokenizer: a client unused this long is dropped (env AIBRIX_TOKENIZER_TTL)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--redis", config.redis_addr,
+                 "Redis for request traces, GPU profiles and cross-replica running counts: "
+                 "HOST:PORT or unix:/PATH (env REDIS_HOST/REDIS_PORT; password: REDIS_PASSWORD)");
+  app.add_option("--redis-connect-timeout-ms", config.redis_connect_timeout_ms,
+                 "Redis: connect timeout")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--redis-timeout-ms", config.redis_timeout_ms,
+                 "Redis: timeout of one command or pipeline")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--gpu-optimizer-tracing,!--no-gpu-optimizer-tracing", config.gpu_optimizer_tracing,
+               "Write request traces to Redis every 10 s (env AIBRIX_GPU_OPTIMIZER_TRACING_FLAG)");
+  app.add_flag("--gpu-profile-caching,!--no-gpu-profile-caching", config.gpu_profile_caching,
+               "Load GPU profiles from Redis for the load-aware routers (env "
+               "AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG)");
+  app.add_option("--gpu-profile-refresh-ms", config.gpu_profile_refresh_ms,
+                 "GPU profiles: Redis refresh interval")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--replica-sync-ms", config.replica_sync_ms,
+                 "Share running-request counts with other replicas through Redis at this "
+                 "interval (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--gateway-id", config.gateway_id,
+                 "This replica's id in Redis (env POD_NAME, else the host name)");
   CLI11_PARSE(app, argc, argv);
 
   aibrix::common::SetLogLevel(config.log_level);

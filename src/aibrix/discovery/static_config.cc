@@ -182,7 +182,7 @@ class Parser {
     if (node.IsMap()) {
       RETURN_IF_ERROR(CheckKeys(node, path,
                                 {"address", "metric_port", "kv_events", "kv_events_port",
-                                 "replay_port", "lora_id", "adapters"}));
+                                 "replay_port", "lora_id", "adapters", "deployment"}));
       if (!address) return Error(node, path + ".address", "is required");
       if (node["metric_port"]) {
         ASSIGN_OR_RETURN(endpoint.metric_port, Port(node["metric_port"], path + ".metric_port"));
@@ -207,6 +207,9 @@ class Parser {
       }
       if (node["adapters"]) {
         RETURN_IF_ERROR(ParseAdapters(node["adapters"], path + ".adapters", &endpoint.adapters));
+      }
+      if (node["deployment"]) {
+        ASSIGN_OR_RETURN(endpoint.deployment, String(node["deployment"], path + ".deployment"));
       }
     } else if (!node.IsScalar()) {
       return Error(node, path, "must be \"host:port\" or a map with 'address'");
@@ -328,6 +331,9 @@ std::vector<store::PodObject> StaticPods(const StaticConfig& config) {
         pod.labels[store::kKvReplayPortLabel] = std::to_string(*endpoint.replay_port);
       }
       if (endpoint.lora_id) pod.labels[store::kLoraIdLabel] = std::to_string(*endpoint.lora_id);
+      if (!endpoint.deployment.empty()) {
+        pod.labels[store::kDefaultDeploymentLabel] = endpoint.deployment;
+      }
       pod.ip = endpoint.host;
       pod.phase = "Running";
       pod.ready_condition = true;

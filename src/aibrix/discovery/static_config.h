@@ -1,7 +1,9 @@
 // The static discovery file: AIBrix's YAML (`models: [{name, engine?, endpoints?, rolesets?}]`,
 // spec §2.5) plus what local use needs. An endpoint is "host:port" or a map
 //   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id,
-//    adapters: [name, ...]}
+//    adapters: [name, ...], deployment}
+// (`deployment`, the GPU type's deployment name, becomes label app.kubernetes.io/name: the
+// key of the pod's GPU profiles.)
 // Each endpoint becomes a synthetic, ready pod in namespace "standalone" named
 // <sanitised model>-<host with dots as dashes>-<index>, the index counting endpoints in file
 // order across all models. Each adapter name becomes a ModelAdapter in that namespace whose
@@ -33,6 +35,7 @@ struct StaticEndpoint {
   std::optional<int> replay_port;
   std::optional<int64_t> lora_id;
   std::vector<std::string> adapters;  // LoRA adapters served, by name
+  std::string deployment;             // "" when not given
   std::string role;                   // "prefill" / "decode" inside a roleset, else ""
   std::string roleset;                // roleset name, else ""
   int line = 0;                       // 1-based line in the file, for messages

@@ -182,7 +182,9 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
   // Counts the attempt on its pod (the previous one is released) and sends it.
   void Send(const std::string& request_id, Gateway::Routed routed) {
     pod_key_ = routed.decision.pod->key;
-    if (auto st = request_.Attempt(request_id, routed.decision.pod); !st.ok()) {
+    if (auto st = request_.Attempt(request_id, routed.decision.pod,
+                                   routed.decision.pending_load.value_or(0));
+        !st.ok()) {
       common::Logger("gateway")->warn("request {} not counted: {}", request_id, st.ToString());
     }
     const http::Request& in = exchange_->request();
@@ -355,7 +357,8 @@ void Gateway::AnswerRoute(const RequestBody& body,
   }
   if (!request_id.empty()) {
     auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model),
-                                   0, std::chrono::steady_clock::now() + options_.route_ttl);
+                                   0, std::chrono::steady_clock::now() + options_.route_ttl,
+                                   routed->decision.pending_load.value_or(0));
     if (!added.ok()) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;

@@ -8,9 +8,11 @@ InFlightRequest::InFlightRequest(store::Store& store, tracking::RequestTracker& 
   tracker_.OnAdmitted(model_);
 }
 
-absl::Status InFlightRequest::Attempt(const std::string& request_id, const store::PodRef& pod) {
+absl::Status InFlightRequest::Attempt(const std::string& request_id, const store::PodRef& pod,
+                                      double pending_load) {
   ReleaseAttempt();
-  absl::Status added = store_.AddRequest(request_id, pod, store_.ReadyPods(model_));
+  absl::Status added =
+      store_.AddRequest(request_id, pod, store_.ReadyPods(model_), 0, {}, pending_load);
   if (added.ok()) attempt_id_ = request_id;
   return added;
 }

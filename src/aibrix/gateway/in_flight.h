@@ -27,9 +27,11 @@ class InFlightRequest {
   InFlightRequest(const InFlightRequest&) = delete;
   InFlightRequest& operator=(const InFlightRequest&) = delete;
 
-  // Counts an attempt on `pod` under `request_id` (a previous attempt is released first).
-  // The Store's error (e.g. AlreadyExists) otherwise; the request stays admitted.
-  absl::Status Attempt(const std::string& request_id, const store::PodRef& pod);
+  // Counts an attempt on `pod` under `request_id` with the request's normalised load there
+  // (Decision::pending_load; a previous attempt is released first). The Store's error (e.g.
+  // AlreadyExists) otherwise; the request stays admitted.
+  absl::Status Attempt(const std::string& request_id, const store::PodRef& pod,
+                       double pending_load = 0);
   // Releases the current attempt's pod count without finishing (before a retry).
   void ReleaseAttempt();
   // Settles: the attempt's DoneRequest and the tracker's OnFinished (with the engine's output

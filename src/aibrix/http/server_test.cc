@@ -47,7 +47,11 @@ class HttpServerTest : public ::testing::Test {
     server_->Route("GET", "/boom",
                    [](const Request&, Response&) { throw std::runtime_error("kaboom"); });
     server_->Route("GET", "/items/{id}", [](const Request& req, Response& res) {
-      SendJson(res, {{"id", req.params[0]}, {"query", req.query}});
+      SendJson(res, {{"id", req.params[0]},
+                     {"query", req.query},
+                     {"q", req.QueryParam("q").value_or("<absent>")},
+                     {"flag", req.QueryParam("flag").value_or("<absent>")},
+                     {"none", req.QueryParam("none").value_or("<absent>")}});
     });
     server_->RouteAsync("GET", "/stream", [this](std::shared_ptr<Exchange> exchange) {
       Headers headers;
@@ -273,11 +277,29 @@ TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
   EXPECT_TRUE(raw.Closed());
 }
 
+TEST(RequestTest, QueryParamIsFormDecoded) {
+  Request req;
+  req.query = "flag&q=a+b%20c%2B&q=second&empty=&x%5By%5D=1";
+  EXPECT_EQ(req.QueryParam("q"), "a b c+");  // '+' is a space, %2B a plus
+  EXPECT_EQ(req.QueryParam("flag"), "");
+  EXPECT_EQ(req.QueryParam("empty"), "");
+  EXPECT_EQ(req.QueryParam("x[y]"), "1");
+  EXPECT_EQ(req.QueryParam("none"), std::nullopt);
+  req.query = "";
+  EXPECT_EQ(req.QueryParam("q"), std::nullopt);
+}
+
 TEST_F(HttpServerTest, PathGroupsQueryAndChunkedResponses) {
   auto item = client_->Get("/items/a%20b?q=x%2By");
   ASSERT_TRUE(item);
   EXPECT_EQ(Json(item)["id"], "a b");
   EXPECT_EQ(Json(item)["query"], "q=x%2By");  // the query is kept as sent
+  EXPECT_EQ(Json(item)["q"], "x+y");
+  auto form = client_->Get("/items/a?flag&q=a%20c&q=second");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(Json(form)["q"], "a c");  // the first value wins
+  EXPECT_EQ(Json(form)["flag"], "");
+  EXPECT_EQ(Json(form)["none"], "<absent>");
   auto stream = client_->Get("/stream");
   ASSERT_TRUE(stream);
   EXPECT_EQ(stream->status, 200);

@@ -65,6 +65,34 @@ std::string PercentDecode(std::string_view in) {
   return out;
 }
 
+namespace {
+
+// application/x-www-form-urlencoded decoding: '+' is a space, then percent escapes.
+std::string FormDecode(std::string_view in) {
+  std::string plus_as_space(in);
+  for (char& c : plus_as_space) {
+    if (c == '+') c = ' ';
+  }
+  return PercentDecode(plus_as_space);
+}
+
+}  // namespace
+
+std::optional<std::string> Request::QueryParam(std::string_view name) const {
+  std::string_view rest = query;
+  while (!rest.empty()) {
+    const size_t amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (FormDecode(pair.substr(0, eq)) == name) {
+      return eq == std::string_view::npos ? std::string() : FormDecode(pair.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
 void Response::SetBody(std::string content, std::string_view content_type) {
   body = std::move(content);
   headers.Set("Content-Type", content_type);

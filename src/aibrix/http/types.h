@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,6 +51,10 @@ struct Request {
   std::string remote_addr;
   // Values of the route pattern's {parameters}, percent-decoded, in pattern order.
   std::vector<std::string> params;
+
+  // The value of query parameter `name` (the first if repeated), form-decoded: '+' is a
+  // space and %XX escapes are decoded; "" for a name without '='; nullopt when absent.
+  std::optional<std::string> QueryParam(std::string_view name) const;
 };
 
 struct Response {

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +35,9 @@ namespace aibrix::prefix {
 class PrefixMatcher;
 class ApproxIndex;
 }  // namespace aibrix::prefix
+namespace aibrix::routing {
+class PendingLoadProvider;
+}
 
 namespace aibrix::routing {
 
@@ -50,6 +54,13 @@ inline constexpr char kVtcBasic[] = "vtc-basic";
 inline constexpr char kPrefixCache[] = "prefix-cache";       // approximate, routing-fed index
 inline constexpr char kPrefixCacheKv[] = "prefix-cache-kv";  // exact, KV-event-fed index
 inline constexpr char kKvAware[] = "kv-aware";
+// Load-aware, from GPU profiles and the output predictor (slo_algorithms.h).
+inline constexpr char kLeastLoad[] = "least-load";
+inline constexpr char kPackLoad[] = "pack-load";
+inline constexpr char kSlo[] = "slo";  // = slo-least-load-pulling
+inline constexpr char kSloLeastLoad[] = "slo-least-load";
+inline constexpr char kSloLeastLoadPulling[] = "slo-least-load-pulling";
+inline constexpr char kSloPackLoad[] = "slo-pack-load";
 
 // One routing question.
 struct RouteRequest {
@@ -79,7 +90,8 @@ struct Candidate {
   double score = 0;
   // Leading prompt blocks the pod holds in the index the algorithm consults (0 if none).
   uint32_t matched_blocks = 0;
-  // Requests this process has in flight on the pod (PodState::running()) at decision time.
+  // Requests in flight on the pod at decision time: this process's and, with Redis, those the
+  // other gateway replicas report (PodState::total_running()).
   int32_t running = 0;
 };
 
@@ -92,6 +104,9 @@ struct Decision {
   // algorithms that do not hash the prompt).
   uint32_t matched_blocks = 0;
   uint32_t total_blocks = 0;
+  // The request's normalised load on the chosen pod (PendingLoadProvider consumption), when a
+  // GPU profile gives one; the caller passes it to Store::AddRequest.
+  std::optional<double> pending_load;
 };
 
 // Tunables, with the reference's defaults.
@@ -130,6 +145,9 @@ struct RouterOptions {
 struct RouterDeps {
   const prefix::PrefixMatcher* matcher = nullptr;  // both indexes; not owned
   prefix::ApproxIndex* approx = nullptr;           // recorded after prefix-cache / kv-aware
+  // GPU-profile loads: the load-aware algorithms' input, and every decision's pending_load.
+  // Null: those algorithms fall back to least-request.
+  const PendingLoadProvider* load = nullptr;
 };
 
 class RandomSource;

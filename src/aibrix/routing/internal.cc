@@ -26,7 +26,7 @@ std::vector<Candidate> BaseCandidates(const store::ModelPods& pods) {
   std::vector<Candidate> out;
   out.reserve(pods.ready.size());
   for (const store::PodRef& pod : pods.ready) {
-    out.push_back(Candidate{pod, 0.0, 0, pod->state->running()});
+    out.push_back(Candidate{pod, 0.0, 0, pod->state->total_running()});
   }
   return out;
 }
@@ -61,6 +61,12 @@ int PickLowest(std::span<const Candidate> candidates, RandomSource& random,
                std::span<const char> eligible) {
   return PickMin(candidates.size(), random, eligible,
                  [&](size_t i) { return candidates[i].score; });
+}
+
+int PickHighest(std::span<const Candidate> candidates, RandomSource& random,
+                std::span<const char> eligible) {
+  return PickMin(candidates.size(), random, eligible,
+                 [&](size_t i) { return -candidates[i].score; });
 }
 
 int PickLeastRunning(std::span<const Candidate> candidates, RandomSource& random,

@@ -29,13 +29,18 @@ struct HashTarget {
 };
 HashTarget ResolveHashTarget(const RouteRequest& request, const store::ModelPods& pods);
 
-// One candidate per ready pod, in order, with `running` filled and score 0.
+// One candidate per ready pod, in order, with `running` filled (PodState::total_running():
+// this process's requests and those other replicas report) and score 0.
 std::vector<Candidate> BaseCandidates(const store::ModelPods& pods);
 
 // Index of a candidate with the lowest non-NaN score, ties broken uniformly at random; only
 // candidates with eligible[i] (when `eligible` is non-empty). -1 when none qualifies.
 int PickLowest(std::span<const Candidate> candidates, RandomSource& random,
                std::span<const char> eligible = {});
+
+// Index of a candidate with the highest non-NaN score, ties random (eligible as above).
+int PickHighest(std::span<const Candidate> candidates, RandomSource& random,
+                std::span<const char> eligible = {});
 
 // Index of a candidate with the fewest running requests, ties random (eligible as above).
 int PickLeastRunning(std::span<const Candidate> candidates, RandomSource& random,

@@ -7,8 +7,10 @@
 #include "aibrix/routing/kv_aware.h"
 #include "aibrix/routing/load_algorithms.h"
 #include "aibrix/routing/metrics.h"
+#include "aibrix/routing/pending_load.h"
 #include "aibrix/routing/prefix_cache.h"
 #include "aibrix/routing/random_source.h"
+#include "aibrix/routing/slo_algorithms.h"
 #include "aibrix/routing/vtc.h"
 #include "fmt/format.h"
 #include "prometheus/counter.h"
@@ -41,6 +43,15 @@ Router::Router(store::Store& store, RouterDeps deps, RouterOptions options,
   algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kApprox));
   algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kExact));
   algorithms_.push_back(std::make_unique<KvAwareAlgorithm>(env_));
+  const auto load = [this](const char* name, LoadPolicy policy, SloOrder order) {
+    algorithms_.push_back(std::make_unique<LoadAlgorithm>(env_, name, policy, order));
+  };
+  load(kLeastLoad, LoadPolicy::kLeastLoadPull, SloOrder::kNone);
+  load(kPackLoad, LoadPolicy::kPackLoad, SloOrder::kNone);
+  load(kSlo, LoadPolicy::kLeastLoadPull, SloOrder::kByDeployment);
+  load(kSloLeastLoadPulling, LoadPolicy::kLeastLoadPull, SloOrder::kByDeployment);
+  load(kSloLeastLoad, LoadPolicy::kLeastLoadPush, SloOrder::kByDeployment);
+  load(kSloPackLoad, LoadPolicy::kPackLoad, SloOrder::kByDeployment);
   std::sort(algorithms_.begin(), algorithms_.end(),
             [](const auto& a, const auto& b) { return a->name() < b->name(); });
 }
@@ -98,6 +109,17 @@ absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
   if (!d.ok()) {
     metrics_->CountError(algo->name(), "policy");
     return d;
+  }
+  const PendingLoadProvider* provider = env_.deps.load;
+  if (!d->pending_load && provider != nullptr && provider->HasProfiles()) {
+    // Every request counts on its pod's utilization, whichever algorithm placed it (as the
+    // reference's addPodStats), so the load-aware algorithms see all of this process's load.
+    const auto view = provider->ViewFor(
+        request.model,
+        provider->Features(request.model, static_cast<int64_t>(request.tokens.size())));
+    if (auto consumption = view.Consumption(*d->pod); consumption.ok()) {
+      d->pending_load = *consumption;
+    }
   }
   if (const AlgorithmSeries* s = metrics_->ForAlgorithm(algo->name(), request.model)) {
     s->decisions->Increment();

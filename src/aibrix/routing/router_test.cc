@@ -154,8 +154,10 @@ TEST_F(RouterTest, NamesAreSortedAndFound) {
   auto router = MakeRouter();
   EXPECT_THAT(router->Names(),
               ElementsAre("kv-aware", "least-busy-time", "least-gpu-cache", "least-kv-cache",
-                          "least-latency", "least-request", "least-utilization", "prefix-cache",
-                          "prefix-cache-kv", "random", "throughput", "vtc-basic"));
+                          "least-latency", "least-load", "least-request", "least-utilization",
+                          "pack-load", "prefix-cache", "prefix-cache-kv", "random", "slo",
+                          "slo-least-load", "slo-least-load-pulling", "slo-pack-load",
+                          "throughput", "vtc-basic"));
   for (const std::string& n : router->Names()) {
     ASSERT_NE(router->Find(n), nullptr);
     EXPECT_EQ(router->Find(n)->name(), n);
@@ -171,8 +173,9 @@ TEST_F(RouterTest, UnknownAlgorithmListsTheKnownOnes) {
   ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Msg(d.status()),
             "unknown algorithm 'fastest' (known: kv-aware, least-busy-time, least-gpu-cache, "
-            "least-kv-cache, least-latency, least-request, least-utilization, prefix-cache, "
-            "prefix-cache-kv, random, throughput, vtc-basic)");
+            "least-kv-cache, least-latency, least-load, least-request, least-utilization, "
+            "pack-load, prefix-cache, prefix-cache-kv, random, slo, slo-least-load, "
+            "slo-least-load-pulling, slo-pack-load, throughput, vtc-basic)");
 }
 
 TEST_F(RouterTest, UnknownModelIsNotFound) {
@@ -267,6 +270,21 @@ TEST_F(RouterTest, LeastRequestPicksFewestInFlightAndBreaksTiesRandomly) {
   ASSERT_TRUE(store_.DoneRequest("ns/p0-0").ok());
   ASSERT_TRUE(store_.DoneRequest("ns/p0-1").ok());
   EXPECT_EQ(RouteKey(*router, "least-request", Req(t)), "ns/p0");
+}
+
+TEST_F(RouterTest, RunningCountsIncludeOtherReplicasReports) {
+  AddPods(2);
+  SetRunning("ns/p0", 1);
+  // Another gateway replica reports 3 requests on p1 (Redis replica sync): p0 is less loaded.
+  (*store_.GetPod("ns/p1"))->state->set_remote_running(3);
+  auto router = MakeRouter();
+  const auto t = Prompt(4);
+  for (const char* algo : {"least-request", "prefix-cache", "kv-aware"}) {
+    auto d = router->Route(algo, Req(t));
+    ASSERT_TRUE(d.ok()) << algo;
+    EXPECT_EQ(d->pod->key, "ns/p0") << algo;
+    EXPECT_EQ(d->candidates[1].running, 3) << algo;
+  }
 }
 
 // --- metric algorithms ----------------------------------------------------------------------

@@ -1,7 +1,10 @@
 #include "aibrix/server/admin_api.h"
 
 #include <algorithm>
+#include <optional>
+#include <set>
 
+#include "absl/strings/numbers.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/gateway/gateway.h"
 #include "aibrix/gateway/request_body.h"
@@ -18,6 +21,8 @@ void AdminApi::Register(http::Server& http) {
              [this](const http::Request& req, http::Response& res) { HandlePod(req, res); });
   http.Route("GET", "/cache/models",
              [this](const http::Request&, http::Response& res) { HandleModels(res); });
+  http.Route("GET", "/cache/models/{model}/prediction",
+             [this](const http::Request& req, http::Response& res) { HandlePrediction(req, res); });
   // Tokenizing a prompt remotely is asynchronous (answered on the request's I/O thread).
   http.RouteAsync("POST", "/cache/match", [this](std::shared_ptr<http::Exchange> exchange) {
     HandleMatch(std::move(exchange));
@@ -66,6 +71,84 @@ void AdminApi::HandleModels(http::Response& res) const {
     models.push_back(std::move(json));
   }
   http::SendJson(res, {{"models", std::move(models)}});
+}
+
+namespace {
+
+constexpr int64_t kMaxPredictionTokens = int64_t{1} << 30;
+
+// The expectation's numbers as JSON (null when unknown).
+nlohmann::json ExpectationJson(const routing::Expectation* e) {
+  const auto number = [](const std::optional<double>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json();
+  };
+  if (e == nullptr) {
+    return {{"deployment", nullptr},   {"signature", nullptr},    {"e2e_seconds", nullptr},
+            {"ttft_seconds", nullptr}, {"tpot_seconds", nullptr}, {"throughput_rps", nullptr}};
+  }
+  return {{"deployment", e->deployment},
+          {"signature", e->signature.empty() ? nlohmann::json() : nlohmann::json(e->signature)},
+          {"e2e_seconds", number(e->e2e_seconds)},
+          {"ttft_seconds", number(e->ttft_seconds)},
+          {"tpot_seconds", number(e->tpot_seconds)},
+          {"throughput_rps", number(e->throughput_rps)}};
+}
+
+}  // namespace
+
+void AdminApi::HandlePrediction(const http::Request& req, http::Response& res) const {
+  const std::string& model = req.params[0];
+  const std::optional<std::string> raw = req.QueryParam("input_tokens");
+  int64_t input_tokens = 0;
+  if (!raw || !absl::SimpleAtoi(*raw, &input_tokens) || input_tokens < 0 ||
+      input_tokens > kMaxPredictionTokens) {
+    http::SendError(res, 400,
+                    fmt::format("query parameter 'input_tokens' must be an integer in [0, {}]",
+                                kMaxPredictionTokens));
+    return;
+  }
+  auto pods = deps_.store->ListPodsByModel(model);
+  if (!pods.ok()) {
+    http::SendError(res, 404, common::AsStd(pods.status().message()));
+    return;
+  }
+  tracking::OutputPredictor* predictor = deps_.tracker->Predictor(model);
+  routing::RequestFeatures features;
+  features.prompt_tokens = input_tokens;
+  features.output_tokens = predictor != nullptr ? predictor->Predict(input_tokens) : 1;
+
+  // One expectation per deployment of the model's pods that has a profile.
+  std::vector<routing::Expectation> expectations;
+  if (deps_.load != nullptr) {
+    const auto view = deps_.load->ViewFor(model, features);
+    std::set<std::string> seen;
+    for (const store::PodRef& pod : (*pods)->pods) {
+      std::string deployment = store::DeploymentNameFromPod(pod->object);
+      if (deployment.empty() || !seen.insert(deployment).second) continue;
+      if (profile::ProfileRef profile = view.ProfileFor(*pod)) {
+        routing::Expectation e = view.Expect(*profile);
+        e.deployment = std::move(deployment);
+        expectations.push_back(std::move(e));
+      }
+    }
+  }
+  // The headline: the deployment expected to finish first (one without an E2E figure last).
+  const routing::Expectation* best = nullptr;
+  for (const routing::Expectation& e : expectations) {
+    if (best == nullptr ||
+        (e.e2e_seconds && (!best->e2e_seconds || *e.e2e_seconds < *best->e2e_seconds))) {
+      best = &e;
+    }
+  }
+  nlohmann::json json = ExpectationJson(best);
+  json["model"] = model;
+  json["input_tokens"] = input_tokens;
+  json["predicted_output_tokens"] = features.output_tokens;
+  json["prediction_samples"] = predictor != nullptr ? predictor->InputCount(input_tokens) : 0;
+  nlohmann::json profiles = nlohmann::json::array();
+  for (const routing::Expectation& e : expectations) profiles.push_back(ExpectationJson(&e));
+  json["profiles"] = std::move(profiles);
+  http::SendJson(res, json);
 }
 
 void AdminApi::HandleMatch(std::shared_ptr<http::Exchange> exchange) const {

@@ -35,6 +35,9 @@ nlohmann::json PodToJson(const store::Pod& pod) {
       {"kv_events_enabled", store::PodKvEventsEnabled(pod.object)},
       {"labels", pod.object.labels},
       {"running_requests", pod.state->running()},
+      {"remote_running_requests", pod.state->remote_running()},
+      {"pending_load", pod.state->pending_load()},
+      {"deployment", store::DeploymentNameFromPod(pod.object)},
       {"completed_requests", pod.state->completed()},
       {"metrics", std::move(metrics)},
   };

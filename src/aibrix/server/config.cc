@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "aibrix/common/env.h"
+#include "aibrix/common/net.h"
+#include "aibrix/redis/replica_sync.h"
 #include "fmt/format.h"
 
 namespace aibrix::server {
@@ -232,6 +234,24 @@ void ReadMetrics(EnvReader& env, ServiceConfig& config) {
                         "no effect without PROMETHEUS_ENDPOINT");
 }
 
+// AIBrix's Redis connection and the features that use it (docs/redis.md).
+void ReadRedis(EnvReader& env, ServiceConfig& config) {
+  std::string host;
+  env.String({"REDIS_HOST"}, &host);
+  int port = 6379;
+  env.PositiveInt({"REDIS_PORT"}, &port, 65535);
+  if (!host.empty()) {
+    config.redis_addr = host.starts_with("unix:")
+                            ? host
+                            : common::FormatHostPort(host, static_cast<uint16_t>(port));
+  }
+  env.String({"REDIS_PASSWORD"}, &config.redis_password);
+  env.Bool({"AIBRIX_GPU_OPTIMIZER_TRACING_FLAG"}, &config.gpu_optimizer_tracing);
+  // The seed spells it with a lower-case "Model"; the reference reads the upper-case name.
+  env.Bool({"AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG", "AIBRIX_Model_GPU_PROFILE_CACHING_FLAG"},
+           &config.gpu_profile_caching);
+}
+
 void ReadVtc(EnvReader& env, ServiceConfig& config) {
   env.Number({"AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT"}, &config.vtc_fairness_weight, true);
   env.Number({"AIBRIX_ROUTER_VTC_BASIC_UTILIZATION_WEIGHT"}, &config.vtc_utilization_weight, true);
@@ -260,9 +280,8 @@ absl::StatusOr<ServiceConfig> ServiceConfig::FromEnvironment() {
   ReadKvEvents(env, config);
   ReadTokenizer(env, config);
   ReadVtc(env, config);
-  // REDIS_HOST/PORT/PASSWORD, POD_NAME, AIBRIX_GPU_OPTIMIZER_TRACING_FLAG and
-  // AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG (seed: AIBRIX_Model_GPU_PROFILE_CACHING_FLAG) belong
-  // to the Redis features (docs/service.md).
+  ReadRedis(env, config);
+  config.gateway_id = redis::DefaultGatewayId();
   if (absl::Status st = env.status(); !st.ok()) return st;
   config.env_notes = env.TakeNotes();
   return config;

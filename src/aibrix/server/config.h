@@ -115,6 +115,28 @@ struct ServiceConfig {
   int max_tokenizers = 100;         // AIBRIX_MAX_TOKENIZERS_PER_POOL: (endpoint, model) clients
   int tokenizer_ttl_s = 300;        // AIBRIX_TOKENIZER_TTL: a client unused this long is dropped
 
+  // Redis (docs/redis.md): "" = none. --redis, else REDIS_HOST (and REDIS_PORT, default
+  // 6379). "host:port", "[v6]:port" or "unix:/path".
+  std::string redis_addr;
+  // REDIS_PASSWORD (environment only, so it never shows in a process list): AUTH after
+  // connecting.
+  std::string redis_password;
+  int redis_connect_timeout_ms = 1000;
+  int redis_timeout_ms = 1000;  // per command or pipeline
+  // AIBRIX_GPU_OPTIMIZER_TRACING_FLAG: write request traces to Redis every 10 s.
+  bool gpu_optimizer_tracing = false;
+  // AIBRIX_MODEL_GPU_PROFILE_CACHING_FLAG: load GPU profiles from Redis (with the load-aware
+  // routers reading them), refreshed every gpu_profile_refresh_ms.
+  bool gpu_profile_caching = true;
+  int gpu_profile_refresh_ms = 10000;
+  // Share running-request counts with the other gateway replicas through Redis every
+  // replica_sync_ms (0: off).
+  int replica_sync_ms = 100;
+  // This replica's id in Redis keys: POD_NAME, else the host name.
+  std::string gateway_id;
+  // The request-trace interval (10 s, the GPU optimizer's; tests shorten it).
+  int trace_period_s = 10;
+
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;
   int64_t index_max_memberships_per_pod = 4'000'000;

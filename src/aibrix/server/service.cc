@@ -174,9 +174,13 @@ Service::Service(ServiceConfig config)
   router_options.vtc_input_token_weight = config_.vtc_input_token_weight;
   router_options.vtc_output_token_weight = config_.vtc_output_token_weight;
   router_options.vtc_window_minutes = config_.vtc_window_minutes;
+  if (config_.gpu_profile_caching) {
+    load_provider_ = std::make_unique<routing::PendingLoadProvider>(profiles_, tracker_);
+  }
   router_ = std::make_unique<routing::Router>(
-      store_, routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_}, router_options,
-      registry_.get());
+      store_,
+      routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_, load_provider_.get()},
+      router_options, registry_.get());
   gateway_ = std::make_unique<gateway::Gateway>(store_, *router_, tokenizers_, tracker_,
                                                 GatewayOptionsFor(config_), *registry_);
   event_queue_bytes_ = &prometheus::BuildGauge()
@@ -186,7 +190,7 @@ Service::Service(ServiceConfig config)
                             .Add({{"source", "event_queues"}});
   admin_ = std::make_unique<AdminApi>(AdminDeps{&store_, &exact_index_, &approx_index_,
                                                 matcher_ ? &*matcher_ : nullptr, &tokenizers_,
-                                                &kv_manager_, &tracker_});
+                                                &kv_manager_, &tracker_, load_provider_.get()});
 }
 
 void Service::IndexCleaner::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
@@ -264,6 +268,10 @@ absl::Status Service::Start() {
     Stop();
     return st;
   }
+  if (auto st = StartRedis(); !st.ok()) {
+    Stop();
+    return st;
+  }
   housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
   if (discovery_->synced()) {
@@ -282,6 +290,61 @@ absl::Status Service::ReloadDiscovery() {
   return discovery_->Reload();
 }
 
+absl::Status Service::StartRedis() {
+  if (config_.redis_addr.empty()) {
+    if (config_.gpu_optimizer_tracing) {
+      common::Logger("service")->warn("request tracing is on but no --redis: traces stay local");
+    }
+    return absl::OkStatus();
+  }
+  auto address = redis::ParseAddress(config_.redis_addr);
+  if (!address.ok()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--redis: {}", common::AsStd(address.status().message())));
+  }
+  redis::ConnectionOptions connection;
+  connection.address = *address;
+  connection.password = config_.redis_password;
+  connection.connect_timeout = std::chrono::milliseconds(config_.redis_connect_timeout_ms);
+  connection.command_timeout = std::chrono::milliseconds(config_.redis_timeout_ms);
+  std::vector<std::string> features;
+  if (config_.gpu_optimizer_tracing) {
+    redis::TraceFlusherOptions options;
+    options.connection = connection;
+    options.period = std::chrono::seconds(config_.trace_period_s);
+    trace_flusher_ = std::make_unique<redis::TraceFlusher>(
+        tracker_, common::SystemClock::Instance(), options, *registry_);
+    trace_flusher_->Start();
+    features.push_back("request traces");
+  }
+  if (config_.gpu_profile_caching) {
+    redis::ProfileLoaderOptions options;
+    options.connection = connection;
+    options.period = std::chrono::milliseconds(config_.gpu_profile_refresh_ms);
+    profile_loader_ = std::make_unique<redis::ProfileLoader>(profiles_, options, *registry_);
+    profile_loader_->Start();
+    features.push_back("GPU profiles");
+  }
+  if (config_.replica_sync_ms > 0) {
+    redis::ReplicaSyncOptions options;
+    options.connection = connection;
+    options.gateway_id =
+        config_.gateway_id.empty() ? redis::DefaultGatewayId() : config_.gateway_id;
+    options.period = std::chrono::milliseconds(config_.replica_sync_ms);
+    // Keys outlive a few missed rounds (the reference: 500 ms at 100 ms); counts turn stale
+    // after ten.
+    options.key_ttl = std::max(options.key_ttl, 5 * options.period);
+    options.stale_after = std::max(options.stale_after, 10 * options.period);
+    replica_sync_ = std::make_unique<redis::ReplicaSync>(store_, options, *registry_);
+    replica_sync_->Start();
+    features.push_back(fmt::format("replica running counts (gateway id {})", options.gateway_id));
+  }
+  common::Logger("service")->info(
+      "redis {}: {}", address->ToString(),
+      features.empty() ? "no feature enabled" : fmt::format("{}", fmt::join(features, ", ")));
+  return absl::OkStatus();
+}
+
 void Service::Drain() {
   if (ready_.exchange(false)) common::Logger("service")->info("draining: /readyz answers 503");
 }
@@ -298,6 +361,10 @@ void Service::Stop(StopMode mode) {
     http_->Stop(mode == StopMode::kGraceful ? std::chrono::milliseconds(config_.shutdown_grace_ms)
                                             : std::chrono::milliseconds(0));
   }
+  // Redis threads stop before the store's writers go.
+  if (trace_flusher_) trace_flusher_->Stop();
+  if (profile_loader_) profile_loader_->Stop();
+  if (replica_sync_) replica_sync_->Stop();
   if (discovery_) discovery_->Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);

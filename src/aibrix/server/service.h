@@ -26,7 +26,12 @@
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
 #include "aibrix/prefix/match.h"
+#include "aibrix/profile/profile_cache.h"
+#include "aibrix/redis/profile_loader.h"
+#include "aibrix/redis/replica_sync.h"
+#include "aibrix/redis/trace_flusher.h"
 #include "aibrix/routing/algorithm.h"
+#include "aibrix/routing/pending_load.h"
 #include "aibrix/server/admin_api.h"
 #include "aibrix/server/config.h"
 #include "aibrix/server/store_collector.h"
@@ -64,6 +69,7 @@ class Service {
   bool ready() const { return ready_.load() && discovery_ && discovery_->synced(); }
   store::Store& store() { return store_; }
   tracking::RequestTracker& tracker() { return tracker_; }
+  profile::ProfileCache& profiles() { return profiles_; }
   const prefix::PrefixMatcher& matcher() const { return *matcher_; }
   // The Prometheus text exposition of every metric of the service.
   std::string RenderMetrics() const;
@@ -81,6 +87,8 @@ class Service {
   };
   // Every second until stopped: sweeps expired routing-fed entries and /cache/route leases.
   void HousekeepingLoop(std::stop_token stop);
+  // Builds and starts the Redis features the configuration asks for (docs/redis.md).
+  absl::Status StartRedis();
 
   const ServiceConfig config_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -97,6 +105,10 @@ class Service {
   // scrape time (the index memory and the event path in one figure).
   prometheus::Gauge* event_queue_bytes_ = nullptr;
   tracking::RequestTracker tracker_{common::SystemClock::Instance()};
+  // GPU profiles (filled from Redis) and the loads derived from them; the provider exists
+  // when profile caching is on.
+  profile::ProfileCache profiles_;
+  std::unique_ptr<routing::PendingLoadProvider> load_provider_;
   std::unique_ptr<routing::Router> router_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<AdminApi> admin_;
@@ -104,6 +116,10 @@ class Service {
   std::jthread housekeeping_;
   std::unique_ptr<discovery::Provider> discovery_;
   std::unique_ptr<http::Server> http_;
+  // Redis features, each on its own thread; null when not configured.
+  std::unique_ptr<redis::TraceFlusher> trace_flusher_;
+  std::unique_ptr<redis::ProfileLoader> profile_loader_;
+  std::unique_ptr<redis::ReplicaSync> replica_sync_;
   std::atomic<bool> ready_{false};
 };
 

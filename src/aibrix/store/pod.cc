@@ -4,6 +4,7 @@
 #include <charconv>
 #include <string_view>
 
+#include "aibrix/common/env.h"
 #include "nlohmann/json.hpp"
 
 namespace aibrix::store {
@@ -96,6 +97,23 @@ int PodDataParallelSize(const PodObject& pod) {
     }
   }
   return 1;
+}
+
+std::string DeploymentNameFromPod(const PodObject& pod) {
+  // Read once: label keys are process configuration.
+  static const std::string fleet_label =
+      common::EnvString("AIBRIX_POD_RAYCLUSTERFLEET_LABEL").value_or(kDefaultFleetLabel);
+  static const std::string deployment_label =
+      common::EnvString("AIBRIX_POD_DEPLOYMENT_LABEL").value_or(kDefaultDeploymentLabel);
+  if (const std::string* fleet = Find(pod.labels, fleet_label); fleet && !fleet->empty()) {
+    return *fleet;
+  }
+  const std::string* ray = Find(pod.labels, kRayIsRayNodeLabel);
+  if (const std::string* name = Find(pod.labels, deployment_label);
+      name && !name->empty() && !(ray && *ray == "yes")) {
+    return *name;
+  }
+  return "";
 }
 
 std::vector<ModelClaim> PodModelClaims(const PodObject& pod) {

@@ -36,10 +36,15 @@ inline constexpr char kKvReplayPortLabel[] = "model.aibrix.ai/kv-events-replay-p
 inline constexpr char kLoraIdLabel[] = "model.aibrix.ai/lora-id";
 inline constexpr char kModelClaimAnnotationPrefix[] = "modelclaim.aibrix.ai/";
 inline constexpr char kRayNodeTypeLabel[] = "ray.io/node-type";
+inline constexpr char kRayIsRayNodeLabel[] = "ray.io/is-ray-node";
 inline constexpr char kPodGroupIndexLabel[] =
     "stormservice.orchestration.aibrix.ai/pod-group-index";
 inline constexpr char kRoleNameLabel[] = "role-name";
 inline constexpr char kRoleSetNameLabel[] = "roleset-name";
+// Deployment-name labels (spec §2.4); AIBRIX_POD_DEPLOYMENT_LABEL and
+// AIBRIX_POD_RAYCLUSTERFLEET_LABEL override the keys.
+inline constexpr char kDefaultDeploymentLabel[] = "app.kubernetes.io/name";
+inline constexpr char kDefaultFleetLabel[] = "orchestration.aibrix.ai/raycluster-fleet-name";
 inline constexpr int kDefaultMetricPort = 8000;
 inline constexpr int kDefaultServingPort = 8000;
 
@@ -98,6 +103,12 @@ bool PodKvEventsEnabled(const PodObject& pod);
 int64_t PodLoraId(const PodObject& pod);
 // Container env `data-parallel-size` (> 1), else 1.
 int PodDataParallelSize(const PodObject& pod);
+// Deployment name (spec §2.4), the GPU profile's key part: the fleet label, else the deployment
+// label unless the pod is a Ray node; "" when neither is set. The label keys are
+// AIBRIX_POD_RAYCLUSTERFLEET_LABEL / AIBRIX_POD_DEPLOYMENT_LABEL when set (read once), else
+// kDefaultFleetLabel / kDefaultDeploymentLabel. The reference's last resort, the owning
+// ReplicaSet's name, is not available: discovery does not carry owner references.
+std::string DeploymentNameFromPod(const PodObject& pod);
 
 // A served model a ModelClaim annotation binds to this pod (spec §2.3).
 struct ModelClaim {
@@ -127,6 +138,18 @@ class PodState {
 
   // In-flight requests routed to this pod by this process.
   int32_t running() const { return running_.load(std::memory_order_relaxed); }
+  // In-flight requests other gateway replicas report for this pod (Redis, spec §3.5); 0
+  // without Redis or when the replicas' reports are stale.
+  int32_t remote_running() const { return remote_running_.load(std::memory_order_relaxed); }
+  // What routers read as the pod's running requests: running() + remote_running().
+  int32_t total_running() const { return running() + remote_running(); }
+  // Set by the replica sync only.
+  void set_remote_running(int32_t n) { remote_running_.store(n, std::memory_order_relaxed); }
+  // Sum of the normalised loads (PendingLoadProvider consumption) of the requests this process
+  // has in flight on the pod: the reference's realtime_normalized_pendings. Capacity is 1.0.
+  double pending_load() const {
+    return static_cast<double>(pending_load_nanos_.load(std::memory_order_relaxed)) / 1e9;
+  }
   // In-flight requests on one serving port (data-parallel pods); 0 for unknown ports.
   int32_t running_on_port(int port) const;
   // Requests completed on this pod by this process (monotonic).
@@ -147,8 +170,14 @@ class PodState {
  private:
   friend class Store;
   void AddRunning(int port, int delta);
+  void AddPendingLoad(int64_t nanos) {
+    pending_load_nanos_.fetch_add(nanos, std::memory_order_relaxed);
+  }
 
   std::atomic<int32_t> running_{0};
+  std::atomic<int32_t> remote_running_{0};
+  // Fixed point (1e-9) so that adding and removing a request's load returns exactly to 0.
+  std::atomic<int64_t> pending_load_nanos_{0};
   std::atomic<int64_t> completed_{0};
   mutable common::Mutex mu_;
   absl::flat_hash_map<int, int32_t> running_by_port_ ABSL_GUARDED_BY(mu_);

@@ -32,6 +32,8 @@ struct InFlightRequest {
   std::shared_ptr<PodState> pod;
   ModelState* model = nullptr;  // null when the model had no entry; lives as long as the Store
   int port = 0;
+  // The request's normalised load on the pod, fixed point 1e-9 (0 when not computed).
+  int64_t load_nanos = 0;
   // When set, ExpireRequests settles the request at this time if it is still in flight
   // (routing-API requests whose /cache/done never came).
   std::optional<std::chrono::steady_clock::time_point> expires;

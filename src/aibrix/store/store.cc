@@ -1,6 +1,8 @@
 #include "aibrix/store/store.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 
 #include "aibrix/common/status_macros.h"
 #include "fmt/format.h"
@@ -344,12 +346,19 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
                                const ModelPodsRef& model, int port,
-                               std::optional<std::chrono::steady_clock::time_point> expires) {
+                               std::optional<std::chrono::steady_clock::time_point> expires,
+                               double pending_load) {
   ModelState* model_state = model ? model->state.get() : nullptr;
-  if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, port, expires})) {
+  // Non-finite or negative loads (a broken profile) count as none.
+  const int64_t load_nanos = std::isfinite(pending_load) && pending_load > 0 && pending_load < 1e9
+                                 ? static_cast<int64_t>(std::llround(pending_load * 1e9))
+                                 : 0;
+  if (!requests_.Insert(request_id,
+                        InFlightRequest{pod->state, model_state, port, load_nanos, expires})) {
     return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
   }
   pod->state->AddRunning(port, +1);
+  if (load_nanos != 0) pod->state->AddPendingLoad(load_nanos);
   if (model_state) model_state->pending_.Add(1);
   return absl::OkStatus();
 }
@@ -362,6 +371,7 @@ absl::StatusOr<SettledRequest> Store::DoneRequest(std::string_view request_id) {
 
 SettledRequest Store::Settle(InFlightRequest done) {
   done.pod->AddRunning(done.port, -1);
+  if (done.load_nanos != 0) done.pod->AddPendingLoad(-done.load_nanos);
   done.pod->completed_.fetch_add(1, std::memory_order_relaxed);
   if (done.model) done.model->pending_.Add(-1);
   return SettledRequest{std::move(done.pod), done.model};

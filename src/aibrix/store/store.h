@@ -162,11 +162,13 @@ class Store {
   absl::Status AddRequest(std::string_view request_id, std::string_view pod_key,
                           std::string_view model, int port = 0);
   // The routing hot path: the router already holds the pod and the model's pod set from a
-  // snapshot, so nothing is looked up. `model` may be null (no pending count).
-  // AlreadyExists if the id is already in flight.
+  // snapshot, so nothing is looked up. `model` may be null (no pending count). `pending_load`
+  // (the request's normalised load, routing::PendingLoadProvider) is added to the pod's
+  // pending_load() until the request is settled. AlreadyExists if the id is already in flight.
   absl::Status AddRequest(std::string_view request_id, const PodRef& pod, const ModelPodsRef& model,
                           int port = 0,
-                          std::optional<std::chrono::steady_clock::time_point> expires = {});
+                          std::optional<std::chrono::steady_clock::time_point> expires = {},
+                          double pending_load = 0);
   // Settles request `request_id`: running down, completed up, pending down, on the pod and
   // model states it was added with. NotFound if the id is not in flight (never added, or
   // already done), so a second call changes nothing.

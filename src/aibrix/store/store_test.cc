@@ -1,5 +1,6 @@
 #include "aibrix/store/store.h"
 
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -282,6 +283,36 @@ TEST(StoreTest, PerPortRunningCountsThatPortOnly) {
   EXPECT_EQ(state->running_on_port(8001), 2);
   ASSERT_TRUE(store.DoneRequest("b").ok());
   EXPECT_EQ(state->running_on_port(8001), 1);
+}
+
+TEST(StoreTest, PendingLoadIsAddedPerRequestAndReturnsExactlyToZero) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  auto pod = *store.GetPod("default", "p1");
+  auto model = store.ReadyPods("llama");
+  ASSERT_TRUE(store.AddRequest("a", pod, model, 0, {}, 0.1).ok());
+  ASSERT_TRUE(store.AddRequest("b", pod, model, 0, {}, 0.2).ok());
+  EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
+  // A second add of the same id is refused and adds no load.
+  EXPECT_FALSE(store.AddRequest("a", pod, model, 0, {}, 5.0).ok());
+  EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
+  // Broken loads count as none.
+  ASSERT_TRUE(store.AddRequest("nan", pod, model, 0, {}, std::nan("")).ok());
+  ASSERT_TRUE(store.AddRequest("neg", pod, model, 0, {}, -1).ok());
+  EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
+  for (const char* id : {"a", "b", "nan", "neg"}) ASSERT_TRUE(store.DoneRequest(id).ok());
+  EXPECT_EQ(pod->state->pending_load(), 0.0);
+}
+
+TEST(StoreTest, TotalRunningAddsOtherReplicasReports) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  auto pod = *store.GetPod("default", "p1");
+  ASSERT_TRUE(store.AddRequest("a", "default/p1", "llama").ok());
+  pod->state->set_remote_running(4);
+  EXPECT_EQ(pod->state->running(), 1);
+  EXPECT_EQ(pod->state->remote_running(), 4);
+  EXPECT_EQ(pod->state->total_running(), 5);
 }
 
 TEST(StoreTest, MetricsByPodAndModel) {

@@ -22,9 +22,8 @@ RequestTrace::RequestTrace(const common::Clock& clock) : clock_(clock) {
 
 int RequestTrace::BucketIndex(int64_t tokens) {
   if (tokens <= 0) return 0;
-  // Exactly the reference's double arithmetic; the truncation is intended (see header).
-  const double bucket = std::round(std::log2(static_cast<double>(tokens)) / 0.1) * 0.1;
-  return static_cast<int>(bucket / 0.1);
+  // 10·log2(n) is never exactly k + 0.5 for an integer n, so rounding cannot tie.
+  return static_cast<int>(std::lround(std::log2(static_cast<double>(tokens)) * kPrecision));
 }
 
 void RequestTrace::AddRequest() {

@@ -5,10 +5,10 @@
 // A flusher calls Swap() every interval to take the interval's counts (and reset them) and
 // writes ToMap(snapshot) as JSON; nothing here talks to Redis.
 //
-// Bucket keys replicate the reference exactly, including its truncation ⚠: the bucket of n
-// tokens is round(log2(n)/0.1)·0.1 in IEEE double and the key index is trunc(bucket/0.1), which
-// gives one less than the rounded index for some buckets (43 → 42, 81 → 80, ...). We keep it
-// so keys match what the Go gateway writes and the optimizer already reads.
+// Bucket keys: the key index of n tokens is round(10·log2(n)), the precision-10 bucket the
+// reference means. The reference computes round(log2(n)/0.1)·0.1 and then truncates
+// bucket/0.1 in IEEE double, which writes one less for some indices (43 → 42, 81 → 80, 86,
+// 91, 162, ...) ⚠; we write the rounded index (docs/tracking.md).
 //
 // Differences from the reference: the trace object is per model and lives as long as the
 // tracker (Swap resets it in place instead of replacing and pooling objects, so no
@@ -58,8 +58,8 @@ class RequestTrace {
   RequestTrace(const RequestTrace&) = delete;
   RequestTrace& operator=(const RequestTrace&) = delete;
 
-  // The key index of `tokens`: 0 for tokens <= 0, else trunc(round(log2(n)/0.1)·0.1 / 0.1)
-  // (the reference's arithmetic, truncation included). 1 → 0, 1024 → 100.
+  // The key index of `tokens`: 0 for tokens <= 0, else round(10·log2(n)). 1 → 0, 20 → 43,
+  // 1024 → 100.
   static int BucketIndex(int64_t tokens);
 
   // A request was admitted: total and pending go up.

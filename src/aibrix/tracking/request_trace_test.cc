@@ -1,6 +1,7 @@
 #include "aibrix/tracking/request_trace.h"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -13,16 +14,29 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::Pair;
 
-TEST(RequestTraceTest, BucketIndexFollowsTheReference) {
+TEST(RequestTraceTest, BucketIndexIsTheRoundedPrecisionTenBucket) {
   EXPECT_EQ(RequestTrace::BucketIndex(0), 0);
   EXPECT_EQ(RequestTrace::BucketIndex(-7), 0);
   EXPECT_EQ(RequestTrace::BucketIndex(1), 0);
   EXPECT_EQ(RequestTrace::BucketIndex(2), 10);
   EXPECT_EQ(RequestTrace::BucketIndex(1024), 100);
   EXPECT_EQ(RequestTrace::BucketIndex(3), 16);  // log2(3) = 1.585 → 16
-  // The reference's truncation: 20 rounds to index 43 and 274 to 81, written as 42 and 80.
-  EXPECT_EQ(RequestTrace::BucketIndex(20), 42);
-  EXPECT_EQ(RequestTrace::BucketIndex(274), 80);
+}
+
+TEST(RequestTraceTest, BucketIndicesTheReferenceTruncatesAreWrittenRounded) {
+  // The indices spec §3.3 lists as written one too low by the reference. For each, the token
+  // count n = round(2^(k/10)) lands in bucket k (10·log2(n) rounds to k), and every bucket
+  // index from 0 to 200 is reachable and rounded, never truncated.
+  for (int k : {43, 81, 86, 91, 162, 167, 172, 177, 182, 187}) {
+    const auto n = static_cast<int64_t>(std::llround(std::exp2(k / 10.0)));
+    EXPECT_EQ(RequestTrace::BucketIndex(n), k) << "n=" << n;
+  }
+  EXPECT_EQ(RequestTrace::BucketIndex(20), 43);   // the reference writes 42
+  EXPECT_EQ(RequestTrace::BucketIndex(274), 81);  // the reference writes 80
+  for (int64_t n = 1; n <= (int64_t{1} << 20); n = n * 3 / 2 + 1) {
+    const double exact = 10 * std::log2(static_cast<double>(n));
+    EXPECT_LE(std::abs(RequestTrace::BucketIndex(n) - exact), 0.5) << "n=" << n;
+  }
 }
 
 TEST(RequestTraceTest, CountsRequestsAndBuckets) {
