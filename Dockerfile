@@ -23,6 +23,7 @@ RUN apt-get update \
       ca-certificates \
       libabsl20220623 \
       libfmt9 \
+      libhiredis0.14 \
       libprometheus-cpp-core1.0 \
       libsimdjson14 \
       libspdlog1.10 \

@@ -102,7 +102,7 @@ class RedisIntegrationTest : public ::testing::Test {
 
   static store::PodRef PodOf(testing::InProcessService& replica, const std::string& deployment) {
     for (const store::PodRef& pod : replica.service().store().ListPods()) {
-      if (store::DeploymentNameFromPod(pod->object) == deployment) return pod;
+      if (pod->object.deployment == deployment) return pod;
     }
     return nullptr;
   }

@@ -331,9 +331,7 @@ std::vector<store::PodObject> StaticPods(const StaticConfig& config) {
         pod.labels[store::kKvReplayPortLabel] = std::to_string(*endpoint.replay_port);
       }
       if (endpoint.lora_id) pod.labels[store::kLoraIdLabel] = std::to_string(*endpoint.lora_id);
-      if (!endpoint.deployment.empty()) {
-        pod.labels[store::kDefaultDeploymentLabel] = endpoint.deployment;
-      }
+      pod.deployment = endpoint.deployment;
       pod.ip = endpoint.host;
       pod.phase = "Running";
       pod.ready_condition = true;

@@ -2,8 +2,8 @@
 // spec §2.5) plus what local use needs. An endpoint is "host:port" or a map
 //   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id,
 //    adapters: [name, ...], deployment}
-// (`deployment`, the GPU type's deployment name, becomes label app.kubernetes.io/name: the
-// key of the pod's GPU profiles.)
+// (`deployment`, the GPU type's deployment name, is the pod's deployment: the key of its GPU
+// profiles.)
 // Each endpoint becomes a synthetic, ready pod in namespace "standalone" named
 // <sanitised model>-<host with dots as dashes>-<index>, the index counting endpoints in file
 // order across all models. Each adapter name becomes a ModelAdapter in that namespace whose

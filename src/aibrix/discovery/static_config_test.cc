@@ -77,8 +77,8 @@ models:
   EXPECT_EQ(pods[0].labels.at(store::kKvEventsPortLabel), "5601");
   EXPECT_EQ(pods[0].labels.at(store::kKvReplayPortLabel), "5602");
   EXPECT_EQ(pods[0].labels.at(store::kLoraIdLabel), "7");
-  EXPECT_EQ(store::DeploymentNameFromPod(pods[0]), "m-a100");
-  EXPECT_EQ(store::DeploymentNameFromPod(pods[1]), "");
+  EXPECT_EQ(pods[0].deployment, "m-a100");
+  EXPECT_EQ(pods[1].deployment, "");
   EXPECT_EQ(store::PodMetricPort(pods[0]), 9001);
   EXPECT_EQ(pods[1].ip, "::1");
   EXPECT_EQ(pods[1].name, "m---1-1");

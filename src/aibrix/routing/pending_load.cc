@@ -28,7 +28,7 @@ PendingLoadProvider::View PendingLoadProvider::ViewFor(std::string model,
 
 profile::ProfileRef PendingLoadProvider::View::ProfileFor(const store::Pod& pod) const {
   if (profiles_->empty()) return nullptr;
-  const std::string deployment = store::DeploymentNameFromPod(pod.object);
+  const std::string deployment = pod.object.deployment;
   if (deployment.empty()) return nullptr;
   if (auto it = profiles_->find(profile::ProfileKey(model_, deployment)); it != profiles_->end()) {
     return it->second;
@@ -52,8 +52,8 @@ absl::StatusOr<std::vector<int>> PendingLoadProvider::View::Signature(
 absl::StatusOr<double> PendingLoadProvider::View::Consumption(const store::Pod& pod) const {
   const profile::ProfileRef profile = ProfileFor(pod);
   if (profile == nullptr) {
-    return absl::NotFoundError(fmt::format("no GPU profile for pod {} (deployment '{}')", pod.key,
-                                           store::DeploymentNameFromPod(pod.object)));
+    return absl::NotFoundError(
+        fmt::format("no GPU profile for pod {} (deployment '{}')", pod.key, pod.object.deployment));
   }
   ASSIGN_OR_RETURN(std::vector<int> signature, Signature(*profile));
   ASSIGN_OR_RETURN(double throughput, profile->Throughput(signature));

@@ -76,7 +76,7 @@ absl::StatusOr<Decision> LoadAlgorithm::Route(const RouteRequest& request,
   if (order_ == SloOrder::kByDeployment) {
     std::map<std::string, std::vector<int>> by_deployment;
     for (size_t i = 0; i < n; ++i) {
-      by_deployment[store::DeploymentNameFromPod(c[i].pod->object)].push_back(static_cast<int>(i));
+      by_deployment[c[i].pod->object.deployment].push_back(static_cast<int>(i));
     }
     for (auto& [deployment, members] : by_deployment) {
       if (deployment.empty()) continue;

@@ -53,7 +53,7 @@ class LoadAlgorithmTest : public ::testing::Test {
     for (int i = 0; i < 4; ++i) {
       store::PodObject pod = store::testing::MakePod(fmt::format("p{}", i), kModel,
                                                      fmt::format("10.0.0.{}", i + 1), "ns");
-      pod.labels[store::kDefaultDeploymentLabel] = i < 2 ? "a100" : "l4";
+      pod.deployment = i < 2 ? "a100" : "l4";
       store_.AddPod(pod);
     }
     SetProfile("a100", OneCell("a100", 10, 0.5, /*slo_e2e=*/1.0));  // rank -0.5

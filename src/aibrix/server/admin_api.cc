@@ -123,7 +123,7 @@ void AdminApi::HandlePrediction(const http::Request& req, http::Response& res) c
     const auto view = deps_.load->ViewFor(model, features);
     std::set<std::string> seen;
     for (const store::PodRef& pod : (*pods)->pods) {
-      std::string deployment = store::DeploymentNameFromPod(pod->object);
+      std::string deployment = pod->object.deployment;
       if (deployment.empty() || !seen.insert(deployment).second) continue;
       if (profile::ProfileRef profile = view.ProfileFor(*pod)) {
         routing::Expectation e = view.Expect(*profile);

@@ -37,7 +37,6 @@ nlohmann::json PodToJson(const store::Pod& pod) {
       {"running_requests", pod.state->running()},
       {"remote_running_requests", pod.state->remote_running()},
       {"pending_load", pod.state->pending_load()},
-      {"deployment", store::DeploymentNameFromPod(pod.object)},
       {"completed_requests", pod.state->completed()},
       {"metrics", std::move(metrics)},
   };

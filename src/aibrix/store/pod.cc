@@ -99,23 +99,6 @@ int PodDataParallelSize(const PodObject& pod) {
   return 1;
 }
 
-std::string DeploymentNameFromPod(const PodObject& pod) {
-  // Read once: label keys are process configuration.
-  static const std::string fleet_label =
-      common::EnvString("AIBRIX_POD_RAYCLUSTERFLEET_LABEL").value_or(kDefaultFleetLabel);
-  static const std::string deployment_label =
-      common::EnvString("AIBRIX_POD_DEPLOYMENT_LABEL").value_or(kDefaultDeploymentLabel);
-  if (const std::string* fleet = Find(pod.labels, fleet_label); fleet && !fleet->empty()) {
-    return *fleet;
-  }
-  const std::string* ray = Find(pod.labels, kRayIsRayNodeLabel);
-  if (const std::string* name = Find(pod.labels, deployment_label);
-      name && !name->empty() && !(ray && *ray == "yes")) {
-    return *name;
-  }
-  return "";
-}
-
 std::vector<ModelClaim> PodModelClaims(const PodObject& pod) {
   std::map<std::string, ModelClaim> by_model;
   constexpr std::string_view kPrefix = kModelClaimAnnotationPrefix;

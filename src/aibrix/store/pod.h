@@ -36,15 +36,10 @@ inline constexpr char kKvReplayPortLabel[] = "model.aibrix.ai/kv-events-replay-p
 inline constexpr char kLoraIdLabel[] = "model.aibrix.ai/lora-id";
 inline constexpr char kModelClaimAnnotationPrefix[] = "modelclaim.aibrix.ai/";
 inline constexpr char kRayNodeTypeLabel[] = "ray.io/node-type";
-inline constexpr char kRayIsRayNodeLabel[] = "ray.io/is-ray-node";
 inline constexpr char kPodGroupIndexLabel[] =
     "stormservice.orchestration.aibrix.ai/pod-group-index";
 inline constexpr char kRoleNameLabel[] = "role-name";
 inline constexpr char kRoleSetNameLabel[] = "roleset-name";
-// Deployment-name labels (spec §2.4); AIBRIX_POD_DEPLOYMENT_LABEL and
-// AIBRIX_POD_RAYCLUSTERFLEET_LABEL override the keys.
-inline constexpr char kDefaultDeploymentLabel[] = "app.kubernetes.io/name";
-inline constexpr char kDefaultFleetLabel[] = "orchestration.aibrix.ai/raycluster-fleet-name";
 inline constexpr int kDefaultMetricPort = 8000;
 inline constexpr int kDefaultServingPort = 8000;
 
@@ -103,12 +98,6 @@ bool PodKvEventsEnabled(const PodObject& pod);
 int64_t PodLoraId(const PodObject& pod);
 // Container env `data-parallel-size` (> 1), else 1.
 int PodDataParallelSize(const PodObject& pod);
-// Deployment name (spec §2.4), the GPU profile's key part: the fleet label, else the deployment
-// label unless the pod is a Ray node; "" when neither is set. The label keys are
-// AIBRIX_POD_RAYCLUSTERFLEET_LABEL / AIBRIX_POD_DEPLOYMENT_LABEL when set (read once), else
-// kDefaultFleetLabel / kDefaultDeploymentLabel. The reference's last resort, the owning
-// ReplicaSet's name, is not available: discovery does not carry owner references.
-std::string DeploymentNameFromPod(const PodObject& pod);
 
 // A served model a ModelClaim annotation binds to this pod (spec §2.3).
 struct ModelClaim {

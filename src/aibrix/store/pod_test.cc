@@ -22,17 +22,6 @@ TEST(PodTest, ReadinessNeedsIpReadyConditionAndNoTermination) {
   EXPECT_TRUE(IsPodReady(pod));
 }
 
-TEST(PodTest, DeploymentNameFromFleetOrDeploymentLabel) {
-  PodObject pod = MakePod("p", "m");
-  EXPECT_EQ(DeploymentNameFromPod(pod), "");
-  pod.labels[kDefaultDeploymentLabel] = "llama-a100";
-  EXPECT_EQ(DeploymentNameFromPod(pod), "llama-a100");
-  pod.labels[kRayIsRayNodeLabel] = "yes";  // a Ray node's app label is not its deployment
-  EXPECT_EQ(DeploymentNameFromPod(pod), "");
-  pod.labels[kDefaultFleetLabel] = "fleet-1";  // the fleet label wins
-  EXPECT_EQ(DeploymentNameFromPod(pod), "fleet-1");
-}
-
 TEST(PodTest, LabelsWithDefaults) {
   PodObject pod = MakePod("p", "m");
   EXPECT_EQ(PodMetricPort(pod), 8000);
