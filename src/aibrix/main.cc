@@ -136,6 +136,23 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer-timeout-ms", config.tokenizer_timeout_ms,
                  "Remote tokenizer: time limit of one attempt")
       ->check(CLI::PositiveNumber);
+  app.add_option("--extproc-addr", config.extproc_addr,
+                 "Envoy ext_proc gRPC listen address (h2c; ':PORT' = every interface; '' "
+                 "disables it)");
+  app.add_option("--extproc-dialect", config.extproc_dialect,
+                 "ext_proc answers: aibrix (routing-strategy + target-pod, or model) or gie "
+                 "(x-gateway-destination-endpoint + envoy.lb metadata)")
+      ->check(CLI::IsMember({"aibrix", "gie"}));
+  app.add_option("--extproc-default-strategy", config.extproc_default_strategy,
+                 "ext_proc: algorithm when a request names none (env ROUTING_ALGORITHM; empty: "
+                 "Envoy routes by the model header)");
+  app.add_option("--extproc-idle-timeout-ms", config.extproc_idle_timeout_ms,
+                 "ext_proc: a stream without a message for this long is closed")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--grpc-max-message-bytes", config.grpc_max_message_bytes,
+                 "ext_proc: largest gRPC message taken (env AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES; "
+                 "at least --max-body-bytes + 64 KiB)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   aibrix::common::SetLogLevel(config.log_level);

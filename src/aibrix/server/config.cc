@@ -28,6 +28,17 @@ ServiceConfig ServiceConfig::FromEnvironment() {
   if (common::EnvBool("AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER", false)) {
     config.tokenizer = "remote";
   }
+  // AIBrix's code reads ROUTING_ALGORITHM, its documentation names AIBRIX_ROUTING_ALGORITHM:
+  // both are honoured (the first wins).
+  for (const char* name : {"ROUTING_ALGORITHM", "AIBRIX_ROUTING_ALGORITHM"}) {
+    if (auto algorithm = common::EnvString(name); algorithm && !algorithm->empty()) {
+      config.extproc_default_strategy = *algorithm;
+      break;
+    }
+  }
+  if (auto token = common::EnvString("AIBRIX_AUTH_BEARER_TOKEN")) config.auth_bearer_token = *token;
+  config.grpc_max_message_bytes =
+      common::EnvPositiveInt("AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES", config.grpc_max_message_bytes);
   return config;
 }
 
