@@ -62,6 +62,7 @@ class Service {
   bool ready() const { return ready_.load(); }
   store::Store& store() { return store_; }
   tracking::RequestTracker& tracker() { return tracker_; }
+  gateway::Gateway& gateway() { return *gateway_; }
   const prefix::PrefixMatcher& matcher() const { return *matcher_; }
   // The Prometheus text exposition of every metric of the service.
   std::string RenderMetrics() const;
