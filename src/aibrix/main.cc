@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/server/service.h"
@@ -161,6 +162,9 @@ int main(int argc, char** argv) {
   // and unmapped (a fixed threshold; glibc's adaptive one would keep freed 8 MiB bodies in
   // the heap), so the resident size returns to its idle level after a burst.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // gRPC (ext_proc) locks absl::Mutex on every message; Debian's Abseil would check lock order
+  // (a graph update) on each one.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t stop_signals = BlockStopSignals();
