@@ -35,7 +35,8 @@ class ExtProcEndToEndTest : public ::testing::Test {
       ports_.push_back(std::stoi(testing::LineFields(*line).at("port")));
       engines_.push_back(std::move(*process));
     }
-    ASSERT_NO_FATAL_FAILURE(service_.Start("llama", ports_));
+    ASSERT_NO_FATAL_FAILURE(service_.Start(
+        "llama", ports_, [](server::ServiceConfig& c) { c.extproc_addr = "127.0.0.1:0"; }));
     envoy_ =
         std::make_unique<FakeEnvoy>(fmt::format("127.0.0.1:{}", service_.service().extproc_port()));
   }

@@ -75,7 +75,11 @@ void ExpectRawValuesOnly(const EnvoyOutcome& out) {
 class ExtProcTest : public ::testing::Test {
  protected:
   void Start(const std::function<void(server::ServiceConfig&)>& tune = nullptr) {
-    ASSERT_NO_FATAL_FAILURE(service_.Start("llama", {pod_a_.port(), pod_b_.port()}, tune));
+    ASSERT_NO_FATAL_FAILURE(
+        service_.Start("llama", {pod_a_.port(), pod_b_.port()}, [&](server::ServiceConfig& c) {
+          c.extproc_addr = "127.0.0.1:0";
+          if (tune) tune(c);
+        }));
     ASSERT_GT(service_.service().extproc_port(), 0);
     envoy_ =
         std::make_unique<FakeEnvoy>(fmt::format("127.0.0.1:{}", service_.service().extproc_port()));
