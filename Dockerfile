@@ -23,8 +23,11 @@ RUN apt-get update \
       ca-certificates \
       libabsl20220623 \
       libfmt9 \
+      libgrpc++1.51 \
+      libgrpc29 \
       libhiredis0.14 \
       libprometheus-cpp-core1.0 \
+      libprotobuf32 \
       libsimdjson14 \
       libspdlog1.10 \
       libssl3 \

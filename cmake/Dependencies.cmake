@@ -17,6 +17,10 @@ find_package(CURL REQUIRED)
 find_package(Boost 1.74 REQUIRED)
 # OpenSSL (libssl-dev): TLS for the upstream client (asio::ssl), e.g. an https remote tokenizer.
 find_package(OpenSSL REQUIRED)
+# gRPC 1.51 and protobuf 3.21 (libgrpc++-dev, protobuf-compiler-grpc, libprotobuf-dev): the
+# Envoy ext_proc server (src/aibrix/extproc), its generated protos and the tests' fake Envoy.
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
 find_package(GTest REQUIRED)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)

@@ -175,6 +175,7 @@ class Bench {
 
     aibrix::server::ServiceConfig sc;
     sc.http_addr = "127.0.0.1:0";
+    sc.extproc_addr = "";
     sc.static_config = config_path_;
     sc.kv_event_sync = true;
     sc.io_threads = 2;

@@ -637,8 +637,8 @@ int main(int argc, char** argv) {
       "config.yaml", fmt::format("models:\n  - name: llama\n    endpoints: [\"127.0.0.1:{}\"]\n",
                                  upstream.port()));
   auto service = aibrix::testing::Subprocess::Start(
-      {aibrix::testing::BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config",
-       config, "--shutdown-delay-ms", "0", "--shutdown-grace", "2000"});
+      {aibrix::testing::BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--extproc-addr",
+       "", "--static-config", config, "--shutdown-delay-ms", "0", "--shutdown-grace", "2000"});
   if (!service.ok()) Die(service.status().ToString());
   auto port_text = (*service)->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
                                            std::chrono::seconds(20));

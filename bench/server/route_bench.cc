@@ -112,6 +112,7 @@ void RouteBenchmark(int threads, std::chrono::seconds duration) {
     yaml += fmt::format("      - \"10.0.{}.{}:8000\"\n", i / 250, i % 250 + 1);
   aibrix::server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
+  config.extproc_addr = "";
   const aibrix::testing::TempDir dir("route-bench");
   config.static_config = dir.Write("config.yaml", yaml);
   config.routing_algorithm = "prefix-cache";
@@ -204,6 +205,7 @@ void ProxyBenchmark(int requests) {
   const int engine_port = std::stoi(*port_text);
   aibrix::server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
+  config.extproc_addr = "";
   const aibrix::testing::TempDir dir("proxy-bench");
   config.static_config = dir.Write(
       "config.yaml",

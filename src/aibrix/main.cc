@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/server/service.h"
@@ -210,6 +211,23 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--gateway-id", config.gateway_id,
                  "This replica's id in Redis (env POD_NAME, else the host name)");
+  app.add_option("--extproc-addr", config.extproc_addr,
+                 "Envoy ext_proc gRPC listen address (h2c; ':PORT' = every interface; '' "
+                 "disables it)");
+  app.add_option("--extproc-dialect", config.extproc_dialect,
+                 "ext_proc answers: aibrix (routing-strategy + target-pod, or model) or gie "
+                 "(x-gateway-destination-endpoint + envoy.lb metadata)")
+      ->check(CLI::IsMember({"aibrix", "gie"}));
+  app.add_option("--extproc-default-strategy", config.extproc_default_strategy,
+                 "ext_proc: algorithm when a request names none (env ROUTING_ALGORITHM; empty: "
+                 "Envoy routes by the model header)");
+  app.add_option("--extproc-idle-timeout-ms", config.extproc_idle_timeout_ms,
+                 "ext_proc: a stream without a message for this long is closed")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--grpc-max-message-bytes", config.grpc_max_message_bytes,
+                 "ext_proc: largest gRPC message taken (env AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES; "
+                 "at least --max-body-bytes + 64 KiB)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   aibrix::common::SetLogLevel(config.log_level);
@@ -218,6 +236,9 @@ int main(int argc, char** argv) {
   // and unmapped (a fixed threshold; glibc's adaptive one would keep freed 8 MiB bodies in
   // the heap), so the resident size returns to its idle level after a burst.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // gRPC (ext_proc) locks absl::Mutex on every message; Debian's Abseil would check lock order
+  // (a graph update) on each one.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals = BlockHandledSignals();

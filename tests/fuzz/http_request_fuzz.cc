@@ -58,6 +58,7 @@ aibrix::server::Service& TheService() {
     const aibrix::testing::TempDir dir("http-fuzz");
     aibrix::server::ServiceConfig config;
     config.http_addr = "127.0.0.1:0";
+    config.extproc_addr = "";
     config.static_config = dir.Write(
         "config.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n");
     config.static_config_watch = false;

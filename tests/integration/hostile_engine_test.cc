@@ -71,6 +71,7 @@ TEST(HostileEngineTest, ApiAnswersWhileAHostileEngineStreamsRemoveRestorePairs) 
   const std::string config = dir.Write("config.yaml", fleet.DiscoveryYaml());
   server::ServiceConfig sc;
   sc.http_addr = "127.0.0.1:0";
+  sc.extproc_addr = "";
   sc.static_config = config;
   sc.kv_event_sync = true;
   sc.io_threads = 2;

@@ -56,8 +56,9 @@ users: [{{name: me, user: {{tokenFile: token}}}}]
 )",
                                                                      api.url()));
   dir.Write("token", "file-token\n");
-  auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
-                                    "--discovery", "kubernetes", "--kubeconfig", kubeconfig});
+  auto process =
+      Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--discovery",
+                         "kubernetes", "--kubeconfig", kubeconfig, "--extproc-addr", ""});
   ASSERT_TRUE(process.ok()) << process.status();
   auto port = (*process)->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
                                       std::chrono::seconds(20));
@@ -109,8 +110,9 @@ users: [{{name: me, user: {{tokenFile: token}}}}]
 TEST(KubernetesDiscoveryTest, BadKubeconfigStopsStartUpWithTheReason) {
   testing::TempDir dir("k8s-binary-bad");
   const std::string kubeconfig = dir.Write("kubeconfig", "current-context: missing\n");
-  auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
-                                    "--discovery", "kubernetes", "--kubeconfig", kubeconfig});
+  auto process =
+      Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--discovery",
+                         "kubernetes", "--kubeconfig", kubeconfig, "--extproc-addr", ""});
   ASSERT_TRUE(process.ok()) << process.status();
   auto code = (*process)->Wait(std::chrono::seconds(20));
   ASSERT_TRUE(code.ok()) << code.status();

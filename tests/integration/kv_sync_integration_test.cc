@@ -41,8 +41,9 @@ TEST(KvSyncIntegrationTest, EventsReachTheIndexAndMatch) {
       fmt::format("models:\n  - name: llama\n    endpoints:\n      - address: \"127.0.0.1:18009\"\n"
                   "        kv_events: true\n        kv_events_port: {}\n        replay_port: {}\n",
                   publisher.port(), publisher.replay_port()));
-  auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
-                                    "--static-config", config, "--kv-event-sync"});
+  auto process =
+      Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--extproc-addr",
+                         "", "--static-config", config, "--kv-event-sync"});
   ASSERT_TRUE(process.ok());
   auto port = (*process)->WaitForListeningPort(std::chrono::seconds(20));
   ASSERT_TRUE(port.ok()) << port.status();

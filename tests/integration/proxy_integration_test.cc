@@ -67,6 +67,8 @@ class ProxyTest : public ::testing::Test {
     std::vector<std::string> argv = {BinaryPath("aibrix-cache"),
                                      "--http-addr",
                                      "127.0.0.1:0",
+                                     "--extproc-addr",
+                                     "",
                                      "--static-config",
                                      config,
                                      "--routing-seed",

@@ -33,8 +33,9 @@ class ServiceTest : public ::testing::Test {
   }
 
   void StartService(const std::string& config, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
-                                     "--static-config", config};
+    std::vector<std::string> argv = {
+        BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--extproc-addr", "",
+        "--static-config",          config};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto process = Subprocess::Start(argv);
     ASSERT_TRUE(process.ok()) << process.status();
@@ -118,8 +119,8 @@ models:
 TEST_F(ServiceTest, BadConfigStopsStartupWithFieldAndLine) {
   const std::string config =
       WriteConfig("bad.yaml", "models:\n  - name: m\n    endpoints: [\"h:0\"]\n");
-  auto process = Subprocess::Start(
-      {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config});
+  auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
+                                    "--extproc-addr", "", "--static-config", config});
   ASSERT_TRUE(process.ok());
   auto exit_code = (*process)->Wait(std::chrono::seconds(20));
   ASSERT_TRUE(exit_code.ok());
@@ -157,9 +158,9 @@ TEST_F(ServiceTest, UsesHugePagesForMallocUnlessOptedOut) {
     EXPECT_EQ(ProcEnv(process_->pid(), "GLIBC_TUNABLES"), before);
   }
 
-  auto opted_out = Subprocess::Start(
-      {BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config},
-      {"AIBRIX_HUGEPAGES=0"});
+  auto opted_out = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
+                                      "--extproc-addr", "", "--static-config", config},
+                                     {"AIBRIX_HUGEPAGES=0"});
   ASSERT_TRUE(opted_out.ok()) << opted_out.status();
   ASSERT_TRUE((*opted_out)->WaitForLine("ready:", std::chrono::seconds(20)).ok());
   EXPECT_EQ(ProcEnv((*opted_out)->pid(), "GLIBC_TUNABLES"), before);

@@ -73,6 +73,7 @@ TEST(StaticReloadTest, SubscriptionsAndIndexFollowTheRewrittenFile) {
   const testing::TempDir dir("static-reload-kv");
   server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
+  config.extproc_addr = "";
   config.static_config = dir.Write(
       "static.yaml", fmt::format("models:\n  - name: llama\n    endpoints: [\"{}\"]\n", address));
   config.kv_event_sync = true;
@@ -132,7 +133,7 @@ TEST(StaticReloadTest, SighupReloadsTheBinaryAndABadFileKeepsItsState) {
   // No watching: only the signal can make the new file count.
   auto process = testing::Subprocess::Start(
       {testing::BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0", "--static-config", config,
-       "--no-static-config-watch", "--shutdown-delay-ms", "0"});
+       "--no-static-config-watch", "--shutdown-delay-ms", "0", "--extproc-addr", ""});
   ASSERT_TRUE(process.ok()) << process.status();
   auto port = (*process)->WaitForListeningPort(std::chrono::seconds(20));
   ASSERT_TRUE(port.ok()) << port.status();

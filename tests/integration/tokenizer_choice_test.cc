@@ -80,9 +80,10 @@ class TokenizerChoiceTest : public ::testing::Test {
                     std::vector<std::string> env = {}) {
     config_ = dir_.Write("static.yaml", yaml);
     // prefix-cache: /cache/route then reports how many blocks the prompt's token ids make.
-    std::vector<std::string> argv = {BinaryPath("aibrix-cache"), "--http-addr=127.0.0.1:0",
-                                     "--static-config=" + config_, "--no-static-config-watch",
-                                     "--routing-algorithm=prefix-cache"};
+    std::vector<std::string> argv = {
+        BinaryPath("aibrix-cache"),        "--http-addr=127.0.0.1:0", "--static-config=" + config_,
+        "--no-static-config-watch",        "--extproc-addr",          "",
+        "--routing-algorithm=prefix-cache"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     auto process = Subprocess::Start(argv, env);
     ASSERT_TRUE(process.ok());

@@ -17,6 +17,7 @@ void InProcessService::Start(const std::string& model, const std::vector<int>& p
 
   server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
+  config.extproc_addr = "";  // the ext_proc tests turn it on (127.0.0.1:0)
   config.static_config = config_dir_->Write("config.yaml", yaml);
   config.routing_algorithm = "least-request";
   config.routing_seed = 7;

@@ -188,7 +188,7 @@ class Demo:
     def start_service(self, config, algorithm):
         p = self.start(f"aibrix-cache-{algorithm}", [
             self.bin["aibrix-cache"], "--static-config", config,
-            "--http-addr", "127.0.0.1:0", "--kv-event-sync",
+            "--http-addr", "127.0.0.1:0", "--extproc-addr", "", "--kv-event-sync",
             "--routing-algorithm", algorithm, "--routing-seed", str(self.args.seed),
             "--log-level", "info"])  # "listening" and "ready" are info lines
         m = p.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", 15)

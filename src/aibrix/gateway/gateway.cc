@@ -71,15 +71,11 @@ int HttpStatusFor(const absl::Status& status) {
 // runs on the client connection's I/O thread.
 class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_this<ProxyCall> {
  public:
-  ProxyCall(Gateway& gateway, std::shared_ptr<http::Exchange> exchange, std::string model,
-            std::string algorithm, std::string user, std::vector<uint32_t> tokens)
+  ProxyCall(Gateway& gateway, std::shared_ptr<http::Exchange> exchange, PreparedRequest prepared)
       : gateway_(gateway),
         exchange_(std::move(exchange)),
-        algorithm_(std::move(algorithm)),
-        user_(std::move(user)),
-        tokens_(std::move(tokens)),
-        request_(gateway.store_, gateway.tracker_, std::move(model),
-                 static_cast<int64_t>(tokens_.size())) {}
+        prepared_(std::move(prepared)),
+        request_(gateway.Admit(prepared_)) {}
 
   // Routes and forwards (attempt 0), or answers the routing error.
   void Start() {
@@ -122,14 +118,13 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
     auto call = std::move(call_);  // ends the call <-> observer cycle
     if (error == http::ClientError::kNone) {
       writer_->Finish();
-      gateway_.proxy_requests_.Add({{"pod", pod_key_}, {"code", std::to_string(status_)}})
-          .Increment();
-      request_.Finish(status_ == 200 ? usage_.output_tokens() : std::nullopt);
+      gateway_.CountProxied(pod_key_, status_);
+      request_->FinishResponse(status_, usage_);
       return;
     }
     if (error == http::ClientError::kCancelled || client_gone_) {
       if (writer_) writer_->Abort();
-      request_.Finish(std::nullopt);
+      request_->Finish(std::nullopt);
       return;
     }
     gateway_.upstream_errors_.Add({{"kind", std::string(http::ClientErrorName(error))}})
@@ -138,20 +133,18 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
       // The head is out: the only honest end is a cut transfer.
       common::Logger("gateway")->warn("upstream {} failed mid-response: {}", pod_key_, detail);
       writer_->Abort();
-      request_.Finish(std::nullopt);
+      request_->Finish(std::nullopt);
       return;
     }
     const bool never_reached =
         error == http::ClientError::kConnect || error == http::ClientError::kSendReset;
     if (never_reached && attempt_ == 0) {
       tried_.push_back(pod_key_);
-      const std::string request_id = gateway_.NewRequestId();
-      auto routed =
-          gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, user_, tried_);
+      auto routed = gateway_.RouteAttempt(*request_, prepared_, tried_);
       if (routed.ok()) {  // another pod to try; otherwise the upstream error is the answer
         gateway_.retries_.Increment();
         ++attempt_;
-        Send(request_id, std::move(*routed));
+        Send(std::move(*routed));
         return;
       }
     }
@@ -167,26 +160,19 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
  private:
   // Routes the first attempt, or answers the routing error.
   void Forward() {
-    const std::string request_id = gateway_.NewRequestId();
-    auto routed =
-        gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, user_, tried_);
+    auto routed = gateway_.RouteAttempt(*request_, prepared_, tried_);
     if (!routed.ok()) {
       http::Response res;
       SendStatus(res, routed.status());
       Answer(std::move(res));
       return;
     }
-    Send(request_id, std::move(*routed));
+    Send(std::move(*routed));
   }
 
-  // Counts the attempt on its pod (the previous one is released) and sends it.
-  void Send(const std::string& request_id, Gateway::Routed routed) {
+  // Sends the routed attempt (RouteAttempt counted it on its pod).
+  void Send(Gateway::Routed routed) {
     pod_key_ = routed.decision.pod->key;
-    if (auto st = request_.Attempt(request_id, routed.decision.pod,
-                                   routed.decision.pending_load.value_or(0));
-        !st.ok()) {
-      common::Logger("gateway")->warn("request {} not counted: {}", request_id, st.ToString());
-    }
     const http::Request& in = exchange_->request();
     http::ClientRequest out;
     out.host = routed.host;
@@ -205,24 +191,20 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
     if (call_) {
       call_->Cancel();
     } else {
-      request_.Finish(std::nullopt);
+      request_->Finish(std::nullopt);
     }
   }
 
   void Answer(http::Response res) {
-    gateway_.proxy_requests_
-        .Add({{"pod", pod_key_.empty() ? "none" : pod_key_}, {"code", std::to_string(res.status)}})
-        .Increment();
-    request_.Finish(std::nullopt);
+    gateway_.CountProxied(pod_key_, res.status);
+    request_->Finish(std::nullopt);
     exchange_->Respond(std::move(res));
   }
 
   Gateway& gateway_;
   std::shared_ptr<http::Exchange> exchange_;
-  const std::string algorithm_;
-  const std::string user_;
-  const std::vector<uint32_t> tokens_;
-  InFlightRequest request_;
+  const PreparedRequest prepared_;
+  const std::unique_ptr<InFlightRequest> request_;
   std::vector<std::string> tried_;
   std::string pod_key_;
   int attempt_ = 0;
@@ -302,24 +284,46 @@ absl::StatusOr<Gateway::Routed> Gateway::RouteTo(const std::string& algorithm,
   return routed;
 }
 
+std::unique_ptr<InFlightRequest> Gateway::Admit(const PreparedRequest& request) {
+  return std::make_unique<InFlightRequest>(store_, tracker_, request.model,
+                                           static_cast<int64_t>(request.tokens.size()));
+}
+
+absl::StatusOr<Gateway::Routed> Gateway::RouteAttempt(InFlightRequest& request,
+                                                      const PreparedRequest& prepared,
+                                                      std::vector<std::string> tried) {
+  std::string request_id = NewRequestId();
+  ASSIGN_OR_RETURN(Routed routed, RouteTo(prepared.algorithm, prepared.model, prepared.tokens,
+                                          request_id, prepared.user, std::move(tried)));
+  if (auto st = request.Attempt(request_id, routed.decision.pod,
+                                routed.decision.pending_load.value_or(0));
+      !st.ok()) {
+    common::Logger("gateway")->warn("request {} not counted: {}", request_id, st.ToString());
+  }
+  routed.request_id = std::move(request_id);
+  return routed;
+}
+
+void Gateway::CountProxied(std::string_view pod_key, int status) {
+  proxy_requests_
+      .Add({{"pod", pod_key.empty() ? "none" : std::string(pod_key)},
+            {"code", std::to_string(status)}})
+      .Increment();
+}
+
 std::string Gateway::NewRequestId() {
   return fmt::format("aibrix-{:08x}-{}", static_cast<uint32_t>(id_prefix_),
                      next_request_id_.fetch_add(1, std::memory_order_relaxed));
 }
 
-namespace {
-
-// The body of a routing or proxy request, which must name a model.
-absl::StatusOr<RequestBody> ParseModelRequest(const http::Request& req) {
-  ASSIGN_OR_RETURN(RequestBody body, ParseRequestBody(req.body));
+absl::StatusOr<RequestBody> ParseModelRequest(std::string_view json) {
+  ASSIGN_OR_RETURN(RequestBody body, ParseRequestBody(json));
   if (body.model.empty()) return absl::InvalidArgumentError("'model' (string) is required");
   return body;
 }
 
-}  // namespace
-
 void Gateway::HandleRoute(std::shared_ptr<http::Exchange> exchange) {
-  auto body = ParseModelRequest(exchange->request());
+  auto body = ParseModelRequest(exchange->request().body);
   if (!body.ok()) {
     RespondStatus(*exchange, body.status());
     return;
@@ -440,28 +444,18 @@ void Gateway::HandleModels(const http::Request&, http::Response& res) {
 
 void Gateway::HandleCompletion(std::shared_ptr<http::Exchange> exchange) {
   const http::Request& req = exchange->request();
-  auto body = ParseModelRequest(req);
-  if (!body.ok()) {
-    RespondStatus(*exchange, body.status());
-    return;
-  }
-  const std::string_view header = req.headers.Get(kRoutingStrategyHeader);
-  std::string algorithm = header.empty() ? options_.default_algorithm : std::string(header);
-  TakeUserHeader(req, *body);
   boost::asio::io_context& io = exchange->io();
-  tokenizers_.TokenizeBody(
-      io, std::move(*body),
-      [this, exchange = std::move(exchange), algorithm = std::move(algorithm)](
-          RequestBody& body, absl::StatusOr<std::vector<uint32_t>> tokens) mutable {
-        if (!tokens.ok()) {
-          RespondStatus(*exchange, tokens.status());
-          return;
-        }
-        auto call = std::make_shared<ProxyCall>(*this, std::move(exchange), std::move(body.model),
-                                                std::move(algorithm), body.user.value_or(""),
-                                                std::move(*tokens));
-        call->Start();
-      });
+  Prepare(io, req.body, req.headers.Get(kRoutingStrategyHeader), req.headers.Get(kUserHeader),
+          options_.default_algorithm,
+          [this, exchange = std::move(exchange)](absl::StatusOr<PreparedRequest> prepared) mutable {
+            if (!prepared.ok()) {
+              RespondStatus(*exchange, prepared.status());
+              return;
+            }
+            auto call =
+                std::make_shared<ProxyCall>(*this, std::move(exchange), std::move(*prepared));
+            call->Start();
+          });
 }
 
 }  // namespace aibrix::gateway

@@ -4,6 +4,11 @@
 // /v1/completions, /v1/chat/completions; GET /v1/models): parse the body, tokenize, route,
 // admit, forward, relay the response (SSE streams unbuffered, with back-pressure), settle.
 //
+// The decision steps are public and shared with Envoy's external processor (extproc/), so
+// both front doors run one code path: Prepare (parse, choose the algorithm, tokenize), Admit
+// (an InFlightRequest), RouteAttempt (route and count the attempt on the pod), and
+// InFlightRequest::FinishResponse (settle with the engine's usage read by a UsageScanner).
+//
 // Proxy semantics:
 //  * the request is admitted once (InFlightRequest) and settled exactly once, whatever ends it;
 //  * an upstream failure that provably never reached the engine (connect refused, reset
@@ -33,6 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "aibrix/common/mutex.h"
+#include "aibrix/gateway/in_flight.h"
 #include "aibrix/gateway/model_tokenizers.h"
 #include "aibrix/gateway/request_body.h"
 #include "aibrix/http/client.h"
@@ -57,6 +63,21 @@ struct GatewayOptions {
 // The HTTP status for a routing or tokenization error (400, 404, 503, 504 or 500).
 int HttpStatusFor(const absl::Status& status);
 
+// The body of a routing or proxy request, which must name a model. ParseRequestBody's errors,
+// or InvalidArgument when `model` is missing.
+absl::StatusOr<RequestBody> ParseModelRequest(std::string_view body);
+
+// A request ready to route: its body parsed, its algorithm chosen, its prompt tokenized.
+struct PreparedRequest {
+  std::string model;
+  // Empty when neither the request nor the configuration names one (only Envoy's AIBrix
+  // dialect allows that: Envoy then routes by model).
+  std::string algorithm;
+  std::vector<uint32_t> tokens;
+  bool stream = false;
+  std::string user;  // the end user for vtc-basic ("" = anonymous)
+};
+
 class Gateway {
  public:
   // Nothing is owned; everything must outlive the Gateway.
@@ -73,17 +94,63 @@ class Gateway {
   // upstream connections idle too long.
   size_t Sweep();
 
-  // A routing decision and the pod's serving address.
+  // A routing decision, the pod's serving address and the attempt's request id.
   struct Routed {
     routing::Decision decision;
     std::string host;
     uint16_t port = 0;
+    std::string request_id;
   };
   // Routes one request; `user` is the end user for vtc-basic ("" = anonymous).
   absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
                                  std::span<const uint32_t> tokens, const std::string& request_id,
                                  const std::string& user, std::vector<std::string> exclude) const;
   std::string NewRequestId();
+
+  // Parses `body` (ParseModelRequest), chooses the algorithm — `strategy` (the request's
+  // routing-strategy header) when non-empty, else `default_algorithm` (which may be empty:
+  // no strategy) — takes the end user from `user_header` (AIBrix's `user` header) when
+  // non-empty, else from the body's `user`, and tokenizes the prompt
+  // (ModelTokenizers::TokenizeBody); then `done(absl::StatusOr<PreparedRequest>)` runs exactly
+  // once, inline or later on `io`'s thread. Errors: the parse's and the tokenizer's
+  // InvalidArgument; InvalidArgument for an algorithm the router does not know.
+  template <typename Done>
+  void Prepare(boost::asio::io_context& io, std::string_view body, std::string_view strategy,
+               std::string_view user_header, std::string_view default_algorithm, Done done) const {
+    auto parsed = ParseModelRequest(body);
+    if (!parsed.ok()) {
+      done(absl::StatusOr<PreparedRequest>(parsed.status()));
+      return;
+    }
+    if (!user_header.empty()) parsed->user = std::string(user_header);
+    std::string algorithm(strategy.empty() ? default_algorithm : strategy);
+    if (!algorithm.empty() && !router_.Has(algorithm)) {
+      done(absl::StatusOr<PreparedRequest>(absl::InvalidArgumentError(
+          "unknown algorithm '" + algorithm + "' (known: " + router_.NamesJoined() + ")")));
+      return;
+    }
+    tokenizers_.TokenizeBody(
+        io, std::move(*parsed),
+        [algorithm = std::move(algorithm), done = std::move(done)](
+            RequestBody& body, absl::StatusOr<std::vector<uint32_t>> tokens) mutable {
+          if (!tokens.ok()) {
+            done(absl::StatusOr<PreparedRequest>(tokens.status()));
+            return;
+          }
+          done(absl::StatusOr<PreparedRequest>(
+              PreparedRequest{std::move(body.model), std::move(algorithm), std::move(*tokens),
+                              body.stream, body.user.value_or("")}));
+        });
+  }
+  // Admits `request` to the tracker (InFlightRequest); it settles exactly once.
+  std::unique_ptr<InFlightRequest> Admit(const PreparedRequest& request);
+  // Routes `prepared` (not to the pods in `tried`) under a new request id and counts the
+  // attempt on the chosen pod (releasing the previous attempt of `request`). The router's
+  // errors: NotFound for an unknown model, Unavailable when no ready pod is left.
+  absl::StatusOr<Routed> RouteAttempt(InFlightRequest& request, const PreparedRequest& prepared,
+                                      std::vector<std::string> tried);
+  const std::string& default_algorithm() const { return options_.default_algorithm; }
+  bool HasAlgorithm(std::string_view name) const { return router_.Has(name); }
 
  private:
   friend class ProxyCall;
@@ -95,6 +162,8 @@ class Gateway {
   void HandleDone(const http::Request& req, http::Response& res);
   void HandleModels(const http::Request& req, http::Response& res);
   void HandleCompletion(std::shared_ptr<http::Exchange> exchange);
+  // One proxied request's answer, counted by pod and status.
+  void CountProxied(std::string_view pod_key, int status);
 
   store::Store& store_;
   const routing::Router& router_;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "aibrix/gateway/usage_scanner.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tracking/request_tracker.h"
 
@@ -37,6 +38,11 @@ class InFlightRequest {
   // Settles: the attempt's DoneRequest and the tracker's OnFinished (with the engine's output
   // tokens when known). Later calls do nothing.
   void Finish(std::optional<int64_t> output_tokens);
+  // Settles a relayed response: the engine's output tokens (as `usage` read them) count only
+  // when the engine answered 200.
+  void FinishResponse(int http_status, const UsageScanner& usage) {
+    Finish(http_status == 200 ? usage.output_tokens() : std::nullopt);
+  }
 
   bool finished() const { return finished_; }
   const std::string& model() const { return model_; }

@@ -252,6 +252,14 @@ void ReadRedis(EnvReader& env, ServiceConfig& config) {
            &config.gpu_profile_caching);
 }
 
+// Envoy ext_proc (docs/extproc.md). AIBrix's code reads ROUTING_ALGORITHM, its documentation
+// names AIBRIX_ROUTING_ALGORITHM: both spellings are read.
+void ReadExtProc(EnvReader& env, ServiceConfig& config) {
+  env.String({"ROUTING_ALGORITHM", "AIBRIX_ROUTING_ALGORITHM"}, &config.extproc_default_strategy);
+  env.String({"AIBRIX_AUTH_BEARER_TOKEN"}, &config.auth_bearer_token);
+  env.PositiveInt({"AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES"}, &config.grpc_max_message_bytes);
+}
+
 void ReadVtc(EnvReader& env, ServiceConfig& config) {
   env.Number({"AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT"}, &config.vtc_fairness_weight, true);
   env.Number({"AIBRIX_ROUTER_VTC_BASIC_UTILIZATION_WEIGHT"}, &config.vtc_utilization_weight, true);
@@ -281,6 +289,7 @@ absl::StatusOr<ServiceConfig> ServiceConfig::FromEnvironment() {
   ReadTokenizer(env, config);
   ReadVtc(env, config);
   ReadRedis(env, config);
+  ReadExtProc(env, config);
   config.gateway_id = redis::DefaultGatewayId();
   if (absl::Status st = env.status(); !st.ok()) return st;
   config.env_notes = env.TakeNotes();

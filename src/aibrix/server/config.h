@@ -137,6 +137,21 @@ struct ServiceConfig {
   // The request-trace interval (10 s, the GPU optimizer's; tests shorten it).
   int trace_period_s = 10;
 
+  // Envoy external processing (docs/extproc.md): the gRPC listen address ("" disables it),
+  // the dialect ("aibrix": routing-strategy + target-pod / model headers; "gie": the Gateway
+  // API Inference Extension's x-gateway-destination-endpoint + envoy.lb metadata), the
+  // algorithm when a request names none (ROUTING_ALGORITHM, or AIBRIX_ROUTING_ALGORITHM; empty:
+  // AIBrix's default, Envoy routes by the model header), the bearer token requests must carry
+  // (AIBRIX_AUTH_BEARER_TOKEN), the largest gRPC message taken
+  // (AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES; raised above max_body_bytes when lower) and how
+  // long a stream may go without a message.
+  std::string extproc_addr = ":50052";
+  std::string extproc_dialect = "aibrix";
+  std::string extproc_default_strategy;
+  std::string auth_bearer_token;
+  int64_t grpc_max_message_bytes = 4 << 20;
+  int extproc_idle_timeout_ms = 600000;
+
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;
   int64_t index_max_memberships_per_pod = 4'000'000;

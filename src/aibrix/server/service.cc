@@ -150,6 +150,28 @@ http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::Ho
   return options;
 }
 
+absl::StatusOr<extproc::ServerOptions> ExtProcOptionsFor(const ServiceConfig& config) {
+  extproc::ServerOptions options;
+  options.address = config.extproc_addr;
+  if (config.extproc_dialect == "aibrix") {
+    options.processor.dialect = extproc::Dialect::kAibrix;
+  } else if (config.extproc_dialect == "gie") {
+    options.processor.dialect = extproc::Dialect::kGie;
+  } else {
+    return absl::InvalidArgumentError(
+        fmt::format("--extproc-dialect {}: 'aibrix' or 'gie'", config.extproc_dialect));
+  }
+  options.processor.default_strategy = config.extproc_default_strategy;
+  options.processor.bearer_token = config.auth_bearer_token;
+  options.processor.max_body_bytes = config.max_body_bytes;
+  // A whole body of max_body_bytes plus the message's own fields must get through, so that
+  // a larger body is answered 413 (AIBrix's equal 4 MiB limits refuse a maximal body).
+  options.max_receive_bytes = std::max<size_t>(static_cast<size_t>(config.grpc_max_message_bytes),
+                                               config.max_body_bytes + (64 << 10));
+  options.idle_timeout = std::chrono::milliseconds(config.extproc_idle_timeout_ms);
+  return options;
+}
+
 }  // namespace
 
 Service::Service(ServiceConfig config)
@@ -209,6 +231,10 @@ void Service::HousekeepingLoop(std::stop_token stop) {
     approx_index_.Sweep();
     exact_index_.UpdateGauges();
     gateway_->Sweep();
+    if (extproc_) {
+      extproc_->SweepIdle();
+      extproc_->SetServing(ready());  // follows discovery's first sync, like /readyz
+    }
   }
 }
 
@@ -256,6 +282,27 @@ absl::Status Service::Start() {
   }
   log->info("listening on http://{}", common::FormatHostPort(options.host, http_->port()));
 
+  if (!config_.extproc_addr.empty()) {
+    auto extproc_options = ExtProcOptionsFor(config_);
+    if (!extproc_options.ok()) {
+      Stop();
+      return extproc_options.status();
+    }
+    if (!config_.extproc_default_strategy.empty() &&
+        !router_->Has(config_.extproc_default_strategy)) {
+      Stop();
+      return absl::InvalidArgumentError(
+          fmt::format("--extproc-default-strategy {}: unknown (known: {})",
+                      config_.extproc_default_strategy, router_->NamesJoined()));
+    }
+    extproc_ = std::make_unique<extproc::Server>(std::move(*extproc_options), *gateway_, store_,
+                                                 *registry_);
+    if (auto st = extproc_->Start(); !st.ok()) {
+      Stop();
+      return st;
+    }
+  }
+
   store_.AddListener(&index_cleaner_);
   store_.AddListener(&tokenizer_log_);
   // The KV event manager subscribes to pods as discovery adds them; it never blocks the
@@ -274,6 +321,7 @@ absl::Status Service::Start() {
   }
   housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
+  if (extproc_) extproc_->SetServing(ready());
   if (discovery_->synced()) {
     log->info("ready: {} pods, {} models ({} discovery)", store_.ListPods().size(),
               store_.ListModels().size(), discovery_->type());
@@ -346,6 +394,7 @@ absl::Status Service::StartRedis() {
 }
 
 void Service::Drain() {
+  if (extproc_) extproc_->SetServing(false);
   if (ready_.exchange(false)) common::Logger("service")->info("draining: /readyz answers 503");
 }
 
@@ -365,6 +414,11 @@ void Service::Stop(StopMode mode) {
   if (trace_flusher_) trace_flusher_->Stop();
   if (profile_loader_) profile_loader_->Stop();
   if (replica_sync_) replica_sync_->Stop();
+  if (extproc_) {
+    // Its streams had the HTTP server's grace period to finish too; what is left is cut.
+    extproc_->Stop(mode == StopMode::kGraceful ? std::chrono::milliseconds(1000)
+                                               : std::chrono::milliseconds(0));
+  }
   if (discovery_) discovery_->Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);

@@ -2,7 +2,7 @@
 // together: Store <- discovery; engines' KV events -> EventManager -> ExactIndex; routing
 // decisions -> ApproxIndex; both indexes -> PrefixMatcher -> /cache/match and the routers;
 // the gateway (routing API, OpenAI proxy), the admin API, health and metrics on one HTTP
-// server.
+// server; Envoy's external processing (ext_proc) on a gRPC server of its own.
 //
 // Shutdown (SIGTERM): Drain() turns /readyz to 503 at once; Stop() then stops accepting
 // after shutdown_delay_ms, lets in-flight requests and streams finish until
@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "aibrix/discovery/provider.h"
+#include "aibrix/extproc/server.h"
 #include "aibrix/gateway/gateway.h"
 #include "aibrix/gateway/model_tokenizers.h"
 #include "aibrix/gateway/tokenizer_log.h"
@@ -65,11 +66,14 @@ class Service {
   void Stop(StopMode mode = StopMode::kNow);
 
   int http_port() const { return http_ ? http_->port() : 0; }
+  // The ext_proc gRPC port; 0 when disabled.
+  int extproc_port() const { return extproc_ ? extproc_->port() : 0; }
   // Started, not draining, and discovery has synced (/readyz).
   bool ready() const { return ready_.load() && discovery_ && discovery_->synced(); }
   store::Store& store() { return store_; }
   tracking::RequestTracker& tracker() { return tracker_; }
   profile::ProfileCache& profiles() { return profiles_; }
+  gateway::Gateway& gateway() { return *gateway_; }
   const prefix::PrefixMatcher& matcher() const { return *matcher_; }
   // The Prometheus text exposition of every metric of the service.
   std::string RenderMetrics() const;
@@ -120,6 +124,7 @@ class Service {
   std::unique_ptr<redis::TraceFlusher> trace_flusher_;
   std::unique_ptr<redis::ProfileLoader> profile_loader_;
   std::unique_ptr<redis::ReplicaSync> replica_sync_;
+  std::unique_ptr<extproc::Server> extproc_;
   std::atomic<bool> ready_{false};
 };
 
