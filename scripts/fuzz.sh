@@ -10,7 +10,8 @@ launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 cmake -S . -B build-fuzz -DAIBRIX_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 \
   -DAIBRIX_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
-targets=(kvevents_decoder_fuzz request_body_fuzz http_request_fuzz static_config_fuzz)
+targets=(kvevents_decoder_fuzz request_body_fuzz http_request_fuzz static_config_fuzz
+  metrics_exposition_fuzz)
 cmake --build build-fuzz -j"$jobs" --target "${targets[@]}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -20,6 +21,7 @@ seeds() {
     request_body_fuzz) echo tests/fuzz/corpus/request_body ;;
     http_request_fuzz) echo tests/fuzz/corpus/http_request ;;
     static_config_fuzz) echo examples ;;
+    metrics_exposition_fuzz) echo tests/testdata/metrics ;;
   esac
 }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}

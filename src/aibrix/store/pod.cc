@@ -153,7 +153,16 @@ void PodState::SetMetric(const std::string& name, MetricValue value) {
 void PodState::SetModelMetric(const std::string& model, const std::string& name,
                               MetricValue value) {
   common::MutexLock lock(&mu_);
-  model_metrics_[model + "/" + name] = std::move(value);
+  model_metrics_[{model, name}] = std::move(value);
+}
+
+void PodState::SetMetrics(std::vector<std::pair<std::string, MetricValue>> pod_values,
+                          std::vector<ModelMetricUpdate> model_values) {
+  common::MutexLock lock(&mu_);
+  for (auto& [name, value] : pod_values) metrics_[std::move(name)] = std::move(value);
+  for (auto& update : model_values) {
+    model_metrics_[{std::move(update.model), std::move(update.name)}] = std::move(update.value);
+  }
 }
 
 std::optional<MetricValue> PodState::Metric(const std::string& name) const {
@@ -166,7 +175,7 @@ std::optional<MetricValue> PodState::Metric(const std::string& name) const {
 std::optional<MetricValue> PodState::ModelMetric(const std::string& model,
                                                  const std::string& name) const {
   common::MutexLock lock(&mu_);
-  auto it = model_metrics_.find(model + "/" + name);
+  auto it = model_metrics_.find(std::make_pair(model, name));
   if (it == model_metrics_.end()) return std::nullopt;
   return it->second;
 }
