@@ -71,6 +71,12 @@ int main(int argc, char** argv) {
   app.add_option("--metric-max-age", config.metric_max_age_ms,
                  "ms after which a scraped engine metric is stale and routers ignore it")
       ->check(CLI::PositiveNumber);
+  app.add_option("--metric-timeout-ms", config.metric_timeout_ms,
+                 "Deadline of one engine /metrics fetch (connect plus the whole response)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--metric-max-body-bytes", config.metric_max_body_bytes,
+                 "Largest engine /metrics body taken (larger: the scrape fails)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
                "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
   app.add_option("--kv-io-threads", config.kv_io_threads,

@@ -408,7 +408,9 @@ class ExpositionParser {
       return nullptr;
     }
     ++out_.series_count_;
-    Series& series = out_.families_[index].series.emplace_back();
+    Family& family = out_.families_[index];
+    Series& series = family.series.emplace_back();
+    if (family.type == MetricType::kHistogram) series.buckets.reserve(32);
     series.labels_begin = static_cast<uint32_t>(mark);
     series.labels_end = static_cast<uint32_t>(out_.labels_.size());
     return &series;
@@ -461,6 +463,11 @@ absl::StatusOr<ParsedBody> ParseExposition(std::string_view body, const ParseOpt
         "metrics body of {} bytes is over the limit of {}", body.size(), options.max_bytes));
   }
   ParsedBody out;
+  // Sized from the body (about one label per 16 bytes, one family per 250) so the vectors
+  // do not regrow while parsing; never more than the body could hold.
+  out.labels_.reserve(body.size() / 16);
+  out.families_.reserve(body.size() / 250);
+  out.index_.reserve(body.size() / 250);
   ExpositionParser parser(options, out);
   parser.Run(body);
   if (out.bad_lines() > 0 && parser.good_lines() == 0) {

@@ -179,13 +179,13 @@ const EngineMetricRegistry& EngineMetricRegistry::Default() {
 }
 
 EngineMetricRegistry::EngineMetricRegistry(std::vector<EngineMetricDef> defs)
-    : defs_(std::move(defs)) {}
+    : defs_(std::move(defs)) {
+  for (const EngineMetricDef& def : defs_) index_.emplace(def.name, &def);
+}
 
 const EngineMetricDef* EngineMetricRegistry::Find(std::string_view name) const {
-  for (const EngineMetricDef& def : defs_) {
-    if (def.name == name) return &def;
-  }
-  return nullptr;
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
 }
 
 std::vector<Binding> EngineMetricRegistry::BindingsFor(std::string_view engine) const {

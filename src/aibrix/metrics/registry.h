@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+
 namespace aibrix::metrics {
 
 enum class EngineMetricType {
@@ -74,6 +76,7 @@ class EngineMetricRegistry {
 
  private:
   const std::vector<EngineMetricDef> defs_;
+  absl::flat_hash_map<std::string_view, const EngineMetricDef*> index_;  // by internal name
 };
 
 }  // namespace aibrix::metrics

@@ -36,6 +36,10 @@ struct ServiceConfig {
   // A scraped engine metric older than this is stale: routers ignore it (and fall back as
   // when it is missing); aibrix_cache_stale_metrics counts such values.
   int metric_max_age_ms = 1000;
+  // One scrape of one engine port: connect plus the whole response, and the largest body
+  // taken (larger: the scrape fails, counted as body_too_large).
+  int metric_timeout_ms = 3000;
+  int64_t metric_max_body_bytes = int64_t{8} << 20;
   // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED: subscribe to engines' KV events.
   bool kv_event_sync = false;
   // The KV event path's threads and memory (docs/kvevents.md): socket threads and appliers

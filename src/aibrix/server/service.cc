@@ -1,6 +1,11 @@
 #include "aibrix/server/service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <initializer_list>
+#include <iterator>
 #include <condition_variable>
 #include <mutex>
 
@@ -66,6 +71,28 @@ gateway::GatewayOptions GatewayOptionsFor(const ServiceConfig& config) {
   return options;
 }
 
+metrics::ScraperOptions ScraperOptionsFor(const ServiceConfig& config) {
+  metrics::ScraperOptions options;
+  options.interval = std::chrono::milliseconds(config.metric_refresh_ms);
+  const auto deadline = std::chrono::milliseconds(config.metric_timeout_ms);
+  options.connect_timeout = std::min(deadline, std::chrono::milliseconds(1000));
+  options.read_timeout = deadline;
+  options.max_body_bytes = static_cast<size_t>(config.metric_max_body_bytes);
+  return options;
+}
+
+metrics::ExporterOptions ExporterOptionsFor(const ServiceConfig& config) {
+  metrics::ExporterOptions options;
+  options.max_age = std::chrono::milliseconds(config.metric_max_age_ms);
+  if (const char* pod = std::getenv("POD_NAME"); pod != nullptr && *pod != '\0') {
+    options.gateway_pod = pod;
+  } else {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0) options.gateway_pod = host;
+  }
+  return options;
+}
+
 http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::HostPort& addr) {
   http::ServerOptions options;
   options.host = addr.host;
@@ -91,7 +118,11 @@ Service::Service(ServiceConfig config)
       exact_index_(ExactOptions(config_), registry_.get()),
       approx_index_(ApproxOptions(config_), registry_.get()),
       tokenizers_(MakeTokenizers(config_, local_tokenizer_, store_)),
-      kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)) {
+      kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)),
+      scraper_(store_, metrics::EngineMetricRegistry::Default(), ScraperOptionsFor(config_),
+               *registry_),
+      engine_metrics_(store_, metrics::EngineMetricRegistry::Default(),
+                      ExporterOptionsFor(config_)) {
   auto matcher = prefix::PrefixMatcher::Create(&exact_index_, &approx_index_);
   // Both indexes are built from the same block size and scheme, so this cannot fail.
   if (matcher.ok()) matcher_.emplace(std::move(*matcher));
@@ -176,6 +207,12 @@ absl::Status Service::Start() {
     Stop();
     return st;
   }
+  // Scrapes every ready pod from now on (pods discovery adds later are picked up by its
+  // next tick; removed ones are released).
+  if (auto st = scraper_.Start(); !st.ok()) {
+    Stop();
+    return st;
+  }
   housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
   log->info("ready: {} pods, {} models ({} discovery)", store_.ListPods().size(),
@@ -200,6 +237,7 @@ void Service::Stop(StopMode mode) {
                                             : std::chrono::milliseconds(0));
   }
   if (discovery_) discovery_->Stop();
+  scraper_.Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);
   if (housekeeping_.joinable()) {
@@ -212,8 +250,12 @@ std::string Service::RenderMetrics() const {
   event_queue_bytes_->Set(static_cast<double>(kv_manager_.queued_bytes()));
   exact_index_.UpdateGauges();  // per-model gauges are computed at scrape time
   auto families = registry_->Collect();
-  auto store_families = store_collector_.Collect();
-  families.insert(families.end(), store_families.begin(), store_families.end());
+  for (const prometheus::Collectable* collector :
+       std::initializer_list<const prometheus::Collectable*>{&store_collector_, &engine_metrics_}) {
+    auto more = collector->Collect();
+    families.insert(families.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+  }
   return prometheus::TextSerializer().Serialize(families);
 }
 
