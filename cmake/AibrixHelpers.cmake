@@ -77,12 +77,29 @@ function(aibrix_bench name)
   aibrix_binary(${name} SRCS ${ARG_SRCS} DEPS ${ARG_DEPS} benchmark::benchmark)
 endfunction()
 
-# aibrix_fuzz(<name> SRCS ... DEPS ...): a libFuzzer target, only with -DAIBRIX_FUZZ=ON (clang).
+# aibrix_fuzz(<name> SRCS ... DEPS ... CORPUS dir): only with -DAIBRIX_FUZZ=ON (clang).
+# A libFuzzer target. CORPUS is its seed directory (relative to the source root); every
+# target is listed with its corpus in ${CMAKE_BINARY_DIR}/fuzz_targets.txt, which
+# scripts/fuzz.sh runs, so a new target needs no script change.
 function(aibrix_fuzz name)
-  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "CORPUS" "SRCS;DEPS" ${ARGN})
   if(NOT AIBRIX_FUZZ)
     return()
   endif()
+  if(NOT ARG_CORPUS OR NOT IS_DIRECTORY "${PROJECT_SOURCE_DIR}/${ARG_CORPUS}")
+    message(FATAL_ERROR "aibrix_fuzz(${name}): CORPUS must name a seed directory, got '${ARG_CORPUS}'")
+  endif()
   aibrix_binary(${name} SRCS ${ARG_SRCS} DEPS ${ARG_DEPS})
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+  set_property(GLOBAL APPEND PROPERTY AIBRIX_FUZZ_TARGETS "${name} ${ARG_CORPUS}")
+endfunction()
+
+# Writes fuzz_targets.txt (call once, after every aibrix_fuzz).
+function(aibrix_write_fuzz_manifest)
+  if(NOT AIBRIX_FUZZ)
+    return()
+  endif()
+  get_property(targets GLOBAL PROPERTY AIBRIX_FUZZ_TARGETS)
+  list(JOIN targets "\n" text)
+  file(WRITE "${CMAKE_BINARY_DIR}/fuzz_targets.txt" "${text}\n")
 endfunction()

@@ -10,25 +10,26 @@ launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 cmake -S . -B build-fuzz -DAIBRIX_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 \
   -DAIBRIX_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
-targets=(kvevents_decoder_fuzz request_body_fuzz http_request_fuzz static_config_fuzz
-  metrics_exposition_fuzz)
+# Every target and its seed corpus, as CMake registered them (aibrix_fuzz ... CORPUS).
+targets=()
+declare -A corpus_of
+while read -r name dir; do
+  [ -n "$name" ] || continue
+  targets+=("$name")
+  corpus_of[$name]=$dir
+done <build-fuzz/fuzz_targets.txt
+if [ "${#targets[@]}" -eq 0 ]; then
+  echo "fuzz: no targets in build-fuzz/fuzz_targets.txt" >&2
+  exit 1
+fi
 cmake --build build-fuzz -j"$jobs" --target "${targets[@]}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-seeds() {
-  case "$1" in
-    kvevents_decoder_fuzz) echo tests/testdata/kv ;;
-    request_body_fuzz) echo tests/fuzz/corpus/request_body ;;
-    http_request_fuzz) echo tests/fuzz/corpus/http_request ;;
-    static_config_fuzz) echo examples ;;
-    metrics_exposition_fuzz) echo tests/testdata/metrics ;;
-  esac
-}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 for target in "${targets[@]}"; do
   corpus="$work/$target"
   mkdir -p "$corpus"
-  cp -r "$(seeds "$target")"/. "$corpus"/
+  cp -r "${corpus_of[$target]}"/. "$corpus"/
   echo "== fuzz $target for ${seconds} s"
   log="build-fuzz/$target.log"
   if ! build-fuzz/bin/"$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \

@@ -12,7 +12,7 @@ packages=(
   libhiredis-dev redis-server
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 curl
+  python3 python3-yaml curl
 )
 
 missing=()

@@ -2,8 +2,9 @@
 # Builds and runs the tests under a sanitizer, in build-<name>/:
 #   asan  AddressSanitizer + UBSan, the whole suite
 #   tsan  ThreadSanitizer, the tests of the concurrent modules (HTTP server and client,
-#         gateway, store, prefix index, KV event subscriber and manager, proxy and service
-#         integration), suppressions in tests/sanitizers/tsan.supp
+#         gateway, store, prefix index, KV event subscriber and manager, static discovery's
+#         file watcher and reloads, proxy and service integration), suppressions in
+#         tests/sanitizers/tsan.supp
 # Usage: bash scripts/sanitize.sh asan|tsan
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,11 @@ case "$sanitizer" in
   tsan)
     export TSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/tsan.supp halt_on_error=1 second_deadlock_stack=1"
     targets=(http_test gateway_test store_test prefix_test tracking_test kvevents_subscriber_test
-             kvevents_manager_test proxy_failure_test aibrix-cache engine-sim)
+             kvevents_manager_test discovery_test static_reload_test proxy_failure_test
+             aibrix-cache engine-sim)
     cmake --build "$dir" -j"$jobs" --target "${targets[@]}"
     ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 600 \
-      -R '^(HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure)'
+      -R '^(HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure|StaticProvider|FileWatcher|StaticReload|TokenizerLog|ModelTokenizers)'
     ;;
   *)
     echo "unknown sanitizer '$sanitizer' (asan or tsan)" >&2

@@ -49,6 +49,7 @@ struct Flags {
   double rate = 20000;  // blocks/s outside the ingest phase
   int min_blocks_per_event = 16;
   int max_blocks_per_event = 128;
+  int batches_per_turn = 1;
   int64_t hostile_chain = 1'000'000;
   uint64_t flood_bytes = uint64_t{1} << 30;
   size_t flood_message_bytes = 60'000'000;
@@ -142,6 +143,7 @@ class Bench {
                            ? fmt::format("127.{}.1.1", 100 + getpid() % 120)
                            : flags_.first_address;
     fo.blocks_per_s = flags_.rate;
+    fo.batches_per_turn = flags_.batches_per_turn;
     fo.workload.seed = 2024;
     // Prefill-sized events: a vLLM step with chunked prefill caches up to 2,048 tokens of a
     // request (128 blocks) at once, several requests per step.
@@ -423,6 +425,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-blocks-per-event", flags.max_blocks_per_event,
                  "Largest BlockStored run the engines emit (a 2,048-token prefill chunk: 128)")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--batches-per-turn", flags.batches_per_turn,
+                 "Batches an engine publishes back to back on its turn")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--hostile-chain", flags.hostile_chain, "Blocks of the hostile chain");
   app.add_option("--flood-bytes", flags.flood_bytes, "Bytes of huge messages in the flood");
   app.add_option("--flood-message-bytes", flags.flood_message_bytes, "Size of one message");

@@ -1,5 +1,6 @@
 // aibrix-cache: the service (default) and its operator tools (subcommands).
-// Thin by design: parse flags, build the Service, wait for SIGINT/SIGTERM, stop.
+// Thin by design: parse flags, build the Service, wait for signals (SIGHUP: reload the
+// discovery configuration; SIGINT/SIGTERM: stop).
 #include <malloc.h>
 
 #include <csignal>
@@ -12,13 +13,14 @@
 
 namespace {
 
-// Blocks the stop signals in every thread (threads inherit the mask), so that only the
+// Blocks the handled signals in every thread (threads inherit the mask), so that only the
 // main thread receives them, through sigwait.
-sigset_t BlockStopSignals() {
+sigset_t BlockHandledSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   return signals;
 }
@@ -28,7 +30,12 @@ sigset_t BlockStopSignals() {
 int main(int argc, char** argv) {
   aibrix::common::UseHugePagesForMalloc(argv);
   using aibrix::server::ServiceConfig;
-  ServiceConfig config = ServiceConfig::FromEnvironment();
+  absl::StatusOr<ServiceConfig> from_env = ServiceConfig::FromEnvironment();
+  if (!from_env.ok()) {
+    std::fprintf(stderr, "aibrix-cache: %s\n", std::string(from_env.status().message()).c_str());
+    return 2;
+  }
+  ServiceConfig config = std::move(*from_env);
 
   CLI::App app{"aibrix-cache: pod registry, KV-event prefix index and router for LLM inference"};
   app.option_defaults()->always_capture_default();
@@ -37,6 +44,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"static"}));
   app.add_option("--static-config", config.static_config, "Static discovery YAML file")
       ->check(CLI::ExistingFile);
+  app.add_flag("--static-config-watch,!--no-static-config-watch", config.static_config_watch,
+               "Reload the static file when it changes (SIGHUP reloads it either way)");
+  app.add_option("--pod-deployment-label", config.pod_deployment_label,
+                 "Pod label naming its deployment (env AIBRIX_POD_DEPLOYMENT_LABEL)");
+  app.add_option("--pod-fleet-label", config.pod_fleet_label,
+                 "Pod label naming its Ray cluster fleet (env AIBRIX_POD_RAYCLUSTERFLEET_LABEL)");
   app.add_option("--io-threads", config.io_threads, "HTTP I/O threads (0: one per core)")
       ->check(CLI::Range(0, 256));
   app.add_option("--max-body-bytes", config.max_body_bytes, "Largest request body (413)")
@@ -79,6 +92,13 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
                "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
+  app.add_option("--kv-replay-timeout-ms", config.kv_replay_timeout_ms,
+                 "KV events: deadline of a replay request (env AIBRIX_ZMQ_REPLAY_TIMEOUT)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--kv-reconnect-ms", config.kv_reconnect_ms,
+                 "KV events: first reconnection delay, doubling up to 30 s (env "
+                 "AIBRIX_ZMQ_RECONNECT_INTERVAL)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--kv-io-threads", config.kv_io_threads,
                  "KV events: socket threads shared by every pod (each watches many pods)")
       ->check(CLI::Range(1, 64));
@@ -110,6 +130,10 @@ int main(int argc, char** argv) {
   app.add_option("--approx-ttl-minutes", config.approx_ttl_minutes,
                  "Routing-fed index TTL (env AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--sweep-interval-s", config.sweep_interval_s,
+                 "Seconds between sweeps of expired routing-fed entries and /cache/route leases "
+                 "(env AIBRIX_PREFIX_CACHE_EVICTION_INTERVAL_SECONDS)")
+      ->check(CLI::Range(1, 3600));
   app.add_option("--index-max-memberships", config.index_max_memberships,
                  "Event-fed index budget in (block, pod, tier) memberships")
       ->check(CLI::PositiveNumber);
@@ -136,11 +160,28 @@ int main(int argc, char** argv) {
   app.add_option("--routing-seed", config.routing_seed,
                  "Seed of the routers' random source (0: random)");
   app.add_option("--tokenizer", config.tokenizer,
-                 "Prompt tokenizer for routing: local (engine-sim's byte rules) or remote (the "
-                 "engines' vLLM /tokenize; env AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true)")
+                 "Prompt tokenizer for routing: local (engine-sim's byte rules) or remote (vLLM "
+                 "/tokenize of --tokenizer-endpoint or of each model's engines; env "
+                 "AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true). Default: remote with KV event "
+                 "sync, else local")
       ->check(CLI::IsMember({"local", "remote"}));
+  app.add_option("--tokenizer-endpoint", config.tokenizer_endpoint,
+                 "Remote tokenizer: a vLLM server asked first for every model (env "
+                 "AIBRIX_PREFIX_CACHE_REMOTE_TOKENIZER_ENDPOINT)");
+  app.add_option("--tokenizer-endpoint-template", config.tokenizer_endpoint_template,
+                 "Remote tokenizer: an engine's URL with %s for its IP (env "
+                 "AIBRIX_VLLM_TOKENIZER_ENDPOINT_TEMPLATE; default http://IP:serving port)");
   app.add_option("--tokenizer-timeout-ms", config.tokenizer_timeout_ms,
-                 "Remote tokenizer: time limit of one attempt")
+                 "Remote tokenizer: time limit of one attempt (env "
+                 "AIBRIX_TOKENIZER_REQUEST_TIMEOUT)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-tokenizers", config.max_tokenizers,
+                 "Remote tokenizer: (endpoint, model) clients kept, least recently used dropped "
+                 "first (env AIBRIX_MAX_TOKENIZERS_PER_POOL)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option(
+         "--tokenizer-ttl-s", config.tokenizer_ttl_s,
+         "Remote tokenizer: a client unused this long is dropped (env AIBRIX_TOKENIZER_TTL)")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
@@ -152,7 +193,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
-  sigset_t stop_signals = BlockStopSignals();
+  sigset_t signals = BlockHandledSignals();
 
   aibrix::server::Service service(config);
   if (auto status = service.Start(); !status.ok()) {
@@ -160,7 +201,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   int signal = 0;
-  sigwait(&stop_signals, &signal);
+  while (sigwait(&signals, &signal) == 0 && signal == SIGHUP) {
+    log->info("received SIGHUP, reloading the discovery configuration");
+    if (auto status = service.ReloadDiscovery(); !status.ok()) {
+      log->error("reload failed, the previous configuration stays: {}", status.ToString());
+    }
+  }
   log->info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
   service.Stop(aibrix::server::Service::StopMode::kGraceful);
   log->info("stopped");

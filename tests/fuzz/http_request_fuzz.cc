@@ -53,12 +53,14 @@ void CheckFraming(std::string_view input) {
 aibrix::server::Service& TheService() {
   static aibrix::server::Service* service = [] {
     aibrix::common::SetLogLevel("off");
-    // The config is read once, at Start: its directory can go when this lambda returns.
+    // The config is read once, at Start (not watched): its directory can go when this lambda
+    // returns.
     const aibrix::testing::TempDir dir("http-fuzz");
     aibrix::server::ServiceConfig config;
     config.http_addr = "127.0.0.1:0";
     config.static_config = dir.Write(
         "config.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.2:1\"]\n");
+    config.static_config_watch = false;
     config.io_threads = 1;
     config.max_body_bytes = 1 << 16;
     config.head_timeout_ms = 2000;

@@ -18,10 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (body->model != dom->model || body->algorithm != dom->algorithm ||
-      body->request_id != dom->request_id || body->stream != dom->stream ||
-      body->token_ids != dom->token_ids || body->prompt != dom->prompt ||
-      body->messages != dom->messages || body->input_tokens != dom->input_tokens ||
-      body->output_tokens != dom->output_tokens) {
+      body->request_id != dom->request_id || body->user != dom->user ||
+      body->stream != dom->stream || body->token_ids != dom->token_ids ||
+      body->prompt != dom->prompt || body->messages != dom->messages ||
+      body->input_tokens != dom->input_tokens || body->output_tokens != dom->output_tokens) {
     std::abort();
   }
   return 0;

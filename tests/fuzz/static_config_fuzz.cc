@@ -9,6 +9,9 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config = aibrix::discovery::ParseStaticConfig(
       std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.yaml");
-  if (config.ok()) (void)aibrix::discovery::StaticPods(*config);
+  if (config.ok()) {
+    (void)aibrix::discovery::StaticPods(*config);
+    (void)aibrix::discovery::StaticAdapters(*config);
+  }
   return 0;
 }

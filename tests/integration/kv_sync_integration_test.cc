@@ -44,10 +44,9 @@ TEST(KvSyncIntegrationTest, EventsReachTheIndexAndMatch) {
   auto process = Subprocess::Start({BinaryPath("aibrix-cache"), "--http-addr", "127.0.0.1:0",
                                     "--static-config", config, "--kv-event-sync"});
   ASSERT_TRUE(process.ok());
-  auto port = (*process)->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
-                                      std::chrono::seconds(20));
+  auto port = (*process)->WaitForListeningPort(std::chrono::seconds(20));
   ASSERT_TRUE(port.ok()) << port.status();
-  httplib::Client client("127.0.0.1", std::stoi(*port));
+  httplib::Client client("127.0.0.1", *port);
   const std::string pod = "standalone/llama-127-0-0-1-0";
   ASSERT_TRUE(Eventually(
       [&] {

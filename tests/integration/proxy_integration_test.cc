@@ -75,10 +75,9 @@ class ProxyTest : public ::testing::Test {
     auto process = Subprocess::Start(argv);
     ASSERT_TRUE(process.ok());
     service_ = std::move(*process);
-    auto port = service_->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
-                                      std::chrono::seconds(20));
+    auto port = service_->WaitForListeningPort(std::chrono::seconds(20));
     ASSERT_TRUE(port.ok()) << port.status();
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", std::stoi(*port));
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", *port);
     client_->set_read_timeout(std::chrono::seconds(30));
     ASSERT_TRUE(service_->WaitForLine("ready:", std::chrono::seconds(20)).ok());
   }

@@ -39,10 +39,9 @@ class ServiceTest : public ::testing::Test {
     auto process = Subprocess::Start(argv);
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::move(*process);
-    auto port = process_->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))",
-                                      std::chrono::seconds(20));
+    auto port = process_->WaitForListeningPort(std::chrono::seconds(20));
     ASSERT_TRUE(port.ok()) << port.status();
-    port_ = std::stoi(*port);
+    port_ = *port;
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
     ASSERT_TRUE(process_->WaitForLine("ready:", std::chrono::seconds(20)).ok());
   }

@@ -240,9 +240,9 @@ class LoadgenEngineSimTest : public ::testing::Test {
                            "--time-scale", "10", "--num-gpu-blocks", "512", "--log-level", "warn"});
     ASSERT_TRUE(sim.ok()) << sim.status();
     sim_ = std::move(*sim);
-    auto port = sim_->WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))", milliseconds(10000));
+    auto port = sim_->WaitForListeningPort(milliseconds(10000));
     ASSERT_TRUE(port.ok()) << port.status();
-    port_ = std::stoi(*port);
+    port_ = *port;
   }
 
   void TearDown() override {

@@ -123,6 +123,13 @@ absl::StatusOr<int> Subprocess::Wait(std::chrono::milliseconds timeout) {
   return absl::DeadlineExceededError("process did not exit in time");
 }
 
+absl::StatusOr<int> Subprocess::WaitForListeningPort(std::chrono::milliseconds timeout) {
+  absl::StatusOr<std::string> port =
+      WaitForLine(R"(listening on http://127\.0\.0\.1:(\d+))", timeout);
+  if (!port.ok()) return port.status();
+  return std::stoi(*port);
+}
+
 absl::StatusOr<int> Subprocess::Stop(int signal, std::chrono::milliseconds timeout) {
   if (!reaped_) kill(pid_, signal);
   return Wait(timeout);

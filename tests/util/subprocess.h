@@ -33,6 +33,9 @@ class Subprocess {
   // whole line when the pattern has none). DeadlineExceeded on timeout, with the output so far.
   absl::StatusOr<std::string> WaitForLine(const std::string& pattern,
                                           std::chrono::milliseconds timeout);
+  // Waits for the "listening on http://127.0.0.1:PORT" line that aibrix-cache and engine-sim
+  // print once their HTTP port is bound (they bind port 0); returns PORT.
+  absl::StatusOr<int> WaitForListeningPort(std::chrono::milliseconds timeout);
   // Sends `signal` and waits up to `timeout` for the exit; returns the exit code, or
   // 128+signal when killed by a signal. DeadlineExceeded if it does not exit.
   absl::StatusOr<int> Stop(int signal, std::chrono::milliseconds timeout);

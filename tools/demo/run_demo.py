@@ -25,7 +25,8 @@ import urllib.error
 import urllib.request
 import http.client
 
-ALGORITHMS = ["random", "least-request", "prefix-cache", "prefix-cache-kv", "kv-aware"]
+ALGORITHMS = ["random", "least-request", "least-kv-cache", "prefix-cache", "prefix-cache-kv",
+              "kv-aware"]
 KV_SYNC = "prefix-cache-kv"
 MODEL = "demo-llm"
 
@@ -120,6 +121,7 @@ class Demo:
         self.workdir = tempfile.mkdtemp(prefix="aibrix-demo-")
         self.bin = {name: os.path.join(args.build_dir, "bin", name)
                     for name in ("engine-sim", "aibrix-cache", "loadgen")}
+        self.tokenizer = None  # as the service reports it (GET /cache/models)
 
     # ----- processes -------------------------------------------------------------------
 
@@ -202,6 +204,15 @@ class Demo:
             if p.popen.poll() is not None or time.monotonic() > deadline:
                 raise DemoError(f"{p.name} did not become ready (/readyz):\n{p.tail()}")
             time.sleep(0.05)
+        # With KV event sync the service tokenizes prompts with the engines' own /tokenize
+        # (vLLM's API, which engine-sim serves): the path real vLLM users take.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cache/models", timeout=5) as r:
+            models = {m["name"]: m for m in json.loads(r.read())["models"]}
+        tok = models.get(MODEL, {})
+        if tok.get("tokenizer") != "remote":
+            raise DemoError(f"{p.name}: model {MODEL} is not tokenized by the engines' /tokenize "
+                            f"({tok.get('tokenizer_source')})")
+        self.tokenizer = tok.get("tokenizer_source")
         return p, port
 
     # ----- HTTP helpers ------------------------------------------------------------------
@@ -233,6 +244,16 @@ class Demo:
                     out[(m.group(1), m.group(2) or "")] = float(m.group(3))
                 except ValueError:
                     pass
+        return out
+
+    @staticmethod
+    def metric_fallbacks(metrics):
+        """{reason: decisions} taken without scraped engine metrics (missing or stale)."""
+        out = {}
+        for (name, labels), v in metrics.items():
+            m = re.search(r'reason="([a-z]+)"', labels)
+            if name == "aibrix_routing_metric_fallback_total" and m and v > 0:
+                out[m.group(1)] = out.get(m.group(1), 0) + v
         return out
 
     @staticmethod
@@ -340,7 +361,9 @@ class Demo:
             time.sleep(0.5)  # KV event subscribers connect
             log(f"{alg}: {a.num_requests} requests at {a.rate} req/s through aibrix-cache :{port}")
             r = self.loadgen(alg, port, metrics_ports, strategy=alg)
-            r["route_us"], r["selection"] = self.routing_stats(self.scrape(port))
+            service_metrics = self.scrape(port)
+            r["route_us"], r["selection"] = self.routing_stats(service_metrics)
+            r["metric_fallbacks"] = self.metric_fallbacks(service_metrics)
             r["overhead_us"] = self.probe_overhead(engines[0]["port"], port, alg)
             results[alg] = r
             self.stop(svc)
@@ -388,6 +411,8 @@ class Demo:
                   f"{'' if rt is None else f'{rt:5.0f}us':>7} "
                   f"{'' if ov is None else f'{ov:7.0f}us':>9}  {pods}")
         print()
+        if self.tokenizer:
+            print(f"prompt tokenizer (every aibrix-cache run): {self.tokenizer}")
         print("hit rate = prompt tokens found in the engines' prefix caches / prompt tokens "
               "(vllm:prefix_cache_* deltas); route = mean routing decision time "
               "(aibrix_routing_latency_seconds); overhead = p50 latency the proxy adds to a tiny "
@@ -396,6 +421,13 @@ class Demo:
             sel = r.get("selection") or {}
             if sum(sel.values()) > 0:
                 print(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sel.items()))
+        for name, r in results.items():
+            fb = r.get("metric_fallbacks") or {}
+            if fb:
+                print(f"{name}: decided without scraped engine metrics "
+                      f"({', '.join(f'{k} {v:.0f}' for k, v in sorted(fb.items()))}): "
+                      f"{'least-request' if name != 'kv-aware' else 'local running counts'} "
+                      f"stood in (aibrix_routing_metric_fallback_total)")
         kv = results.get(KV_SYNC)
         rnd = results.get("random")
         oracle = results["oracle"]

@@ -255,6 +255,7 @@ void Engine::RenderMetrics(std::string* out) const {
   g.num_running = static_cast<int>(running_.size());
   g.num_waiting = static_cast<int>(waiting_.size());
   g.kv_cache_usage = pool_.usage();
+  g.utilization = busy_.Utilization(std::chrono::steady_clock::now());
   g.block_size = pool_.block_size();
   g.num_gpu_blocks = pool_.num_blocks();
   metrics_.Render(out, g, label_engine_, label_model_);
@@ -276,6 +277,7 @@ bool Engine::RunCommand(Command c) {
       FailAll(absl::UnavailableError("engine restarted"));
       pool_.DropAll();
       metrics_.Reset();
+      busy_.Reset();
       restart_publisher_ = true;
       return true;
   }
@@ -482,6 +484,11 @@ void Engine::Loop() {
       DropAborted(start);
       seconds = Schedule(&step, start);
       events = pool_.TakeEvents();
+      if (!step.empty()) {
+        deadline = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(seconds / options_.time_scale));
+        busy_.Add(start, deadline);
+      }
     }
     if (events_ != nullptr) {
       if (restart_publisher) events_->Restart();
@@ -502,8 +509,6 @@ void Engine::Loop() {
       busy = false;
       continue;
     }
-    deadline = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                           std::chrono::duration<double>(seconds / options_.time_scale));
     // Sleep in slices so Stop() is not held up by a long simulated step.
     while (true) {
       const SteadyTime now = std::chrono::steady_clock::now();

@@ -205,6 +205,7 @@ class Engine {
   std::condition_variable work_cv_;  // signalled when HasWork() may have become true
   BlockPool pool_;
   EngineMetrics metrics_;
+  BusyWindow busy_{std::chrono::seconds(1)};
   std::deque<std::unique_ptr<Request>> waiting_;
   std::vector<std::unique_ptr<Request>> running_;
   std::deque<PendingCommand> commands_;

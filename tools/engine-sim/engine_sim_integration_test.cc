@@ -527,6 +527,12 @@ TEST(EngineSimMetricsTest, ConsistentWithServedRequests) {
   EXPECT_EQ(MetricValue(t, "vllm:time_to_first_token_seconds_count" + l), 6);
   EXPECT_EQ(MetricValue(t, "vllm:e2e_request_latency_seconds_count" + l), 6);
   EXPECT_EQ(MetricValue(t, "vllm:request_queue_time_seconds_count" + l), 6);
+  EXPECT_EQ(MetricValue(t, "vllm:num_requests_success_total" + l), 6);
+  EXPECT_EQ(MetricValue(t, "vllm:cpu_cache_usage_perc" + l), 0);
+  EXPECT_EQ(MetricValue(t, "vllm:request_prefill_time_seconds_count" + l), 6);
+  EXPECT_EQ(MetricValue(t, "vllm:request_decode_time_seconds_count" + l), 6);
+  EXPECT_EQ(MetricValue(t, "vllm:request_prompt_tokens_sum" + l), prompt);
+  EXPECT_EQ(MetricValue(t, "vllm:request_generation_tokens_sum" + l), completion);
   EXPECT_EQ(MetricValue(t,
                         "vllm:request_success_total{engine=\"0\",finished_reason=\"length\","
                         "model_name=\"m\"}"),
@@ -580,6 +586,58 @@ TEST(EngineSimSchedulingTest, MaxNumSeqsBoundsTheRunningBatch) {
            MetricValue(t, "vllm:num_requests_waiting" + l) == 0 &&
            MetricValue(t, "vllm:kv_cache_usage_perc" + l) == 0;
   }));
+}
+
+// Every series aibrix-cache's metric routers read (docs/routing.md) follows the simulated
+// state: requests queue behind a one-request batch, the engine is busy, and the histograms
+// record the waits.
+TEST(EngineSimMetricsTest, RouterInputsFollowTheLoad) {
+  SimProcess sim({"--model", "m", "--max-num-seqs", "1", "--decode-step-ms", "10",
+                  "--decode-step-ms-per-seq", "0", "--max-model-len", "2048"});
+  ASSERT_TRUE(sim.ok());
+  auto c = sim.Client();
+  const std::string l = "{engine=\"0\",model_name=\"m\"}";
+  auto idle = c->Get("/metrics");
+  ASSERT_TRUE(idle);
+  EXPECT_EQ(MetricValue(idle->body, "engine_utilization" + l), 0);
+  EXPECT_EQ(MetricValue(idle->body, "vllm:request_queue_time_seconds_sum" + l), 0);
+  // Three requests of 50 tokens (~0.5 s each): one runs, two wait.
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&sim, i] {
+      auto client = sim.Client();
+      PostOk(*client, "/v1/completions", {{"prompt", PromptText(i, 20)}, {"max_tokens", 50}});
+    });
+  }
+  EXPECT_TRUE(WaitForMetrics(
+      *c,
+      [&](const std::string& t) {
+        return MetricValue(t, "vllm:num_requests_running" + l) == 1 &&
+               MetricValue(t, "vllm:num_requests_waiting" + l) == 2 &&
+               MetricValue(t, "vllm:kv_cache_usage_perc" + l) > 0 &&
+               MetricValue(t, "engine_utilization" + l) > 0;
+      },
+      8000ms));
+  // Busy for most of the last second once the queue has run for a while.
+  EXPECT_TRUE(WaitForMetrics(
+      *c, [&](const std::string& t) { return MetricValue(t, "engine_utilization" + l) > 0.5; },
+      8000ms));
+  for (auto& t : clients) t.join();
+  auto done = c->Get("/metrics");
+  ASSERT_TRUE(done);
+  const std::string& t = done->body;
+  EXPECT_EQ(MetricValue(t, "vllm:num_requests_success_total" + l), 3);
+  EXPECT_EQ(MetricValue(t, "vllm:num_requests_running" + l), 0);
+  EXPECT_EQ(MetricValue(t, "vllm:num_requests_waiting" + l), 0);
+  // The third request waited at least the second's whole life (~0.49 s of decoding), and each
+  // decoded 49 tokens after its first (lower bounds: simulated time cannot run short).
+  EXPECT_GE(MetricValue(t, "vllm:request_queue_time_seconds_sum" + l), 0.49);
+  EXPECT_GE(MetricValue(t, "vllm:request_decode_time_seconds_sum" + l), 3 * 0.49 - 0.01);
+  EXPECT_EQ(MetricValue(t, "vllm:request_generation_tokens_sum" + l), 150);
+  EXPECT_EQ(MetricValue(t, "vllm:generation_tokens_total" + l), 150);
+  // A second after the last step the engine is idle again.
+  EXPECT_TRUE(WaitForMetrics(
+      *c, [&](const std::string& t) { return MetricValue(t, "engine_utilization" + l) == 0; }));
 }
 
 TEST(EngineSimSchedulingTest, ClientDisconnectAbortsAStream) {

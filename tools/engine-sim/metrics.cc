@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "fmt/format.h"
@@ -70,6 +71,29 @@ std::string_view FinishReasonName(FinishReason r) {
       return "abort";
   }
   return "abort";
+}
+
+void BusyWindow::Add(Time start, Time end) {
+  if (end <= start) return;
+  while (!intervals_.empty() && intervals_.front().second < start - window_) {
+    intervals_.pop_front();
+  }
+  if (!intervals_.empty() && start <= intervals_.back().second) {
+    intervals_.back().second = std::max(intervals_.back().second, end);
+  } else {
+    intervals_.emplace_back(start, end);
+  }
+}
+
+double BusyWindow::Utilization(Time now) const {
+  const Time from = now - window_;
+  std::chrono::steady_clock::duration busy{0};
+  for (const auto& [start, end] : intervals_) {
+    const Time a = std::max(start, from);
+    const Time b = std::min(end, now);
+    if (b > a) busy += b - a;
+  }
+  return std::chrono::duration<double>(busy) / std::chrono::duration<double>(window_);
 }
 
 Histogram::Histogram(std::vector<double> bounds)
@@ -160,6 +184,11 @@ void EngineMetrics::Render(std::string* out, const EngineGauges& g, std::string_
         "GPU KV-cache usage. 1 means 100 percent usage.DEPRECATED: Use vllm:kv_cache_usage_perc "
         "instead.",
         e, m, g.kv_cache_usage);
+  Gauge(out, "vllm:cpu_cache_usage_perc",
+        "CPU KV-cache usage. 1 means 100 percent usage. (engine-sim has no CPU tier: 0.)", e, m, 0);
+  Gauge(out, "engine_utilization",
+        "Fraction of the last second the engine spent executing steps (xLLM's name).", e, m,
+        g.utilization);
   Counter(out, "vllm:prefix_cache_queries_total",
           "Prefix cache queries, in terms of number of queried tokens.", e, m,
           static_cast<double>(prefix_cache_queries));
@@ -188,6 +217,11 @@ void EngineMetrics::Render(std::string* out, const EngineGauges& g, std::string_
                    e, FinishReasonName(r), m,
                    FormatPromValue(static_cast<double>(request_success[static_cast<int>(r)])));
   }
+  uint64_t finished = 0;
+  for (uint64_t n : request_success) finished += n;
+  Counter(out, "vllm:num_requests_success_total",
+          "Finished requests, every finish reason (the name AIBrix's metric registry reads).", e, m,
+          static_cast<double>(finished));
   request_prompt_tokens.Render(out, "vllm:request_prompt_tokens",
                                "Number of prefill tokens processed.", e, m);
   request_generation_tokens.Render(out, "vllm:request_generation_tokens",

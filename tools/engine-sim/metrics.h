@@ -3,6 +3,9 @@
 // sorted by name (engine, [finished_reason|le|sleep_state], model_name), Python-style
 // numbers ("3.0", "0.0421875", "+Inf"), histogram buckets in vLLM's bounds. `_created`
 // series are omitted (as in vLLM's multiprocess mode).
+// Besides vLLM's families it exports `vllm:cpu_cache_usage_perc` (always 0: no CPU tier),
+// `vllm:num_requests_success_total` (the name AIBrix's registry reads) and xLLM's
+// `engine_utilization` (the busy ratio).
 //
 // Durations are observed in simulated seconds (real time multiplied by --time-scale).
 //
@@ -10,7 +13,9 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,11 +44,31 @@ class Histogram {
   double sum_ = 0;
 };
 
+// The fraction of a trailing window of (real) time the engine spent executing steps — the
+// busy ratio a GPU monitor would report — from the steps' [start, end) intervals. Adjacent
+// or overlapping intervals are merged, so back-to-back steps cost one entry.
+class BusyWindow {
+ public:
+  using Time = std::chrono::steady_clock::time_point;
+  explicit BusyWindow(std::chrono::steady_clock::duration window) : window_(window) {}
+  // Records a step over [start, end); `end` may lie in the future (a step still running).
+  // REQUIRES: start is not before the start of the previous call.
+  void Add(Time start, Time end);
+  // Busy time within [now − window, now] divided by the window: 0..1.
+  double Utilization(Time now) const;
+  void Reset() { intervals_.clear(); }
+
+ private:
+  const std::chrono::steady_clock::duration window_;
+  std::deque<std::pair<Time, Time>> intervals_;  // sorted, disjoint
+};
+
 // Gauge values the engine reads from its live state at scrape time.
 struct EngineGauges {
   int num_running = 0;
   int num_waiting = 0;
   double kv_cache_usage = 0;
+  double utilization = 0;  // BusyWindow over the last second
   int block_size = 0;
   int num_gpu_blocks = 0;
 };

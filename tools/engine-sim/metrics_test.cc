@@ -81,13 +81,58 @@ TEST(MetricsTest, BucketsMatchTheVllmSample) {
     if (line.rfind("# TYPE ", 0) == 0) families.insert(line.substr(7, line.find(' ', 7) - 7));
   }
   for (const char* name :
-       {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-        "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total",
-        "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds",
-        "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds",
-        "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-        "vllm:time_per_output_token_seconds", "vllm:inter_token_latency_seconds"}) {
+       {"vllm:num_requests_running",         "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",          "vllm:gpu_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",   "vllm:prefix_cache_hits_total",
+        "vllm:time_to_first_token_seconds",  "vllm:e2e_request_latency_seconds",
+        "vllm:request_queue_time_seconds",   "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",      "vllm:time_per_output_token_seconds",
+        "vllm:inter_token_latency_seconds",  "vllm:cpu_cache_usage_perc",
+        "vllm:num_requests_success_total",   "engine_utilization",
+        "vllm:request_prefill_time_seconds", "vllm:request_decode_time_seconds",
+        "vllm:request_prompt_tokens",        "vllm:request_generation_tokens"}) {
     EXPECT_TRUE(families.contains(name)) << name;
+  }
+}
+
+TEST(MetricsTest, BusyWindowIsTheBusyFractionOfTheLastWindow) {
+  using std::chrono::milliseconds;
+  const BusyWindow::Time t0{std::chrono::seconds(100)};
+  BusyWindow w(std::chrono::seconds(1));
+  EXPECT_EQ(w.Utilization(t0), 0);
+  w.Add(t0, t0 + milliseconds(200));
+  w.Add(t0 + milliseconds(200), t0 + milliseconds(300));  // back to back: merged
+  w.Add(t0 + milliseconds(500), t0 + milliseconds(600));
+  EXPECT_DOUBLE_EQ(w.Utilization(t0 + milliseconds(1000)), 0.4);
+  // A step still running counts up to now only.
+  w.Add(t0 + milliseconds(900), t0 + milliseconds(1500));
+  EXPECT_DOUBLE_EQ(w.Utilization(t0 + milliseconds(1000)), 0.5);
+  // The window slides: [0.3 s, 1.3 s] holds 0.5–0.6 and 0.9–1.3.
+  EXPECT_DOUBLE_EQ(w.Utilization(t0 + milliseconds(1300)), 0.5);
+  EXPECT_DOUBLE_EQ(w.Utilization(t0 + milliseconds(3000)), 0);
+  w.Reset();
+  EXPECT_EQ(w.Utilization(t0 + milliseconds(1000)), 0);
+}
+
+TEST(MetricsTest, RendersTheGaugesAndSuccessTotalItIsGiven) {
+  EngineMetrics m(8192);
+  m.request_success = {2, 3, 1};
+  EngineGauges g;
+  g.num_running = 4;
+  g.num_waiting = 7;
+  g.kv_cache_usage = 0.25;
+  g.utilization = 0.75;
+  std::string out;
+  m.Render(&out, g, "0", "m");
+  for (const char* line :
+       {"vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 4.0\n",
+        "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 7.0\n",
+        "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25\n",
+        "vllm:gpu_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25\n",
+        "vllm:cpu_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.0\n",
+        "engine_utilization{engine=\"0\",model_name=\"m\"} 0.75\n",
+        "vllm:num_requests_success_total{engine=\"0\",model_name=\"m\"} 6.0\n"}) {
+    EXPECT_THAT(out, HasSubstr(line));
   }
 }
 

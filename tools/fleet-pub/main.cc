@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   app.add_option("--engines", options.engines, "Number of engines")->check(CLI::Range(1, 30000));
   app.add_option("--rate", options.blocks_per_s,
                  "Aggregate stored blocks per second over all engines (0: as fast as possible)");
+  app.add_option("--batches-per-turn", options.batches_per_turn,
+                 "Batches an engine publishes back to back on its turn")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--seconds", seconds, "Run time (0: until SIGINT/SIGTERM)");
   app.add_option("--config-out", config_out, "Static discovery YAML to write");
   app.add_option("--fault", faults,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -33,9 +34,18 @@ class Parser {
     YAML::Node models = root["models"];
     if (!models || !models.IsSequence()) return Error(root, "models", "must be a list");
     StaticConfig config;
+    std::set<std::string> model_names;
     for (size_t i = 0; i < models.size(); ++i) {
       ASSIGN_OR_RETURN(StaticModel model, ParseModel(models[i], fmt::format("models[{}]", i)));
+      model_names.insert(model.name);
       config.models.push_back(std::move(model));
+    }
+    // An adapter is routed on by its name, like a model: the two must not collide.
+    for (const AdapterUse& use : adapter_uses_) {
+      if (model_names.count(use.name) != 0) {
+        return Error(use.node, use.path,
+                     fmt::format("adapter '{}' has the name of a model of this file", use.name));
+      }
     }
     return config;
   }
@@ -147,6 +157,21 @@ class Parser {
     return absl::OkStatus();
   }
 
+  absl::Status ParseAdapters(const YAML::Node& list, const std::string& path,
+                             std::vector<std::string>* out) {
+    if (!list.IsSequence()) return Error(list, path, "must be a list of adapter names");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string item_path = fmt::format("{}[{}]", path, i);
+      ASSIGN_OR_RETURN(std::string name, String(list[i], item_path));
+      if (std::find(out->begin(), out->end(), name) != out->end()) {
+        return Error(list[i], item_path, fmt::format("adapter '{}' listed twice", name));
+      }
+      adapter_uses_.push_back(AdapterUse{name, item_path, list[i]});
+      out->push_back(std::move(name));
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<StaticEndpoint> ParseEndpoint(const YAML::Node& node, const std::string& path) {
     StaticEndpoint endpoint;
     endpoint.line = node.Mark().line + 1;
@@ -155,12 +180,9 @@ class Parser {
     const YAML::Node address = node.IsMap() ? node["address"] : node;
     const std::string address_path = node.IsMap() ? path + ".address" : path;
     if (node.IsMap()) {
-      if (auto st = CheckKeys(
-              node, path,
-              {"address", "metric_port", "kv_events", "kv_events_port", "replay_port", "lora_id"});
-          !st.ok()) {
-        return st;
-      }
+      RETURN_IF_ERROR(CheckKeys(node, path,
+                                {"address", "metric_port", "kv_events", "kv_events_port",
+                                 "replay_port", "lora_id", "adapters"}));
       if (!address) return Error(node, path + ".address", "is required");
       if (node["metric_port"]) {
         ASSIGN_OR_RETURN(endpoint.metric_port, Port(node["metric_port"], path + ".metric_port"));
@@ -183,6 +205,9 @@ class Parser {
       if (node["lora_id"]) {
         ASSIGN_OR_RETURN(endpoint.lora_id, Int(node["lora_id"], path + ".lora_id"));
       }
+      if (node["adapters"]) {
+        RETURN_IF_ERROR(ParseAdapters(node["adapters"], path + ".adapters", &endpoint.adapters));
+      }
     } else if (!node.IsScalar()) {
       return Error(node, path, "must be \"host:port\" or a map with 'address'");
     }
@@ -194,8 +219,16 @@ class Parser {
     return endpoint;
   }
 
+  // An adapter name as written, for the check against model names once all are known.
+  struct AdapterUse {
+    std::string name;
+    std::string path;
+    YAML::Node node;
+  };
+
   std::string origin_;
   std::set<std::string> seen_;
+  std::vector<AdapterUse> adapter_uses_;
 };
 
 }  // namespace
@@ -240,6 +273,35 @@ std::string SanitizeModelName(std::string_view model) {
   return out;
 }
 
+namespace {
+
+// AIBrix's synthetic pod name: <sanitised model>-<host with dots as dashes>-<index in file>.
+std::string StaticPodName(const StaticModel& model, const StaticEndpoint& endpoint, int index) {
+  std::string host = endpoint.host;
+  std::replace(host.begin(), host.end(), '.', '-');
+  std::replace(host.begin(), host.end(), ':', '-');
+  return fmt::format("{}-{}-{}", SanitizeModelName(model.name), host, index);
+}
+
+}  // namespace
+
+std::vector<store::ModelAdapterObject> StaticAdapters(const StaticConfig& config) {
+  std::map<std::string, std::vector<std::string>> instances;
+  int index = 0;
+  for (const StaticModel& model : config.models) {
+    for (const StaticEndpoint& endpoint : model.endpoints) {
+      const std::string pod = StaticPodName(model, endpoint, index++);
+      for (const std::string& adapter : endpoint.adapters) instances[adapter].push_back(pod);
+    }
+  }
+  std::vector<store::ModelAdapterObject> adapters;
+  for (auto& [name, pods] : instances) {
+    std::sort(pods.begin(), pods.end());
+    adapters.push_back(store::ModelAdapterObject{kStaticNamespace, name, std::move(pods)});
+  }
+  return adapters;
+}
+
 std::vector<store::PodObject> StaticPods(const StaticConfig& config) {
   std::vector<store::PodObject> pods;
   int index = 0;
@@ -247,10 +309,7 @@ std::vector<store::PodObject> StaticPods(const StaticConfig& config) {
     for (const StaticEndpoint& endpoint : model.endpoints) {
       store::PodObject pod;
       pod.ns = kStaticNamespace;
-      std::string host = endpoint.host;
-      std::replace(host.begin(), host.end(), '.', '-');
-      std::replace(host.begin(), host.end(), ':', '-');
-      pod.name = fmt::format("{}-{}-{}", SanitizeModelName(model.name), host, index++);
+      pod.name = StaticPodName(model, endpoint, index++);
       pod.uid = pod.ns + "/" + pod.name;
       pod.labels[store::kModelNameLabel] = model.name;
       pod.labels[store::kPortLabel] = std::to_string(endpoint.port);

@@ -1,9 +1,11 @@
 // The static discovery file: AIBrix's YAML (`models: [{name, engine?, endpoints?, rolesets?}]`,
 // spec §2.5) plus what local use needs. An endpoint is "host:port" or a map
-//   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id}
+//   {address: "host:port", metric_port, kv_events: bool, kv_events_port, replay_port, lora_id,
+//    adapters: [name, ...]}
 // Each endpoint becomes a synthetic, ready pod in namespace "standalone" named
 // <sanitised model>-<host with dots as dashes>-<index>, the index counting endpoints in file
-// order across all models.
+// order across all models. Each adapter name becomes a ModelAdapter in that namespace whose
+// instances are the pods of the endpoints listing it (a LoRA adapter they serve).
 //
 // Thread safety: pure functions.
 #pragma once
@@ -16,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "aibrix/store/pod.h"
+#include "aibrix/store/store.h"
 
 namespace aibrix::discovery {
 
@@ -29,9 +32,10 @@ struct StaticEndpoint {
   std::optional<int> kv_events_port;
   std::optional<int> replay_port;
   std::optional<int64_t> lora_id;
-  std::string role;     // "prefill" / "decode" inside a roleset, else ""
-  std::string roleset;  // roleset name, else ""
-  int line = 0;         // 1-based line in the file, for messages
+  std::vector<std::string> adapters;  // LoRA adapters served, by name
+  std::string role;                   // "prefill" / "decode" inside a roleset, else ""
+  std::string roleset;                // roleset name, else ""
+  int line = 0;                       // 1-based line in the file, for messages
 };
 
 struct StaticModel {
@@ -46,7 +50,8 @@ struct StaticConfig {
 
 // Parses the YAML text. Errors name the file, line and field: malformed YAML, unknown
 // fields, missing or mistyped fields, invalid ports, endpoints together with rolesets,
-// unnamed rolesets, duplicate endpoints.
+// unnamed rolesets, duplicate endpoints, adapters listed twice on an endpoint or named like a
+// model of the file.
 absl::StatusOr<StaticConfig> ParseStaticConfig(std::string_view yaml, std::string_view origin);
 // Reads and parses a file.
 absl::StatusOr<StaticConfig> LoadStaticConfig(const std::string& path);
@@ -57,5 +62,7 @@ std::string SanitizeModelName(std::string_view model);
 
 // The synthetic pods of a config, in file order.
 std::vector<store::PodObject> StaticPods(const StaticConfig& config);
+// The config's LoRA adapters, sorted by name, each with its instances (pod names) sorted.
+std::vector<store::ModelAdapterObject> StaticAdapters(const StaticConfig& config);
 
 }  // namespace aibrix::discovery

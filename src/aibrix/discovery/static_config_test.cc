@@ -1,9 +1,7 @@
 #include "aibrix/discovery/static_config.h"
 
-#include "aibrix/discovery/static_provider.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/util/temp_dir.h"
 
 namespace aibrix::discovery {
 namespace {
@@ -147,21 +145,43 @@ TEST(StaticConfigTest, SanitizerRules) {
   EXPECT_EQ(SanitizeModelName("///"), "");
 }
 
-TEST(StaticProviderTest, FileNotFoundAndStartAddsPods) {
-  auto missing = StaticProvider::FromFile("/nonexistent/static.yaml");
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  const testing::TempDir dir("static-provider");
-  const std::string path = dir.Write(
-      "static.yaml",
-      "models:\n  - name: llama\n    endpoints: [\"10.0.0.1:8000\", \"10.0.0.2:8000\"]\n");
-  auto provider = StaticProvider::FromFile(path);
-  ASSERT_TRUE(provider.ok()) << provider.status();
-  EXPECT_EQ((*provider)->type(), "static");
-  store::Store store;
-  ASSERT_TRUE((*provider)->Start(store).ok());
-  auto pods = store.ReadyPods("llama");
-  ASSERT_NE(pods, nullptr);
-  EXPECT_EQ(pods->ready.size(), 2u);
+TEST(StaticConfigTest, AdaptersPerEndpoint) {
+  auto config = ParseStaticConfig(R"(
+models:
+  - name: llama
+    endpoints:
+      - address: "10.0.0.1:8000"
+        adapters: [sql-lora, chat-lora]
+      - address: "10.0.0.2:8000"
+        adapters: [sql-lora]
+      - "10.0.0.3:8000"
+)",
+                                  "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto adapters = StaticAdapters(*config);
+  ASSERT_EQ(adapters.size(), 2u);
+  EXPECT_EQ(adapters[0].name, "chat-lora");
+  EXPECT_EQ(adapters[0].ns, "standalone");
+  EXPECT_EQ(adapters[0].instances, std::vector<std::string>{"llama-10-0-0-1-0"});
+  EXPECT_EQ(adapters[1].name, "sql-lora");
+  EXPECT_EQ(adapters[1].instances,
+            (std::vector<std::string>{"llama-10-0-0-1-0", "llama-10-0-0-2-1"}));
+  EXPECT_TRUE(
+      StaticAdapters(*ParseStaticConfig("models: [{name: m, endpoints: [h]}]", "t")).empty());
+
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "adapters: x\n"),
+              HasSubstr("test.yaml:5: field 'models[0].endpoints[0].adapters': must be a list"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "adapters: [a, a]\n"),
+              HasSubstr("field 'models[0].endpoints[0].adapters[1]': adapter 'a' listed twice"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "adapters: [\"\"]\n"),
+              HasSubstr("adapters[0]': must not be empty"));
+  EXPECT_THAT(ErrorOf("models:\n  - name: m\n    endpoints:\n      - address: h:1\n        "
+                      "adapters: [n]\n  - name: n\n    endpoints: [h:2]\n"),
+              HasSubstr("test.yaml:5: field 'models[0].endpoints[0].adapters[0]': adapter 'n' "
+                        "has the name of a model"));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ namespace aibrix::gateway {
 
 constexpr char kTargetPodHeader[] = "x-aibrix-target-pod";
 constexpr char kRoutingStrategyHeader[] = "routing-strategy";
+constexpr char kUserHeader[] = "user";  // AIBrix's end-user header (vtc-basic)
 
 namespace {
 
@@ -29,6 +30,12 @@ void RespondStatus(http::Exchange& exchange, const absl::Status& status) {
   http::Response res;
   SendStatus(res, status);
   exchange.Respond(std::move(res));
+}
+
+// The end user (vtc-basic): AIBrix's `user` header wins over OpenAI's `user` body field.
+void TakeUserHeader(const http::Request& req, RequestBody& body) {
+  const std::string_view header = req.headers.Get(kUserHeader);
+  if (!header.empty()) body.user = std::string(header);
 }
 
 // Hop-by-hop and framing fields are the relay's own; everything else passes through.
@@ -65,10 +72,11 @@ int HttpStatusFor(const absl::Status& status) {
 class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_this<ProxyCall> {
  public:
   ProxyCall(Gateway& gateway, std::shared_ptr<http::Exchange> exchange, std::string model,
-            std::string algorithm, std::vector<uint32_t> tokens)
+            std::string algorithm, std::string user, std::vector<uint32_t> tokens)
       : gateway_(gateway),
         exchange_(std::move(exchange)),
         algorithm_(std::move(algorithm)),
+        user_(std::move(user)),
         tokens_(std::move(tokens)),
         request_(gateway.store_, gateway.tracker_, std::move(model),
                  static_cast<int64_t>(tokens_.size())) {}
@@ -138,7 +146,8 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
     if (never_reached && attempt_ == 0) {
       tried_.push_back(pod_key_);
       const std::string request_id = gateway_.NewRequestId();
-      auto routed = gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, tried_);
+      auto routed =
+          gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, user_, tried_);
       if (routed.ok()) {  // another pod to try; otherwise the upstream error is the answer
         gateway_.retries_.Increment();
         ++attempt_;
@@ -159,7 +168,8 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
   // Routes the first attempt, or answers the routing error.
   void Forward() {
     const std::string request_id = gateway_.NewRequestId();
-    auto routed = gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, tried_);
+    auto routed =
+        gateway_.RouteTo(algorithm_, request_.model(), tokens_, request_id, user_, tried_);
     if (!routed.ok()) {
       http::Response res;
       SendStatus(res, routed.status());
@@ -208,6 +218,7 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
   Gateway& gateway_;
   std::shared_ptr<http::Exchange> exchange_;
   const std::string algorithm_;
+  const std::string user_;
   const std::vector<uint32_t> tokens_;
   InFlightRequest request_;
   std::vector<std::string> tried_;
@@ -273,11 +284,13 @@ absl::StatusOr<Gateway::Routed> Gateway::RouteTo(const std::string& algorithm,
                                                  const std::string& model,
                                                  std::span<const uint32_t> tokens,
                                                  const std::string& request_id,
+                                                 const std::string& user,
                                                  std::vector<std::string> exclude) const {
   routing::RouteRequest request;
   request.model = model;
   request.tokens = tokens;
   request.request_id = request_id;
+  request.user = user;
   request.exclude_pods = std::move(exclude);
   ASSIGN_OR_RETURN(routing::Decision decision, router_.Route(algorithm, request));
   Routed routed;
@@ -309,6 +322,7 @@ void Gateway::HandleRoute(std::shared_ptr<http::Exchange> exchange) {
     RespondStatus(*exchange, body.status());
     return;
   }
+  TakeUserHeader(exchange->request(), *body);
   if (body->request_id && body->request_id->empty()) {
     http::Response res;
     http::SendError(res, 400, "'request_id' must be a non-empty string");
@@ -334,7 +348,7 @@ void Gateway::AnswerRoute(const RequestBody& body,
   }
   const std::string algorithm = body.algorithm.value_or(options_.default_algorithm);
   const std::string request_id = body.request_id.value_or("");
-  auto routed = RouteTo(algorithm, body.model, *tokens, request_id, {});
+  auto routed = RouteTo(algorithm, body.model, *tokens, request_id, body.user.value_or(""), {});
   if (!routed.ok()) {
     SendStatus(res, routed.status());
     return;
@@ -430,6 +444,7 @@ void Gateway::HandleCompletion(std::shared_ptr<http::Exchange> exchange) {
   }
   const std::string_view header = req.headers.Get(kRoutingStrategyHeader);
   std::string algorithm = header.empty() ? options_.default_algorithm : std::string(header);
+  TakeUserHeader(req, *body);
   boost::asio::io_context& io = exchange->io();
   tokenizers_.TokenizeBody(
       io, std::move(*body),
@@ -440,7 +455,8 @@ void Gateway::HandleCompletion(std::shared_ptr<http::Exchange> exchange) {
           return;
         }
         auto call = std::make_shared<ProxyCall>(*this, std::move(exchange), std::move(body.model),
-                                                std::move(algorithm), std::move(*tokens));
+                                                std::move(algorithm), body.user.value_or(""),
+                                                std::move(*tokens));
         call->Start();
       });
 }

@@ -79,9 +79,10 @@ class Gateway {
     std::string host;
     uint16_t port = 0;
   };
+  // Routes one request; `user` is the end user for vtc-basic ("" = anonymous).
   absl::StatusOr<Routed> RouteTo(const std::string& algorithm, const std::string& model,
                                  std::span<const uint32_t> tokens, const std::string& request_id,
-                                 std::vector<std::string> exclude) const;
+                                 const std::string& user, std::vector<std::string> exclude) const;
   std::string NewRequestId();
 
  private:

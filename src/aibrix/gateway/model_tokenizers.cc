@@ -1,39 +1,42 @@
 #include "aibrix/gateway/model_tokenizers.h"
 
 #include <algorithm>
+#include <set>
 
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
+#include "fmt/format.h"
+#include "fmt/ranges.h"
 
 namespace aibrix::gateway {
 namespace {
 
-// Ready pods tried per request before giving up (each attempt has its own retries).
+// Ready engines tried per request before giving up (each attempt has its own retries).
 constexpr size_t kMaxPodsPerRequest = 2;
+
+// Engines that serve vLLM's /tokenize (the engine label is vllm, or absent: vllm by default).
+bool ServesVllmTokenize(const store::Pod& pod) { return store::PodEngine(pod.object) == "vllm"; }
 
 }  // namespace
 
-// One remote tokenization: asks the model's ready pods in key order, one at a time, then
-// falls back to the local tokenizer. Kept alive by the callback of the call in flight.
+// One remote tokenization: asks the endpoints in order, one at a time, then falls back to
+// the local tokenizer. Kept alive by the callback of the call in flight.
 class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCall> {
  public:
+  // REQUIRES: `endpoints` is not empty.
   RemoteCall(const ModelTokenizers& owner, boost::asio::io_context& io, Prompt prompt,
-             Callback done)
+             Callback done, std::vector<std::string> endpoints)
       : owner_(owner),
         io_(io),
         prompt_(std::move(prompt)),
         done_(std::move(done)),
-        pods_(owner.store_->ReadyPods(prompt_.model)),
-        tries_(pods_ == nullptr ? 0 : std::min(pods_->ready.size(), kMaxPodsPerRequest)) {}
+        endpoints_(std::move(endpoints)) {}
 
-  // Asks the next pod, or falls back when none is left.
+  // Asks the next endpoint, or falls back when none is left.
   void Next() {
-    while (next_ < tries_) {
-      const store::PodRef& pod = pods_->ready[next_++];
-      const std::string endpoint =
-          "http://" + common::FormatHostPort(
-                          pod->ip(), static_cast<uint16_t>(store::PodServingPort(pod->object)));
+    while (next_ < endpoints_.size()) {
+      const std::string& endpoint = endpoints_[next_++];
       auto tok = owner_.pool_->Get(endpoint, prompt_.model);
       if (!tok.ok()) {
         last_ = tok.status();
@@ -51,7 +54,7 @@ class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCa
     }
     static common::RateLimiter limiter;
     common::WarnLimited(limiter, "tokenizer",
-                        "no engine tokenizer of model '{}' answered ({}); using the local "
+                        "no vLLM tokenizer of model '{}' answered ({}); using the local "
                         "tokenizer",
                         prompt_.model, common::AsStd(last_.message()));
     Finish(owner_.Local(prompt_));
@@ -77,18 +80,61 @@ class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCa
   boost::asio::io_context& io_;
   const Prompt prompt_;
   Callback done_;
-  const store::ModelPodsRef pods_;
-  const size_t tries_;
+  const std::vector<std::string> endpoints_;
   size_t next_ = 0;
-  absl::Status last_ = absl::UnavailableError("the model has no ready pod");
+  absl::Status last_;
 };
 
 ModelTokenizers::ModelTokenizers(const tokenizer::Tokenizer& local) : local_(local) {}
 
 ModelTokenizers::ModelTokenizers(const tokenizer::Tokenizer& local, const store::Store& store,
-                                 tokenizer::RemoteTokenizerOptions remote_defaults)
-    : local_(local), store_(&store) {
-  pool_.emplace(std::move(remote_defaults));
+                                 RemoteTokenizersOptions options)
+    : local_(local),
+      store_(&store),
+      endpoint_(std::move(options.endpoint)),
+      endpoint_template_(std::move(options.endpoint_template)) {
+  pool_.emplace(std::move(options.call), options.max_tokenizers, options.ttl);
+}
+
+std::string ModelTokenizers::EngineEndpoint(const store::Pod& pod) const {
+  if (endpoint_template_.empty()) {
+    return "http://" + common::FormatHostPort(
+                           pod.ip(), static_cast<uint16_t>(store::PodServingPort(pod.object)));
+  }
+  const std::string host =
+      pod.ip().find(':') == std::string::npos ? pod.ip() : "[" + pod.ip() + "]";
+  std::string url = endpoint_template_;
+  if (const size_t at = url.find("%s"); at != std::string::npos) url.replace(at, 2, host);
+  return url;
+}
+
+std::vector<std::string> ModelTokenizers::Endpoints(const store::ModelPods* pods) const {
+  std::vector<std::string> endpoints;
+  if (!pool_) return endpoints;
+  if (!endpoint_.empty()) endpoints.push_back(endpoint_);
+  if (pods == nullptr) return endpoints;
+  for (const store::PodRef& pod : pods->ready) {
+    if (endpoints.size() == kMaxPodsPerRequest + (endpoint_.empty() ? 0 : 1)) break;
+    if (ServesVllmTokenize(*pod)) endpoints.push_back(EngineEndpoint(*pod));
+  }
+  return endpoints;
+}
+
+TokenizerChoice ModelTokenizers::Choice(const store::ModelPods* pods) const {
+  if (!pool_) return {false, "local byte tokenizer"};
+  if (!endpoint_.empty()) {
+    return {true, fmt::format("vLLM /tokenize at {}, then the model's vLLM engines", endpoint_)};
+  }
+  std::set<std::string> engines;
+  if (pods != nullptr) {
+    for (const store::PodRef& pod : pods->pods) {
+      if (ServesVllmTokenize(*pod)) return {true, "vLLM /tokenize of the model's engines"};
+      engines.insert(store::PodEngine(pod->object));
+    }
+  }
+  return {false,
+          fmt::format("local byte tokenizer: no vLLM engine serves the model (engines: {})",
+                      engines.empty() ? "none" : fmt::format("{}", fmt::join(engines, ", ")))};
 }
 
 absl::StatusOr<ModelTokenizers::Ids> ModelTokenizers::Local(const Prompt& prompt) const {
@@ -102,7 +148,23 @@ void ModelTokenizers::TokenizeRemote(boost::asio::io_context& io, Prompt prompt,
     done(absl::InvalidArgumentError("`messages` must not be empty"));
     return;
   }
-  std::make_shared<RemoteCall>(*this, io, std::move(prompt), std::move(done))->Next();
+  const store::ModelPodsRef pods = store_->ReadyPods(prompt.model);
+  std::vector<std::string> endpoints = Endpoints(pods.get());
+  if (endpoints.empty()) {
+    // Nothing to ask. A model that has vLLM engines, none of them ready, loses its prefix
+    // matches: say so. One served by other engines only was announced at start (TokenizerLog).
+    if (Choice(pods.get()).remote) {
+      static common::RateLimiter limiter;
+      common::WarnLimited(limiter, "tokenizer",
+                          "model '{}' has no ready vLLM engine to tokenize; using the local "
+                          "tokenizer",
+                          prompt.model);
+    }
+    done(Local(prompt));
+    return;
+  }
+  std::make_shared<RemoteCall>(*this, io, std::move(prompt), std::move(done), std::move(endpoints))
+      ->Next();
 }
 
 }  // namespace aibrix::gateway

@@ -1,18 +1,21 @@
 // ModelTokenizers: which tokenizer turns a model's prompts into the token ids that routing
 // hashes (the prefix indexes only match when these are the engine's own ids).
-//  * local: the built-in byte tokenizer, engine-sim's rules (right for engine-sim fleets
-//    and the demo; no network call).
-//  * remote: the engines' vLLM `POST /tokenize`, one client per (pod endpoint, model) from a
-//    RemoteTokenizerPool. The model's ready pods are tried in key order (so one endpoint
-//    serves a model while it is up). When none answers (or the model has no ready pod), the
-//    local tokenizer is used, as in the reference, with a rate-limited warning: routing stays
-//    up and only loses its prefix matches. An engine that rejects the prompt itself (400)
-//    fails the request with its message.
+//  * local: the built-in byte tokenizer, engine-sim's rules (right for engine-sim fleets; no
+//    network call).
+//  * remote: vLLM's `POST /tokenize`, one client per (endpoint, model) from a
+//    RemoteTokenizerPool. Asked in order: the configured endpoint (when set; a model it does
+//    not serve answers 404 and the call moves on), then the model's ready vLLM engines (engine
+//    label vllm or absent) in key order, so one engine serves a model while it is up. When
+//    none answers (or there is none), the local tokenizer is used, as in the reference, with a
+//    rate-limited warning: routing stays up and only loses its prefix matches. An engine that
+//    rejects the prompt itself (400) fails the request with its message. A model with no vLLM
+//    engine (all its pods say sglang, trtllm, ...) and no configured endpoint is tokenized
+//    locally: Choice() says so.
 //
 // Asynchronous, so no thread waits for an engine: a call takes the io_context of the
 // request's I/O thread (Exchange::io()) and a completion `done(absl::StatusOr<std::vector<
 // uint32_t>>)` that runs exactly once — inline, before the call returns, when the answer is
-// known at once (the local tokenizer, or no ready pod to ask), else later on `io`'s thread.
+// known at once (the local tokenizer, or no endpoint to ask), else later on `io`'s thread.
 // The local path costs no allocation beyond the tokenizer's own (`done` is not type-erased).
 //
 //   tokenizers.Tokenize(exchange->io(), model, prompt, [exchange](auto ids) { ... });
@@ -21,10 +24,12 @@
 // service stops its HTTP server, whose I/O threads run them, first).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -42,6 +47,26 @@ class io_context;
 
 namespace aibrix::gateway {
 
+struct RemoteTokenizersOptions {
+  // Retries, timeouts and limits of each call (endpoint and model are set per call).
+  tokenizer::RemoteTokenizerOptions call;
+  // A vLLM server asked first for every model ("" = none).
+  std::string endpoint;
+  // An engine's tokenizer URL with "%s" for its IP (bracketed when IPv6); "" =
+  // "http://IP:<serving port>".
+  std::string endpoint_template;
+  // Clients kept (least recently used dropped first) and how long an unused one lives.
+  size_t max_tokenizers = 100;
+  std::chrono::seconds ttl{300};
+};
+
+// Which tokenizer a model's prompts go through.
+struct TokenizerChoice {
+  bool remote = false;
+  std::string source;  // for people: what is asked, or why the local tokenizer is used
+  bool operator==(const TokenizerChoice&) const = default;
+};
+
 class ModelTokenizers {
  public:
   using Ids = std::vector<uint32_t>;
@@ -49,10 +74,10 @@ class ModelTokenizers {
 
   // Local only. `local` must outlive this object.
   explicit ModelTokenizers(const tokenizer::Tokenizer& local);
-  // Remote, through the ready pods of `store` (which must outlive this object).
-  // `remote_defaults` supplies retries and timeouts (endpoint and model are set per call).
+  // Remote, through `options.endpoint` and the ready pods of `store` (which must outlive this
+  // object).
   ModelTokenizers(const tokenizer::Tokenizer& local, const store::Store& store,
-                  tokenizer::RemoteTokenizerOptions remote_defaults);
+                  RemoteTokenizersOptions options);
 
   // Token ids of `model`'s completion prompt `text`, to `done` (see the top). `model` and
   // `text` may point into `done` (a remote call copies them before it takes `done`).
@@ -112,6 +137,12 @@ class ModelTokenizers {
   }
 
   bool remote() const { return pool_.has_value(); }
+  // The tokenizer of a model whose pods are `pods` (its entry in a Store snapshot; null when
+  // the model has none).
+  TokenizerChoice Choice(const store::ModelPods* pods) const;
+  // The endpoints a remote call for a model with `pods` asks, in order (at most the
+  // configured endpoint and two engines); empty when local.
+  std::vector<std::string> Endpoints(const store::ModelPods* pods) const;
 
  private:
   class RemoteCall;
@@ -136,8 +167,13 @@ class ModelTokenizers {
   // The local tokenizer's ids of `prompt`.
   absl::StatusOr<Ids> Local(const Prompt& prompt) const;
 
+  // The vLLM tokenizer URL of an engine pod.
+  std::string EngineEndpoint(const store::Pod& pod) const;
+
   const tokenizer::Tokenizer& local_;
   const store::Store* store_ = nullptr;
+  const std::string endpoint_;
+  const std::string endpoint_template_;
   mutable std::optional<tokenizer::RemoteTokenizerPool> pool_;
 };
 

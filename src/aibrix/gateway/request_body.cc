@@ -121,9 +121,9 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
         return FieldError(key, "a boolean");
       }
       body.stream = stream;  // null: OpenAI's default, not streamed
-    } else if (key == "lora") {
+    } else if (key == "lora" || key == "user") {
       if (!value.is_null()) {
-        ASSIGN_OR_RETURN(body.lora, String(value, key));
+        ASSIGN_OR_RETURN((key == "lora" ? body.lora : body.user), String(value, key));
       }
     } else if (key == "token_ids") {
       ASSIGN_OR_RETURN(body.token_ids, TokenArray(value, key));

@@ -27,6 +27,7 @@ struct RequestBody {
   std::optional<std::string> algorithm;
   std::optional<std::string> request_id;
   std::optional<std::string> lora;  // /cache/match: the adapter's index
+  std::optional<std::string> user;  // OpenAI's end-user id (vtc-basic fairness); null = unset
   bool stream = false;
   // Exactly one of these is the prompt: token ids (token_ids, or prompt given as ids), text
   // (prompt as a string), or chat messages (`messages`, reduced to role and text: a string

@@ -44,6 +44,20 @@ TEST(RequestBodyTest, AcceptsWhatOpenAiClientsSend) {
   EXPECT_FALSE(ParseRequestBody("\xEF\xBB{}").ok());
 }
 
+TEST(RequestBodyTest, ReadsTheEndUserOnBothPaths) {
+  for (const std::string prompt : {R"("prompt":[1,2,3])", R"("prompt":"hi")"}) {
+    auto body = ParseRequestBody(R"({"model":"m","user":"alice",)" + prompt + "}");
+    ASSERT_TRUE(body.ok()) << prompt << ": " << body.status();
+    EXPECT_EQ(body->user, "alice");
+    body = ParseRequestBody(R"({"model":"m","user":null,)" + prompt + "}");
+    ASSERT_TRUE(body.ok()) << prompt;
+    EXPECT_FALSE(body->user.has_value());
+    body = ParseRequestBody(R"({"model":"m","user":7,)" + prompt + "}");
+    ASSERT_FALSE(body.ok()) << prompt;
+    EXPECT_EQ(std::string(body.status().message()), "'user' must be a string");
+  }
+}
+
 TEST(RequestBodyTest, PromptFormsAndMessages) {
   auto text = ParseRequestBody(R"({"model":"m","prompt":"hi \u00e9"})");
   ASSERT_TRUE(text.ok());

@@ -3,7 +3,6 @@
 #include <charconv>
 #include <utility>
 
-#include "aibrix/common/env.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/net.h"
 #include "aibrix/common/strings.h"
@@ -27,8 +26,6 @@ std::string TcpEndpoint(const std::string& ip, int port) {
 }
 
 }  // namespace
-
-bool KvEventSyncEnabledFromEnv() { return common::EnvBool(kKvEventSyncEnv, false); }
 
 bool PodTarget::operator==(const PodTarget& o) const {
   if (uid != o.uid || ip != o.ip || model != o.model || lora_id != o.lora_id ||

@@ -40,10 +40,9 @@ namespace aibrix::kvevents {
 
 inline constexpr int kDefaultKvEventsPort = 5557;
 inline constexpr int kDefaultKvReplayPort = 5558;
-inline constexpr char kKvEventSyncEnv[] = "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED";
 
 struct EventManagerOptions {
-  // The service passes its flag, or KvEventSyncEnabledFromEnv().
+  // The service passes --kv-event-sync (or its environment variables, server/config.h).
   bool enabled = false;
   int default_port = kDefaultKvEventsPort;
   int default_replay_port = kDefaultKvReplayPort;
@@ -53,9 +52,6 @@ struct EventManagerOptions {
   // The shared threads and budgets.
   IngestOptions ingest;
 };
-
-// AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED as a Go-style bool (default false).
-bool KvEventSyncEnabledFromEnv();
 
 // What the manager subscribes to for one pod; equal targets mean "nothing to do".
 struct PodTarget {

@@ -78,7 +78,11 @@ struct FleetOptions {
   int serving_port = 8000;  // written to the discovery file; nothing listens there
   std::string topic;
   double blocks_per_s = 10000;  // aggregate stored blocks per second; <= 0: unlimited
-  WorkloadOptions workload;     // workload.seed is the fleet's seed
+  // Batches an engine publishes back to back on its turn (an engine catching up after a
+  // busy step). libzmq looks for commands on a socket once per burst rather than once per
+  // message, so bursts make a large fleet cheaper to drive on both ends.
+  int batches_per_turn = 1;
+  WorkloadOptions workload;  // workload.seed is the fleet's seed
   WireFormat format = WireFormat::kMap;
   ReplyLayout reply_layout = ReplyLayout::kPost45177;
   size_t buffer_steps = 1000;      // replay buffer per engine, in batches (vLLM: 10000)

@@ -106,6 +106,11 @@ class ExpositionParser {
   ExpositionParser(const ParseOptions& options, ParsedBody& out) : options_(options), out_(out) {}
 
   void Run(std::string_view body) {
+    // Sized from the body (about one label per 16 bytes, one family per 250) so the vectors
+    // do not regrow while parsing; never more than the body could hold.
+    out_.labels_.reserve(body.size() / 16);
+    out_.families_.reserve(body.size() / 250);
+    out_.index_.reserve(body.size() / 250);
     size_t at = 0;
     while (at < body.size() && !eof_) {
       const char* nl =
@@ -463,11 +468,6 @@ absl::StatusOr<ParsedBody> ParseExposition(std::string_view body, const ParseOpt
         "metrics body of {} bytes is over the limit of {}", body.size(), options.max_bytes));
   }
   ParsedBody out;
-  // Sized from the body (about one label per 16 bytes, one family per 250) so the vectors
-  // do not regrow while parsing; never more than the body could hold.
-  out.labels_.reserve(body.size() / 16);
-  out.families_.reserve(body.size() / 250);
-  out.index_.reserve(body.size() / 250);
   ExpositionParser parser(options, out);
   parser.Run(body);
   if (out.bad_lines() > 0 && parser.good_lines() == 0) {

@@ -10,9 +10,12 @@
 // Thread safety: Router and every Algorithm are safe to call concurrently from any number of
 // threads after construction. Route() reads an immutable Store snapshot, queries the prefix
 // indexes lock-free and takes no lock of its own on the hot path (the random source is an
-// atomic counter; metric handles are resolved once per model under a short mutex).
+// atomic counter; metric handles are resolved once per model under a short mutex). Reading a
+// pod's scraped metrics takes that pod's metric mutex briefly; vtc-basic's token tracker has
+// its own mutex.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "aibrix/common/clock.h"
 #include "aibrix/store/store.h"
 
 namespace prometheus {
@@ -40,6 +44,9 @@ inline constexpr char kThroughput[] = "throughput";
 inline constexpr char kLeastKvCache[] = "least-kv-cache";
 inline constexpr char kLeastLatency[] = "least-latency";
 inline constexpr char kLeastGpuCache[] = "least-gpu-cache";
+inline constexpr char kLeastUtilization[] = "least-utilization";
+inline constexpr char kLeastBusyTime[] = "least-busy-time";
+inline constexpr char kVtcBasic[] = "vtc-basic";
 inline constexpr char kPrefixCache[] = "prefix-cache";       // approximate, routing-fed index
 inline constexpr char kPrefixCacheKv[] = "prefix-cache-kv";  // exact, KV-event-fed index
 inline constexpr char kKvAware[] = "kv-aware";
@@ -56,6 +63,9 @@ struct RouteRequest {
   std::span<const uint32_t> tokens;
   // For logs and for the caller's AddRequest; routing does not read it.
   std::string request_id;
+  // The end user the request is billed to (header `user`, else the body's `user` field); only
+  // vtc-basic reads it (token-count fairness). "" = anonymous.
+  std::string user;
   // Pod keys ("ns/name") not to choose (e.g. a retry after an upstream failure). If every ready
   // pod is excluded, Route() fails with Unavailable.
   std::vector<std::string> exclude_pods;
@@ -95,6 +105,24 @@ struct RouterOptions {
   // kv-aware: cost = prefill_weight * uncached prompt tokens + decode_weight * running requests.
   double kv_aware_prefill_weight = 1.0;
   double kv_aware_decode_weight = 256.0;
+  // A scraped engine metric older than this is stale: algorithms ignore it as if it were
+  // missing (--metric-max-age).
+  std::chrono::milliseconds metric_max_age{1000};
+  // vtc-basic (AIBRIX_ROUTER_VTC_BASIC_*): score = fairness_weight × |pod index − user
+  // position| + utilization_weight × min(engine running / max_pod_load, 1); a request adds
+  // input_token_weight × prompt tokens + output_token_weight × estimated output tokens to its
+  // user's count, kept over a window of window_minutes one-minute buckets.
+  double vtc_fairness_weight = 0.5;
+  double vtc_utilization_weight = 0.5;
+  double vtc_max_pod_load = 100.0;
+  double vtc_input_token_weight = 1.0;
+  double vtc_output_token_weight = 2.0;
+  int vtc_window_minutes = 60;
+  // Users tracked at most; past it the users idle longest are forgotten first.
+  size_t vtc_max_users = 100000;
+  // Time source for metric freshness, vtc windows and log throttling; null = the system clock.
+  // Not owned; must outlive the Router.
+  const common::Clock* clock = nullptr;
 };
 
 // Shared read/write dependencies. Any pointer may be null: prefix-aware algorithms then find
@@ -112,6 +140,7 @@ struct AlgorithmEnv {
   store::Store* store = nullptr;
   RouterDeps deps;
   RouterOptions options;
+  const common::Clock* clock = nullptr;  // never null
   RandomSource* random = nullptr;
   RoutingMetrics* metrics = nullptr;
 };

@@ -22,20 +22,6 @@ HashTarget ResolveHashTarget(const RouteRequest& request, const store::ModelPods
   return {base, {}};
 }
 
-std::optional<double> ReadMetric(const store::Pod& pod, const std::string& request_model,
-                                 const std::string& name) {
-  const auto value_of = [](const store::MetricValue& v) {
-    if (const store::HistogramMetric* h = v.histogram()) return h->Mean();
-    return v.Simple();
-  };
-  if (auto v = pod.state->ModelMetric(request_model, name)) return value_of(*v);
-  if (!pod.model.empty() && pod.model != request_model) {
-    if (auto v = pod.state->ModelMetric(pod.model, name)) return value_of(*v);
-  }
-  if (auto v = pod.state->Metric(name)) return value_of(*v);
-  return std::nullopt;
-}
-
 std::vector<Candidate> BaseCandidates(const store::ModelPods& pods) {
   std::vector<Candidate> out;
   out.reserve(pods.ready.size());

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,11 +28,6 @@ struct HashTarget {
   std::string_view adapter;
 };
 HashTarget ResolveHashTarget(const RouteRequest& request, const store::ModelPods& pods);
-
-// An engine metric of `pod` as a number: model scope under the request's model, then under the
-// pod's base model, then pod scope. A histogram gives its mean. nullopt when absent everywhere.
-std::optional<double> ReadMetric(const store::Pod& pod, const std::string& request_model,
-                                 const std::string& name);
 
 // One candidate per ready pod, in order, with `running` filled and score 0.
 std::vector<Candidate> BaseCandidates(const store::ModelPods& pods);

@@ -1,15 +1,18 @@
-// The load-based algorithms: random, least-request, and the four that read engine metrics
-// from the Store (throughput, least-kv-cache, least-latency, least-gpu-cache). See
-// docs/routing.md for each one's inputs, formula and missing-metric behaviour.
+// The load-based algorithms: random, least-request, and those that read scraped engine
+// metrics from the Store (throughput, least-kv-cache, least-gpu-cache, least-latency,
+// least-utilization, least-busy-time). docs/routing.md gives each one's inputs, formula and
+// missing/stale behaviour.
 //
 // Thread safety: immutable after construction; Route() may run concurrently.
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "aibrix/routing/algorithm.h"
+#include "aibrix/routing/pod_metrics.h"
 
 namespace aibrix::routing {
 
@@ -38,72 +41,109 @@ class LeastRequestAlgorithm final : public Algorithm {
   const AlgorithmEnv& env_;
 };
 
-// Lowest metric-derived score wins, ties random. Pods whose score is unknown (nullopt) get a
-// NaN score and are skipped; when no pod has a score, least-request decides.
+// Lowest metric-derived score wins, ties random. A pod whose inputs are missing or stale gets
+// a NaN score and is skipped; when no pod has a score, least-request decides and the fallback
+// is reported (MetricFallback).
 class MetricAlgorithm : public Algorithm {
  public:
-  explicit MetricAlgorithm(const AlgorithmEnv& env) : env_(env) {}
+  // `inputs` names the metrics read, for the fallback log line.
+  MetricAlgorithm(const AlgorithmEnv& env, std::string_view name, std::string inputs);
+  std::string_view name() const final { return name_; }
   absl::StatusOr<Decision> Route(const RouteRequest& request,
                                  const store::ModelPods& pods) const final;
 
  protected:
-  // The pod's score for a request naming `model`; nullopt when the inputs are missing.
-  virtual std::optional<double> Score(const store::Pod& pod, const std::string& model) const = 0;
+  // Sets candidates[i].score from metrics[i] (NaN = unknown). The spans are parallel.
+  virtual void Score(const RouteRequest& request, std::span<PodMetrics> metrics,
+                     std::span<Candidate> candidates) const = 0;
+  // Called once per decision with the chosen candidate (fallbacks included).
+  virtual void OnDecision(const RouteRequest& /*request*/, const Candidate& /*chosen*/) const {}
+
+  const AlgorithmEnv& env_;
 
  private:
-  const AlgorithmEnv& env_;
+  const std::string_view name_;
+  const MetricFallback fallback_;
 };
 
-// 2 × avg_prompt_throughput_toks_per_s + avg_generation_throughput_toks_per_s (prompt tokens
-// weigh double, as in the reference); one missing term counts 0, both missing = unknown.
-class ThroughputAlgorithm final : public MetricAlgorithm {
+// A MetricAlgorithm whose score of a pod depends on that pod's metrics only.
+class PerPodMetricAlgorithm : public MetricAlgorithm {
  public:
   using MetricAlgorithm::MetricAlgorithm;
-  std::string_view name() const override { return kThroughput; }
 
  protected:
-  std::optional<double> Score(const store::Pod& pod, const std::string& model) const override;
+  // The pod's score; nullopt when its inputs are missing or stale.
+  virtual std::optional<double> ScorePod(PodMetrics& metrics) const = 0;
+
+ private:
+  void Score(const RouteRequest& request, std::span<PodMetrics> metrics,
+             std::span<Candidate> candidates) const final;
 };
 
-// kv_cache_usage_perc + cpu_cache_usage_perc (cpu missing counts 0; kv missing = unknown).
-class LeastKvCacheAlgorithm final : public MetricAlgorithm {
+// 2 × mean prompt tokens per request + mean generation tokens per request: the reference's
+// avg_prompt_toks_per_req / avg_generation_toks_per_req (PromQL there), taken here from the
+// means of the engine's request_prompt_tokens / request_generation_tokens histograms. Both
+// required.
+class ThroughputAlgorithm final : public PerPodMetricAlgorithm {
  public:
-  using MetricAlgorithm::MetricAlgorithm;
-  std::string_view name() const override { return kLeastKvCache; }
+  explicit ThroughputAlgorithm(const AlgorithmEnv& env);
 
  protected:
-  std::optional<double> Score(const store::Pod& pod, const std::string& model) const override;
+  std::optional<double> ScorePod(PodMetrics& metrics) const override;
+};
+
+// kv_cache_usage_perc + cpu_cache_usage_perc (cpu missing or stale counts 0; kv required).
+class LeastKvCacheAlgorithm final : public PerPodMetricAlgorithm {
+ public:
+  explicit LeastKvCacheAlgorithm(const AlgorithmEnv& env);
+
+ protected:
+  std::optional<double> ScorePod(PodMetrics& metrics) const override;
 };
 
 // gpu_cache_usage_perc, else kv_cache_usage_perc (vLLM v1's name for the same gauge).
-class LeastGpuCacheAlgorithm final : public MetricAlgorithm {
+class LeastGpuCacheAlgorithm final : public PerPodMetricAlgorithm {
  public:
-  using MetricAlgorithm::MetricAlgorithm;
-  std::string_view name() const override { return kLeastGpuCache; }
+  explicit LeastGpuCacheAlgorithm(const AlgorithmEnv& env);
 
  protected:
-  std::optional<double> Score(const store::Pod& pod, const std::string& model) const override;
+  std::optional<double> ScorePod(PodMetrics& metrics) const override;
 };
 
-// Expected seconds: mean(request_queue_time_seconds) + mean(request_prefill_time_seconds) +
-// mean(request_decode_time_seconds); a missing histogram counts 0, all three missing = unknown.
+// engine_utilization (required).
+class LeastUtilizationAlgorithm final : public PerPodMetricAlgorithm {
+ public:
+  explicit LeastUtilizationAlgorithm(const AlgorithmEnv& env);
+
+ protected:
+  std::optional<double> ScorePod(PodMetrics& metrics) const override;
+};
+
+// Expected seconds for this request:
+//   mean queue time + prefill s/token × P + decode s/token × G
+// s/token = the pod's mean prefill (decode) time / its mean prompt (generation) tokens per
+// request; P = the request's prompt tokens (the fleet's mean when unknown), G = the fleet's
+// mean generation tokens per request. Queue, prefill and decode histograms required.
 class LeastLatencyAlgorithm final : public MetricAlgorithm {
  public:
-  using MetricAlgorithm::MetricAlgorithm;
-  std::string_view name() const override { return kLeastLatency; }
+  explicit LeastLatencyAlgorithm(const AlgorithmEnv& env);
 
  protected:
-  std::optional<double> Score(const store::Pod& pod, const std::string& model) const override;
+  void Score(const RouteRequest& request, std::span<PodMetrics> metrics,
+             std::span<Candidate> candidates) const override;
 };
 
-// Metric names the algorithms read.
-inline constexpr char kMetricPromptThroughput[] = "avg_prompt_throughput_toks_per_s";
-inline constexpr char kMetricGenerationThroughput[] = "avg_generation_throughput_toks_per_s";
-inline constexpr char kMetricKvCacheUsage[] = "kv_cache_usage_perc";
-inline constexpr char kMetricCpuCacheUsage[] = "cpu_cache_usage_perc";
-inline constexpr char kMetricGpuCacheUsage[] = "gpu_cache_usage_perc";
-inline constexpr char kMetricQueueTime[] = "request_queue_time_seconds";
-inline constexpr char kMetricPrefillTime[] = "request_prefill_time_seconds";
-inline constexpr char kMetricDecodeTime[] = "request_decode_time_seconds";
+// Seconds of work the engine holds: (num_requests_running + num_requests_waiting) × the pod's
+// mean service time (mean prefill + mean decode seconds per request; the fleet's mean when the
+// pod has finished no request yet; 1 s when no pod has). Both gauges required. This replaces
+// the reference's gpu_busy_time_ratio, which no engine exports.
+class LeastBusyTimeAlgorithm final : public MetricAlgorithm {
+ public:
+  explicit LeastBusyTimeAlgorithm(const AlgorithmEnv& env);
+
+ protected:
+  void Score(const RouteRequest& request, std::span<PodMetrics> metrics,
+             std::span<Candidate> candidates) const override;
+};
 
 }  // namespace aibrix::routing

@@ -30,6 +30,10 @@ constexpr std::array<const char*, 5> kErrors = {"tokenize_failed", "load_imbalan
 
 }  // namespace
 
+std::string_view FallbackReasonName(FallbackReason reason) {
+  return reason == FallbackReason::kStale ? "stale" : "missing";
+}
+
 int PrefixSeries::PercentBucket(int percent) {
   if (percent <= 0) return 0;
   if (percent <= 25) return 1;
@@ -53,6 +57,12 @@ RoutingMetrics::RoutingMetrics(prometheus::Registry* registry, bool has_exact, b
                  .Name("aibrix_routing_errors_total")
                  .Help("Routing requests that got no pod, by algorithm and reason")
                  .Register(*registry_);
+  fallback_ = &prometheus::BuildCounter()
+                   .Name("aibrix_routing_metric_fallback_total")
+                   .Help(
+                       "Decisions taken without scraped engine metrics because no ready pod "
+                       "had them (missing) or all were older than --metric-max-age (stale)")
+                   .Register(*registry_);
   pc_decisions_ = &prometheus::BuildCounter()
                        .Name("aibrix_prefix_cache_routing_decisions_total")
                        .Help("Prefix-cache routing decisions by match percentage")
@@ -141,6 +151,14 @@ const PrefixSeries* RoutingMetrics::ForPrefix(std::string_view model, bool kv_sy
 void RoutingMetrics::CountError(std::string_view algorithm, std::string_view reason) {
   if (registry_ == nullptr) return;
   errors_->Add({{"algorithm", std::string(algorithm)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void RoutingMetrics::CountMetricFallback(std::string_view algorithm, FallbackReason reason) {
+  if (registry_ == nullptr) return;
+  fallback_
+      ->Add({{"algorithm", std::string(algorithm)},
+             {"reason", std::string(FallbackReasonName(reason))}})
       .Increment();
 }
 

@@ -2,6 +2,8 @@
 //  - Every algorithm: aibrix_routing_decisions_total{algorithm, model},
 //    aibrix_routing_latency_seconds{algorithm, model}, aibrix_routing_errors_total{algorithm,
 //    reason}.
+//  - Algorithms that read scraped engine metrics: aibrix_routing_metric_fallback_total
+//    {algorithm, reason=missing|stale}.
 //  - prefix-cache / prefix-cache-kv: the reference's aibrix_prefix_cache_* families (spec §9.3)
 //    with using_kv_sync "false" / "true".
 // Series are created on first use per (algorithm, model) and cached; a null registry makes
@@ -41,6 +43,10 @@ enum class PrefixError {
   kPostRouteUpdateFailed = 4,
 };
 
+// Why a decision could not use scraped engine metrics (label `reason`).
+enum class FallbackReason { kMissing = 0, kStale = 1 };
+std::string_view FallbackReasonName(FallbackReason reason);
+
 // The §9.3 series of one (model, using_kv_sync).
 struct PrefixSeries {
   std::array<prometheus::Counter*, 5> decisions{};  // match_percent_bucket 0|1-25|..|76-100
@@ -73,12 +79,15 @@ class RoutingMetrics {
   const PrefixSeries* ForPrefix(std::string_view model, bool kv_sync);
   // aibrix_routing_errors_total{algorithm, reason}.
   void CountError(std::string_view algorithm, std::string_view reason);
+  // aibrix_routing_metric_fallback_total{algorithm, reason}.
+  void CountMetricFallback(std::string_view algorithm, FallbackReason reason);
 
  private:
   prometheus::Registry* const registry_;
   prometheus::Family<prometheus::Counter>* decisions_ = nullptr;
   prometheus::Family<prometheus::Histogram>* latency_ = nullptr;
   prometheus::Family<prometheus::Counter>* errors_ = nullptr;
+  prometheus::Family<prometheus::Counter>* fallback_ = nullptr;
   prometheus::Family<prometheus::Counter>* pc_decisions_ = nullptr;
   prometheus::Family<prometheus::Gauge>* pc_status_ = nullptr;
   prometheus::Family<prometheus::Histogram>* pc_latency_ = nullptr;

@@ -9,6 +9,7 @@
 #include "aibrix/routing/metrics.h"
 #include "aibrix/routing/prefix_cache.h"
 #include "aibrix/routing/random_source.h"
+#include "aibrix/routing/vtc.h"
 #include "fmt/format.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
@@ -25,6 +26,7 @@ Router::Router(store::Store& store, RouterDeps deps, RouterOptions options,
   env_.store = &store_;
   env_.deps = deps;
   env_.options = options;
+  env_.clock = options.clock != nullptr ? options.clock : &common::SystemClock::Instance();
   env_.random = random_.get();
   env_.metrics = metrics_.get();
   algorithms_.push_back(std::make_unique<RandomAlgorithm>(env_));
@@ -33,6 +35,9 @@ Router::Router(store::Store& store, RouterDeps deps, RouterOptions options,
   algorithms_.push_back(std::make_unique<LeastKvCacheAlgorithm>(env_));
   algorithms_.push_back(std::make_unique<LeastLatencyAlgorithm>(env_));
   algorithms_.push_back(std::make_unique<LeastGpuCacheAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastUtilizationAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<LeastBusyTimeAlgorithm>(env_));
+  algorithms_.push_back(std::make_unique<VtcBasicAlgorithm>(env_));
   algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kApprox));
   algorithms_.push_back(std::make_unique<PrefixCacheAlgorithm>(env_, PrefixSource::kExact));
   algorithms_.push_back(std::make_unique<KvAwareAlgorithm>(env_));

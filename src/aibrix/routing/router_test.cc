@@ -3,11 +3,13 @@
 #include <numeric>
 #include <thread>
 
+#include "aibrix/common/clock.h"
 #include "aibrix/common/strings.h"
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
 #include "aibrix/prefix/match.h"
 #include "aibrix/routing/algorithm.h"
+#include "aibrix/routing/vtc.h"
 #include "aibrix/store/test_pods.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
@@ -34,12 +36,19 @@ prefix::ApproxIndexOptions ApproxOpts() {
   return o;
 }
 
-store::MetricValue Simple(double v) { return store::MetricValue{store::SimpleMetric{v, {}}}; }
-store::MetricValue Hist(double sum, double count) {
-  store::HistogramMetric h;
-  h.sum = sum;
-  h.count = count;
-  return store::MetricValue{h};
+double CounterValue(const std::vector<prometheus::MetricFamily>& fams, const std::string& name,
+                    const std::map<std::string, std::string>& want) {
+  for (const auto& f : fams) {
+    if (f.name != name) continue;
+    for (const auto& m : f.metric) {
+      std::map<std::string, std::string> labels;
+      for (const auto& l : m.label) labels[l.name] = l.value;
+      bool ok = true;
+      for (const auto& [k, v] : want) ok = ok && labels[k] == v;
+      if (ok) return m.counter.value;
+    }
+  }
+  return -1;
 }
 
 std::string Msg(const absl::Status& s) { return std::string(common::AsStd(s.message())); }
@@ -66,6 +75,7 @@ class RouterTest : public ::testing::Test {
   }
   std::unique_ptr<Router> MakeRouter(RouterOptions o = {}, prometheus::Registry* reg = nullptr) {
     if (o.seed == 0) o.seed = 42;
+    if (o.clock == nullptr) o.clock = &clock_;
     return std::make_unique<Router>(store_, RouterDeps{&matcher_, &approx_}, o, reg);
   }
   // The engine on `pod` reports holding the first `blocks` blocks of `tokens`.
@@ -106,6 +116,31 @@ class RouterTest : public ::testing::Test {
     return h;
   }
 
+  // Metric values scraped now, by the fake clock.
+  store::MetricValue Simple(double v) const {
+    return store::MetricValue{store::SimpleMetric{v, {}}, clock_.Now()};
+  }
+  store::MetricValue Hist(double sum, double count) const {
+    store::HistogramMetric h;
+    h.sum = sum;
+    h.count = count;
+    return store::MetricValue{h, clock_.Now()};
+  }
+  // Model-scope (under `model`) and pod-scope metric writes, as the scraper does them.
+  void SetModel(const std::string& pod, const std::string& name, store::MetricValue v,
+                const std::string& model = kModel) {
+    ASSERT_TRUE(store_.SetPodModelMetric(pod, model, name, std::move(v)).ok());
+  }
+  void SetPod(const std::string& pod, const std::string& name, store::MetricValue v) {
+    ASSERT_TRUE(store_.SetPodMetric(pod, name, std::move(v)).ok());
+  }
+  double Fallbacks(prometheus::Registry& reg, const std::string& algorithm,
+                   const std::string& reason) {
+    return CounterValue(reg.Collect(), "aibrix_routing_metric_fallback_total",
+                        {{"algorithm", algorithm}, {"reason", reason}});
+  }
+
+  common::FakeClock clock_;
   store::Store store_;
   prefix::ExactIndex exact_;
   prefix::ApproxIndex approx_;
@@ -117,9 +152,10 @@ class RouterTest : public ::testing::Test {
 
 TEST_F(RouterTest, NamesAreSortedAndFound) {
   auto router = MakeRouter();
-  EXPECT_THAT(router->Names(), ElementsAre("kv-aware", "least-gpu-cache", "least-kv-cache",
-                                           "least-latency", "least-request", "prefix-cache",
-                                           "prefix-cache-kv", "random", "throughput"));
+  EXPECT_THAT(router->Names(),
+              ElementsAre("kv-aware", "least-busy-time", "least-gpu-cache", "least-kv-cache",
+                          "least-latency", "least-request", "least-utilization", "prefix-cache",
+                          "prefix-cache-kv", "random", "throughput", "vtc-basic"));
   for (const std::string& n : router->Names()) {
     ASSERT_NE(router->Find(n), nullptr);
     EXPECT_EQ(router->Find(n)->name(), n);
@@ -134,8 +170,9 @@ TEST_F(RouterTest, UnknownAlgorithmListsTheKnownOnes) {
   auto d = router->Route("fastest", Req(t));
   ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Msg(d.status()),
-            "unknown algorithm 'fastest' (known: kv-aware, least-gpu-cache, least-kv-cache, "
-            "least-latency, least-request, prefix-cache, prefix-cache-kv, random, throughput)");
+            "unknown algorithm 'fastest' (known: kv-aware, least-busy-time, least-gpu-cache, "
+            "least-kv-cache, least-latency, least-request, least-utilization, prefix-cache, "
+            "prefix-cache-kv, random, throughput, vtc-basic)");
 }
 
 TEST_F(RouterTest, UnknownModelIsNotFound) {
@@ -234,24 +271,16 @@ TEST_F(RouterTest, LeastRequestPicksFewestInFlightAndBreaksTiesRandomly) {
 
 // --- metric algorithms ----------------------------------------------------------------------
 
-TEST_F(RouterTest, ThroughputWeighsPromptTokensDouble) {
+TEST_F(RouterTest, ThroughputReadsTokensPerRequestHistogramMeans) {
   AddPods(3);
-  // p0: 2*100 + 10 = 210; p1: 2*10 + 150 = 170; p2: no metric.
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p0", kModel, "avg_prompt_throughput_toks_per_s", Simple(100))
-          .ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p0", kModel, "avg_generation_throughput_toks_per_s", Simple(10))
-          .ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p1", kModel, "avg_prompt_throughput_toks_per_s", Simple(10))
-          .ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p1", kModel, "avg_generation_throughput_toks_per_s", Simple(150))
-          .ok());
+  // p0: 2*100 + 10 = 210; p1: 2*10 + 150 = 170; p2: prompt tokens only (skipped).
+  SetModel("ns/p0", "request_prompt_tokens", Hist(1000, 10));
+  SetModel("ns/p0", "request_generation_tokens", Hist(100, 10));
+  SetModel("ns/p1", "request_prompt_tokens", Hist(100, 10));
+  SetModel("ns/p1", "request_generation_tokens", Hist(1500, 10));
+  SetModel("ns/p2", "request_prompt_tokens", Hist(10, 10));
   auto router = MakeRouter();
-  const auto t = Prompt(4);
-  auto d = router->Route("throughput", Req(t));
+  auto d = router->Route("throughput", Req(Prompt(4)));
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pod->key, "ns/p1");
   EXPECT_DOUBLE_EQ(d->candidates[0].score, 210);
@@ -263,71 +292,317 @@ TEST_F(RouterTest, MetricAlgorithmsFallBackToLeastRequestWhenNoPodHasTheMetric) 
   AddPods(3);
   SetRunning("ns/p0", 1);
   SetRunning("ns/p2", 1);
-  auto router = MakeRouter();
+  prometheus::Registry reg;
+  auto router = MakeRouter({}, &reg);
   const auto t = Prompt(4);
-  for (const char* algo : {"throughput", "least-kv-cache", "least-latency", "least-gpu-cache"}) {
+  for (const char* algo : {"throughput", "least-kv-cache", "least-latency", "least-gpu-cache",
+                           "least-utilization", "least-busy-time", "vtc-basic"}) {
     for (int i = 0; i < 10; ++i) EXPECT_EQ(RouteKey(*router, algo, Req(t)), "ns/p1") << algo;
+    EXPECT_EQ(Fallbacks(reg, algo, "missing"), 10) << algo;
+    EXPECT_EQ(Fallbacks(reg, algo, "stale"), -1) << algo;  // never counted
   }
+}
+
+TEST_F(RouterTest, StaleValuesAreSkippedAndAllStaleFallsBackCountingStale) {
+  AddPods(2);
+  SetRunning("ns/p1", 1);
+  prometheus::Registry reg;
+  auto router = MakeRouter({}, &reg);  // max age 1 s
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.1));
+  clock_.Advance(std::chrono::milliseconds(600));
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.5));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p0");
+  // p0's value is 1.1 s old: skipped, although it is lower.
+  clock_.Advance(std::chrono::milliseconds(500));
+  auto d = router->Route("least-kv-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_TRUE(std::isnan(d->candidates[0].score));
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 0.5);
+  EXPECT_EQ(Fallbacks(reg, "least-kv-cache", "stale"), -1);
+  // Both stale: least-request (p0 has nothing in flight), counted as stale.
+  clock_.Advance(std::chrono::milliseconds(600));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p0");
+  EXPECT_EQ(Fallbacks(reg, "least-kv-cache", "stale"), 1);
+  EXPECT_EQ(Fallbacks(reg, "least-kv-cache", "missing"), -1);
+  // A new scrape makes the pod usable again.
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.9));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p1");
+  EXPECT_EQ(Fallbacks(reg, "least-kv-cache", "stale"), 1);
+}
+
+TEST_F(RouterTest, MaxAgeIsInclusiveAndConfigurable) {
+  AddPods(2);
+  SetRunning("ns/p0", 1);
+  auto router = MakeRouter({.metric_max_age = std::chrono::milliseconds(50)});
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.1));
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.9));
+  clock_.Advance(std::chrono::milliseconds(50));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p0");
+  clock_.Advance(std::chrono::nanoseconds(1));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p1");  // least-request
+}
+
+TEST_F(RouterTest, AValueWithoutScrapeTimeIsNeverUsed) {
+  AddPods(2);
+  prometheus::Registry reg;
+  auto router = MakeRouter({}, &reg);
+  SetModel("ns/p0", "kv_cache_usage_perc", store::MetricValue{store::SimpleMetric{0.1, {}}});
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.9));
+  EXPECT_EQ(RouteKey(*router, "least-kv-cache", Req(Prompt(4))), "ns/p1");
 }
 
 TEST_F(RouterTest, LeastKvCacheAddsCpuUsageAndReadsPodScopeToo) {
   AddPods(3);
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "kv_cache_usage_perc", Simple(0.3)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "cpu_cache_usage_perc", Simple(0.5)).ok());
-  ASSERT_TRUE(store_.SetPodMetric("ns/p1", "kv_cache_usage_perc", Simple(0.6)).ok());  // pod scope
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p2", kModel, "cpu_cache_usage_perc", Simple(0)).ok());
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.3));
+  SetModel("ns/p0", "cpu_cache_usage_perc", Simple(0.5));
+  SetPod("ns/p1", "kv_cache_usage_perc", Simple(0.6));  // pod scope
+  SetModel("ns/p2", "cpu_cache_usage_perc", Simple(0));
   auto router = MakeRouter();
   auto d = router->Route("least-kv-cache", Req(Prompt(4)));
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pod->key, "ns/p1");  // 0.6 < 0.8; p2 has no kv metric
   EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.8);
   EXPECT_TRUE(std::isnan(d->candidates[2].score));
+  // A stale CPU gauge counts 0 (vLLM v1 does not export it at all).
+  clock_.Advance(std::chrono::milliseconds(600));
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.3));
+  SetPod("ns/p1", "kv_cache_usage_perc", Simple(0.6));
+  clock_.Advance(std::chrono::milliseconds(500));
+  d = router->Route("least-kv-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p0");
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.3);
 }
 
-TEST_F(RouterTest, LeastGpuCachePrefersGpuGaugeThenKvGauge) {
+TEST_F(RouterTest, ModelScopeUnderTheRequestModelThenBaseModelThenPodScope) {
+  AddPods(2);
+  store_.AddModelAdapter(store::ModelAdapterObject{"ns", "lora-a", {"p0", "p1"}});
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.9), "lora-a");
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.1), kModel);
+  SetPod("ns/p0", "kv_cache_usage_perc", Simple(0.0));
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.5), kModel);
+  SetPod("ns/p1", "kv_cache_usage_perc", Simple(0.0));
+  auto router = MakeRouter();
+  RouteRequest adapter = Req(Prompt(4));
+  adapter.model = "lora-a";
+  auto d = router->Route("least-kv-cache", adapter);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.9);  // the adapter's own value
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 0.5);  // the base model's
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  d = router->Route("least-kv-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.1);
+  EXPECT_EQ(d->pod->key, "ns/p0");
+}
+
+TEST_F(RouterTest, LeastGpuCachePrefersAFreshGpuGaugeThenTheKvGauge) {
   AddPods(3);
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "gpu_cache_usage_perc", Simple(0.4)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p0", kModel, "kv_cache_usage_perc", Simple(0.0)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p1", kModel, "kv_cache_usage_perc", Simple(0.2)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("ns/p2", kModel, "gpu_cache_usage_perc", Simple(0.9)).ok());
+  SetModel("ns/p0", "gpu_cache_usage_perc", Simple(0.4));
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.0));
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.2));
+  SetModel("ns/p2", "gpu_cache_usage_perc", Simple(0.9));
   auto router = MakeRouter();
   auto d = router->Route("least-gpu-cache", Req(Prompt(4)));
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pod->key, "ns/p1");
   EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.4);
+  // p0's GPU gauge goes stale while its KV gauge is refreshed: the KV gauge counts.
+  clock_.Advance(std::chrono::milliseconds(600));
+  SetModel("ns/p0", "kv_cache_usage_perc", Simple(0.05));
+  SetModel("ns/p1", "kv_cache_usage_perc", Simple(0.2));
+  clock_.Advance(std::chrono::milliseconds(500));
+  d = router->Route("least-gpu-cache", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p0");
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.05);
+  EXPECT_TRUE(std::isnan(d->candidates[2].score));
 }
 
-TEST_F(RouterTest, LeastLatencySumsHistogramMeans) {
+TEST_F(RouterTest, LeastLatencyScalesPerTokenTimesToThisRequest) {
   AddPods(3);
-  // p0: 0.1 + 0.2 + 1.0 = 1.3; p1: queue 2.0 only; p2: 0.5 + 0.5 = 1.0.
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p0", kModel, "request_queue_time_seconds", Hist(1, 10)).ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p0", kModel, "request_prefill_time_seconds", Hist(2, 10)).ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p0", kModel, "request_decode_time_seconds", Hist(10, 10)).ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p1", kModel, "request_queue_time_seconds", Hist(4, 2)).ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p2", kModel, "request_prefill_time_seconds", Hist(1, 2)).ok());
-  ASSERT_TRUE(
-      store_.SetPodModelMetric("ns/p2", kModel, "request_decode_time_seconds", Hist(2, 4)).ok());
+  // p0: queue 0.1 s, prefill 0.2 s per 100-token prompt, decode 1.0 s per 50 tokens.
+  SetModel("ns/p0", "request_queue_time_seconds", Hist(1, 10));
+  SetModel("ns/p0", "request_prefill_time_seconds", Hist(2, 10));
+  SetModel("ns/p0", "request_decode_time_seconds", Hist(10, 10));
+  SetModel("ns/p0", "request_prompt_tokens", Hist(1000, 10));
+  SetModel("ns/p0", "request_generation_tokens", Hist(500, 10));
+  // p1: queue 0.5 s, prefill 0.1 s, decode 0.3 s; no token histograms: the fleet's means
+  // (100 prompt tokens, 50 generated) stand in.
+  SetModel("ns/p1", "request_queue_time_seconds", Hist(5, 10));
+  SetModel("ns/p1", "request_prefill_time_seconds", Hist(1, 10));
+  SetModel("ns/p1", "request_decode_time_seconds", Hist(3, 10));
+  // p2: queue time only: skipped.
+  SetModel("ns/p2", "request_queue_time_seconds", Hist(0, 10));
   auto router = MakeRouter();
-  auto d = router->Route("least-latency", Req(Prompt(4)));
+  // A 20-token prompt; 50 tokens expected out.
+  auto d = router->Route("least-latency", Req(Prompt(20)));
   ASSERT_TRUE(d.ok());
+  EXPECT_NEAR(d->candidates[0].score, 0.1 + 0.002 * 20 + 0.02 * 50, 1e-12);   // 1.14
+  EXPECT_NEAR(d->candidates[1].score, 0.5 + 0.001 * 20 + 0.006 * 50, 1e-12);  // 0.82
+  EXPECT_TRUE(std::isnan(d->candidates[2].score));
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  // Without a tokenized prompt the fleet's mean prompt (100 tokens) is assumed.
+  const std::vector<uint32_t> none;
+  d = router->Route("least-latency", Req(none));
+  ASSERT_TRUE(d.ok());
+  EXPECT_NEAR(d->candidates[0].score, 0.1 + 0.2 + 1.0, 1e-12);
+  EXPECT_NEAR(d->candidates[1].score, 0.5 + 0.1 + 0.3, 1e-12);
+}
+
+TEST_F(RouterTest, LeastUtilizationReadsEngineUtilization) {
+  AddPods(3);
+  SetModel("ns/p0", "engine_utilization", Simple(0.7));
+  SetModel("ns/p1", "engine_utilization", Simple(0.2));
+  SetPod("ns/p2", "engine_utilization", Simple(0.5));
+  auto router = MakeRouter();
+  auto d = router->Route("least-utilization", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_DOUBLE_EQ(d->candidates[2].score, 0.5);
+}
+
+TEST_F(RouterTest, LeastBusyTimeIsQueuedWorkTimesServiceTime) {
+  AddPods(4);
+  // p0: 3 requests × (0.1 + 0.9) s = 3 s.
+  SetModel("ns/p0", "num_requests_running", Simple(2));
+  SetModel("ns/p0", "num_requests_waiting", Simple(1));
+  SetModel("ns/p0", "request_prefill_time_seconds", Hist(1, 10));
+  SetModel("ns/p0", "request_decode_time_seconds", Hist(9, 10));
+  // p1: 2 requests × (0.3 + 2.7) s = 6 s.
+  SetModel("ns/p1", "num_requests_running", Simple(1));
+  SetModel("ns/p1", "num_requests_waiting", Simple(1));
+  SetModel("ns/p1", "request_prefill_time_seconds", Hist(3, 10));
+  SetModel("ns/p1", "request_decode_time_seconds", Hist(27, 10));
+  // p2: nothing finished yet: the fleet's mean service time, 2 s; 1 request = 2 s.
+  SetModel("ns/p2", "num_requests_running", Simple(1));
+  SetModel("ns/p2", "num_requests_waiting", Simple(0));
+  SetModel("ns/p2", "request_prefill_time_seconds", Hist(0, 0));
+  // p3: no waiting gauge: skipped.
+  SetModel("ns/p3", "num_requests_running", Simple(0));
+  auto router = MakeRouter();
+  auto d = router->Route("least-busy-time", Req(Prompt(4)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 3);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 6);
+  EXPECT_DOUBLE_EQ(d->candidates[2].score, 2);
+  EXPECT_TRUE(std::isnan(d->candidates[3].score));
   EXPECT_EQ(d->pod->key, "ns/p2");
-  EXPECT_DOUBLE_EQ(d->candidates[0].score, 1.3);
-  EXPECT_DOUBLE_EQ(d->candidates[1].score, 2.0);
-  EXPECT_DOUBLE_EQ(d->candidates[2].score, 1.0);
 }
 
 TEST_F(RouterTest, MetricTiesAreBrokenRandomly) {
   AddPods(3);
-  for (const char* p : {"ns/p0", "ns/p1", "ns/p2"}) {
-    ASSERT_TRUE(store_.SetPodModelMetric(p, kModel, "kv_cache_usage_perc", Simple(0.5)).ok());
-  }
+  for (const char* p : {"ns/p0", "ns/p1", "ns/p2"}) SetModel(p, "kv_cache_usage_perc", Simple(0.5));
   auto router = MakeRouter();
   EXPECT_EQ(Histogram(*router, "least-kv-cache", Req(Prompt(4)), 300).size(), 3u);
+}
+
+// --- vtc-basic ------------------------------------------------------------------------------
+
+TEST(VtcTokenTrackerTest, CountsOverASlidingWindowOfMinuteBuckets) {
+  common::FakeClock clock;
+  VtcTokenTracker tracker(clock, /*window_minutes=*/3, /*max_users=*/10);
+  tracker.Add("a", 10);
+  tracker.Add("", 99);  // anonymous: ignored
+  EXPECT_EQ(tracker.Tokens("a"), 10);
+  EXPECT_EQ(tracker.Tokens(""), 0);
+  EXPECT_EQ(tracker.users(), 1u);
+  clock.Advance(std::chrono::minutes(1));
+  tracker.Add("a", 5);
+  EXPECT_EQ(tracker.Tokens("a"), 15);
+  clock.Advance(std::chrono::minutes(2));  // the first bucket leaves the 3-minute window
+  EXPECT_EQ(tracker.Tokens("a"), 5);
+  clock.Advance(std::chrono::minutes(1));
+  EXPECT_EQ(tracker.Tokens("a"), 0);
+  EXPECT_EQ(tracker.Tokens("nobody"), 0);
+}
+
+TEST(VtcTokenTrackerTest, ForgetsTheLeastRecentlyUpdatedUserPastTheCap) {
+  common::FakeClock clock;
+  VtcTokenTracker tracker(clock, 60, /*max_users=*/2);
+  tracker.Add("a", 1);
+  tracker.Add("b", 2);
+  tracker.Add("a", 1);  // a is now the most recent
+  tracker.Add("c", 3);  // evicts b
+  EXPECT_EQ(tracker.users(), 2u);
+  EXPECT_EQ(tracker.Tokens("a"), 2);
+  EXPECT_EQ(tracker.Tokens("b"), 0);
+  EXPECT_EQ(tracker.Tokens("c"), 3);
+}
+
+TEST_F(RouterTest, VtcBasicWalksAUserAcrossPodsAsItsTokensGrow) {
+  AddPods(4);
+  for (int i = 0; i < 4; ++i) {
+    SetModel(fmt::format("ns/p{}", i), "num_requests_running", Simple(0));
+  }
+  auto router = MakeRouter();
+  const auto* vtc = dynamic_cast<const VtcBasicAlgorithm*>(router->Find("vtc-basic"));
+  ASSERT_NE(vtc, nullptr);
+  const auto t = Prompt(40);  // each request adds 1 × 40 + 2 × ⌈1.5 × 40⌉ = 160 tokens
+  RouteRequest req = Req(t);
+  req.user = "alice";
+  // position = (tokens mod 400) / 100: 0 → p0, 1.6 → p2, 3.2 → p3, 0.8 → p1.
+  std::vector<std::string> chosen;
+  for (int i = 0; i < 4; ++i) chosen.push_back(RouteKey(*router, "vtc-basic", req));
+  EXPECT_THAT(chosen, ElementsAre("ns/p0", "ns/p2", "ns/p3", "ns/p1"));
+  EXPECT_EQ(vtc->tracker().Tokens("alice"), 640);
+  auto d = router->Route("vtc-basic", req);  // position 2.4: p2 at distance 0.4
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[2].score, 0.5 * 0.4);
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 0.5 * 2.4);
+}
+
+TEST_F(RouterTest, VtcBasicSteersAwayFromLoadedPodsAndAnonymousRequestsFollowLoad) {
+  AddPods(4);
+  SetModel("ns/p0", "num_requests_running", Simple(10));
+  SetModel("ns/p1", "num_requests_running", Simple(0));
+  SetModel("ns/p2", "num_requests_running", Simple(3));
+  SetModel("ns/p3", "num_requests_running", Simple(1));
+  auto router = MakeRouter({.vtc_utilization_weight = 1.0, .vtc_max_pod_load = 10});
+  const auto* vtc = dynamic_cast<const VtcBasicAlgorithm*>(router->Find("vtc-basic"));
+  RouteRequest req = Req(Prompt(4));
+  req.user = "bob";  // position 0: p0 (fairness 0, load 1.0 → 1.0) loses to p1 (0.5 + 0)
+  auto d = router->Route("vtc-basic", req);
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 1.0);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 0.5);
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  // Anonymous: no fairness term, no tokens counted; the least loaded engine wins.
+  req.user.clear();
+  d = router->Route("vtc-basic", req);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_DOUBLE_EQ(d->candidates[3].score, 0.1);
+  EXPECT_EQ(vtc->tracker().users(), 1u);
+}
+
+// --- kv-aware with engine load --------------------------------------------------------------
+
+TEST_F(RouterTest, KvAwareLoadIsTheLargerOfLocalAndEngineCounts) {
+  AddPods(3);
+  SetRunning("ns/p0", 1);
+  SetModel("ns/p0", "num_requests_running", Simple(0));  // the scrape lags our request
+  SetModel("ns/p0", "num_requests_waiting", Simple(0));
+  SetModel("ns/p1", "num_requests_running", Simple(2));  // another gateway's requests
+  SetModel("ns/p1", "num_requests_waiting", Simple(1));
+  prometheus::Registry reg;
+  auto router = MakeRouter({.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 256}, &reg);
+  const auto t = Prompt(16 * kBs);  // 64 uncached tokens everywhere
+  auto d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 64 + 256 * 1);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 64 + 256 * 3);
+  EXPECT_DOUBLE_EQ(d->candidates[2].score, 64);  // no engine counts: local only
+  EXPECT_EQ(d->pod->key, "ns/p2");
+  EXPECT_EQ(Fallbacks(reg, "kv-aware", "stale"), -1);
+  EXPECT_EQ(Fallbacks(reg, "kv-aware", "missing"), -1);
+  // Stale engine counts are ignored: local counts only, reported as a fallback.
+  clock_.Advance(std::chrono::seconds(2));
+  d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 64);
+  EXPECT_EQ(Fallbacks(reg, "kv-aware", "stale"), 1);
 }
 
 // --- prefix-cache ---------------------------------------------------------------------------
@@ -564,21 +839,6 @@ TEST_F(RouterTest, WorksWithoutAnyIndex) {
 
 // --- metrics and concurrency ----------------------------------------------------------------
 
-double CounterValue(const std::vector<prometheus::MetricFamily>& fams, const std::string& name,
-                    const std::map<std::string, std::string>& want) {
-  for (const auto& f : fams) {
-    if (f.name != name) continue;
-    for (const auto& m : f.metric) {
-      std::map<std::string, std::string> labels;
-      for (const auto& l : m.label) labels[l.name] = l.value;
-      bool ok = true;
-      for (const auto& [k, v] : want) ok = ok && labels[k] == v;
-      if (ok) return m.counter.value;
-    }
-  }
-  return -1;
-}
-
 TEST_F(RouterTest, ExportsRoutingMetrics) {
   AddPods(2);
   prometheus::Registry reg;
@@ -620,6 +880,7 @@ TEST_F(RouterTest, ConcurrentRoutingWithRequestAccounting) {
         const auto t = Prompt(8 * kBs, static_cast<uint32_t>(1 + (i % 5) * 1000));
         RouteRequest req = Req(t);
         req.request_id = fmt::format("t{}-{}", th, i);
+        req.user = fmt::format("u{}", i % 3);
         auto d = router->Route(names[(i + th) % names.size()], req);
         ASSERT_TRUE(d.ok()) << d.status();
         ASSERT_TRUE(store_.AddRequest(req.request_id, d->pod, store_.ReadyPods(kModel)).ok());

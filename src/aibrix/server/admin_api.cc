@@ -58,6 +58,10 @@ void AdminApi::HandleModels(http::Response& res) const {
   nlohmann::json models = nlohmann::json::array();
   for (const store::ModelPods* model : sorted) {
     nlohmann::json json = ModelToJson(*model);
+    const gateway::TokenizerChoice tokenizer = deps_.tokenizers->Choice(model);
+    json["tokenizer"] = tokenizer.remote ? "remote" : "local";
+    json["tokenizer_source"] = tokenizer.source;
+    json["tokenizer_endpoints"] = deps_.tokenizers->Endpoints(model);
     json["trace"] = deps_.tracker->TraceJson(model->model);
     models.push_back(std::move(json));
   }

@@ -1,5 +1,6 @@
 // Configuration of the aibrix-cache service: defaults, then the AIBrix environment variables
-// that apply (spec §8), then command-line flags (main.cc), which win.
+// (spec §8, under AIBrix's spellings and the seed document's), then command-line flags
+// (main.cc), which win. docs/service.md has the table of variables and flags.
 //
 // Thread safety: a plain value.
 #pragma once
@@ -7,6 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace aibrix::server {
 
@@ -14,6 +18,13 @@ struct ServiceConfig {
   std::string http_addr = "127.0.0.1:8090";
   std::string discovery = "static";  // only "static" is implemented so far
   std::string static_config;         // path of the static YAML file
+  // Static discovery: reload the file when it changes (inotify on its directory); SIGHUP
+  // reloads it either way.
+  bool static_config_watch = true;
+  // AIBRIX_POD_DEPLOYMENT_LABEL / AIBRIX_POD_RAYCLUSTERFLEET_LABEL: the pod labels naming a
+  // pod's deployment and Ray cluster fleet (Kubernetes discovery, spec §2.4).
+  std::string pod_deployment_label = "app.kubernetes.io/name";
+  std::string pod_fleet_label = "orchestration.aibrix.ai/raycluster-fleet-name";
   std::string log_level = "info";
 
   // The HTTP front door (http::ServerOptions): threads, limits and deadlines.
@@ -40,8 +51,13 @@ struct ServiceConfig {
   // taken (larger: the scrape fails, counted as body_too_large).
   int metric_timeout_ms = 3000;
   int64_t metric_max_body_bytes = int64_t{8} << 20;
-  // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED: subscribe to engines' KV events.
+  // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED (seed: AIBRIX_KV_EVENT_SYNC_ENABLED): subscribe
+  // to engines' KV events.
   bool kv_event_sync = false;
+  // AIBRIX_ZMQ_REPLAY_TIMEOUT / AIBRIX_ZMQ_RECONNECT_INTERVAL: a replay request's deadline and
+  // the first reconnection delay of an engine's KV event sockets.
+  int kv_replay_timeout_ms = 5000;
+  int kv_reconnect_ms = 1000;
   // The KV event path's threads and memory (docs/kvevents.md): socket threads and appliers
   // shared by every pod; the engine ranks it is sized for (libzmq socket limit; the
   // descriptor limit is raised to match where allowed); byte budgets.
@@ -58,6 +74,9 @@ struct ServiceConfig {
   int64_t approx_blocks_per_pod = 200000;
   // AIBRIX_PREFIX_CACHE_EVICTION_DURATION_MINS: TTL of routing-fed entries.
   int64_t approx_ttl_minutes = 20;
+  // AIBRIX_PREFIX_CACHE_EVICTION_INTERVAL_SECONDS: how often expired routing-fed entries (and
+  // /cache/route leases) are swept.
+  int sweep_interval_s = 1;
   // Routing: the algorithm used when a request names none, and the proxy's upstream limits.
   std::string routing_algorithm = "random";
   int upstream_connect_timeout_ms = 2000;
@@ -70,18 +89,48 @@ struct ServiceConfig {
   int64_t imbalance_abs_count = 8;
   double std_dev_factor = 1.0;
   uint64_t routing_seed = 0;  // 0: random
-  // Prompt tokenizer for routing: "local" (engine-sim's byte rules) or "remote" (each
-  // model's engines' vLLM /tokenize; AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true).
-  std::string tokenizer = "local";
-  int tokenizer_timeout_ms = 5000;  // per remote attempt
+  // vtc-basic (AIBRIX_ROUTER_VTC_BASIC_FAIRNESS_WEIGHT, _UTILIZATION_WEIGHT, _MAX_POD_LOAD,
+  // _INPUT_TOKEN_WEIGHT, _OUTPUT_TOKEN_WEIGHT; AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES).
+  double vtc_fairness_weight = 0.5;
+  double vtc_utilization_weight = 0.5;
+  double vtc_max_pod_load = 100.0;
+  double vtc_input_token_weight = 1.0;
+  double vtc_output_token_weight = 2.0;
+  int vtc_window_minutes = 60;
+  // Prompt tokenizer for routing: "local" (engine-sim's byte rules), "remote" (vLLM
+  // /tokenize: tokenizer_endpoint if set, else each model's engines), or "" = remote when
+  // KV event sync is on (token ids must be the engine's for its events to match), else local.
+  // AIBRIX_PREFIX_CACHE_USE_REMOTE_TOKENIZER=true (seed: AIBRIX_USE_REMOTE_TOKENIZER) or
+  // AIBRIX_PREFIX_CACHE_TOKENIZER_TYPE=remote: "remote".
+  std::string tokenizer;
+  // AIBRIX_PREFIX_CACHE_REMOTE_TOKENIZER_ENDPOINT (AIBrix's docs:
+  // AIBRIX_REMOTE_TOKENIZER_ENDPOINT): a vLLM server asked first for every model; a model it does
+  // not serve falls back to the model's engines.
+  std::string tokenizer_endpoint;
+  // AIBRIX_VLLM_TOKENIZER_ENDPOINT_TEMPLATE: an engine's tokenizer URL with "%s" for its IP;
+  // "" = http://IP:its serving port.
+  std::string tokenizer_endpoint_template;
+  int tokenizer_timeout_ms = 5000;  // AIBRIX_TOKENIZER_REQUEST_TIMEOUT: per remote attempt
+  int max_tokenizers = 100;         // AIBRIX_MAX_TOKENIZERS_PER_POOL: (endpoint, model) clients
+  int tokenizer_ttl_s = 300;        // AIBRIX_TOKENIZER_TTL: a client unused this long is dropped
 
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;
   int64_t index_max_memberships_per_pod = 4'000'000;
 
-  // The AIBrix environment variables applied over the defaults; invalid values keep the
-  // default (the reference's parsing rules).
-  static ServiceConfig FromEnvironment();
+  // Environment variables that were set but change nothing here (superseded by another
+  // mechanism, or inert as in AIBrix), one line each for the start-up log.
+  std::vector<std::string> env_notes;
+
+  // "remote" or "local": `tokenizer`, or its default (remote when kv_event_sync).
+  std::string EffectiveTokenizer() const;
+
+  // The defaults with the AIBrix environment variables applied. Unlike the reference (which
+  // silently keeps the default), a malformed value, two spellings of one variable that
+  // disagree, or a feature this build does not have (PROMETHEUS_ENDPOINT,
+  // AIBRIX_STATESYNC_ENABLED=true, a tiktoken tokenizer) is an InvalidArgument naming every
+  // such variable and why.
+  static absl::StatusOr<ServiceConfig> FromEnvironment();
 };
 
 }  // namespace aibrix::server

@@ -47,16 +47,73 @@ kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
   options.subscriber.max_queued_bytes = static_cast<size_t>(config.kv_pod_queue_bytes);
   options.subscriber.max_held_bytes = static_cast<size_t>(config.kv_pod_queue_bytes);
   options.subscriber.max_message_bytes = static_cast<size_t>(config.kv_max_message_bytes);
+  options.subscriber.replay_timeout = std::chrono::milliseconds(config.kv_replay_timeout_ms);
+  options.subscriber.reconnect_initial = std::chrono::milliseconds(config.kv_reconnect_ms);
+  options.subscriber.reconnect_max =
+      std::max(options.subscriber.reconnect_max, options.subscriber.reconnect_initial);
   return options;
 }
 
 gateway::ModelTokenizers MakeTokenizers(const ServiceConfig& config,
                                         const tokenizer::Tokenizer& local,
                                         const store::Store& store) {
-  if (config.tokenizer != "remote") return gateway::ModelTokenizers(local);
-  tokenizer::RemoteTokenizerOptions remote;
-  remote.timeout = std::chrono::milliseconds(config.tokenizer_timeout_ms);
+  if (config.EffectiveTokenizer() != "remote") return gateway::ModelTokenizers(local);
+  gateway::RemoteTokenizersOptions remote;
+  remote.call.timeout = std::chrono::milliseconds(config.tokenizer_timeout_ms);
+  remote.endpoint = config.tokenizer_endpoint;
+  remote.endpoint_template = config.tokenizer_endpoint_template;
+  remote.max_tokenizers = static_cast<size_t>(config.max_tokenizers);
+  remote.ttl = std::chrono::seconds(config.tokenizer_ttl_s);
   return gateway::ModelTokenizers(local, store, std::move(remote));
+}
+
+// The remote tokenizer's URLs, checked before anything starts.
+absl::Status CheckTokenizerConfig(const ServiceConfig& config) {
+  if (!config.tokenizer_endpoint.empty()) {
+    tokenizer::RemoteTokenizerOptions probe;
+    probe.endpoint = config.tokenizer_endpoint;
+    if (auto created = tokenizer::RemoteTokenizer::Create(probe); !created.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("--tokenizer-endpoint / AIBRIX_PREFIX_CACHE_REMOTE_TOKENIZER_ENDPOINT: {}",
+                      common::AsStd(created.status().message())));
+    }
+  }
+  if (const std::string& t = config.tokenizer_endpoint_template; !t.empty()) {
+    const size_t at = t.find("%s");
+    if (at == std::string::npos || t.find('%', at + 2) != std::string::npos) {
+      return absl::InvalidArgumentError(
+          fmt::format("--tokenizer-endpoint-template / AIBRIX_VLLM_TOKENIZER_ENDPOINT_TEMPLATE "
+                      "{}: needs exactly one %s (the pod IP) and no other %",
+                      t));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Says which tokenizer routing uses and why; warns when KV event sync cannot match.
+void LogTokenizerChoice(const ServiceConfig& config) {
+  auto log = common::Logger("tokenizer");
+  const std::string effective = config.EffectiveTokenizer();
+  const char* why = !config.tokenizer.empty() ? "configured"
+                    : config.kv_event_sync    ? "the default with KV event sync"
+                                              : "the default without KV event sync";
+  if (effective == "remote") {
+    log->info("prompts are tokenized by vLLM /tokenize ({}): {}each model's vLLM engines", why,
+              config.tokenizer_endpoint.empty()
+                  ? std::string()
+                  : fmt::format("{} first, then ", config.tokenizer_endpoint));
+  } else if (config.kv_event_sync) {
+    log->warn(
+        "prompts are tokenized by the local byte tokenizer (--tokenizer local) while KV "
+        "event sync is on: KV-aware routing only matches engines that tokenize the same "
+        "way (engine-sim); real vLLM engines need --tokenizer remote");
+  } else {
+    log->info("prompts are tokenized by the local byte tokenizer ({})", why);
+  }
+  if (effective == "local" && !config.tokenizer_endpoint.empty()) {
+    log->warn("the tokenizer endpoint {} is not used with --tokenizer local",
+              config.tokenizer_endpoint);
+  }
 }
 
 gateway::GatewayOptions GatewayOptionsFor(const ServiceConfig& config) {
@@ -130,6 +187,13 @@ Service::Service(ServiceConfig config)
   router_options.seed = config_.routing_seed;
   router_options.imbalance_abs_count = static_cast<int32_t>(config_.imbalance_abs_count);
   router_options.std_dev_factor = config_.std_dev_factor;
+  router_options.metric_max_age = std::chrono::milliseconds(config_.metric_max_age_ms);
+  router_options.vtc_fairness_weight = config_.vtc_fairness_weight;
+  router_options.vtc_utilization_weight = config_.vtc_utilization_weight;
+  router_options.vtc_max_pod_load = config_.vtc_max_pod_load;
+  router_options.vtc_input_token_weight = config_.vtc_input_token_weight;
+  router_options.vtc_output_token_weight = config_.vtc_output_token_weight;
+  router_options.vtc_window_minutes = config_.vtc_window_minutes;
   router_ = std::make_unique<routing::Router>(
       store_, routing::RouterDeps{matcher_ ? &*matcher_ : nullptr, &approx_index_}, router_options,
       registry_.get());
@@ -156,7 +220,7 @@ void Service::HousekeepingLoop(std::stop_token stop) {
   std::condition_variable_any wake;
   std::unique_lock<std::mutex> lock(mu);
   while (!stop.stop_requested()) {
-    wake.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+    wake.wait_for(lock, stop, std::chrono::seconds(config_.sweep_interval_s), [] { return false; });
     if (stop.stop_requested()) break;
     approx_index_.Sweep();
     exact_index_.UpdateGauges();
@@ -182,10 +246,17 @@ absl::Status Service::Start() {
                                                   config_.routing_algorithm,
                                                   router_->NamesJoined()));
   }
+  RETURN_IF_ERROR(CheckTokenizerConfig(config_));
+  for (const std::string& note : config_.env_notes) log->info("environment: {}", note);
+  LogTokenizerChoice(config_);
   if (config_.static_config.empty()) {
     return absl::InvalidArgumentError("--static-config FILE is required with --discovery static");
   }
-  ASSIGN_OR_RETURN(discovery_, discovery::StaticProvider::FromFile(config_.static_config));
+  discovery::StaticProviderOptions static_options;
+  static_options.watch = config_.static_config_watch;
+  static_options.registry = registry_.get();
+  ASSIGN_OR_RETURN(discovery_,
+                   discovery::StaticProvider::FromFile(config_.static_config, static_options));
 
   const http::ServerOptions options = HttpOptionsFor(config_, *addr);
   http_ = std::make_unique<http::Server>(options, *registry_);
@@ -197,6 +268,7 @@ absl::Status Service::Start() {
   log->info("listening on http://{}", common::FormatHostPort(options.host, http_->port()));
 
   store_.AddListener(&index_cleaner_);
+  store_.AddListener(&tokenizer_log_);
   // The KV event manager subscribes to pods as discovery adds them; it never blocks the
   // discovery thread (sockets are handled on its own threads).
   if (auto st = kv_manager_.Start(); !st.ok()) {
@@ -220,6 +292,13 @@ absl::Status Service::Start() {
   return absl::OkStatus();
 }
 
+absl::Status Service::ReloadDiscovery() {
+  if (!discovery_ || !ready_.load()) {
+    return absl::FailedPreconditionError("discovery is not running");
+  }
+  return discovery_->Reload();
+}
+
 void Service::Drain() {
   if (ready_.exchange(false)) common::Logger("service")->info("draining: /readyz answers 503");
 }
@@ -240,6 +319,7 @@ void Service::Stop(StopMode mode) {
   scraper_.Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);
+  store_.RemoveListener(&tokenizer_log_);
   if (housekeeping_.joinable()) {
     housekeeping_.request_stop();
     housekeeping_.join();

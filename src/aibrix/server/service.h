@@ -20,6 +20,7 @@
 #include "aibrix/discovery/provider.h"
 #include "aibrix/gateway/gateway.h"
 #include "aibrix/gateway/model_tokenizers.h"
+#include "aibrix/gateway/tokenizer_log.h"
 #include "aibrix/http/server.h"
 #include "aibrix/kvevents/manager.h"
 #include "aibrix/metrics/reexport.h"
@@ -49,6 +50,9 @@ class Service {
   // Validates the configuration, starts the HTTP server, runs the first discovery sync and
   // then reports ready. Any error leaves nothing running.
   absl::Status Start();
+  // Re-reads the discovery configuration (the static file) and applies what changed; on
+  // error the previous state stays (SIGHUP). FailedPrecondition before Start.
+  absl::Status ReloadDiscovery();
   // Reports not ready (/readyz 503) so load balancers stop sending; serving goes on.
   void Drain();
   // Drains, waits shutdown_delay_ms (when `graceful`), stops accepting, waits for in-flight
@@ -88,6 +92,7 @@ class Service {
   std::optional<prefix::PrefixMatcher> matcher_;
   tokenizer::ByteTokenizer local_tokenizer_;
   gateway::ModelTokenizers tokenizers_;
+  gateway::TokenizerLog tokenizer_log_{tokenizers_, store_};
   kvevents::EventManager kv_manager_;
   // aibrix_prefix_index_bytes{source="event_queues"}: the KV event path's queues, set at
   // scrape time (the index memory and the event path in one figure).

@@ -34,6 +34,14 @@ struct HistogramMetric {
   double Percentile(double p) const;
 };
 
+// True when a value scraped at `scraped_at` is at most `max_age` old at `now`; never for an
+// unknown scrape time (the epoch).
+inline bool ScrapedWithin(std::chrono::steady_clock::time_point scraped_at,
+                          std::chrono::steady_clock::time_point now,
+                          std::chrono::steady_clock::duration max_age) {
+  return scraped_at != std::chrono::steady_clock::time_point{} && now - scraped_at <= max_age;
+}
+
 struct MetricValue {
   std::variant<SimpleMetric, HistogramMetric> value;
   // When the value was read from the engine (steady clock); the epoch when no time is known.
@@ -42,7 +50,7 @@ struct MetricValue {
   // True when the value was scraped within `max_age` of `now` (never for an unknown time).
   bool FreshAt(std::chrono::steady_clock::time_point now,
                std::chrono::steady_clock::duration max_age) const {
-    return scraped_at != std::chrono::steady_clock::time_point{} && now - scraped_at <= max_age;
+    return ScrapedWithin(scraped_at, now, max_age);
   }
 
   // The simple value; 0 for a histogram.

@@ -180,6 +180,40 @@ std::optional<MetricValue> PodState::ModelMetric(const std::string& model,
   return it->second;
 }
 
+namespace {
+
+MetricSample ToSample(const MetricValue& v) {
+  MetricSample s;
+  s.scraped_at = v.scraped_at;
+  if (const HistogramMetric* h = v.histogram()) {
+    s.histogram = true;
+    s.count = h->count;
+    s.value = h->Mean();
+  } else {
+    s.value = v.Simple();
+  }
+  return s;
+}
+
+}  // namespace
+
+std::optional<MetricSample> PodState::Sample(std::span<const std::string_view> models,
+                                             std::string_view name) const {
+  // (model, name), reused so lookups do not allocate once the strings have grown.
+  thread_local std::pair<std::string, std::string> key;
+  common::MutexLock lock(&mu_);
+  if (!model_metrics_.empty()) key.second.assign(name);
+  for (std::string_view model : model_metrics_.empty() ? models.first(0) : models) {
+    key.first.assign(model);
+    auto it = model_metrics_.find(key);
+    if (it != model_metrics_.end()) return ToSample(it->second);
+  }
+  if (metrics_.empty()) return std::nullopt;
+  auto it = metrics_.find(absl::string_view(name.data(), name.size()));
+  if (it == metrics_.end()) return std::nullopt;
+  return ToSample(it->second);
+}
+
 std::vector<std::string> PodState::MetricNames() const {
   common::MutexLock lock(&mu_);
   std::vector<std::string> names;

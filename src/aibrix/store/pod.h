@@ -7,11 +7,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -102,6 +105,14 @@ struct ModelClaim {
 // Valid claims of the pod's annotations, last annotation winning per model.
 std::vector<ModelClaim> PodModelClaims(const PodObject& pod);
 
+// A scraped metric as a number, for readers on hot paths (no labels or buckets copied).
+struct MetricSample {
+  double value = 0;  // a simple value; a histogram's mean (0 when empty)
+  double count = 0;  // a histogram's count; 0 for a simple value
+  bool histogram = false;
+  std::chrono::steady_clock::time_point scraped_at{};  // as MetricValue::scraped_at
+};
+
 // Runtime state of one cached pod. Created when the pod enters the Store and kept across
 // updates of the same pod (same key and UID); a re-created pod gets a new one, so requests
 // that outlive the old pod settle on the old state.
@@ -125,6 +136,10 @@ class PodState {
   std::optional<MetricValue> ModelMetric(const std::string& model, const std::string& name) const;
   // Names of every pod-scope metric held.
   std::vector<std::string> MetricNames() const;
+  // The first of: `name` in model scope under each of `models` in order, then in pod scope;
+  // nullopt when none holds it. One lock, no allocation in the steady state.
+  std::optional<MetricSample> Sample(std::span<const std::string_view> models,
+                                     std::string_view name) const;
 
   // One scrape's values, written under one lock so readers see them together.
   struct ModelMetricUpdate {

@@ -69,5 +69,34 @@ TEST(PodTest, ModelClaimStateRules) {
   EXPECT_EQ(claims[0].port, 0);
 }
 
+TEST(PodStateTest, SampleTakesTheFirstScopeThatHoldsTheMetric) {
+  PodState state;
+  const std::chrono::steady_clock::time_point t{std::chrono::seconds(5)};
+  const std::string_view adapter_then_base[] = {"lora", "base"};
+  EXPECT_FALSE(state.Sample(adapter_then_base, "x").has_value());
+  state.SetMetric("x", MetricValue{SimpleMetric{1, {{"a", "b"}}}, t});
+  auto s = state.Sample(adapter_then_base, "x");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->value, 1);
+  EXPECT_FALSE(s->histogram);
+  EXPECT_EQ(s->scraped_at, t);
+  state.SetModelMetric("base", "x", MetricValue{SimpleMetric{2, {}}, t});
+  EXPECT_EQ(state.Sample(adapter_then_base, "x")->value, 2);
+  HistogramMetric h;
+  h.sum = 9;
+  h.count = 3;
+  state.SetModelMetric("lora", "x", MetricValue{h, t});
+  s = state.Sample(adapter_then_base, "x");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_TRUE(s->histogram);
+  EXPECT_EQ(s->value, 3);
+  EXPECT_EQ(s->count, 3);
+  // Model names may contain '/'; the pod scope alone when no model is given.
+  state.SetModelMetric("org/model", "y", MetricValue{SimpleMetric{4, {}}, t});
+  const std::string_view org[] = {"org/model"};
+  EXPECT_EQ(state.Sample(org, "y")->value, 4);
+  EXPECT_EQ(state.Sample({}, "x")->value, 1);
+}
+
 }  // namespace
 }  // namespace aibrix::store

@@ -465,25 +465,34 @@ void RemoteTokenizer::Detokenize(asio::io_context& io, std::span<const TokenId> 
        });
 }
 
-RemoteTokenizerPool::RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t max_tokenizers)
-    : defaults_(std::move(defaults)), max_tokenizers_(max_tokenizers) {}
+RemoteTokenizerPool::RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t max_tokenizers,
+                                         std::chrono::seconds ttl)
+    : defaults_(std::move(defaults)),
+      max_tokenizers_(std::max<size_t>(1, max_tokenizers)),
+      ttl_(ttl) {}
 
 absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> RemoteTokenizerPool::Get(
     std::string_view endpoint, std::string_view model) {
+  const auto now = defaults_.clock->Now();
   std::lock_guard lock(mu_);
-  for (const auto& e : entries_) {
-    if (e->endpoint() == endpoint && e->model() == model) return e;
-  }
-  if (entries_.size() >= max_tokenizers_) {
-    return absl::ResourceExhaustedError(fmt::format(
-        "remote tokenizer pool is full ({} tokenizers); not adding {}", max_tokenizers_, endpoint));
+  for (Entry& e : entries_) {
+    if (e.tokenizer->endpoint() == endpoint && e.tokenizer->model() == model) {
+      e.last_used = now;
+      return e.tokenizer;
+    }
   }
   RemoteTokenizerOptions o = defaults_;
   o.endpoint = std::string(endpoint);
   o.model = std::string(model);
   ASSIGN_OR_RETURN(std::shared_ptr<const RemoteTokenizer> t, RemoteTokenizer::Create(std::move(o)));
-  entries_.push_back(std::move(t));
-  return entries_.back();
+  std::erase_if(entries_, [&](const Entry& e) { return now - e.last_used >= ttl_; });
+  if (entries_.size() >= max_tokenizers_) {
+    entries_.erase(
+        std::min_element(entries_.begin(), entries_.end(),
+                         [](const Entry& a, const Entry& b) { return a.last_used < b.last_used; }));
+  }
+  entries_.push_back(Entry{std::move(t), now});
+  return entries_.back().tokenizer;
 }
 
 size_t RemoteTokenizerPool::size() const {

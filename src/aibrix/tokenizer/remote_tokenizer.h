@@ -150,26 +150,36 @@ class RemoteTokenizer {
   const std::shared_ptr<const Core> core_;
 };
 
-// One RemoteTokenizer per (endpoint, model), created on first use and kept.
+// One RemoteTokenizer per (endpoint, model), created on first use. Bounded: at most
+// `max_tokenizers` (AIBRIX_MAX_TOKENIZERS_PER_POOL), the least recently used dropped first
+// when a new one is needed, and entries unused for `ttl` (AIBRIX_TOKENIZER_TTL) dropped then
+// too — engine pods come and go (Kubernetes gives a new pod a new IP), so the pool never
+// fills up with the endpoints of pods long gone. A dropped tokenizer's calls in flight finish.
 class RemoteTokenizerPool {
  public:
-  // `defaults` supplies everything but endpoint and model. At most `max_tokenizers` entries
-  // (AIBRIX_MAX_TOKENIZERS_PER_POOL).
-  explicit RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t max_tokenizers = 100);
+  // `defaults` supplies everything but endpoint and model, and the clock the TTL is measured
+  // on (defaults.clock).
+  explicit RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t max_tokenizers = 100,
+                               std::chrono::seconds ttl = std::chrono::seconds(300));
   RemoteTokenizerPool(const RemoteTokenizerPool&) = delete;
   RemoteTokenizerPool& operator=(const RemoteTokenizerPool&) = delete;
 
-  // The tokenizer of (endpoint, model). Errors: as RemoteTokenizer::Create; ResourceExhausted
-  // when the pool is full (the caller then uses its local tokenizer).
+  // The tokenizer of (endpoint, model). Errors: as RemoteTokenizer::Create.
   absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> Get(std::string_view endpoint,
                                                              std::string_view model);
   size_t size() const;
 
  private:
+  struct Entry {
+    std::shared_ptr<const RemoteTokenizer> tokenizer;
+    std::chrono::steady_clock::time_point last_used;
+  };
+
   const RemoteTokenizerOptions defaults_;
   const size_t max_tokenizers_;
+  const std::chrono::seconds ttl_;
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<const RemoteTokenizer>> entries_;  // guarded by mu_; small
+  std::vector<Entry> entries_;  // guarded by mu_; small
 };
 
 }  // namespace aibrix::tokenizer

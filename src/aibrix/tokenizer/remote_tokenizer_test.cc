@@ -570,15 +570,44 @@ TEST(RemoteTokenizerPoolTest, OneTokenizerPerEndpointAndModel) {
   auto a = pool.Get("http://10.0.0.1:8000", "m");
   auto b = pool.Get("http://10.0.0.1:8000", "m");
   auto c = pool.Get("http://10.0.0.2:8000", "m");
-  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  auto d = pool.Get("http://10.0.0.2:8000", "n");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
   EXPECT_EQ(a->get(), b->get());
   EXPECT_NE(a->get(), c->get());
+  EXPECT_NE(c->get(), d->get());
   EXPECT_EQ((*c)->endpoint(), "http://10.0.0.2:8000");
+  EXPECT_EQ((*d)->model(), "n");
+  EXPECT_EQ(pool.size(), 2u);  // bounded
+  EXPECT_EQ(pool.Get("bad", "m").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(pool.size(), 2u);
-  EXPECT_EQ(pool.Get("http://10.0.0.3:8000", "m").status().code(),
-            absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(pool.Get("bad", "m").status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(pool.Get("http://10.0.0.1:8000", "m").status().code(), absl::StatusCode::kOk);
+}
+
+TEST(RemoteTokenizerPoolTest, FullPoolDropsTheLeastRecentlyUsedAndIdleOnes) {
+  common::FakeClock clock;
+  RemoteTokenizerOptions defaults;
+  defaults.clock = &clock;
+  RemoteTokenizerPool pool(defaults, 2, std::chrono::seconds(300));
+  auto a = *pool.Get("http://10.0.0.1:8000", "m");
+  clock.Advance(std::chrono::seconds(1));
+  auto b = *pool.Get("http://10.0.0.2:8000", "m");
+  clock.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(pool.Get("http://10.0.0.1:8000", "m")->get(), a.get());  // a is now the newest
+  clock.Advance(std::chrono::seconds(1));
+  auto c = *pool.Get("http://10.0.0.3:8000", "m");  // full: b, least recently used, goes
+  EXPECT_EQ(pool.size(), 2u);
+  EXPECT_EQ(pool.Get("http://10.0.0.1:8000", "m")->get(), a.get());
+  EXPECT_EQ(pool.Get("http://10.0.0.3:8000", "m")->get(), c.get());
+  // b comes back as a new tokenizer (the old one lives on with whoever still holds it).
+  EXPECT_NE(pool.Get("http://10.0.0.2:8000", "m")->get(), b.get());
+  EXPECT_EQ(b->endpoint(), "http://10.0.0.2:8000");
+
+  // Unused for the TTL: dropped when the next new one comes, whatever the room.
+  RemoteTokenizerPool roomy(defaults, 10, std::chrono::seconds(300));
+  auto old = *roomy.Get("http://10.0.0.1:8000", "m");
+  clock.Advance(std::chrono::seconds(300));
+  auto fresh = *roomy.Get("http://10.0.0.2:8000", "m");
+  EXPECT_EQ(roomy.size(), 1u);
+  EXPECT_NE(roomy.Get("http://10.0.0.1:8000", "m")->get(), old.get());
 }
 
 TEST(RetryPolicyTest, BackoffAndRetryAfter) {
