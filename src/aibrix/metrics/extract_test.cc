@@ -263,5 +263,12 @@ TEST(ExtractTest, TrtllmAndXllm) {
   EXPECT_EQ(x.ModelSimple("x-model", "engine_utilization"), 0.9);
 }
 
+TEST(ExtractTest, VllmPodsReadEngineUtilizationUnprefixed) {
+  // engine-sim (and any vLLM pod with such an exporter) writes xLLM's unprefixed name.
+  Result r("vllm", {"# TYPE engine_utilization gauge\n"
+                    "engine_utilization{engine=\"0\",model_name=\"m\"} 0.75\n"});
+  EXPECT_EQ(r.ModelSimple("m", "engine_utilization"), 0.75);
+}
+
 }  // namespace
 }  // namespace aibrix::metrics

@@ -121,8 +121,11 @@ std::vector<EngineMetricDef> DefaultDefs() {
            Sglang("sglang:token_usage"), Trtllm("trtllm_kv_cache_utilization"),
            Xllm("kv_cache_utilization")},
           "KV-cache usage, 1 = full"),
-      Def("engine_utilization", T::kGauge, S::kPodModel, kF, {Xllm("engine_utilization")},
-          "Engine utilization (xLLM)"),
+      // vLLM has no such gauge; engine-sim exports xLLM's unprefixed name next to vLLM's so
+      // least-utilization can run against it (a vLLM pod without it falls back).
+      Def("engine_utilization", T::kGauge, S::kPodModel, kF,
+          {Vllm("engine_utilization"), Xllm("engine_utilization")},
+          "Engine utilization: busy fraction, 1 = always busy (xLLM; engine-sim)"),
       Def("kv_cache_hit_rate", T::kGauge, S::kPodModel, kNF, {Trtllm("trtllm_kv_cache_hit_rate")},
           "KV-cache hit rate (TensorRT-LLM)"),
       Def("prefix_cache_queries_total", T::kCounter, S::kPodModel, kF,
