@@ -46,7 +46,8 @@ constexpr auto kMeasure = std::chrono::seconds(10);
 
 const std::string& Body() {
   static const std::string body = [] {
-    std::ifstream in(std::string(AIBRIX_SOURCE_DIR) + "/tests/testdata/metrics/vllm_metrics_sample.txt");
+    std::ifstream in(std::string(AIBRIX_SOURCE_DIR) +
+                     "/tests/testdata/metrics/vllm_metrics_sample.txt");
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
@@ -112,8 +113,8 @@ void Accept(tcp::acceptor& acceptor, const std::string& response) {
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::vector<int> ports;
   for (int i = 0; i < kEngines; ++i) {
-    auto acceptor = std::make_unique<tcp::acceptor>(
-        io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    auto acceptor =
+        std::make_unique<tcp::acceptor>(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
     ports.push_back(acceptor->local_endpoint().port());
     Accept(*acceptor, response);
     acceptors.push_back(std::move(acceptor));
@@ -148,8 +149,8 @@ bool MeasureScrapeCpu() {
   std::vector<int> ports(kEngines);
   size_t got = 0;
   while (got < ports.size() * sizeof(int)) {
-    const ssize_t n = read(fds[0], reinterpret_cast<char*>(ports.data()) + got,
-                           ports.size() * sizeof(int) - got);
+    const ssize_t n =
+        read(fds[0], reinterpret_cast<char*>(ports.data()) + got, ports.size() * sizeof(int) - got);
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
@@ -176,8 +177,8 @@ bool MeasureScrapeCpu() {
   prometheus::Registry registry;
   aibrix::metrics::ScraperOptions options;
   options.interval = kInterval;
-  aibrix::metrics::Scraper scraper(store, aibrix::metrics::EngineMetricRegistry::Default(),
-                                   options, registry);
+  aibrix::metrics::Scraper scraper(store, aibrix::metrics::EngineMetricRegistry::Default(), options,
+                                   registry);
   const auto scrapes = [&registry](const std::string& result) {
     for (const auto& family : registry.Collect()) {
       if (family.name != "aibrix_cache_metric_scrapes_total") continue;
@@ -200,14 +201,15 @@ bool MeasureScrapeCpu() {
   scraper.Stop();
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  std::printf("scrape: %d engines every %lld ms: %.0f successful scrapes in %.1f s (%.0f/s), "
-              "cpu %.3f s\n",
-              kEngines, static_cast<long long>(kInterval.count()), ok, wall, ok / wall, cpu);
+  std::printf(
+      "scrape: %d engines every %lld ms: %.0f successful scrapes in %.1f s (%.0f/s), "
+      "cpu %.3f s\n",
+      kEngines, static_cast<long long>(kInterval.count()), ok, wall, ok / wall, cpu);
   if (ok < 0.5 * kEngines * wall / std::chrono::duration<double>(kInterval).count()) {
     std::printf("scrape: fewer scrapes than expected; the figure is not meaningful\n");
     return false;
   }
-  aibrix::bench::PrintFigure("scrape_cpu_pct", 100.0 * cpu / wall, "%", 2);
+  aibrix::bench::PrintFigure("scrape_cpu_pct", 100.0 * cpu / wall, "pct", 2);
   return true;
 }
 

@@ -23,8 +23,8 @@ class ExporterTest : public ::testing::Test {
     options.max_age = std::chrono::milliseconds(1000);
     options.gateway_pod = "gw-0";
     options.clock = &clock_;
-    exporter_ = std::make_unique<EngineMetricsExporter>(store_, EngineMetricRegistry::Default(),
-                                                        options);
+    exporter_ =
+        std::make_unique<EngineMetricsExporter>(store_, EngineMetricRegistry::Default(), options);
   }
 
   void AddPod(const std::string& name, bool ready = true) {
@@ -60,12 +60,16 @@ class ExporterTest : public ::testing::Test {
 
 TEST_F(ExporterTest, ReexportsWithTheReferenceNamesAndLabels) {
   AddPod("p0");
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "prompt_tokens_total", Simple(500)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "e2e_request_latency_seconds", Hist()).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "prompt_tokens_total", Simple(500)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "e2e_request_latency_seconds", Hist()).ok());
   ASSERT_TRUE(store_.SetPodMetric("default/p0", "http_requests_total", Simple(9)).ok());
   // Not exported: internal (no registry entry) and label-query values.
-  ASSERT_TRUE(store_.SetPodMetric("default/p0", "realtime_running_requests_drain_rate_1m", Simple(1)).ok());
+  ASSERT_TRUE(
+      store_.SetPodMetric("default/p0", "realtime_running_requests_drain_rate_1m", Simple(1)).ok());
   ASSERT_TRUE(store_.SetPodMetric("default/p0", "max_lora", Simple(4)).ok());
   const std::string text = Render();
   const std::string labels =
@@ -79,9 +83,10 @@ TEST_F(ExporterTest, ReexportsWithTheReferenceNamesAndLabels) {
   EXPECT_THAT(text, HasSubstr("e2e_request_latency_seconds_bucket{" + labels + ",le=\"2\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("e2e_request_latency_seconds_p50{" + labels + "} 1.5\n"));
   EXPECT_THAT(text, HasSubstr("e2e_request_latency_seconds_p99{"));
-  EXPECT_THAT(text, HasSubstr("http_requests_total{engine_type=\"vllm\",gateway_pod=\"gw-0\",model=\"\","
-                              "namespace=\"default\",pod=\"p0\",role=\"worker\","
-                              "role_replica_index=\"\",roleset=\"\"} 9\n"));
+  EXPECT_THAT(text,
+              HasSubstr("http_requests_total{engine_type=\"vllm\",gateway_pod=\"gw-0\",model=\"\","
+                        "namespace=\"default\",pod=\"p0\",role=\"worker\","
+                        "role_replica_index=\"\",roleset=\"\"} 9\n"));
   EXPECT_THAT(text, HasSubstr("model_replicas{engine_type=\"vllm\",gateway_pod=\"gw-0\","
                               "model=\"org/model-a\",namespace=\"default\",pod=\"p0\","
                               "role=\"worker\",role_replica_index=\"\",roleset=\"\","
@@ -95,9 +100,11 @@ TEST_F(ExporterTest, ReexportsWithTheReferenceNamesAndLabels) {
 
 TEST_F(ExporterTest, StaleValuesAreCountedNotExported) {
   AddPod("p0");
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "num_requests_waiting", Simple(2)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "num_requests_waiting", Simple(2)).ok());
   clock_.Advance(std::chrono::milliseconds(1500));
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
   const std::string text = Render();
   EXPECT_THAT(text, Not(HasSubstr("num_requests_waiting{")));
   EXPECT_THAT(text, HasSubstr("num_requests_running{"));
@@ -108,12 +115,20 @@ TEST_F(ExporterTest, DeletedAndUnreadyPodsAndRoleSpecificMetrics) {
   AddPod("p0");
   AddPod("unready", /*ready=*/false);
   AddPod("pd-prefill-0");
-  ASSERT_TRUE(store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("default/pd-prefill-0", kModel, "request_decode_time_seconds", Hist()).ok());
-  ASSERT_TRUE(store_.SetPodModelMetric("default/pd-prefill-0", kModel, "request_prefill_time_seconds", Hist()).ok());
+  ASSERT_TRUE(
+      store_.SetPodModelMetric("default/p0", kModel, "num_requests_running", Simple(3)).ok());
+  ASSERT_TRUE(
+      store_
+          .SetPodModelMetric("default/pd-prefill-0", kModel, "request_decode_time_seconds", Hist())
+          .ok());
+  ASSERT_TRUE(
+      store_
+          .SetPodModelMetric("default/pd-prefill-0", kModel, "request_prefill_time_seconds", Hist())
+          .ok());
   std::string text = Render();
   EXPECT_THAT(text, HasSubstr("pod=\"p0\""));
-  EXPECT_THAT(text, Not(HasSubstr("model_replicas{engine_type=\"vllm\",gateway_pod=\"gw-0\",model=\"org/model-a\",namespace=\"default\",pod=\"unready\"")));
+  EXPECT_THAT(text, Not(HasSubstr("model_replicas{engine_type=\"vllm\",gateway_pod=\"gw-0\",model="
+                                  "\"org/model-a\",namespace=\"default\",pod=\"unready\"")));
   EXPECT_THAT(text, Not(HasSubstr("request_decode_time_seconds")));
   EXPECT_THAT(text, HasSubstr("request_prefill_time_seconds_count{"));
   ASSERT_TRUE(store_.DeletePod("default", "p0"));

@@ -3,10 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <initializer_list>
 #include <iterator>
-#include <condition_variable>
 #include <mutex>
 
 #include "aibrix/common/logging.h"
@@ -188,6 +188,7 @@ Service::Service(ServiceConfig config)
   router_options.imbalance_abs_count = static_cast<int32_t>(config_.imbalance_abs_count);
   router_options.std_dev_factor = config_.std_dev_factor;
   router_options.metric_max_age = std::chrono::milliseconds(config_.metric_max_age_ms);
+  router_options.exact_index_fed = config_.kv_event_sync;
   router_options.vtc_fairness_weight = config_.vtc_fairness_weight;
   router_options.vtc_utilization_weight = config_.vtc_utilization_weight;
   router_options.vtc_max_pod_load = config_.vtc_max_pod_load;
