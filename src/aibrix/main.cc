@@ -1,7 +1,6 @@
 // aibrix-cache: the service (default) and its operator tools (subcommands).
 // Thin by design: parse flags, build the Service, wait for signals (SIGHUP: reload the
 // discovery configuration; SIGINT/SIGTERM: stop).
-#include <malloc.h>
 
 #include <csignal>
 #include <cstdio>
@@ -9,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -187,10 +187,7 @@ int main(int argc, char** argv) {
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
-  // Request bodies of up to --max-body-bytes come and go: buffers from 256 KiB up are mapped
-  // and unmapped (a fixed threshold; glibc's adaptive one would keep freed 8 MiB bodies in
-  // the heap), so the resident size returns to its idle level after a burst.
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  aibrix::common::TuneMalloc();  // common/malloc_tuning.h says why
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals = BlockHandledSignals();

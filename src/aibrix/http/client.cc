@@ -171,7 +171,9 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         observer_(std::move(observer)),
         stream_(MakeStream(io, request_)),
         total_(io),
-        address_(common::FormatHostPort(request_.host, request_.port)) {}
+        address_(common::FormatHostPort(request_.host, request_.port)) {
+    if (options_.read_buffer_bytes > 0) buffer_.reserve(options_.read_buffer_bytes);
+  }
 
   void Begin() {
     total_.expires_after(options_.total_timeout);

@@ -4,10 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "fmt/format.h"
 
 namespace aibrix::metrics {
 namespace {
@@ -156,6 +162,42 @@ TEST(ExpositionTest, NumbersExponentsInfNaNAndTimestamps) {
   EXPECT_EQ(parsed.Find("h")->series[0].value, 1.5);
   EXPECT_EQ(parsed.Find("i")->series[0].value, 2);
   EXPECT_EQ(parsed.Find("j")->series[0].value, 3);
+}
+
+TEST(ExpositionTest, PlainDecimalsReadExactlyAsStrtod) {
+  // The fast path for plain decimals must agree bit for bit with a correctly rounded parse.
+  std::vector<std::string> numbers = {"0",
+                                      "-0",
+                                      "0.0",
+                                      "3.0",
+                                      "0.1",
+                                      "-0.25",
+                                      "5.",
+                                      "-.5",
+                                      "1024",
+                                      "0.001",
+                                      "123456789012345",
+                                      "1234567890123456",
+                                      "0.0000000000000000000001",
+                                      "0.00000000000000000000001",
+                                      "999999999999999.9"};
+  std::mt19937_64 random(7);
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t digits = random() % 1'000'000'000'000'000ull;
+    const int point = static_cast<int>(random() % 20);
+    std::string text = std::to_string(digits);
+    if (point < static_cast<int>(text.size())) text.insert(text.size() - point, ".");
+    numbers.push_back(text);
+  }
+  std::string body;
+  for (size_t i = 0; i < numbers.size(); ++i) body += fmt::format("m{} {}\n", i, numbers[i]);
+  ParsedBody parsed = MustParse(body);
+  ASSERT_EQ(parsed.bad_lines(), 0u) << parsed.first_error();
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    const double want = std::strtod(numbers[i].c_str(), nullptr);
+    const double got = parsed.Find(fmt::format("m{}", i))->series[0].value;
+    EXPECT_EQ(std::memcmp(&want, &got, sizeof(double)), 0) << numbers[i];
+  }
 }
 
 TEST(ExpositionTest, EofStopsParsing) {

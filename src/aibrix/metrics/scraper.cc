@@ -31,6 +31,7 @@ struct Scraper::PodEntry {
   size_t pending = 0;
   std::vector<std::shared_ptr<http::ClientCall>> calls;
   std::vector<std::string> bodies;  // one per port
+  size_t last_body_bytes = 0;       // the largest body of the last scrape (buffers reserve it)
   std::string error;                // the first failure's reason, and its detail
   std::string error_detail;
   // Scheduling.
@@ -50,8 +51,12 @@ struct Scraper::PodEntry {
 // Receives one port's response; hands the outcome back to the scraper on its thread.
 class Scraper::Fetch : public http::ResponseObserver {
  public:
-  Fetch(Scraper& scraper, std::string key, uint64_t id, size_t port, size_t max_body)
-      : scraper_(scraper), key_(std::move(key)), id_(id), port_(port), max_body_(max_body) {}
+  // `expected` bytes are reserved for the body (the pod's last one, so it is not regrown).
+  Fetch(Scraper& scraper, std::string key, uint64_t id, size_t port, size_t max_body,
+        size_t expected)
+      : scraper_(scraper), key_(std::move(key)), id_(id), port_(port), max_body_(max_body) {
+    body_.reserve(std::min(expected, max_body));
+  }
 
   void OnHead(int status, const http::Headers&) override {
     if (status == 200) return;
@@ -100,6 +105,8 @@ http::ClientOptions ClientOptionsFor(const ScraperOptions& options) {
   client.idle_timeout = options.read_timeout;
   client.total_timeout = options.connect_timeout + options.read_timeout;
   client.max_idle_per_address = 4;
+  // A vLLM body is tens of KB: read it in a few large reads, not hundreds of 512-byte ones.
+  client.read_buffer_bytes = 64 << 10;
   return client;
 }
 
@@ -235,6 +242,8 @@ void Scraper::StartScrape(const std::string& key, PodEntry& entry, TimePoint now
   const int ranks = std::min(store::PodDataParallelSize(object), 65536 - base);
   entry.in_flight = true;
   entry.pending = static_cast<size_t>(ranks);
+  const size_t expected = entry.last_body_bytes;
+  entry.last_body_bytes = 0;
   entry.bodies.assign(static_cast<size_t>(ranks), {});
   const std::string target(EngineMetricRegistry::MetricsPath(engine));
   for (int rank = 0; rank < ranks; ++rank) {
@@ -245,7 +254,7 @@ void Scraper::StartScrape(const std::string& key, PodEntry& entry, TimePoint now
     request.target = target;
     request.headers.Add("Accept", "text/plain;version=0.0.4");
     auto fetch = std::make_shared<Fetch>(*this, key, entry.id, static_cast<size_t>(rank),
-                                         options_.max_body_bytes);
+                                         options_.max_body_bytes, expected);
     fetch->call = client_.Start(*io_, std::move(request), fetch);
     entry.calls.push_back(fetch->call);
   }
@@ -263,6 +272,7 @@ void Scraper::FetchDone(const std::string& key, uint64_t id, size_t port, std::s
           fmt::format("port {}: {}", store::PodMetricPort(entry.pod->object) + port, detail);
     }
   } else {
+    entry.last_body_bytes = std::max(entry.last_body_bytes, body.size());
     entry.bodies[port] = std::move(body);
   }
   if (--entry.pending > 0) return;
