@@ -1,5 +1,6 @@
 #include "aibrix/metrics/extract.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -26,6 +27,23 @@ double LabelNumber(std::string_view label) {
     start = comma + 1;
   }
   return items;
+}
+
+// Adds `count` to the bucket of `bound` in `buckets` (sorted by bound), inserting it where it
+// belongs. A body lists a series' buckets in order, so this is an append or one comparison.
+void AddBucket(std::vector<std::pair<double, double>>& buckets, double bound, double count) {
+  if (buckets.empty() || buckets.back().first < bound) {
+    buckets.emplace_back(bound, count);
+    return;
+  }
+  auto it =
+      std::lower_bound(buckets.begin(), buckets.end(), bound,
+                       [](const std::pair<double, double>& b, double v) { return b.first < v; });
+  if (it != buckets.end() && it->first == bound) {
+    it->second += count;
+  } else {
+    buckets.insert(it, {bound, count});
+  }
 }
 
 }  // namespace
@@ -71,8 +89,10 @@ void Extractor::Add(const ParsedBody& body) {
         case EngineMetricType::kHistogram:
           if (!std::isnan(series.sum)) accum.sum += series.sum;
           if (!std::isnan(series.count)) accum.count += series.count;
+          if (accum.buckets.empty()) accum.buckets.reserve(series.buckets.size());
           for (const Bucket& bucket : series.buckets) {
-            if (!std::isnan(bucket.count)) accum.buckets[bucket.upper_bound] += bucket.count;
+            if (!std::isnan(bucket.count))
+              AddBucket(accum.buckets, bucket.upper_bound, bucket.count);
           }
           break;
         case EngineMetricType::kLabelQuery:

@@ -63,7 +63,7 @@ class Extractor {
     double value = 0;
     double sum = 0;
     double count = 0;
-    std::map<double, double> buckets;
+    std::vector<std::pair<double, double>> buckets;  // sorted by bound (HistogramMetric's)
     std::string_view label;
     double label_rank = -std::numeric_limits<double>::infinity();
   };

@@ -156,6 +156,7 @@ TEST(ExtractTest, DuplicatesMergeCountersAndHistogramsSumGaugesLast) {
       "vllm:request_queue_time_seconds_bucket{engine=\"0\",le=\"+Inf\",model_name=\"org/m\"} 2\n"
       "vllm:request_queue_time_seconds_sum{engine=\"0\",model_name=\"org/m\"} 3\n"
       "vllm:request_queue_time_seconds_count{engine=\"0\",model_name=\"org/m\"} 2\n"
+      "vllm:request_queue_time_seconds_bucket{engine=\"1\",le=\"0.5\",model_name=\"org/m\"} 3\n"
       "vllm:request_queue_time_seconds_bucket{engine=\"1\",le=\"1\",model_name=\"org/m\"} 4\n"
       "vllm:request_queue_time_seconds_bucket{engine=\"1\",le=\"+Inf\",model_name=\"org/m\"} 4\n"
       "vllm:request_queue_time_seconds_sum{engine=\"1\",model_name=\"org/m\"} 1\n"
@@ -169,8 +170,9 @@ TEST(ExtractTest, DuplicatesMergeCountersAndHistogramsSumGaugesLast) {
   const store::HistogramMetric& h = *queue->histogram();
   EXPECT_EQ(h.sum, 4);
   EXPECT_EQ(h.count, 6);
-  EXPECT_EQ(h.buckets.at(1.0), 5);
-  EXPECT_EQ(h.buckets.at(std::numeric_limits<double>::infinity()), 6);
+  EXPECT_THAT(h.buckets,
+              ::testing::ElementsAre(::testing::Pair(0.5, 3), ::testing::Pair(1.0, 5),
+                                     ::testing::Pair(std::numeric_limits<double>::infinity(), 6)));
   // No "org" model appears: the name is never split.
   EXPECT_FALSE(r.Model("org", "num_requests_running").has_value());
 
