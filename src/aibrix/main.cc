@@ -1,7 +1,6 @@
 // aibrix-cache: the service (default) and its operator tools (subcommands).
 // Thin by design: parse flags, build the Service, wait for signals (SIGHUP: reload the
 // discovery configuration; SIGINT/SIGTERM: stop).
-#include <malloc.h>
 
 #include <csignal>
 #include <cstdio>
@@ -10,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -90,10 +90,17 @@ int main(int argc, char** argv) {
                  "After SIGTERM: ms in-flight requests and streams get before they are cut")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--metric-refresh-ms", config.metric_refresh_ms,
-                 "Engine metric scrape interval (env AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS)")
-      ->check(CLI::PositiveNumber);
+                 "Engine metric scrape interval; 0 turns scraping off (env "
+                 "AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--metric-max-age", config.metric_max_age_ms,
                  "ms after which a scraped engine metric is stale and routers ignore it")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--metric-timeout-ms", config.metric_timeout_ms,
+                 "Deadline of one engine /metrics fetch (connect plus the whole response)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--metric-max-body-bytes", config.metric_max_body_bytes,
+                 "Largest engine /metrics body taken (larger: the scrape fails)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--kv-event-sync,!--no-kv-event-sync", config.kv_event_sync,
                "Subscribe to engines' KV events (env AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED)");
@@ -232,10 +239,7 @@ int main(int argc, char** argv) {
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
-  // Request bodies of up to --max-body-bytes come and go: buffers from 256 KiB up are mapped
-  // and unmapped (a fixed threshold; glibc's adaptive one would keep freed 8 MiB bodies in
-  // the heap), so the resident size returns to its idle level after a burst.
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  aibrix::common::TuneMalloc();  // common/malloc_tuning.h says why
   // gRPC (ext_proc) locks absl::Mutex on every message; Debian's Abseil would check lock order
   // (a graph update) on each one.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

@@ -18,6 +18,9 @@ void InProcessService::Start(const std::string& model, const std::vector<int>& p
   server::ServiceConfig config;
   config.http_addr = "127.0.0.1:0";
   config.extproc_addr = "";  // the ext_proc tests turn it on (127.0.0.1:0)
+  // Tests whose fake engines count connections must not see scrapes; tests of the scraper
+  // set an interval.
+  config.metric_refresh_ms = 0;
   config.static_config = config_dir_->Write("config.yaml", yaml);
   config.routing_algorithm = "least-request";
   config.routing_seed = 7;

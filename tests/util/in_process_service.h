@@ -1,7 +1,8 @@
 // An in-process aibrix-cache Service for integration tests: one model served by one pod per
 // upstream port (a static config in a TempDir of its own), HTTP on port 0, routing with
 // least-request (seed 7), two I/O and two worker threads, ext_proc off (tests turn it on with
-// `extproc_addr = "127.0.0.1:0"`), no shutdown delay; and the checks
+// `extproc_addr = "127.0.0.1:0"`), engine metrics not scraped (tests of the scraper set
+// `metric_refresh_ms`), no shutdown delay; and the checks
 // the proxy tests share (running counts, /metrics series, exactly-once settlement).
 //
 // Thread safety: one owner thread (a test fixture).

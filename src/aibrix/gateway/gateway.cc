@@ -348,11 +348,12 @@ void Gateway::HandleRoute(std::shared_ptr<http::Exchange> exchange) {
 void Gateway::AnswerRoute(const RequestBody& body,
                           const absl::StatusOr<std::vector<uint32_t>>& tokens,
                           http::Response& res) {
+  const std::string algorithm = body.algorithm.value_or(options_.default_algorithm);
   if (!tokens.ok()) {
+    router_.CountTokenizeFailure(algorithm, body.model);
     SendStatus(res, tokens.status());
     return;
   }
-  const std::string algorithm = body.algorithm.value_or(options_.default_algorithm);
   const std::string request_id = body.request_id.value_or("");
   auto routed = RouteTo(algorithm, body.model, *tokens, request_id, body.user.value_or(""), {});
   if (!routed.ok()) {

@@ -131,9 +131,10 @@ class Gateway {
     }
     tokenizers_.TokenizeBody(
         io, std::move(*parsed),
-        [algorithm = std::move(algorithm), done = std::move(done)](
+        [this, algorithm = std::move(algorithm), done = std::move(done)](
             RequestBody& body, absl::StatusOr<std::vector<uint32_t>> tokens) mutable {
           if (!tokens.ok()) {
+            router_.CountTokenizeFailure(algorithm, body.model);
             done(absl::StatusOr<PreparedRequest>(tokens.status()));
             return;
           }

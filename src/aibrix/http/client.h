@@ -41,9 +41,10 @@ struct ClientOptions {
   std::chrono::milliseconds idle_timeout{300000};   // between response body reads
   std::chrono::milliseconds total_timeout{600000};  // the whole response
   size_t max_header_bytes = 64 << 10;
-  // Read buffer reserved per call: each read takes up to this much (at least 512 bytes).
-  // 0 keeps Beast's small reads, as suits many concurrent streams of small chunks; a client
-  // of few large bodies (Kubernetes LISTs) reserves 64 KiB.
+  // Bytes one socket read may take. 0: Beast's default (reads start at 512 bytes), right for
+  // many concurrent streams of small chunks; a client that reads whole large bodies
+  // (Kubernetes LISTs, the metrics scraper) sets e.g. 64 KiB so that a body takes a few
+  // reads, at that much memory per call.
   size_t read_buffer_bytes = 0;
   size_t max_idle_per_address = 64;
   // A pooled connection unused for this long is closed by Sweep (its pod may be gone).

@@ -120,6 +120,9 @@ struct RouterOptions {
   // kv-aware: cost = prefill_weight * uncached prompt tokens + decode_weight * running requests.
   double kv_aware_prefill_weight = 1.0;
   double kv_aware_decode_weight = 256.0;
+  // Whether the exact index is fed by engines' KV events (--kv-event-sync). Without it
+  // prefix-cache-kv has no index to read: each decision counts sync_indexer_unavailable.
+  bool exact_index_fed = true;
   // A scraped engine metric older than this is stale: algorithms ignore it as if it were
   // missing (--metric-max-age).
   std::chrono::milliseconds metric_max_age{1000};
@@ -190,6 +193,9 @@ class Router {
   // exist in the cache: m"; Unavailable "no ready pod for model m" (also when every ready pod is
   // excluded); Unavailable from the policy itself (prefix-cache's imbalance gate).
   absl::StatusOr<Decision> Route(std::string_view algorithm, const RouteRequest& request) const;
+  // The caller could not tokenize a prompt for `algorithm`: a prefix-cache algorithm counts
+  // tokenize_failed for `model` (when the Store knows it).
+  void CountTokenizeFailure(std::string_view algorithm, const std::string& model) const;
 
   // The algorithm called `name`, or null.
   const Algorithm* Find(std::string_view name) const;

@@ -154,6 +154,12 @@ void RoutingMetrics::CountError(std::string_view algorithm, std::string_view rea
       .Increment();
 }
 
+void RoutingMetrics::CountPrefixError(std::string_view model, bool kv_sync, PrefixError reason) {
+  if (const PrefixSeries* series = ForPrefix(model, kv_sync)) {
+    series->errors[static_cast<size_t>(reason)]->Increment();
+  }
+}
+
 void RoutingMetrics::CountMetricFallback(std::string_view algorithm, FallbackReason reason) {
   if (registry_ == nullptr) return;
   fallback_

@@ -81,6 +81,9 @@ class RoutingMetrics {
   void CountError(std::string_view algorithm, std::string_view reason);
   // aibrix_routing_metric_fallback_total{algorithm, reason}.
   void CountMetricFallback(std::string_view algorithm, FallbackReason reason);
+  // aibrix_prefix_cache_routing_errors_total{model, reason, using_kv_sync}. `model` must be a
+  // model the Store knows (series are created per model).
+  void CountPrefixError(std::string_view model, bool kv_sync, PrefixError reason);
 
  private:
   prometheus::Registry* const registry_;

@@ -22,6 +22,12 @@ absl::StatusOr<Decision> PrefixCacheAlgorithm::Route(const RouteRequest& request
       env_.metrics != nullptr ? env_.metrics->ForPrefix(request.model, kv_sync) : nullptr;
   std::vector<Candidate> c = internal::BaseCandidates(pods);
   const size_t n = c.size();
+  // prefix-cache-kv without a KV-event-fed index: nothing can match (the least-request
+  // fallback below decides); counted on every decision so the misconfiguration shows.
+  if (kv_sync && series != nullptr &&
+      (env_.deps.matcher == nullptr || !env_.options.exact_index_fed)) {
+    series->errors[static_cast<size_t>(PrefixError::kSyncIndexerUnavailable)]->Increment();
+  }
 
   // (1) Load-imbalance gate.
   int32_t lo = c[0].running, hi = c[0].running;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "aibrix/prefix/match.h"
@@ -17,14 +18,24 @@
 #include "prometheus/histogram.h"
 
 namespace aibrix::routing {
+namespace {
+
+// For prefix-cache algorithms, the label using_kv_sync of their series; nullopt for others.
+std::optional<bool> PrefixKvSync(std::string_view algorithm) {
+  if (algorithm == kPrefixCache) return false;
+  if (algorithm == kPrefixCacheKv) return true;
+  return std::nullopt;
+}
+
+}  // namespace
 
 Router::Router(store::Store& store, RouterDeps deps, RouterOptions options,
                prometheus::Registry* registry)
     : store_(store),
       random_(std::make_unique<RandomSource>(options.seed)),
       // The matcher does not say which indexes it holds; a configured approx index is local.
-      metrics_(std::make_unique<RoutingMetrics>(registry, deps.matcher != nullptr,
-                                                deps.approx != nullptr)) {
+      metrics_(std::make_unique<RoutingMetrics>(
+          registry, deps.matcher != nullptr && options.exact_index_fed, deps.approx != nullptr)) {
   env_.store = &store_;
   env_.deps = deps;
   env_.options = options;
@@ -74,6 +85,12 @@ std::vector<std::string> Router::Names() const {
 
 std::string Router::NamesJoined() const { return fmt::format("{}", fmt::join(Names(), ", ")); }
 
+void Router::CountTokenizeFailure(std::string_view algorithm, const std::string& model) const {
+  const auto kv_sync = PrefixKvSync(algorithm);
+  if (!kv_sync || store_.ReadyPods(model) == nullptr) return;
+  metrics_->CountPrefixError(model, *kv_sync, PrefixError::kTokenizeFailed);
+}
+
 absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
                                        const RouteRequest& request) const {
   const auto start = std::chrono::steady_clock::now();
@@ -103,6 +120,9 @@ absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
   }
   if (view->ready.empty()) {
     metrics_->CountError(algo->name(), "no_ready_pod");
+    if (const auto kv_sync = PrefixKvSync(algo->name())) {
+      metrics_->CountPrefixError(request.model, *kv_sync, PrefixError::kNoTargetPod);
+    }
     return absl::UnavailableError(fmt::format("no ready pod for model {}", request.model));
   }
   absl::StatusOr<Decision> d = algo->Route(request, *view);

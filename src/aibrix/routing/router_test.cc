@@ -886,6 +886,54 @@ TEST_F(RouterTest, ExportsRoutingMetrics) {
             1);
 }
 
+TEST_F(RouterTest, PrefixCacheRoutingErrorsCountRealErrors) {
+  AddPods(2);
+  prometheus::Registry reg;
+  RouterOptions o;
+  o.exact_index_fed = false;  // no KV event sync
+  auto router = MakeRouter(o, &reg);
+  const auto t = Prompt(4 * kBs);
+  const auto errors = [&](const std::string& reason, const std::string& kv_sync) {
+    return CounterValue(reg.Collect(), "aibrix_prefix_cache_routing_errors_total",
+                        {{"model", "m"}, {"reason", reason}, {"using_kv_sync", kv_sync}});
+  };
+  // A successful decision counts no error.
+  ASSERT_TRUE(router->Route("prefix-cache", Req(t)).ok());
+  EXPECT_EQ(errors("no_target_pod", "false"), 0);
+  // Every ready pod excluded: no target.
+  RouteRequest all_excluded = Req(t);
+  all_excluded.exclude_pods = {"ns/p0", "ns/p1"};
+  EXPECT_FALSE(router->Route("prefix-cache", all_excluded).ok());
+  EXPECT_EQ(errors("no_target_pod", "false"), 1);
+  // prefix-cache-kv without a fed exact index still routes (least-request) and says why.
+  ASSERT_TRUE(router->Route("prefix-cache-kv", Req(t)).ok());
+  ASSERT_TRUE(router->Route("prefix-cache-kv", Req(t)).ok());
+  EXPECT_EQ(errors("sync_indexer_unavailable", "true"), 2);
+  // The indexer status says the sync indexer is not there.
+  bool found = false;
+  for (const auto& f : reg.Collect()) {
+    if (f.name != "aibrix_prefix_cache_indexer_status") continue;
+    for (const auto& m : f.metric) {
+      for (const auto& l : m.label) {
+        if (l.name == "indexer_type" && l.value == "sync") {
+          EXPECT_EQ(m.gauge.value, 0);
+          found = true;
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(found);
+  // Tokenization failures reported by the caller: counted for prefix algorithms of known
+  // models only (no series for arbitrary model names).
+  router->CountTokenizeFailure("prefix-cache", "m");
+  router->CountTokenizeFailure("least-request", "m");
+  router->CountTokenizeFailure("prefix-cache", "no-such-model");
+  EXPECT_EQ(errors("tokenize_failed", "false"), 1);
+  EXPECT_EQ(CounterValue(reg.Collect(), "aibrix_prefix_cache_routing_errors_total",
+                         {{"model", "no-such-model"}}),
+            -1);
+}
+
 TEST_F(RouterTest, ConcurrentRoutingWithRequestAccounting) {
   AddPods(8);
   prometheus::Registry reg;

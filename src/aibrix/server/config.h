@@ -48,10 +48,14 @@ struct ServiceConfig {
   int shutdown_grace_ms = 25000;
 
   // AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS: engine metric scrape interval.
-  int metric_refresh_ms = 50;
+  int metric_refresh_ms = 50;  // 0: engine metrics are not scraped
   // A scraped engine metric older than this is stale: routers ignore it (and fall back as
   // when it is missing); aibrix_cache_stale_metrics counts such values.
   int metric_max_age_ms = 1000;
+  // One scrape of one engine port: connect plus the whole response, and the largest body
+  // taken (larger: the scrape fails, counted as body_too_large).
+  int metric_timeout_ms = 3000;
+  int64_t metric_max_body_bytes = int64_t{8} << 20;
   // AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED (seed: AIBRIX_KV_EVENT_SYNC_ENABLED): subscribe
   // to engines' KV events.
   bool kv_event_sync = false;

@@ -1,7 +1,12 @@
 #include "aibrix/server/service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
+#include <initializer_list>
+#include <iterator>
 #include <mutex>
 
 #include "aibrix/common/logging.h"
@@ -134,6 +139,23 @@ discovery::KubernetesOptions KubernetesOptionsFor(const ServiceConfig& config) {
   return options;
 }
 
+metrics::ScraperOptions ScraperOptionsFor(const ServiceConfig& config) {
+  metrics::ScraperOptions options;
+  options.interval = std::chrono::milliseconds(config.metric_refresh_ms);
+  const auto deadline = std::chrono::milliseconds(config.metric_timeout_ms);
+  options.connect_timeout = std::min(deadline, std::chrono::milliseconds(1000));
+  options.read_timeout = deadline;
+  options.max_body_bytes = static_cast<size_t>(config.metric_max_body_bytes);
+  return options;
+}
+
+metrics::ExporterOptions ExporterOptionsFor(const ServiceConfig& config) {
+  metrics::ExporterOptions options;
+  options.max_age = std::chrono::milliseconds(config.metric_max_age_ms);
+  options.gateway_pod = config.gateway_id.empty() ? redis::DefaultGatewayId() : config.gateway_id;
+  return options;
+}
+
 http::ServerOptions HttpOptionsFor(const ServiceConfig& config, const common::HostPort& addr) {
   http::ServerOptions options;
   options.host = addr.host;
@@ -181,7 +203,11 @@ Service::Service(ServiceConfig config)
       exact_index_(ExactOptions(config_), registry_.get()),
       approx_index_(ApproxOptions(config_), registry_.get()),
       tokenizers_(MakeTokenizers(config_, local_tokenizer_, store_)),
-      kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)) {
+      kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)),
+      scraper_(store_, metrics::EngineMetricRegistry::Default(), ScraperOptionsFor(config_),
+               *registry_),
+      engine_metrics_(store_, metrics::EngineMetricRegistry::Default(),
+                      ExporterOptionsFor(config_)) {
   auto matcher = prefix::PrefixMatcher::Create(&exact_index_, &approx_index_);
   // Both indexes are built from the same block size and scheme, so this cannot fail.
   if (matcher.ok()) matcher_.emplace(std::move(*matcher));
@@ -190,6 +216,7 @@ Service::Service(ServiceConfig config)
   router_options.imbalance_abs_count = static_cast<int32_t>(config_.imbalance_abs_count);
   router_options.std_dev_factor = config_.std_dev_factor;
   router_options.metric_max_age = std::chrono::milliseconds(config_.metric_max_age_ms);
+  router_options.exact_index_fed = config_.kv_event_sync;
   router_options.vtc_fairness_weight = config_.vtc_fairness_weight;
   router_options.vtc_utilization_weight = config_.vtc_utilization_weight;
   router_options.vtc_max_pod_load = config_.vtc_max_pod_load;
@@ -319,6 +346,12 @@ absl::Status Service::Start() {
     Stop();
     return st;
   }
+  // Scrapes every ready pod from now on (pods discovery adds later are picked up by its
+  // next tick; removed ones are released).
+  if (auto st = config_.metric_refresh_ms > 0 ? scraper_.Start() : absl::OkStatus(); !st.ok()) {
+    Stop();
+    return st;
+  }
   housekeeping_ = std::jthread([this](std::stop_token stop) { HousekeepingLoop(stop); });
   ready_.store(true);
   if (extproc_) extproc_->SetServing(ready());
@@ -420,6 +453,7 @@ void Service::Stop(StopMode mode) {
                                                : std::chrono::milliseconds(0));
   }
   if (discovery_) discovery_->Stop();
+  scraper_.Stop();
   kv_manager_.Stop();
   store_.RemoveListener(&index_cleaner_);
   store_.RemoveListener(&tokenizer_log_);
@@ -433,8 +467,12 @@ std::string Service::RenderMetrics() const {
   event_queue_bytes_->Set(static_cast<double>(kv_manager_.queued_bytes()));
   exact_index_.UpdateGauges();  // per-model gauges are computed at scrape time
   auto families = registry_->Collect();
-  auto store_families = store_collector_.Collect();
-  families.insert(families.end(), store_families.begin(), store_families.end());
+  for (const prometheus::Collectable* collector :
+       std::initializer_list<const prometheus::Collectable*>{&store_collector_, &engine_metrics_}) {
+    auto more = collector->Collect();
+    families.insert(families.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+  }
   return prometheus::TextSerializer().Serialize(families);
 }
 

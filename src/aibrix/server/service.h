@@ -24,6 +24,8 @@
 #include "aibrix/gateway/tokenizer_log.h"
 #include "aibrix/http/server.h"
 #include "aibrix/kvevents/manager.h"
+#include "aibrix/metrics/reexport.h"
+#include "aibrix/metrics/scraper.h"
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
 #include "aibrix/prefix/match.h"
@@ -116,6 +118,9 @@ class Service {
   std::unique_ptr<routing::Router> router_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<AdminApi> admin_;
+  // Engine metrics: scraped into the Store, re-exported on /metrics.
+  metrics::Scraper scraper_;
+  metrics::EngineMetricsExporter engine_metrics_;
   IndexCleaner index_cleaner_{*this};
   std::jthread housekeeping_;
   std::unique_ptr<discovery::Provider> discovery_;

@@ -8,7 +8,9 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 namespace aibrix::store {
 
@@ -22,8 +24,9 @@ struct SimpleMetric {
 struct HistogramMetric {
   double sum = 0;
   double count = 0;
-  // Cumulative counts keyed by upper bound; +Inf is std::numeric_limits<double>::infinity().
-  std::map<double, double> buckets;
+  // (upper bound, cumulative count), sorted by bound, bounds unique; +Inf is
+  // std::numeric_limits<double>::infinity(). A vector: a scrape writes a few hundred of these.
+  std::vector<std::pair<double, double>> buckets;
   MetricLabels labels;
 
   // sum / count, 0 when count is 0.

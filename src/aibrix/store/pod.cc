@@ -155,7 +155,16 @@ void PodState::SetMetric(const std::string& name, MetricValue value) {
 void PodState::SetModelMetric(const std::string& model, const std::string& name,
                               MetricValue value) {
   common::MutexLock lock(&mu_);
-  model_metrics_[model + "/" + name] = std::move(value);
+  model_metrics_[{model, name}] = std::move(value);
+}
+
+void PodState::SetMetrics(std::vector<std::pair<std::string, MetricValue>> pod_values,
+                          std::vector<ModelMetricUpdate> model_values) {
+  common::MutexLock lock(&mu_);
+  for (auto& [name, value] : pod_values) metrics_[std::move(name)] = std::move(value);
+  for (auto& update : model_values) {
+    model_metrics_[{std::move(update.model), std::move(update.name)}] = std::move(update.value);
+  }
 }
 
 std::optional<MetricValue> PodState::Metric(const std::string& name) const {
@@ -168,7 +177,7 @@ std::optional<MetricValue> PodState::Metric(const std::string& name) const {
 std::optional<MetricValue> PodState::ModelMetric(const std::string& model,
                                                  const std::string& name) const {
   common::MutexLock lock(&mu_);
-  auto it = model_metrics_.find(model + "/" + name);
+  auto it = model_metrics_.find(std::make_pair(model, name));
   if (it == model_metrics_.end()) return std::nullopt;
   return it->second;
 }
@@ -192,13 +201,13 @@ MetricSample ToSample(const MetricValue& v) {
 
 std::optional<MetricSample> PodState::Sample(std::span<const std::string_view> models,
                                              std::string_view name) const {
-  thread_local std::string key;  // "model/name", reused so lookups do not allocate
+  // (model, name), reused so lookups do not allocate once the strings have grown.
+  thread_local std::pair<std::string, std::string> key;
   common::MutexLock lock(&mu_);
+  if (!model_metrics_.empty()) key.second.assign(name);
   for (std::string_view model : model_metrics_.empty() ? models.first(0) : models) {
-    key.assign(model);
-    key += '/';
-    key += name;
-    auto it = model_metrics_.find(absl::string_view(key));
+    key.first.assign(model);
+    auto it = model_metrics_.find(key);
     if (it != model_metrics_.end()) return ToSample(it->second);
   }
   if (metrics_.empty()) return std::nullopt;

@@ -156,6 +156,24 @@ class PodState {
   std::optional<MetricSample> Sample(std::span<const std::string_view> models,
                                      std::string_view name) const;
 
+  // One scrape's values, written under one lock so readers see them together.
+  struct ModelMetricUpdate {
+    std::string model;
+    std::string name;
+    MetricValue value;
+  };
+  void SetMetrics(std::vector<std::pair<std::string, MetricValue>> pod_values,
+                  std::vector<ModelMetricUpdate> model_values);
+  // Calls fn(model, name, value) for every value held, pod scope with model "", under the
+  // state's lock: fn must be quick and must not call back into this PodState.
+  template <typename Fn>
+  void VisitMetrics(Fn&& fn) const {
+    common::MutexLock lock(&mu_);
+    static const std::string kNoModel;
+    for (const auto& [name, value] : metrics_) fn(kNoModel, name, value);
+    for (const auto& [key, value] : model_metrics_) fn(key.first, key.second, value);
+  }
+
  private:
   friend class Store;
   void AddRunning(int port, int delta);
@@ -171,7 +189,9 @@ class PodState {
   mutable common::Mutex mu_;
   absl::flat_hash_map<int, int32_t> running_by_port_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, MetricValue> metrics_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, MetricValue> model_metrics_ ABSL_GUARDED_BY(mu_);
+  // Keyed by (model, metric): model names may contain '/'.
+  absl::flat_hash_map<std::pair<std::string, std::string>, MetricValue> model_metrics_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // A cached pod as published in a Store snapshot.

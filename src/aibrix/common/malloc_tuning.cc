@@ -1,0 +1,12 @@
+#include "aibrix/common/malloc_tuning.h"
+
+#include <malloc.h>
+
+namespace aibrix::common {
+
+void TuneMalloc() {
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  mallopt(M_TRIM_THRESHOLD, 8 << 20);
+}
+
+}  // namespace aibrix::common

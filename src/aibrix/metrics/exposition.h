@@ -1,0 +1,114 @@
+// A parser of the Prometheus text exposition format (0.0.4, and the OpenMetrics 1.0 text
+// subset engines emit): what an engine's /metrics answers.
+//
+// Accepted: `# HELP` (ignored), `# TYPE name counter|gauge|histogram|summary|untyped|unknown`,
+// other comments, blank lines, samples `name{label="value",...} value [timestamp]` with an
+// optional trailing OpenMetrics exemplar (` # {...} v`, ignored), label values with the
+// escapes \\, \" and \n, numbers with exponents, NaN, +Inf / -Inf, `\r\n` line ends, and
+// `# EOF` (parsing stops there). Samples without a TYPE are untyped families of their own
+// name. Histogram families group `_bucket` (by `le`), `_sum` and `_count` lines into one
+// series per label set (without `le`), in any order; counter families take `x` or `x_total`
+// samples (an OpenMetrics `# TYPE x counter` family is renamed `x_total`, the name
+// prometheus_client's 0.0.4 output uses); `_created` samples are ignored; summaries are
+// skipped (their quantile, `_sum` and `_count` lines are neither stored nor errors).
+//
+// Untrusted input: a line that does not parse is counted in `bad_lines` and skipped (the
+// first such line's reason is kept for a log line); the rest of the body is used. Series past
+// `max_series` are dropped and counted. The parse never allocates from a size read from
+// the input.
+//
+// Zero copy: names and label values are string_views into the body, except label values
+// that contained escapes (decoded into storage owned by the ParsedBody). The body must
+// outlive the ParsedBody.
+//
+// Thread safety: ParseExposition is a pure function; a ParsedBody is a value.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace aibrix::metrics {
+
+enum class MetricType { kCounter, kGauge, kHistogram, kSummary, kUntyped };
+std::string_view MetricTypeName(MetricType type);
+
+struct Label {
+  std::string_view name;
+  std::string_view value;
+};
+
+struct Bucket {
+  double upper_bound = 0;  // +Inf for the last one
+  double count = 0;        // cumulative
+};
+
+// One series of a family: its label set and its value (counter, gauge, untyped) or its
+// histogram (sum, count, cumulative buckets in the order they appeared).
+struct Series {
+  uint32_t labels_begin = 0;  // [begin, end) in ParsedBody::labels(); `le` excluded
+  uint32_t labels_end = 0;
+  double value = 0;
+  double sum = 0;
+  double count = 0;
+  std::vector<Bucket> buckets;
+};
+
+struct Family {
+  std::string_view name;
+  MetricType type = MetricType::kUntyped;
+  std::vector<Series> series;  // empty for summaries
+};
+
+struct ParseOptions {
+  size_t max_bytes = 16 << 20;  // larger bodies are rejected whole
+  size_t max_series = 100000;   // series past this are dropped (counted)
+};
+
+class ParsedBody {
+ public:
+  ParsedBody() = default;
+  ParsedBody(ParsedBody&&) = default;
+  ParsedBody& operator=(ParsedBody&&) = default;
+
+  const std::vector<Family>& families() const { return families_; }
+  // The family named `name` (for counters also found by their `_total` name), or null.
+  const Family* Find(std::string_view name) const;
+  std::span<const Label> labels(const Series& series) const {
+    return {labels_.data() + series.labels_begin, series.labels_end - series.labels_begin};
+  }
+  // The value of label `name` of `series`; nullopt when the series has no such label.
+  std::optional<std::string_view> LabelValue(const Series& series, std::string_view name) const;
+
+  size_t bad_lines() const { return bad_lines_; }
+  size_t dropped_series() const { return dropped_series_; }
+  size_t series_count() const { return series_count_; }
+  // "line N: reason" of the first bad line, empty when none.
+  const std::string& first_error() const { return first_error_; }
+
+ private:
+  friend class ExpositionParser;
+  std::vector<Family> families_;
+  std::vector<Label> labels_;
+  std::deque<std::string> unescaped_;  // label values that held escapes (stable addresses)
+  absl::flat_hash_map<std::string_view, uint32_t> index_;  // family name -> index
+  size_t bad_lines_ = 0;
+  size_t dropped_series_ = 0;
+  size_t series_count_ = 0;
+  std::string first_error_;
+};
+
+// Parses `body`. ResourceExhausted when the body is over options.max_bytes; InvalidArgument
+// when it has bad lines and not one good sample (not an exposition at all: an HTML page, a
+// binary). Otherwise the parsed families, with bad lines counted.
+absl::StatusOr<ParsedBody> ParseExposition(std::string_view body, const ParseOptions& options = {});
+
+}  // namespace aibrix::metrics
