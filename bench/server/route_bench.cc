@@ -235,26 +235,32 @@ void ProxyBenchmark(int requests) {
 }  // namespace
 
 // Parsing one 8k-token routing body (the largest single cost of a decision), in the two
-// layouts clients send: compact "1,2" and Python's default "1, 2".
+// layouts clients send: compact "1,2" and Python's default "1, 2"; then a 128k-token one
+// (long context, issue 17), compact.
 void ParseBenchmark() {
   std::mt19937 rng(7);
-  for (const char* separator : {",", ", "}) {
+  for (const auto& [tokens, separator] :
+       {std::pair<int, const char*>{8192, ","}, {8192, ", "}, {131072, ","}}) {
     std::string body = R"({"model":"llama","token_ids":[)";
-    for (int t = 0; t < 8192; ++t) {
+    for (int t = 0; t < tokens; ++t) {
       if (t > 0) body += separator;
       body += std::to_string(rng() % kVocabulary);
     }
     body += "]}";
-    constexpr int kRounds = 3000;
+    const int rounds = 3000 * 8192 / tokens;
     size_t ids = 0;
     const auto start = Clock::now();
-    for (int i = 0; i < kRounds; ++i)
+    for (int i = 0; i < rounds; ++i)
       ids += aibrix::gateway::ParseRequestBody(body)->token_ids->size();
     const double us =
-        std::chrono::duration<double, std::micro>(Clock::now() - start).count() / kRounds;
-    std::printf("parse: %zu ids per body, separator \"%s\": %.1f us\n", ids / kRounds, separator,
-                us);
-    if (std::string_view(separator) == ",") std::printf("figure route_body_parse_us %.1f us\n", us);
+        std::chrono::duration<double, std::micro>(Clock::now() - start).count() / rounds;
+    std::printf("parse: %zu ids per body (%zu bytes), separator \"%s\": %.1f us (%.2f GB/s)\n",
+                ids / rounds, body.size(), separator, us, body.size() / us / 1e3);
+    if (tokens == 8192 && std::string_view(separator) == ",") {
+      std::printf("figure route_body_parse_us %.1f us\n", us);
+    } else if (tokens == 131072) {
+      std::printf("figure route_body_parse_128k_us %.1f us\n", us);
+    }
   }
 }
 

@@ -344,6 +344,43 @@ TEST_F(LoadgenEngineSimTest, TraceReplayAtTimestampsBothApis) {
   EXPECT_GE(r["dispatch_s"].get<double>(), 0.3);  // the last line was sent at 300 ms
 }
 
+// A Mooncake trace replayed as token ids: the engine (16-token blocks) caches exactly what
+// the shared hash ids (64-token blocks here) say, so the hits are known to the token; a bad
+// line is skipped and counted.
+TEST_F(LoadgenEngineSimTest, MooncakeTraceSharesExactlyTheSharedHashIds) {
+  const std::string trace = TempFile(
+      "mooncake.jsonl",
+      R"({"timestamp": 0, "input_length": 200, "output_length": 3, "hash_ids": [1, 2, 3, 4]})"
+      "\n"
+      R"({"timestamp": 300, "input_length": 250, "output_length": 9, "hash_ids": [1, 2, 3, 5]})"
+      "\n"
+      R"({"timestamp": 600, "input_length": 130, "output_length": 3, "hash_ids": [9, 2, 3]})"
+      "\n"
+      R"({"timestamp": 700, "input_length": 5})"
+      "\n"
+      R"({"timestamp": 900, "input_length": 256, "output_length": 3, "hash_ids": [1, 2, 3, 5]})"
+      "\n");
+  auto [code, out] =
+      RunLoadgen({"--target", Url(), "--model", "sim", "--trace", trace, "--trace-format",
+                  "mooncake", "--trace-block-tokens", "64", "--trace-max-output-tokens", "3",
+                  "--json", "--progress-interval", "0", "--engine-metrics", Url() + "/metrics"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("skipped 1 bad lines"), std::string::npos) << out;
+  json r = LastJsonLine(out);
+  ASSERT_TRUE(r.is_object()) << out;
+  SCOPED_TRACE(r.dump(2));
+  EXPECT_EQ(r["requests"]["ok"], 4);
+  EXPECT_EQ(r["workload"]["bad_lines"], 1);
+  EXPECT_EQ(r["workload"]["format"], "mooncake");
+  EXPECT_EQ(r["tokens"]["output"], 4 * 3);  // capped
+  EXPECT_EQ(r["tokens"]["prompt"], 200 + 250 + 130 + 256);
+  // Line 2 hits line 1's 3 shared blocks (192 tokens); line 3 starts with another block and
+  // hits nothing; line 5 hits line 2's full 16-token blocks: 15 (240 tokens; the 16th holds
+  // line 2's generated tokens where line 5 continues block 5).
+  EXPECT_EQ(r["tokens"]["cached"], 192 + 240);
+  EXPECT_EQ(r["engine_prefix_cache"]["hits"], 192 + 240);
+}
+
 TEST_F(LoadgenEngineSimTest, BadInputIsAClearError) {
   {  // unreachable target
     const testing::RefusedPort dead;

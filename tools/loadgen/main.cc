@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   int concurrency_limit = 256;
   double timeout = 60;
   double trace_speedup = 1;
+  std::string trace_format = "jsonl";
+  std::string trace_prompt = "tokens";
+  TraceOptions to;
   double progress_interval = 1;
   bool json_output = false;
   SyntheticOptions so;
@@ -67,7 +70,17 @@ int main(int argc, char** argv) {
   app.add_option("--header", headers, "extra request header 'Name: value' (repeatable)");
   app.add_option("--engine-metrics", engine_metrics,
                  "an engine's /metrics URL for the prefix-cache hit rate (repeatable)");
-  app.add_option("--trace", trace_path, "JSONL trace to replay instead of the synthetic workload");
+  app.add_option("--trace", trace_path, "trace to replay instead of the synthetic workload");
+  app.add_option("--trace-format", trace_format, "trace format: jsonl or mooncake")
+      ->capture_default_str();
+  app.add_option("--trace-block-tokens", to.block_tokens, "mooncake: tokens per hash id")
+      ->capture_default_str();
+  app.add_option("--trace-prompt", trace_prompt,
+                 "mooncake: prompts as token ids (tokens) or as text (text)")
+      ->capture_default_str();
+  app.add_option("--trace-max-output-tokens", to.max_output_tokens,
+                 "mooncake: cap on output_length (0 = none)")
+      ->capture_default_str();
   app.add_option("--trace-speedup", trace_speedup, "divide trace timestamps by this")
       ->capture_default_str();
   app.add_option("--rate", rate,
@@ -136,13 +149,32 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<RequestSource> source;
   if (!trace_path.empty()) {
-    absl::StatusOr<Trace> trace = LoadTrace(trace_path, so.max_tokens);
+    absl::StatusOr<TraceFormat> format = ParseTraceFormat(trace_format);
+    if (!format.ok())
+      return Fail(fmt::format("--trace-format: {}", std::string(format.status().message())));
+    if (trace_prompt != "tokens" && trace_prompt != "text") {
+      return Fail(fmt::format("--trace-prompt: '{}' (expected tokens or text)", trace_prompt));
+    }
+    if (to.block_tokens < 1) return Fail("--trace-block-tokens must be >= 1");
+    if (to.max_output_tokens < 0) return Fail("--trace-max-output-tokens must be >= 0");
+    to.format = *format;
+    to.text_prompts = trace_prompt == "text";
+    to.default_max_tokens = so.max_tokens;
+    absl::StatusOr<Trace> trace = LoadTrace(trace_path, to);
     if (!trace.ok()) return Fail(std::string(trace.status().message()));
+    if (trace->bad_lines > 0) {
+      std::fprintf(stderr, "loadgen: trace %s: skipped %llu bad lines, e.g.\n", trace_path.c_str(),
+                   static_cast<unsigned long long>(trace->bad_lines));
+      for (const std::string& s : trace->bad_line_samples) {
+        std::fprintf(stderr, "loadgen:   %s\n", s.c_str());
+      }
+    }
     if (rate == 0 && !trace->all_timestamped) {
       return Fail(
           fmt::format("trace {}: not every line has timestamp_ms; pass --rate", trace_path));
     }
-    source = MakeTraceSource(std::move(*trace), trace_path, rate, trace_speedup, so.seed + 1);
+    source = MakeTraceSource(std::move(*trace), trace_path, trace_format, rate, trace_speedup,
+                             so.seed + 1);
   } else {
     absl::StatusOr<Api> parsed_api = ParseApi(api);
     if (!parsed_api.ok())

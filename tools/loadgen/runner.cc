@@ -48,9 +48,11 @@ class SyntheticSource : public RequestSource {
 
 class TraceSource : public RequestSource {
  public:
-  TraceSource(Trace trace, std::string path, double rate, double speedup, uint64_t arrival_seed)
+  TraceSource(Trace trace, std::string path, std::string format, double rate, double speedup,
+              uint64_t arrival_seed)
       : trace_(std::move(trace)),
         path_(std::move(path)),
+        format_(std::move(format)),
         rate_(rate),
         speedup_(speedup),
         arrivals_(rate > 0 ? rate : 1.0, arrival_seed) {}
@@ -65,7 +67,9 @@ class TraceSource : public RequestSource {
   json Describe() const override {
     return {{"kind", "trace"},
             {"path", path_},
+            {"format", format_},
             {"requests_in_trace", trace_.requests.size()},
+            {"bad_lines", trace_.bad_lines},
             {"timing", rate_ > 0 ? "poisson" : "timestamps"},
             {"rate", rate_},
             {"speedup", speedup_}};
@@ -74,6 +78,7 @@ class TraceSource : public RequestSource {
  private:
   Trace trace_;
   std::string path_;
+  std::string format_;
   double rate_;
   double speedup_;
   PoissonArrivals arrivals_;
@@ -87,10 +92,10 @@ std::unique_ptr<RequestSource> MakeSyntheticSource(const SyntheticOptions& optio
   return std::make_unique<SyntheticSource>(options, rate, arrival_seed);
 }
 
-std::unique_ptr<RequestSource> MakeTraceSource(Trace trace, std::string path, double rate,
-                                               double speedup, uint64_t arrival_seed) {
-  return std::make_unique<TraceSource>(std::move(trace), std::move(path), rate, speedup,
-                                       arrival_seed);
+std::unique_ptr<RequestSource> MakeTraceSource(Trace trace, std::string path, std::string format,
+                                               double rate, double speedup, uint64_t arrival_seed) {
+  return std::make_unique<TraceSource>(std::move(trace), std::move(path), std::move(format), rate,
+                                       speedup, arrival_seed);
 }
 
 Runner::Runner(RunOptions options) : options_(std::move(options)) {}

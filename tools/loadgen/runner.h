@@ -46,8 +46,9 @@ std::unique_ptr<RequestSource> MakeSyntheticSource(const SyntheticOptions& optio
                                                    uint64_t arrival_seed);
 // A trace: at its timestamps divided by `speedup` when `rate` is 0, else Poisson at `rate`.
 // REQUIRES: rate > 0 or trace.all_timestamped; speedup > 0.
-std::unique_ptr<RequestSource> MakeTraceSource(Trace trace, std::string path, double rate,
-                                               double speedup, uint64_t arrival_seed);
+// `format` ("jsonl", "mooncake") is only reported.
+std::unique_ptr<RequestSource> MakeTraceSource(Trace trace, std::string path, std::string format,
+                                               double rate, double speedup, uint64_t arrival_seed);
 
 struct RunOptions {
   HttpUrl target;

@@ -26,6 +26,12 @@ json RequestSpec::Body(const std::string& default_model) const {
                {"stream_options", {{"include_usage", true}}}};
   if (api == Api::kChat) {
     body["messages"] = messages;
+  } else if (block_prompt) {
+    if (block_prompt_text) {
+      body["prompt"] = block_prompt->Text();
+    } else {
+      body["prompt"] = block_prompt->Tokens();
+    }
   } else {
     body["prompt"] = prompt;
   }
@@ -185,39 +191,82 @@ absl::StatusOr<RequestSpec> ParseTraceLine(const std::string& line, int line_no,
   return spec;
 }
 
-absl::StatusOr<Trace> LoadTrace(const std::string& path, int default_max_tokens) {
+absl::StatusOr<TraceFormat> ParseTraceFormat(const std::string& name) {
+  if (name == "jsonl") return TraceFormat::kJsonl;
+  if (name == "mooncake") return TraceFormat::kMooncake;
+  return absl::InvalidArgumentError(
+      fmt::format("unknown trace format '{}' (expected jsonl or mooncake)", name));
+}
+
+namespace {
+
+// One Mooncake line as a request (arrival_s = the timestamp in seconds, not yet relative).
+absl::StatusOr<RequestSpec> MooncakeRequest(const std::string& line, int line_no,
+                                            const TraceOptions& options) {
+  ASSIGN_OR_RETURN(MooncakeRecord r, ParseMooncakeLine(line, line_no));
+  RequestSpec spec;
+  spec.api = Api::kCompletions;
+  spec.arrival_s = r.timestamp_ms / 1000.0;
+  int64_t out = std::max<int64_t>(1, r.output_length);
+  if (options.max_output_tokens > 0) out = std::min<int64_t>(out, options.max_output_tokens);
+  spec.max_tokens = static_cast<int>(out);
+  spec.block_prompt = BlockPrompt{std::move(r.hash_ids), r.input_length, options.block_tokens,
+                                  static_cast<uint64_t>(line_no)};
+  spec.block_prompt_text = options.text_prompts;
+  return spec;
+}
+
+constexpr size_t kBadLineSamples = 5;
+
+}  // namespace
+
+absl::StatusOr<Trace> LoadTrace(const std::string& path, const TraceOptions& options) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(fmt::format("trace {}: cannot open", path));
+  const bool mooncake = options.format == TraceFormat::kMooncake;
   Trace trace;
   std::string line;
   int line_no = 0;
   double first = -1;
   double last = 0;
+  // Mooncake lines are skipped and counted; a JSONL error stops the load.
+  auto reject = [&](const absl::Status& st) -> absl::Status {
+    const std::string message = fmt::format("trace {} {}", path, std::string(st.message()));
+    if (!mooncake) return absl::InvalidArgumentError(message);
+    ++trace.bad_lines;
+    if (trace.bad_line_samples.size() < kBadLineSamples) trace.bad_line_samples.push_back(message);
+    return absl::OkStatus();
+  };
   while (std::getline(in, line)) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<RequestSpec> spec = ParseTraceLine(line, line_no, default_max_tokens);
+    absl::StatusOr<RequestSpec> spec =
+        mooncake ? MooncakeRequest(line, line_no, options)
+                 : ParseTraceLine(line, line_no, options.default_max_tokens);
     if (!spec.ok()) {
-      return absl::InvalidArgumentError(
-          fmt::format("trace {} {}", path, std::string(spec.status().message())));
+      RETURN_IF_ERROR(reject(spec.status()));
+      continue;
     }
     if (spec->arrival_s < 0) {
       trace.all_timestamped = false;
       spec->arrival_s = 0;
     } else {
-      if (first < 0) first = spec->arrival_s;
-      spec->arrival_s -= first;
-      if (spec->arrival_s < last) {
-        return absl::InvalidArgumentError(
-            fmt::format("trace {} line {}: timestamp_ms goes backwards", path, line_no));
+      const double relative = spec->arrival_s - (first < 0 ? spec->arrival_s : first);
+      if (relative < last) {
+        RETURN_IF_ERROR(reject(absl::InvalidArgumentError(
+            fmt::format("line {}: the timestamp goes backwards", line_no))));
+        continue;
       }
-      last = spec->arrival_s;
+      if (first < 0) first = spec->arrival_s;
+      spec->arrival_s = last = relative;
     }
     spec->index = trace.requests.size();
     trace.requests.push_back(std::move(*spec));
   }
   if (trace.requests.empty()) {
-    return absl::InvalidArgumentError(fmt::format("trace {}: no requests", path));
+    return absl::InvalidArgumentError(
+        fmt::format("trace {}: no requests{}", path,
+                    trace.bad_lines > 0 ? fmt::format(" ({} bad lines)", trace.bad_lines) : ""));
   }
   return trace;
 }

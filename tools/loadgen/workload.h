@@ -10,8 +10,9 @@
 //    tokenizer one character is one token. Arrivals are a Poisson process at `rate` req/s.
 //    The request sequence depends only on the seed and the options, never on timing, so
 //    runs against different routers see the very same workload.
-//  - a JSONL trace (`ParseTraceLine`, `LoadTrace`): one request per line, format in
-//    docs/loadgen.md.
+//  - a trace file (`LoadTrace`): loadgen's JSONL (`ParseTraceLine`, one request per line)
+//    or the Mooncake format (mooncake_trace.h: prompts rebuilt from block hash ids);
+//    formats in docs/loadgen.md.
 //
 // Thread safety: the sources are not synchronised; one thread (the dispatcher) uses each.
 // The free functions are pure.
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "mooncake_trace.h"
 #include "nlohmann/json.hpp"
 
 namespace aibrix::loadgen {
@@ -46,6 +48,10 @@ struct RequestSpec {
   std::string session;      // "u<user>c<conversation>" for synthetic, "" for traces
   int turn = 0;             // 1-based turn within the conversation (synthetic)
   int system_prompt = -1;   // which shared system prompt (synthetic), -1 if none
+  // Mooncake traces: the prompt (kCompletions) is built from block hash ids when the body is
+  // made, so a trace of long prompts is not held in memory; as text or as token ids.
+  std::optional<BlockPrompt> block_prompt;
+  bool block_prompt_text = false;
 
   // The JSON body of the OpenAI request (streaming with usage), `default_model` used when
   // `model` is empty.
@@ -117,14 +123,30 @@ class SyntheticWorkload {
 absl::StatusOr<RequestSpec> ParseTraceLine(const std::string& line, int line_no,
                                            int default_max_tokens);
 
-struct Trace {
-  std::vector<RequestSpec> requests;  // in file order; arrival_s from timestamp_ms
-  bool all_timestamped = true;        // every line has timestamp_ms
+enum class TraceFormat { kJsonl, kMooncake };
+// "jsonl" or "mooncake"; InvalidArgument otherwise.
+absl::StatusOr<TraceFormat> ParseTraceFormat(const std::string& name);
+
+struct TraceOptions {
+  TraceFormat format = TraceFormat::kJsonl;
+  int default_max_tokens = 32;  // JSONL lines without max_tokens
+  // Mooncake only:
+  int block_tokens = 512;     // tokens per hash id
+  bool text_prompts = false;  // prompts as text instead of token ids
+  int max_output_tokens = 0;  // cap on output_length; 0 = none
 };
 
-// Reads a JSONL trace; blank lines are skipped. Errors name the file and line. An empty
-// trace is an error. Timestamps are made relative to the first line's and must not go
-// backwards.
-absl::StatusOr<Trace> LoadTrace(const std::string& path, int default_max_tokens);
+struct Trace {
+  std::vector<RequestSpec> requests;          // in file order; arrival_s from the timestamps
+  bool all_timestamped = true;                // every line has a timestamp
+  uint64_t bad_lines = 0;                     // Mooncake: lines skipped as malformed
+  std::vector<std::string> bad_line_samples;  // the first few of their errors
+};
+
+// Reads a trace; blank lines are skipped. Timestamps are made relative to the first line's.
+// JSONL: a bad line, or a timestamp going backwards, is an error naming the file and line.
+// Mooncake: such lines are skipped and counted in `bad_lines`. An empty trace (no good line)
+// is an error.
+absl::StatusOr<Trace> LoadTrace(const std::string& path, const TraceOptions& options);
 
 }  // namespace aibrix::loadgen

@@ -209,6 +209,91 @@ TEST(TraceTest, BadLinesNameTheLineAndTheProblem) {
   }
 }
 
+TraceOptions Jsonl() {
+  TraceOptions o;
+  o.default_max_tokens = 9;
+  return o;
+}
+
+TraceOptions Mooncake(int block_tokens) {
+  TraceOptions o;
+  o.format = TraceFormat::kMooncake;
+  o.block_tokens = block_tokens;
+  return o;
+}
+
+TEST(MooncakeTest, SharedHashIdsShareExactlyThoseBlocks) {
+  const BlockPrompt a{{1, 2, 3}, 10, 4, 1};  // blocks 1, 2 and half of 3
+  const BlockPrompt b{{1, 2, 7}, 12, 4, 2};
+  const BlockPrompt c{{1, 2, 3}, 12, 4, 3};
+  const std::vector<uint32_t> ta = a.Tokens(), tb = b.Tokens(), tc = c.Tokens();
+  ASSERT_EQ(ta.size(), 10u);
+  ASSERT_EQ(tb.size(), 12u);
+  EXPECT_TRUE(std::equal(ta.begin(), ta.begin() + 8, tb.begin()));
+  // Block 3 differs from block 7 (a collision of all four ids would be a broken hash).
+  EXPECT_FALSE(std::equal(ta.begin() + 8, ta.end(), tb.begin() + 8));
+  // The partial last block is the head of the full one.
+  EXPECT_TRUE(std::equal(ta.begin(), ta.end(), tc.begin()));
+  for (uint32_t t : tc) EXPECT_LT(t, kBlockPromptVocab);
+  // Blocks differ from one another, and the same ids give the same tokens in every call.
+  EXPECT_FALSE(std::equal(tc.begin(), tc.begin() + 4, tc.begin() + 4));
+  EXPECT_EQ(BlockPrompt(a).Tokens(), ta);
+  // Text: one character per token, shared exactly where the tokens are.
+  const std::string xa = a.Text(), xb = b.Text();
+  ASSERT_EQ(xa.size(), 10u);
+  EXPECT_EQ(xa.substr(0, 8), xb.substr(0, 8));
+  EXPECT_NE(xa.substr(8), xb.substr(8, 2));
+  EXPECT_EQ(xa.find_first_not_of("abcdefghijklmnopqrstuvwxyz "), std::string::npos);
+}
+
+TEST(MooncakeTest, FillerBlocksPastTheListedIdsAreUniquePerLine) {
+  const BlockPrompt a{{5}, 8, 4, 1};
+  const BlockPrompt b{{5}, 8, 4, 2};
+  const std::vector<uint32_t> ta = a.Tokens(), tb = b.Tokens();
+  ASSERT_EQ(ta.size(), 8u);
+  EXPECT_TRUE(std::equal(ta.begin(), ta.begin() + 4, tb.begin()));
+  EXPECT_FALSE(std::equal(ta.begin() + 4, ta.end(), tb.begin() + 4));
+}
+
+TEST(MooncakeTest, BadLinesNameTheLineAndTheProblem) {
+  struct Case {
+    const char* line;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"{", "not valid JSON"},
+      {"[1]", "not a JSON object"},
+      {R"({"input_length": 5, "output_length": 1, "hash_ids": [1]})", "timestamp"},
+      {R"({"timestamp": -1, "input_length": 5, "output_length": 1, "hash_ids": [1]})", "timestamp"},
+      {R"({"timestamp": 0, "output_length": 1, "hash_ids": [1]})", "input_length"},
+      {R"({"timestamp": 0, "input_length": 0, "output_length": 1, "hash_ids": [1]})",
+       "input_length"},
+      {R"({"timestamp": 0, "input_length": 99999999999, "output_length": 1, "hash_ids": []})",
+       "input_length"},
+      {R"({"timestamp": 0, "input_length": 5, "output_length": 1.5, "hash_ids": [1]})",
+       "output_length"},
+      {R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": 3})", "hash_ids"},
+      {R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [-1]})", "hash_ids"},
+      {R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": ["a"]})", "hash_ids"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<MooncakeRecord> r = ParseMooncakeLine(c.line, 4);
+    ASSERT_FALSE(r.ok()) << c.line;
+    const std::string msg(r.status().message());
+    EXPECT_NE(msg.find("line 4: "), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.line << " -> " << msg;
+  }
+  absl::StatusOr<MooncakeRecord> r = ParseMooncakeLine(
+      R"({"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59]})",
+      1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->timestamp_ms, 27482);
+  EXPECT_EQ(r->input_length, 6955);
+  EXPECT_EQ(r->output_length, 52);
+  EXPECT_EQ(r->hash_ids.size(), 14u);
+  EXPECT_EQ(r->hash_ids[13], 59u);
+}
+
 class TraceFileTest : public ::testing::Test {
  protected:
   std::string Write(const std::string& text) { return dir_.Write("trace.jsonl", text); }
@@ -222,7 +307,7 @@ TEST_F(TraceFileTest, LoadsRelativeTimestampsSkippingBlankLines) {
       "{\"timestamp_ms\": 1000, \"prompt\": \"a\"}\n\n"
       "{\"timestamp_ms\": 1250, \"prompt\": \"b\"}\n"
       "  \n{\"timestamp_ms\": 3000, \"messages\": [{\"role\": \"user\", \"content\": \"c\"}]}\n");
-  absl::StatusOr<Trace> t = LoadTrace(path, 9);
+  absl::StatusOr<Trace> t = LoadTrace(path, Jsonl());
   ASSERT_TRUE(t.ok()) << t.status();
   ASSERT_EQ(t->requests.size(), 3u);
   EXPECT_TRUE(t->all_timestamped);
@@ -235,7 +320,7 @@ TEST_F(TraceFileTest, LoadsRelativeTimestampsSkippingBlankLines) {
 
 TEST_F(TraceFileTest, ErrorsNameFileAndLine) {
   const std::string path = Write("{\"prompt\": \"a\"}\n\n{\"prompt\": 3}\n");
-  absl::StatusOr<Trace> t = LoadTrace(path, 9);
+  absl::StatusOr<Trace> t = LoadTrace(path, Jsonl());
   ASSERT_FALSE(t.ok());
   const std::string msg(t.status().message());
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
@@ -243,17 +328,61 @@ TEST_F(TraceFileTest, ErrorsNameFileAndLine) {
 
   const std::string back = Write(
       "{\"timestamp_ms\": 10, \"prompt\": \"a\"}\n{\"timestamp_ms\": 5, \"prompt\": \"b\"}\n");
-  t = LoadTrace(back, 9);
+  t = LoadTrace(back, Jsonl());
   ASSERT_FALSE(t.ok());
   EXPECT_NE(std::string(t.status().message()).find("backwards"), std::string::npos);
 
-  EXPECT_FALSE(LoadTrace(Write("\n\n"), 9).ok());
-  EXPECT_EQ(LoadTrace("/nonexistent/trace.jsonl", 9).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(LoadTrace(Write("\n\n"), Jsonl()).ok());
+  EXPECT_EQ(LoadTrace("/nonexistent/trace.jsonl", Jsonl()).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(TraceFileTest, MooncakeLinesBecomeBlockPromptsAndBadLinesAreSkippedAndCounted) {
+  TraceOptions o = Mooncake(4);
+  o.max_output_tokens = 20;
+  const std::string path =
+      Write(R"({"timestamp": 500, "input_length": 7, "output_length": 30, "hash_ids": [1, 2]})"
+            "\n"
+            R"({"timestamp": 400, "input_length": 7, "output_length": 3, "hash_ids": [1, 2]})"
+            "\n"
+            "not json\n\n"
+            R"({"timestamp": 1500, "input_length": 8, "output_length": 0, "hash_ids": [1, 3]})"
+            "\n");
+  absl::StatusOr<Trace> t = LoadTrace(path, o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->requests.size(), 2u);
+  EXPECT_EQ(t->bad_lines, 2u);  // the backwards timestamp and the garbage
+  ASSERT_EQ(t->bad_line_samples.size(), 2u);
+  EXPECT_NE(t->bad_line_samples[0].find("line 2: the timestamp goes backwards"), std::string::npos)
+      << t->bad_line_samples[0];
+  EXPECT_NE(t->bad_line_samples[1].find("line 3: not valid JSON"), std::string::npos);
+  const RequestSpec& a = t->requests[0];
+  const RequestSpec& b = t->requests[1];
+  EXPECT_DOUBLE_EQ(a.arrival_s, 0);
+  EXPECT_DOUBLE_EQ(b.arrival_s, 1.0);
+  EXPECT_EQ(a.max_tokens, 20);  // capped
+  EXPECT_EQ(b.max_tokens, 1);   // at least one token
+  EXPECT_EQ(a.api, Api::kCompletions);
+  const json body = a.Body("m");
+  ASSERT_TRUE(body["prompt"].is_array());
+  EXPECT_EQ(body["prompt"].size(), 7u);
+  EXPECT_EQ(body["max_tokens"], 20);
+  const std::vector<uint32_t> bt = b.Body("m")["prompt"].get<std::vector<uint32_t>>();
+  EXPECT_TRUE(std::equal(bt.begin(), bt.begin() + 4, body["prompt"].begin()));
+
+  o.text_prompts = true;
+  t = LoadTrace(path, o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->requests[0].Body("m")["prompt"].get<std::string>().size(), 7u);
+
+  absl::StatusOr<Trace> none = LoadTrace(Write("garbage\n"), o);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(std::string(none.status().message()).find("1 bad lines"), std::string::npos);
 }
 
 TEST_F(TraceFileTest, UntimedLinesAreFlagged) {
   absl::StatusOr<Trace> t =
-      LoadTrace(Write("{\"timestamp_ms\": 1, \"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n"), 9);
+      LoadTrace(Write("{\"timestamp_ms\": 1, \"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n"), Jsonl());
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_FALSE(t->all_timestamped);
 }

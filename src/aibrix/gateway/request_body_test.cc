@@ -245,5 +245,49 @@ TEST(RequestBodyTest, LongRandomArraysAgreeWithTheDom) {
   }
 }
 
+// Long compact arrays ("1,22,333": the 64-byte window reader) with ids of 1 to 8 digits,
+// and now and then something the windows must hand back to the scalar reader at the right
+// place: a 9- or 10-digit id, a space, a leading zero, an empty id, a sign.
+TEST(RequestBodyTest, CompactWindowsAgreeWithTheDomAndHandOffExactly) {
+  std::mt19937_64 rng(23);
+  const std::vector<std::string> defects = {"1234567890", "123456789", " 7", "07", "", "-1"};
+  for (int round = 0; round < 400; ++round) {
+    std::string json = R"({"model":"m","token_ids":[)";
+    const int count = 1 + static_cast<int>(rng() % 600);
+    std::vector<uint32_t> want;
+    bool valid = true;
+    for (int i = 0; i < count; ++i) {
+      if (i > 0) json += ',';
+      if (rng() % 200 == 0) {
+        const std::string& d = defects[rng() % defects.size()];
+        json += d;
+        if (d == "1234567890" || d == "123456789" || d == " 7") {
+          want.push_back(static_cast<uint32_t>(std::stoul(d)));
+        } else {
+          valid = false;
+        }
+        continue;
+      }
+      const int digits = 1 + static_cast<int>(rng() % 8);
+      uint32_t id = static_cast<uint32_t>(rng() % 10);
+      for (int d = 1; d < digits; ++d) id = id * 10 + static_cast<uint32_t>(rng() % 10);
+      json += std::to_string(id);
+      want.push_back(static_cast<uint32_t>(std::stoul(std::to_string(id))));
+    }
+    json += R"(],"stream":true})";
+    const auto fast = ParseRequestBody(json);
+    const auto dom = internal::ParseRequestBodyDom(json);
+    ASSERT_EQ(fast.ok(), dom.ok()) << json;
+    ASSERT_EQ(fast.ok(), valid) << json;
+    if (!fast.ok()) {
+      EXPECT_EQ(fast.status(), dom.status());
+      continue;
+    }
+    EXPECT_EQ(*fast->token_ids, *dom->token_ids) << json;
+    EXPECT_EQ(*fast->token_ids, want) << json;
+    EXPECT_TRUE(fast->stream);
+  }
+}
+
 }  // namespace
 }  // namespace aibrix::gateway

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <mutex>
+#include <utility>
 
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -50,44 +53,115 @@ struct ApproxIndex::Metrics {
 
 // PodBase: key, mutex, removed flag, gauge, bytes (index_core.h).
 struct ApproxIndex::PodLru : PodBase {
+  // A run of consecutive block keys of one chain; keys[0] names the node in `heads`.
   struct Node {
-    BlockKey key;
-    uint32_t prev, next;  // towards head (newer) / tail (older)
-    int64_t stamp_ns;
+    std::vector<BlockKey> keys;
+    std::vector<uint32_t> kids;  // nodes whose run continues this one
+    uint32_t parent = kNil;      // kNil: the run starts at block 0
+    uint64_t seq = 0;            // order of the last touch (larger = more recent)
+    int64_t stamp_ns = 0;        // time of the last touch
   };
   using PodBase::PodBase;
   // Guarded by mu:
   HolderId holder = 0;
-  absl::flat_hash_map<BlockKey, uint32_t> index;
   std::vector<Node> nodes;
   std::vector<uint32_t> free;
-  uint32_t head = kNil, tail = kNil;
+  absl::flat_hash_map<BlockKey, uint32_t> heads;          // first key of a run -> node
+  absl::btree_set<std::pair<uint64_t, uint32_t>> leaves;  // (seq, node) of childless nodes
+  uint64_t blocks = 0;                                    // keys in all runs
+  uint64_t next_seq = 0;
   // Readable without mu (stats):
   std::atomic<uint64_t> size{0};
   std::atomic<uint64_t> evicted{0};
 
-  void Unlink(uint32_t i) {
+  bool IsLeaf(uint32_t i) const { return nodes[i].kids.empty(); }
+
+  // Marks node i touched now (its leaf entry follows).
+  void Touch(uint32_t i, uint64_t seq, int64_t now) {
     Node& n = nodes[i];
-    if (n.prev != kNil)
-      nodes[n.prev].next = n.next;
-    else
-      head = n.next;
-    if (n.next != kNil)
-      nodes[n.next].prev = n.prev;
-    else
-      tail = n.prev;
+    if (IsLeaf(i)) {
+      leaves.erase({n.seq, i});
+      leaves.insert({seq, i});
+    }
+    n.seq = seq;
+    n.stamp_ns = now;
   }
-  void PushHead(uint32_t i) {
+
+  // Appends a node holding `keys` below `parent` (kNil: at block 0).
+  uint32_t AddNode(uint32_t parent, std::span<const BlockKey> keys, uint64_t seq, int64_t now) {
+    uint32_t i;
+    if (!free.empty()) {
+      i = free.back();
+      free.pop_back();
+    } else {
+      i = static_cast<uint32_t>(nodes.size());
+      nodes.emplace_back();
+    }
     Node& n = nodes[i];
-    n.prev = kNil;
-    n.next = head;
-    if (head != kNil) nodes[head].prev = i;
-    head = i;
-    if (tail == kNil) tail = i;
+    n.keys.assign(keys.begin(), keys.end());
+    n.kids.clear();
+    n.parent = parent;
+    n.seq = seq;
+    n.stamp_ns = now;
+    heads[keys[0]] = i;
+    if (parent != kNil) {
+      if (IsLeaf(parent)) leaves.erase({nodes[parent].seq, parent});
+      nodes[parent].kids.push_back(i);
+    }
+    leaves.insert({seq, i});
+    blocks += keys.size();
+    return i;
   }
+
+  // Splits node i after its first m keys; the tail becomes its only child and keeps its
+  // touch (and its leaf entry). REQUIRES: 0 < m < keys.size().
+  void Split(uint32_t i, size_t m) {
+    const bool leaf = IsLeaf(i);
+    uint32_t t;
+    if (!free.empty()) {
+      t = free.back();
+      free.pop_back();
+    } else {
+      t = static_cast<uint32_t>(nodes.size());
+      nodes.emplace_back();
+    }
+    Node& head = nodes[i];
+    Node& tail = nodes[t];
+    tail.keys.assign(head.keys.begin() + static_cast<ptrdiff_t>(m), head.keys.end());
+    head.keys.resize(m);
+    tail.kids.swap(head.kids);
+    head.kids.assign(1, t);
+    tail.parent = i;
+    tail.seq = head.seq;
+    tail.stamp_ns = head.stamp_ns;
+    for (uint32_t k : tail.kids) nodes[k].parent = t;
+    heads[tail.keys[0]] = t;
+    if (leaf) {
+      leaves.erase({tail.seq, i});
+      leaves.insert({tail.seq, t});
+    }
+  }
+
+  // Removes node i, a leaf (its keys must have left the holder table).
+  void RemoveNode(uint32_t i) {
+    Node& n = nodes[i];
+    heads.erase(n.keys[0]);
+    leaves.erase({n.seq, i});
+    if (n.parent != kNil) {
+      std::vector<uint32_t>& siblings = nodes[n.parent].kids;
+      siblings.erase(std::find(siblings.begin(), siblings.end(), i));
+      if (siblings.empty()) leaves.insert({nodes[n.parent].seq, n.parent});
+    }
+    n.keys = {};
+    n.kids = {};
+    n.parent = kNil;
+    free.push_back(i);
+  }
+
   uint64_t Bytes() const {
-    return sizeof(PodLru) + index.capacity() * (sizeof(BlockKey) + sizeof(uint32_t) + 1) +
-           nodes.capacity() * sizeof(Node) + free.capacity() * sizeof(uint32_t);
+    return sizeof(PodLru) + heads.capacity() * (sizeof(BlockKey) + sizeof(uint32_t) + 1) +
+           nodes.capacity() * sizeof(Node) + free.capacity() * sizeof(uint32_t) +
+           blocks * sizeof(BlockKey) + leaves.size() * 2 * sizeof(std::pair<uint64_t, uint32_t>);
   }
 };
 
@@ -103,16 +177,26 @@ ApproxIndex::~ApproxIndex() = default;
 uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
   uint64_t by_cap = 0, by_ttl = 0;
   const int64_t ttl = options_.ttl.count();
-  while (lru.tail != kNil) {
-    const uint32_t t = lru.tail;
-    const bool over = lru.index.size() > options_.max_blocks_per_pod;
-    const bool old = now_ns - lru.nodes[t].stamp_ns > ttl;
+  while (!lru.leaves.empty()) {
+    const uint32_t i = lru.leaves.begin()->second;
+    PodLru::Node& n = lru.nodes[i];
+    const bool over = lru.blocks > options_.max_blocks_per_pod;
+    const bool old = now_ns - n.stamp_ns > ttl;
     if (!over && !old) break;
-    (over ? by_cap : by_ttl) += 1;
-    core_.table().Clear(lru.nodes[t].key, lru.holder);
-    lru.index.erase(lru.nodes[t].key);
-    lru.Unlink(t);
-    lru.free.push_back(t);
+    // Over capacity: cut only the excess from the tail; expired: the whole run.
+    const size_t cut = old ? n.keys.size()
+                           : static_cast<size_t>(std::min<uint64_t>(
+                                 lru.blocks - options_.max_blocks_per_pod, n.keys.size()));
+    for (size_t k = n.keys.size() - cut; k < n.keys.size(); ++k) {
+      core_.table().Clear(n.keys[k], lru.holder);
+    }
+    lru.blocks -= cut;
+    (old ? by_ttl : by_cap) += cut;
+    if (cut == n.keys.size()) {
+      lru.RemoveNode(i);
+    } else {
+      n.keys.resize(n.keys.size() - cut);
+    }
   }
   const uint64_t n = by_cap + by_ttl;
   if (n > 0) {
@@ -123,18 +207,19 @@ uint64_t ApproxIndex::TrimLocked(PodLru& lru, int64_t now_ns) {
       if (by_ttl) metrics_->ttl.Increment(static_cast<double>(by_ttl));
     }
   }
-  if (lru.index.empty()) {  // give memory back after a burst
+  if (lru.blocks == 0) {  // give memory back after a burst
     lru.nodes = {};
     lru.free = {};
-    lru.index = {};
+    lru.heads = {};
+    lru.leaves.clear();
   }
   return n;
 }
 
 void ApproxIndex::PublishLocked(PodLru& lru) {
-  lru.size.store(lru.index.size(), std::memory_order_relaxed);
+  lru.size.store(lru.blocks, std::memory_order_relaxed);
   core_.SetPodBytes(lru.bytes, lru.Bytes());
-  if (lru.gauge) lru.gauge->Set(static_cast<double>(lru.index.size()));
+  if (lru.gauge) lru.gauge->Set(static_cast<double>(lru.blocks));
 }
 
 void ApproxIndex::RecordKeys(std::span<const BlockKey> keys, const std::string& pod) {
@@ -143,31 +228,37 @@ void ApproxIndex::RecordKeys(std::span<const BlockKey> keys, const std::string& 
     created.holder = core_.directory().Acquire(pod, kTier);  // the pod's one holder
   });
   const int64_t now = options_.clock->Now().time_since_epoch().count();
+  const uint64_t seq = ++lru->next_seq;
+  // Walk the runs the prompt follows, touching each.
+  uint32_t at = kNil;
+  size_t p = 0;
+  bool collision = false;
+  while (p < keys.size()) {
+    const auto it = lru->heads.find(keys[p]);
+    if (it == lru->heads.end()) break;
+    const uint32_t i = it->second;
+    if (lru->nodes[i].parent != at) {  // the key continues another chain: a hash collision
+      collision = true;
+      break;
+    }
+    const std::vector<BlockKey>& run = lru->nodes[i].keys;
+    const size_t run_size = run.size();
+    const size_t limit = std::min(run_size, keys.size() - p);
+    size_t m = 1;  // run[0] == keys[p] by the lookup
+    while (m < limit && run[m] == keys[p + m]) ++m;
+    if (m < run_size) lru->Split(i, m);  // the prompt diverges or ends inside the run
+    lru->Touch(i, seq, now);
+    at = i;
+    p += m;
+    if (m < run_size) break;  // diverged (the rest is new) or ended
+  }
   uint64_t added = 0;
-  // Last block first, so every block ends up more recent than its descendants.
-  for (size_t k = keys.size(); k-- > 0;) {
-    const BlockKey key = keys[k];
-    auto [it, inserted] = lru->index.try_emplace(key, kNil);
-    if (!inserted) {
-      const uint32_t i = it->second;
-      lru->Unlink(i);
-      lru->nodes[i].stamp_ns = now;
-      lru->PushHead(i);
-      continue;
-    }
-    uint32_t i;
-    if (!lru->free.empty()) {
-      i = lru->free.back();
-      lru->free.pop_back();
-    } else {
-      i = static_cast<uint32_t>(lru->nodes.size());
-      lru->nodes.push_back({});
-    }
-    lru->nodes[i] = {key, kNil, kNil, now};
-    it->second = i;
-    lru->PushHead(i);
-    core_.table().Set(key, lru->holder);
-    ++added;
+  if (p < keys.size() && !collision) {
+    const std::span<const BlockKey> fresh = keys.subspan(p);
+    for (const BlockKey key : fresh) core_.table().PrefetchForWrite(key, lru->holder);
+    for (const BlockKey key : fresh) core_.table().Set(key, lru->holder);
+    lru->AddNode(at, fresh, seq, now);
+    added = fresh.size();
   }
   core_.AddMemberships(static_cast<int64_t>(added));
   TrimLocked(*lru, now);
@@ -187,12 +278,15 @@ void ApproxIndex::RemovePod(const std::string& pod) {
   std::shared_ptr<PodLru> lru = pods_.Take(pod);
   if (!lru) return;
   std::lock_guard<std::mutex> lock(lru->mu);
-  for (const auto& [key, i] : lru->index) core_.table().Clear(key, lru->holder);
-  core_.AddMemberships(-static_cast<int64_t>(lru->index.size()));
-  lru->index = {};
+  for (const PodLru::Node& n : lru->nodes) {
+    for (const BlockKey key : n.keys) core_.table().Clear(key, lru->holder);
+  }
+  core_.AddMemberships(-static_cast<int64_t>(lru->blocks));
   lru->nodes = {};
   lru->free = {};
-  lru->head = lru->tail = kNil;
+  lru->heads = {};
+  lru->leaves.clear();
+  lru->blocks = 0;
   lru->size.store(0);
   core_.directory().Release(lru->holder);
   pods_.Retire(*lru);

@@ -3,12 +3,22 @@
 // Record(prompt, chosen pod); queries then answer as if the pod had cached every block it
 // was sent, until the pod's LRU capacity or the TTL drops them.
 //
-// Per pod: an LRU of block keys with a last-recorded time. Record touches the prompt's
-// blocks from the last to the first, so a block is always more recent than its descendants
-// and LRU/TTL eviction always removes chain tails: every pod's key set stays prefix-closed,
-// which keeps the shared jump search (holder_table.h) exact. Expired entries are dropped on
-// the pod's next Record and by Sweep(), which the owner calls periodically (the reference
-// sweeps every second).
+// Per pod: a radix tree of the recorded chains. A node is a run of consecutive block keys
+// (one vector, no per-block allocation) with the time and order of its last touch; a
+// Record walks the tree comparing its keys with the runs (a memory-speed compare, no hash
+// lookup per block), touches the nodes on its path, splits a run where the prompt diverges
+// or ends inside it, and appends one node for its new blocks. Recording a 128k-token prompt
+// the pod already holds therefore costs a compare of 8,192 keys plus one touch per node on
+// the path; only new blocks touch the shared holder table. A node is touched whenever a
+// descendant is, so the least recently touched leaf holds the least recent blocks:
+// capacity eviction cuts that leaf's run from its tail, TTL eviction drops whole expired
+// leaves, and every pod's key set stays prefix-closed, which keeps the shared jump search
+// (holder_table.h) exact. Within one touch, blocks nearer the head count as more recent (as
+// a per-block LRU touching the last block first). Expired entries are dropped on the pod's
+// next Record and by Sweep(), which the owner calls periodically (the reference sweeps
+// every second). Keys are chained, so a key can only appear at one place of a pod's tree;
+// a 64-bit collision that would put it in two is detected at the run boundary and the rest
+// of that prompt is not recorded.
 //
 // The holder table, directory, epoch, pod registry and query body are IndexCore's
 // (index_core.h), shared with ExactIndex; this class adds the per-pod LRU.
@@ -86,7 +96,8 @@ class ApproxIndex {
   struct Metrics;
 
  private:
-  // Evicts from the tail while over capacity or older than the TTL. REQUIRES: lru.mu held.
+  // Evicts least recent leaves (capacity: from their tails) while over capacity or older
+  // than the TTL. REQUIRES: lru.mu held.
   uint64_t TrimLocked(PodLru& lru, int64_t now_ns);
   // Publishes the pod's size (stats, gauge) and bytes. REQUIRES: lru.mu held.
   void PublishLocked(PodLru& lru);

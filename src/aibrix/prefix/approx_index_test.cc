@@ -1,6 +1,8 @@
 #include "aibrix/prefix/approx_index.h"
 
+#include <map>
 #include <numeric>
+#include <random>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -104,6 +106,74 @@ TEST_F(ApproxIndexTest, RemovePodForgetsIt) {
   EXPECT_EQ(index.memberships(), 3u);
   EXPECT_FALSE(index.Stats("ns/a").has_value());
   EXPECT_EQ(index.Stats("ns/b")->blocks, 3u);
+}
+
+TEST_F(ApproxIndexTest, PromptsEndingOrBranchingInsideARunSplitIt) {
+  ApproxIndex index(Options(/*cap=*/9));
+  const auto a = Tokens(6, 1);
+  auto b = a;
+  for (size_t i = 4 * kBs; i < b.size(); ++i) b[i] += 7;  // shares blocks 0..3
+  index.Record(ctx_, a, "ns/p");
+  index.Record(ctx_, std::span(a).first(2 * kBs), "ns/p");  // ends inside a's run
+  index.Record(ctx_, b, "ns/p");                            // branches after block 3
+  EXPECT_EQ(index.memberships(), 8u);
+  EXPECT_THAT(index.Match(ctx_, a), ElementsAre(M("ns/p", 6)));
+  EXPECT_THAT(index.Match(ctx_, b), ElementsAre(M("ns/p", 6)));
+  // Over capacity: a's branch (touched before b) loses its tail first.
+  const auto c = Tokens(3, 2);
+  index.Record(ctx_, c, "ns/p");
+  EXPECT_EQ(index.memberships(), 9u);
+  EXPECT_THAT(index.Match(ctx_, a), ElementsAre(M("ns/p", 4)));
+  EXPECT_THAT(index.Match(ctx_, b), ElementsAre(M("ns/p", 6)));
+  EXPECT_THAT(index.Match(ctx_, c), ElementsAre(M("ns/p", 3)));
+}
+
+// The radix tree evicts exactly as a per-block LRU that touches each prompt's blocks from the
+// last to the first (the index's documented order), on random prompts sharing prefixes.
+TEST_F(ApproxIndexTest, EvictsExactlyAsAPerBlockLru) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE(seed);
+    std::mt19937_64 rng(seed);
+    const uint64_t cap = 5 + rng() % 30;
+    ApproxIndex index(Options(cap));
+    const BlockHasher& hasher = index.hasher();
+    // A pool of prompts: each continues a prefix of an earlier one with fresh blocks.
+    std::vector<std::vector<uint32_t>> pool;
+    for (int i = 0; i < 24; ++i) {
+      std::vector<uint32_t> t;
+      if (!pool.empty() && rng() % 4 != 0) {
+        const auto& base = pool[rng() % pool.size()];
+        t.assign(base.begin(),
+                 base.begin() + static_cast<ptrdiff_t>(kBs * (rng() % (base.size() / kBs + 1))));
+      }
+      const size_t more = rng() % 8;
+      for (size_t j = 0; j < more * kBs; ++j) t.push_back(static_cast<uint32_t>(rng()));
+      if (t.empty()) t = Tokens(1, static_cast<uint32_t>(i + 1));
+      pool.push_back(std::move(t));
+    }
+    // Reference: key -> (record number, -position); the smallest is evicted first.
+    std::map<BlockKey, std::pair<uint64_t, int64_t>> ref;
+    for (uint64_t r = 1; r <= 200; ++r) {
+      const auto& t = pool[rng() % pool.size()];
+      index.Record(ctx_, t, "ns/p");
+      const std::vector<BlockKey> keys = hasher.Hash(ctx_, t);
+      for (size_t k = 0; k < keys.size(); ++k) ref[keys[k]] = {r, -static_cast<int64_t>(k)};
+      while (ref.size() > cap) {
+        auto oldest = std::min_element(ref.begin(), ref.end(), [](const auto& x, const auto& y) {
+          return x.second < y.second;
+        });
+        ref.erase(oldest);
+      }
+      ASSERT_EQ(index.memberships(), ref.size()) << "record " << r;
+      for (const auto& q : pool) {
+        const std::vector<BlockKey> keys = hasher.Hash(ctx_, q);
+        uint32_t held = 0;
+        while (held < keys.size() && ref.count(keys[held])) ++held;
+        const std::vector<PodMatch> got = index.Match(ctx_, q);
+        ASSERT_EQ(got.empty() ? 0u : got[0].matched_blocks, held) << "record " << r;
+      }
+    }
+  }
 }
 
 TEST_F(ApproxIndexTest, ConcurrentRecordsAndQueries) {

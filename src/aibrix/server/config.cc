@@ -269,6 +269,7 @@ void ReadVtc(EnvReader& env, ServiceConfig& config) {
              true);
   env.PositiveInt({"AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES"}, &config.vtc_window_minutes,
                   24 * 60);
+  env.Number({"AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT"}, &config.kv_aware_load_weight, true);
 }
 
 }  // namespace

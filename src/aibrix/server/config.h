@@ -102,6 +102,9 @@ struct ServiceConfig {
   double vtc_input_token_weight = 1.0;
   double vtc_output_token_weight = 2.0;
   int vtc_window_minutes = 60;
+  // kv-aware: uncached prompt tokens one running request weighs as
+  // (AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT; ours, not AIBrix's).
+  double kv_aware_load_weight = 256.0;
   // Prompt tokenizer for routing: "local" (engine-sim's byte rules), "remote" (vLLM
   // /tokenize: tokenizer_endpoint if set, else each model's engines), or "" = remote when
   // KV event sync is on (token ids must be the engine's for its events to match), else local.

@@ -20,6 +20,7 @@ using ::testing::IsEmpty;
 
 // Every variable the config reads or checks; cleared before each test, restored after.
 constexpr const char* kVariables[] = {
+    "AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT",
     "AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS",
     "AIBRIX_PROMETHEUS_QUERY_INTERVAL_MS",
     "AIBRIX_PROMETHEUS_QUERY_TIMEOUT_MS",
@@ -211,6 +212,12 @@ TEST_F(ConfigEnvTest, PrefixCacheFamily) {
   EXPECT_EQ(c.sweep_interval_s, 3);
   EXPECT_EQ(c.imbalance_abs_count, 16);
   EXPECT_EQ(c.std_dev_factor, 2.5);
+  EXPECT_EQ(c.kv_aware_load_weight, 256.0);  // default
+  Set("AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT", "2048");
+  EXPECT_EQ(Parse().kv_aware_load_weight, 2048.0);
+  Set("AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT", "0");
+  EXPECT_EQ(Parse().kv_aware_load_weight, 0.0);
+  unsetenv("AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT");
 
   Set("AIBRIX_PREFIX_CACHE_BLOCK_SIZE", "8192");
   Set("AIBRIX_PREFIX_CACHE_BLOCK_NUMBER", "-1");
