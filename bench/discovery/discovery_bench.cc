@@ -16,7 +16,6 @@
 // figures include waiting for a core on a shared machine), break the LIST down into
 // decoding and applying, and give the pipelined cost of a watch event (many events in, then
 // one wait for the manager).
-#include <malloc.h>
 
 #include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
@@ -31,6 +30,7 @@
 
 #include "aibrix/common/clock.h"
 #include "aibrix/common/huge_pages.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/discovery/informer.h"
 #include "aibrix/discovery/k8s_decoder.h"
 #include "aibrix/discovery/line_assembler.h"
@@ -239,10 +239,10 @@ void WatchEvents(const std::vector<std::string>& pages) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The service's process settings (src/aibrix/main.cc): huge pages for malloc, large
-  // buffers mapped from 256 KiB.
+  // The service's process settings (src/aibrix/main.cc): huge pages for malloc, its malloc
+  // thresholds.
   aibrix::common::UseHugePagesForMalloc(argv);
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  aibrix::common::TuneMalloc();
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--models") model_count = std::max(1, std::atoi(argv[i + 1]));
   }

@@ -11,7 +11,6 @@
 //   extproc_streams_concurrent     streams held open at once (headers answered), then routed
 //                                  and completed, with no error
 // The client and the server share the machine's cores (2 on the project's machines).
-#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/server/service.h"
 #include "bench/common/figures.h"
 #include "fmt/format.h"
@@ -147,7 +147,7 @@ double Percentile(std::vector<double> values, double p) {
 int main(int argc, char** argv) {
   // The service binary's allocator settings (main.cc), so the server side costs the same.
   aibrix::common::UseHugePagesForMalloc(argv);
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  aibrix::common::TuneMalloc();
   // gRPC locks absl::Mutex on every message; Debian's Abseil checks lock order on each.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   Options options;
