@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/metrics_text.h"
 #include "tests/util/poll.h"
 #include "tests/util/refused_port.h"
 #include "tests/util/subprocess.h"
@@ -214,7 +215,8 @@ TEST_F(ProxyTest, DeadPodIsRetriedOnAnotherAndErrorsAreOpenAiShaped) {
     EXPECT_EQ(res->status, 200) << res->body;
     EXPECT_THAT(res->get_header_value("x-aibrix-target-pod"), HasSubstr("-1"));
   }
-  EXPECT_EQ(TotalRunning(), 0);
+  // Each request settles as its response ends (the client may read it first).
+  EXPECT_TRUE(Eventually([&] { return TotalRunning() == 0; }, std::chrono::seconds(5)));
   // The trace counted each client request once (not each attempt) with its usage tokens.
   const nlohmann::json models = nlohmann::json::parse(client_->Get("/cache/models")->body);
   const nlohmann::json& trace = models["models"][0]["trace"];
@@ -269,7 +271,7 @@ TEST_F(ProxyTest, NoReadyPodIs503AndSlowUpstreamIs504) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 504) << res->body;
   EXPECT_EQ(nlohmann::json::parse(res->body)["error"]["code"], 504);
-  EXPECT_EQ(TotalRunning(), 0);
+  EXPECT_TRUE(Eventually([&] { return TotalRunning() == 0; }, std::chrono::seconds(5)));
 }
 
 // --tokenizer remote: prompts are tokenized by the model's engine (a fake vLLM /tokenize
@@ -309,6 +311,15 @@ TEST_F(ProxyTest, RemoteTokenizerUsesTheEnginesIdsAndFallsBackToLocal) {
                 ["total_blocks"],
             1);
   EXPECT_EQ(tokenize_calls.load(), 2);
+  const auto metric = [&](const std::string& series) {
+    return testing::SeriesValue(client_->Get("/metrics")->body, series);
+  };
+  // Spec §9.4: one client for (engine, llama), two prompts through it.
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_active_tokenizers"), 1);
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_creation_successes_total"), 1);
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_requests_total{model=\"llama\"}"), 2);
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_latency_seconds_count{model=\"llama\"}"), 2);
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_unhealthy_tokenizers_total"), 0);
 
   fake.stop();
   serve.join();
@@ -316,6 +327,9 @@ TEST_F(ProxyTest, RemoteTokenizerUsesTheEnginesIdsAndFallsBackToLocal) {
   EXPECT_EQ(route(fmt::format(R"({{"model":"llama","prompt":"{}"}})",
                               std::string(40, 'a')))["total_blocks"],
             2);
+  // The engine is gone: its client failed (after its retries), the local tokenizer answered.
+  EXPECT_GE(metric("aibrix_tokenizer_pool_unhealthy_tokenizers_total"), 1);
+  EXPECT_EQ(metric("aibrix_tokenizer_pool_requests_total{model=\"llama\"}"), 3);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 #include "tests/util/in_process_service.h"
 
-#include <sstream>
 
 #include "fmt/format.h"
 #include "gtest/gtest.h"
+#include "tests/util/metrics_text.h"
 #include "tests/util/poll.h"
 
 namespace aibrix::testing {
@@ -47,12 +47,7 @@ int InProcessService::TotalRunning() {
 }
 
 double InProcessService::Metric(const std::string& series) {
-  std::istringstream text(service_->RenderMetrics());
-  std::string line;
-  while (std::getline(text, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return 0;
+  return SeriesValue(service_->RenderMetrics(), series);
 }
 
 void InProcessService::ExpectSettled(int requests, std::chrono::milliseconds deadline) {

@@ -8,6 +8,11 @@
 #include "aibrix/common/strings.h"
 #include "fmt/format.h"
 #include "fmt/ranges.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace aibrix::gateway {
 namespace {
@@ -20,24 +25,85 @@ bool ServesVllmTokenize(const store::Pod& pod) { return store::PodEngine(pod.obj
 
 }  // namespace
 
+// Spec §9.4, registered only with the remote tokenizer.
+struct ModelTokenizers::PoolMetrics {
+  explicit PoolMetrics(prometheus::Registry& registry)
+      : active(prometheus::BuildGauge()
+                   .Name("aibrix_tokenizer_pool_active_tokenizers")
+                   .Help("Remote tokenizer clients in the pool, one per (endpoint, model)")
+                   .Register(registry)
+                   .Add({})),
+        created(prometheus::BuildCounter()
+                    .Name("aibrix_tokenizer_pool_creation_successes_total")
+                    .Help("Remote tokenizer clients created")
+                    .Register(registry)
+                    .Add({})),
+        creation_failed(prometheus::BuildCounter()
+                            .Name("aibrix_tokenizer_pool_creation_failures_total")
+                            .Help("Remote tokenizer clients that could not be created (bad URL)")
+                            .Register(registry)
+                            .Add({})),
+        unhealthy(prometheus::BuildCounter()
+                      .Name("aibrix_tokenizer_pool_unhealthy_tokenizers_total")
+                      .Help("Tokenize calls an endpoint failed (unreachable, timeout, 5xx); the "
+                            "next endpoint or the local tokenizer answered instead")
+                      .Register(registry)
+                      .Add({})),
+        requests(prometheus::BuildCounter()
+                     .Name("aibrix_tokenizer_pool_requests_total")
+                     .Help("Prompts tokenized through the pool, by model (`other` for a model "
+                           "without ready pods)")
+                     .Register(registry)),
+        latency(prometheus::BuildHistogram()
+                    .Name("aibrix_tokenizer_pool_latency_seconds")
+                    .Help("Time to tokenize one prompt through the pool, fallbacks included")
+                    .Register(registry)) {}
+
+  void Finished(const std::string& model, std::chrono::steady_clock::duration took) {
+    requests.Add({{"model", model}}).Increment();
+    // Prometheus' default buckets, as the reference's.
+    static const prometheus::Histogram::BucketBoundaries kBuckets = {
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    latency.Add({{"model", model}}, kBuckets).Observe(std::chrono::duration<double>(took).count());
+  }
+
+  prometheus::Gauge& active;
+  prometheus::Counter& created;
+  prometheus::Counter& creation_failed;
+  prometheus::Counter& unhealthy;
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Histogram>& latency;
+};
+
 // One remote tokenization: asks the endpoints in order, one at a time, then falls back to
 // the local tokenizer. Kept alive by the callback of the call in flight.
 class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCall> {
  public:
   // REQUIRES: `endpoints` is not empty.
+  // `known_model`: the model has ready pods (metrics label it by name, else `other`).
   RemoteCall(const ModelTokenizers& owner, boost::asio::io_context& io, Prompt prompt,
-             Callback done, std::vector<std::string> endpoints)
+             Callback done, std::vector<std::string> endpoints, bool known_model)
       : owner_(owner),
         io_(io),
         prompt_(std::move(prompt)),
         done_(std::move(done)),
-        endpoints_(std::move(endpoints)) {}
+        endpoints_(std::move(endpoints)),
+        known_model_(known_model) {}
 
   // Asks the next endpoint, or falls back when none is left.
   void Next() {
     while (next_ < endpoints_.size()) {
       const std::string& endpoint = endpoints_[next_++];
-      auto tok = owner_.pool_->Get(endpoint, prompt_.model);
+      bool created = false;
+      auto tok = owner_.pool_->Get(endpoint, prompt_.model, &created);
+      if (PoolMetrics* m = owner_.metrics_.get()) {
+        if (!tok.ok()) {
+          m->creation_failed.Increment();
+        } else if (created) {
+          m->created.Increment();
+        }
+        m->active.Set(static_cast<double>(owner_.pool_->size()));
+      }
       if (!tok.ok()) {
         last_ = tok.status();
         continue;
@@ -68,10 +134,15 @@ class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCa
       return;
     }
     last_ = ids.status();
+    if (owner_.metrics_) owner_.metrics_->unhealthy.Increment();
     Next();
   }
 
   void Finish(absl::StatusOr<Ids> ids) {
+    if (owner_.metrics_) {
+      owner_.metrics_->Finished(known_model_ ? prompt_.model : "other",
+                                std::chrono::steady_clock::now() - start_);
+    }
     auto done = std::move(done_);
     done(std::move(ids));
   }
@@ -81,6 +152,8 @@ class ModelTokenizers::RemoteCall : public std::enable_shared_from_this<RemoteCa
   const Prompt prompt_;
   Callback done_;
   const std::vector<std::string> endpoints_;
+  const bool known_model_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   size_t next_ = 0;
   absl::Status last_;
 };
@@ -94,7 +167,10 @@ ModelTokenizers::ModelTokenizers(const tokenizer::Tokenizer& local, const store:
       endpoint_(std::move(options.endpoint)),
       endpoint_template_(std::move(options.endpoint_template)) {
   pool_.emplace(std::move(options.call), options.max_tokenizers, options.ttl);
+  if (options.registry != nullptr) metrics_ = std::make_unique<PoolMetrics>(*options.registry);
 }
+
+ModelTokenizers::~ModelTokenizers() = default;
 
 std::string ModelTokenizers::EngineEndpoint(const store::Pod& pod) const {
   if (endpoint_template_.empty()) {
@@ -163,7 +239,9 @@ void ModelTokenizers::TokenizeRemote(boost::asio::io_context& io, Prompt prompt,
     done(Local(prompt));
     return;
   }
-  std::make_shared<RemoteCall>(*this, io, std::move(prompt), std::move(done), std::move(endpoints))
+  const bool known_model = pods != nullptr;
+  std::make_shared<RemoteCall>(*this, io, std::move(prompt), std::move(done), std::move(endpoints),
+                               known_model)
       ->Next();
 }
 

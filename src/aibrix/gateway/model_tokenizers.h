@@ -44,6 +44,9 @@
 namespace boost::asio {
 class io_context;
 }
+namespace prometheus {
+class Registry;
+}
 
 namespace aibrix::gateway {
 
@@ -58,6 +61,9 @@ struct RemoteTokenizersOptions {
   // Clients kept (least recently used dropped first) and how long an unused one lives.
   size_t max_tokenizers = 100;
   std::chrono::seconds ttl{300};
+  // Where the tokenizer-pool metrics (spec §9.4, aibrix_tokenizer_pool_*) are registered;
+  // null: none. Must outlive the ModelTokenizers.
+  prometheus::Registry* registry = nullptr;
 };
 
 // Which tokenizer a model's prompts go through.
@@ -78,6 +84,7 @@ class ModelTokenizers {
   // object).
   ModelTokenizers(const tokenizer::Tokenizer& local, const store::Store& store,
                   RemoteTokenizersOptions options);
+  ~ModelTokenizers();
 
   // Token ids of `model`'s completion prompt `text`, to `done` (see the top). `model` and
   // `text` may point into `done` (a remote call copies them before it takes `done`).
@@ -146,6 +153,7 @@ class ModelTokenizers {
 
  private:
   class RemoteCall;
+  struct PoolMetrics;
 
   // A prompt owned by a remote call (tried on several pods, then perhaps locally).
   struct Prompt {
@@ -175,6 +183,7 @@ class ModelTokenizers {
   const std::string endpoint_;
   const std::string endpoint_template_;
   mutable std::optional<tokenizer::RemoteTokenizerPool> pool_;
+  std::unique_ptr<PoolMetrics> metrics_;  // null without a registry
 };
 
 }  // namespace aibrix::gateway

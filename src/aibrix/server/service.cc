@@ -57,7 +57,7 @@ kvevents::EventManagerOptions KvOptions(const ServiceConfig& config) {
 
 gateway::ModelTokenizers MakeTokenizers(const ServiceConfig& config,
                                         const tokenizer::Tokenizer& local,
-                                        const store::Store& store) {
+                                        const store::Store& store, prometheus::Registry& registry) {
   if (config.EffectiveTokenizer() != "remote") return gateway::ModelTokenizers(local);
   gateway::RemoteTokenizersOptions remote;
   remote.call.timeout = std::chrono::milliseconds(config.tokenizer_timeout_ms);
@@ -65,6 +65,7 @@ gateway::ModelTokenizers MakeTokenizers(const ServiceConfig& config,
   remote.endpoint_template = config.tokenizer_endpoint_template;
   remote.max_tokenizers = static_cast<size_t>(config.max_tokenizers);
   remote.ttl = std::chrono::seconds(config.tokenizer_ttl_s);
+  remote.registry = &registry;
   return gateway::ModelTokenizers(local, store, std::move(remote));
 }
 
@@ -202,7 +203,7 @@ Service::Service(ServiceConfig config)
       store_collector_(store_),
       exact_index_(ExactOptions(config_), registry_.get()),
       approx_index_(ApproxOptions(config_), registry_.get()),
-      tokenizers_(MakeTokenizers(config_, local_tokenizer_, store_)),
+      tokenizers_(MakeTokenizers(config_, local_tokenizer_, store_, *registry_)),
       kv_manager_(&store_, &exact_index_, registry_.get(), KvOptions(config_)),
       scraper_(store_, metrics::EngineMetricRegistry::Default(), ScraperOptionsFor(config_),
                *registry_),

@@ -472,8 +472,9 @@ RemoteTokenizerPool::RemoteTokenizerPool(RemoteTokenizerOptions defaults, size_t
       ttl_(ttl) {}
 
 absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> RemoteTokenizerPool::Get(
-    std::string_view endpoint, std::string_view model) {
+    std::string_view endpoint, std::string_view model, bool* created) {
   const auto now = defaults_.clock->Now();
+  if (created != nullptr) *created = false;
   std::lock_guard lock(mu_);
   for (Entry& e : entries_) {
     if (e.tokenizer->endpoint() == endpoint && e.tokenizer->model() == model) {
@@ -492,6 +493,7 @@ absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> RemoteTokenizerPool::Get(
                          [](const Entry& a, const Entry& b) { return a.last_used < b.last_used; }));
   }
   entries_.push_back(Entry{std::move(t), now});
+  if (created != nullptr) *created = true;
   return entries_.back().tokenizer;
 }
 

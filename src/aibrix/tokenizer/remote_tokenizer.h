@@ -164,9 +164,11 @@ class RemoteTokenizerPool {
   RemoteTokenizerPool(const RemoteTokenizerPool&) = delete;
   RemoteTokenizerPool& operator=(const RemoteTokenizerPool&) = delete;
 
-  // The tokenizer of (endpoint, model). Errors: as RemoteTokenizer::Create.
+  // The tokenizer of (endpoint, model); `*created` (when given) says whether it was made by
+  // this call. Errors: as RemoteTokenizer::Create.
   absl::StatusOr<std::shared_ptr<const RemoteTokenizer>> Get(std::string_view endpoint,
-                                                             std::string_view model);
+                                                             std::string_view model,
+                                                             bool* created = nullptr);
   size_t size() const;
 
  private:
