@@ -1,6 +1,5 @@
 #include "tests/util/in_process_service.h"
 
-
 #include "fmt/format.h"
 #include "gtest/gtest.h"
 #include "tests/util/metrics_text.h"

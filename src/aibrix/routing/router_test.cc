@@ -152,12 +152,12 @@ class RouterTest : public ::testing::Test {
 
 TEST_F(RouterTest, NamesAreSortedAndFound) {
   auto router = MakeRouter();
-  EXPECT_THAT(router->Names(),
-              ElementsAre("kv-aware", "least-busy-time", "least-gpu-cache", "least-kv-cache",
-                          "least-latency", "least-load", "least-request", "least-utilization",
-                          "pack-load", "prefix-cache", "prefix-cache-kv", "random", "slo",
-                          "slo-least-load", "slo-least-load-pulling", "slo-pack-load",
-                          "throughput", "vtc-basic"));
+  EXPECT_THAT(
+      router->Names(),
+      ElementsAre("kv-aware", "least-busy-time", "least-gpu-cache", "least-kv-cache",
+                  "least-latency", "least-load", "least-request", "least-utilization", "pack-load",
+                  "prefix-cache", "prefix-cache-kv", "random", "slo", "slo-least-load",
+                  "slo-least-load-pulling", "slo-pack-load", "throughput", "vtc-basic"));
   for (const std::string& n : router->Names()) {
     ASSERT_NE(router->Find(n), nullptr);
     EXPECT_EQ(router->Find(n)->name(), n);
