@@ -170,7 +170,6 @@ class FakeKubeApi {
   std::vector<std::thread> threads_;
   std::map<std::string, Collection> collections_;
   std::vector<Entry> history_;
-  size_t history_start_ = 0;  // entries before it were compacted away
   int64_t rv_ = 1000;
   int64_t compacted_rv_ = 0;
   int max_page_ = 0;
