@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "aibrix/store/test_pods.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -377,7 +378,7 @@ TEST(StoreTest, ApplyPublishesABatchAsOneSnapshot) {
   const uint64_t version = store.snapshot()->version;
   std::vector<StoreWrite> writes;
   writes.push_back(ModelAdapterObject{"default", "lora", {"p1", "p2", "p1"}});  // before its pods
-  for (int i = 0; i < 3; ++i) writes.push_back(MakePod("p" + std::to_string(i), "llama"));
+  for (int i = 0; i < 3; ++i) writes.push_back(MakePod(absl::StrCat("p", i), "llama"));
   writes.push_back(PodDeletion{"default", "old"});
   writes.push_back(MakePod("p0", "llama", "10.9.9.9"));  // replaced within the batch
   writes.push_back(PodDeletion{"default", "never-there"});
@@ -397,8 +398,8 @@ TEST(StoreTest, ApplyPublishesABatchAsOneSnapshot) {
 TEST(StoreTest, SnapshotsShareWhatAChangeDoesNotTouch) {
   Store store;
   for (int i = 0; i < 300; ++i) {
-    store.AddPod(MakePod("a" + std::to_string(i), "model-a"));
-    store.AddPod(MakePod("b" + std::to_string(i), "model-b"));
+    store.AddPod(MakePod(absl::StrCat("a", i), "model-a"));
+    store.AddPod(MakePod(absl::StrCat("b", i), "model-b"));
   }
   SnapshotRef before = store.snapshot();
   PodObject changed = MakePod("a7", "model-a", "10.7.7.7");
@@ -499,7 +500,7 @@ TEST(StoreTest, IncrementalSnapshotsMatchAFullRebuild) {
 
 TEST(StoreTest, ConcurrentAddDoneLeavesCountsAtZero) {
   Store store;
-  for (int i = 0; i < 4; ++i) store.AddPod(MakePod("p" + std::to_string(i), "llama"));
+  for (int i = 0; i < 4; ++i) store.AddPod(MakePod(absl::StrCat("p", i), "llama"));
   constexpr int kThreads = 8;
   constexpr int kRequests = 5000;
   std::vector<std::thread> threads;
