@@ -183,6 +183,55 @@ TEST(DecoderTest, MapEventsInAnyKeyOrderWithUnknownKeys) {
   EXPECT_FALSE(s.parent_block_hash);
 }
 
+// Token ids in every integer form msgpack allows (canonical or not, signed forms of
+// non-negative values), each once mid-array and once near the payload's end: the
+// word-at-a-time path (8 bytes readable) and the bytewise one must agree.
+TEST(DecoderTest, TokenIdsInEveryIntegerForm) {
+  const std::vector<std::pair<uint32_t, std::string>> forms = {
+      {0, std::string(1, '\0')},
+      {127, "\x7f"},
+      {200, "\xcc\xc8"},
+      {5, std::string("\xcc\x05", 2)},
+      {65535, "\xcd\xff\xff"},
+      {7, std::string("\xcd\x00\x07", 3)},
+      {4294967295u, "\xce\xff\xff\xff\xff"},
+      {151999, std::string("\xce\x00\x02\x51\xbf", 5)},
+      {9, std::string("\xcf\x00\x00\x00\x00\x00\x00\x00\x09", 9)},
+      {300, std::string("\xd1\x01\x2c", 3)},
+      {70000, std::string("\xd2\x00\x01\x11\x70", 5)},
+  };
+  for (size_t last = 0; last < forms.size(); ++last) {
+    std::vector<uint32_t> want;
+    std::string payload;
+    MsgpackWriter w(&payload);
+    w.Array(3);
+    w.Double(5);
+    w.Array(1);
+    w.Array(5);
+    w.Str("BlockStored");
+    w.Array(1);
+    w.Uint(1);
+    w.Nil();
+    w.Array(forms.size() + 1);
+    for (size_t i = 0; i < forms.size(); ++i) {
+      if (i == last) continue;
+      payload += forms[i].second;
+      want.push_back(forms[i].first);
+    }
+    // The id written last sits 3 bytes before the payload's end (then 0x01, the block size
+    // and the rank).
+    payload += forms[last].second;
+    want.push_back(forms[last].first);
+    w.Uint(1);
+    want.push_back(1);
+    w.Uint(16);  // block_size
+    w.Uint(0);   // data_parallel_rank
+    auto got = DecodeBatch(payload);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(std::get<kv::BlockStored>(got->events.at(0)).token_ids, want) << "last " << last;
+  }
+}
+
 TEST(DecoderTest, ExtraTrailingElementsAndWrongTypedOptionalsAreIgnored) {
   const std::string payload = Batch(
       [](MsgpackWriter& w) {
