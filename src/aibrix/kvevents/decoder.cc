@@ -1,6 +1,5 @@
 #include "aibrix/kvevents/decoder.h"
 
-#include <array>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -60,24 +59,6 @@ inline uint64_t Be(const uint8_t* p, int n) {
   for (int k = 0; k < n; ++k) v = (v << 8) | p[k];
   return v;
 }
-
-// How a token id's msgpack encoding is read out of the 8 bytes starting at its tag, taken
-// as one big-endian word: (word >> shift) & mask, then `len` bytes consumed. len 0: not a
-// uint form a token takes (the general path decides). Token ids mix 1-, 2- and 4-byte forms
-// at random, so a branch per form mispredicts; the table lookup does not branch.
-struct TokenCode {
-  uint8_t len = 0;
-  uint8_t shift = 0;
-  uint32_t mask = 0;
-};
-constexpr std::array<TokenCode, 256> kTokenCodes = [] {
-  std::array<TokenCode, 256> codes{};
-  for (int c = 0; c <= 0x7f; ++c) codes[c] = {1, 56, 0x7f};  // positive fixint
-  codes[0xcc] = {2, 48, 0xff};                               // uint8
-  codes[0xcd] = {3, 40, 0xffff};                             // uint16
-  codes[0xce] = {5, 24, 0xffffffff};                         // uint32
-  return codes;
-}();
 
 class Decoder {
  public:
@@ -371,56 +352,32 @@ class Decoder {
     }
     if (!Charge(v.n, sizeof(uint32_t))) return false;
     out->resize(v.n);
-    uint32_t* const t = out->data();
+    uint32_t* t = out->data();
     for (uint32_t k = 0; k < v.n; ++k) {
-      k = TableTokens(t, k, v.n);
-      if (k == v.n) break;
-      if (!Token(&t[k])) return false;
-    }
-    return true;
-  }
-
-  // Ids [k, n) while the table knows their form and 8 bytes are readable (p_ kept in a
-  // register: stores to `t` may alias the decoder's members). Returns the first id left.
-  uint32_t TableTokens(uint32_t* t, uint32_t k, uint32_t n) {
-    const uint8_t* p = p_;
-    for (; k < n && end_ - p >= 8; ++k) {
-      const TokenCode code = kTokenCodes[*p];
-      if (code.len == 0) break;
-      uint64_t word;
-      std::memcpy(&word, p, 8);
-      t[k] = static_cast<uint32_t>(__builtin_bswap64(word) >> code.shift) & code.mask;
-      p += code.len;
-    }
-    p_ = p;
-    return k;
-  }
-
-  // One id in any form: near the end of the payload, or a form the table leaves out.
-  bool Token(uint32_t* out) {
-    if (p_ == end_) return Fail("truncated");
-    const uint8_t c = *p_;
-    if (c <= 0x7f) {
-      *out = c;
-      ++p_;
-    } else if (c == 0xcc && remaining() >= 2) {
-      *out = p_[1];
-      p_ += 2;
-    } else if (c == 0xcd && remaining() >= 3) {
-      *out = static_cast<uint32_t>(Be(p_ + 1, 2));
-      p_ += 3;
-    } else if (c == 0xce && remaining() >= 5) {
-      *out = static_cast<uint32_t>(Be(p_ + 1, 4));
-      p_ += 5;
-    } else {
-      Val x;
-      if (!Next(&x)) return false;
-      if (x.kind == Kind::kUint && x.u <= 0xffffffffULL) {
-        *out = static_cast<uint32_t>(x.u);
-      } else if (x.kind == Kind::kInt && x.i >= 0 && x.i <= 0xffffffffLL) {
-        *out = static_cast<uint32_t>(x.i);
+      if (p_ == end_) return Fail("truncated");
+      const uint8_t c = *p_;
+      if (c <= 0x7f) {
+        t[k] = c;
+        ++p_;
+      } else if (c == 0xcc && remaining() >= 2) {
+        t[k] = p_[1];
+        p_ += 2;
+      } else if (c == 0xcd && remaining() >= 3) {
+        t[k] = static_cast<uint32_t>(Be(p_ + 1, 2));
+        p_ += 3;
+      } else if (c == 0xce && remaining() >= 5) {
+        t[k] = static_cast<uint32_t>(Be(p_ + 1, 4));
+        p_ += 5;
       } else {
-        return Fail("token id is not an int in uint32 range");
+        Val x;
+        if (!Next(&x)) return false;
+        if (x.kind == Kind::kUint && x.u <= 0xffffffffULL) {
+          t[k] = static_cast<uint32_t>(x.u);
+        } else if (x.kind == Kind::kInt && x.i >= 0 && x.i <= 0xffffffffLL) {
+          t[k] = static_cast<uint32_t>(x.i);
+        } else {
+          return Fail("token id is not an int in uint32 range");
+        }
       }
     }
     return true;
