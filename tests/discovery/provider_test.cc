@@ -29,7 +29,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-std::vector<std::string> Keys(const std::vector<store::PodRef>& pods) {
+template <class Pods>  // std::vector<store::PodRef> or store::PodList
+std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
   for (const store::PodRef& pod : pods) keys.push_back(pod->key);
   return keys;

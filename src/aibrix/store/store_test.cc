@@ -18,7 +18,8 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using testing::MakePod;
 
-std::vector<std::string> Keys(const std::vector<PodRef>& pods) {
+template <class Pods>  // std::vector<PodRef> or PodList
+std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
   for (const PodRef& pod : pods) keys.push_back(pod->key);
   return keys;
