@@ -44,6 +44,10 @@ void Store::DeleteModelAdapter(std::string_view ns, std::string_view name) {
 
 void Store::Apply(std::vector<StoreWrite> writes) {
   common::MutexLock lock(&write_mu_);
+  if (writes.size() > 1) {  // a LIST: no rehashing (and moving of pod objects) on the way
+    pods_.reserve(pods_.size() + writes.size());
+    dirty_.reserve(dirty_.size() + writes.size());
+  }
   for (StoreWrite& write : writes) {
     if (auto* pod = std::get_if<PodObject>(&write)) {
       AddPodLocked(std::move(*pod));
