@@ -29,7 +29,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-std::vector<std::string> Keys(const std::vector<store::PodRef>& pods) {
+template <class Pods>  // std::vector<store::PodRef> or store::PodList
+std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
   for (const store::PodRef& pod : pods) keys.push_back(pod->key);
   return keys;
@@ -217,8 +218,10 @@ TEST_F(ProviderTest, WatchEventAddingAnEligiblePodSubscribesToItsKvEvents) {
   EXPECT_EQ(sink.blocks("default/engine").count(77), 1u);
 
   api_.Remove(kPodsPath, "default", "engine");
+  // The manager drops the subscription, then clears the pod's entries (after it is no longer
+  // listed): wait for both.
   ASSERT_TRUE(Eventually([&] { return manager.SubscribedPods().empty(); }));
-  EXPECT_TRUE(sink.blocks("default/engine").empty());
+  EXPECT_TRUE(Eventually([&] { return sink.blocks("default/engine").empty(); }));
   manager.Stop();
 }
 

@@ -138,6 +138,14 @@ TEST_F(ManagerTest, EligibilityRules) {
   for (const auto& p : {no_label, label_false, pending, no_ip, not_ready}) store_.AddPod(p);
   ASSERT_TRUE(m.WaitIdle());
   EXPECT_EQ(m.SubscribedPods(), std::vector<std::string>{"default/not-ready"});
+  // HasTarget (the listener's filter) agrees with TargetForPod on every case.
+  auto no_port = EligiblePod("no-port", *pub);
+  no_port.labels[store::kKvEventsPortLabel] = "0";
+  for (const auto& p : {no_label, label_false, pending, no_ip, not_ready, no_port}) {
+    store::Pod record;
+    record.object = p;
+    EXPECT_EQ(HasTarget(record, Options()), TargetForPod(record, Options()) != nullptr) << p.name;
+  }
 
   // A pod without a model name is not even cached by the Store; TargetForPod rejects it too.
   store::Pod bare;
@@ -287,6 +295,46 @@ class GatedClearSink : public RecordingSink {
   bool open_ = true;
   int waiting_ = 0;
 };
+
+// Changes between two versions without a target are not queued (HasTarget): while the
+// manager thread is still reconciling the change that made the pod ineligible, more
+// ineligible versions come; the pod stays unsubscribed, and becomes subscribed again as soon
+// as a version is eligible.
+TEST_F(ManagerTest, ChangesBetweenIneligibleVersionsNeedNoReconciliation) {
+  auto pub = StartPublisher();
+  ASSERT_TRUE(pub);
+  GatedClearSink sink;
+  EventManager m(&store_, &sink, nullptr, Options());
+  ASSERT_TRUE(m.Start().ok());
+  auto pod = EligiblePod("p", *pub);
+  store_.AddPod(pod);
+  ASSERT_TRUE(m.WaitIdle());
+  ASSERT_EQ(m.SubscribedPods().size(), 1u);
+  sink.CloseGate();
+  pod.labels[store::kKvEventsEnabledLabel] = "false";
+  store_.UpdatePod(pod);
+  ASSERT_TRUE(Eventually([&] { return sink.waiting() == 1; }));  // unsubscribing, held
+  for (int i = 0; i < 3; ++i) {
+    pod.labels["unrelated"] = std::to_string(i);
+    pod.ready_condition = i % 2 == 0;
+    store_.UpdatePod(pod);
+  }
+  sink.OpenGate();
+  ASSERT_TRUE(m.WaitIdle());
+  EXPECT_TRUE(m.SubscribedPods().empty());
+  EXPECT_EQ(sink.clears(), 1u);
+  // Ineligible pods added and removed: nothing to do.
+  auto other = EligiblePod("other", *pub);
+  other.phase = "Pending";
+  store_.AddPod(other);
+  store_.DeletePod("default", "other");
+  ASSERT_TRUE(m.WaitIdle());
+  EXPECT_TRUE(m.SubscribedPods().empty());
+  pod.labels[store::kKvEventsEnabledLabel] = "true";
+  store_.UpdatePod(pod);
+  ASSERT_TRUE(m.WaitIdle());
+  EXPECT_EQ(m.SubscribedPods(), std::vector<std::string>{"default/p"});
+}
 
 TEST_F(ManagerTest, PodChangesNeverBlockTheStoreWriter) {
   GatedClearSink sink;

@@ -41,21 +41,23 @@ bool PodTarget::operator==(const PodTarget& o) const {
   return true;
 }
 
-std::unique_ptr<PodTarget> TargetForPod(const store::Pod& pod, const EventManagerOptions& options) {
+bool HasTarget(const store::Pod& pod, const EventManagerOptions& options) {
   const store::PodObject& o = pod.object;
-  if (!options.enabled || !store::PodKvEventsEnabled(o) || o.phase != "Running" || o.ip.empty()) {
-    return nullptr;
-  }
-  const std::string model = store::PodModelName(o);
-  if (model.empty()) return nullptr;
+  return options.enabled && store::PodKvEventsEnabled(o) && o.phase == "Running" && !o.ip.empty() &&
+         !store::PodModelName(o).empty() &&
+         LabelPort(o, store::kKvEventsPortLabel, options.default_port) != 0;
+}
+
+std::unique_ptr<PodTarget> TargetForPod(const store::Pod& pod, const EventManagerOptions& options) {
+  if (!HasTarget(pod, options)) return nullptr;
+  const store::PodObject& o = pod.object;
   auto t = std::make_unique<PodTarget>();
   t->uid = o.uid;
   t->ip = o.ip;
-  t->model = model;
+  t->model = store::PodModelName(o);
   t->lora_id = store::PodLoraId(o);
   const int port = LabelPort(o, store::kKvEventsPortLabel, options.default_port);
   const int replay = LabelPort(o, store::kKvReplayPortLabel, options.default_replay_port);
-  if (port == 0) return nullptr;
   const int dp = store::PodDataParallelSize(o);
   for (int r = 0; r < dp && port + r <= 65535; ++r) {
     RankEndpoint ep;
@@ -128,7 +130,11 @@ void EventManager::Stop() {
 
 void EventManager::OnPodChanged(const store::PodRef& before, const store::PodRef& after) {
   if (!options_.enabled) return;
-  Enqueue(after ? after->key : before ? before->key : std::string());
+  // Nothing to reconcile between two versions without a target (header): no hand-off.
+  if ((!before || !HasTarget(*before, options_)) && (!after || !HasTarget(*after, options_))) {
+    return;
+  }
+  Enqueue(after ? after->key : before->key);
 }
 
 void EventManager::Enqueue(const std::string& key) {

@@ -15,6 +15,8 @@
 // Thread safety: OnPodChanged is called on the Store's writer thread and only records the
 // pod key in a queue (never blocks on sockets). A manager thread reconciles each queued key
 // against the Store's current snapshot, so the order of notifications does not matter.
+// A change between two versions that are both ineligible (or absent) is not queued: the
+// change that made the pod ineligible was, and its reconciliation sees an ineligible version.
 // Start/Stop/SubscribedPods may be called from any thread.
 #pragma once
 
@@ -65,6 +67,8 @@ struct PodTarget {
 
 // The target for `pod` (null if the pod is not eligible). Pure; exposed for tests.
 std::unique_ptr<PodTarget> TargetForPod(const store::Pod& pod, const EventManagerOptions& options);
+// Whether TargetForPod would give `pod` a target, without building it.
+bool HasTarget(const store::Pod& pod, const EventManagerOptions& options);
 
 class EventManager final : public store::PodListener {
  public:

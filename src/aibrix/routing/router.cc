@@ -110,12 +110,15 @@ absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
   if (!request.exclude_pods.empty()) {
     filtered.model = pods->model;
     filtered.state = pods->state;
+    std::vector<store::PodRef> kept;
+    kept.reserve(pods->ready.size());
     for (const store::PodRef& pod : pods->ready) {
       if (std::find(request.exclude_pods.begin(), request.exclude_pods.end(), pod->key) ==
           request.exclude_pods.end()) {
-        filtered.ready.push_back(pod);
+        kept.push_back(pod);
       }
     }
+    filtered.ready = store::PodList(std::move(kept));
     view = &filtered;
   }
   if (view->ready.empty()) {

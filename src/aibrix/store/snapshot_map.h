@@ -1,9 +1,12 @@
 // SnapshotMap: the immutable key -> record maps of a Store snapshot (pods by key, models by
-// name). The map is split into 128 shards held by shared pointers, and a new snapshot shares
-// every shard the change does not touch: publishing one pod's change copies one shard (about
-// 80 entries at 10,000 pods) rather than the whole map. A shard is a vector sorted by
-// (key hash, key) whose entries keep their hash and a view of the key inside the record, so
-// copying one hashes nothing and copies no string.
+// name). The map is split into 1,024 shards, grouped 32 to a group; groups and shards are
+// held by shared pointers, and a new snapshot shares every group and shard the change does
+// not touch: publishing one pod's change copies the group array (32 pointers), one group
+// (32) and one shard (about 10 entries at 10,000 pods) rather than the whole map. Each copied
+// entry costs a reference-count update on its record, a cache miss in a large fleet, so the
+// shards are kept small. A shard is a vector sorted by (key hash, key) whose entries keep
+// their hash and a view of the key inside the record, so copying one hashes nothing and
+// copies no string.
 //
 //   SnapshotMap<Pod, &Pod::key>::Builder next(previous->pods);
 //   next.Put(record);                   // insert or replace by record->key
@@ -33,7 +36,9 @@ template <class T, std::string T::*kKey>
 class SnapshotMap {
  public:
   using Ref = std::shared_ptr<const T>;
-  static constexpr size_t kShards = 128;
+  static constexpr size_t kGroups = 32;
+  static constexpr size_t kShardsPerGroup = 32;
+  static constexpr size_t kShards = kGroups * kShardsPerGroup;
   // One entry: the key's hash (kept, so a shard is copied without hashing anything), a view
   // of the key inside the record, the record. A shard is sorted by (hash, key).
   struct Slot {
@@ -42,11 +47,15 @@ class SnapshotMap {
     Ref value;
   };
   using Shard = std::vector<Slot>;
+  using Group = std::array<std::shared_ptr<const Shard>, kShardsPerGroup>;  // null: empty
 
   // The record of `key`, or null.
   const Ref* Find(std::string_view key) const {
     const uint64_t hash = HashOf(key);
-    const auto& shard = shards_[ShardOf(hash)];
+    const size_t index = ShardOf(hash);
+    const auto& group = groups_[index / kShardsPerGroup];
+    if (group == nullptr) return nullptr;
+    const auto& shard = (*group)[index % kShardsPerGroup];
     if (shard == nullptr) return nullptr;
     const auto it = LowerBound(*shard, hash, key);
     return it != shard->end() && it->hash == hash && it->key == ToAbsl(key) ? &it->value : nullptr;
@@ -56,9 +65,12 @@ class SnapshotMap {
   // Calls fn(const Ref&) for every record, in no particular order.
   template <class Fn>
   void ForEach(Fn&& fn) const {
-    for (const auto& shard : shards_) {
-      if (shard == nullptr) continue;
-      for (const Slot& slot : *shard) fn(slot.value);
+    for (const auto& group : groups_) {
+      if (group == nullptr) continue;
+      for (const auto& shard : *group) {
+        if (shard == nullptr) continue;
+        for (const Slot& slot : *shard) fn(slot.value);
+      }
     }
   }
 
@@ -84,8 +96,9 @@ class SnapshotMap {
     bool Erase(std::string_view key) {
       const uint64_t hash = HashOf(key);
       const size_t index = ShardOf(hash);
-      if (map_.shards_[index] == nullptr) return false;
-      const auto& base = *map_.shards_[index];
+      const auto& group = map_.groups_[index / kShardsPerGroup];
+      if (group == nullptr || (*group)[index % kShardsPerGroup] == nullptr) return false;
+      const auto& base = *(*group)[index % kShardsPerGroup];
       const auto found = LowerBound(base, hash, key);
       if (found == base.end() || found->hash != hash || found->key != ToAbsl(key)) return false;
       const size_t at = static_cast<size_t>(found - base.begin());
@@ -97,23 +110,30 @@ class SnapshotMap {
     SnapshotMap Build() && { return std::move(map_); }
 
    private:
-    // The shard, copied from the base map on its first change.
+    // The shard, copied (with its group) from the base map on its first change.
     Shard& Own(size_t index) {
-      if (owned_[index] == nullptr) {
-        const auto& base = map_.shards_[index];
-        auto fresh = base == nullptr ? std::make_shared<Shard>() : std::make_shared<Shard>(*base);
-        owned_[index] = fresh.get();
-        map_.shards_[index] = std::move(fresh);
+      if (owned_[index] != nullptr) return *owned_[index];
+      const size_t g = index / kShardsPerGroup;
+      if (owned_groups_[g] == nullptr) {
+        const auto& base = map_.groups_[g];
+        auto fresh = base == nullptr ? std::make_shared<Group>() : std::make_shared<Group>(*base);
+        owned_groups_[g] = fresh.get();
+        map_.groups_[g] = std::move(fresh);
       }
+      auto& slot = (*owned_groups_[g])[index % kShardsPerGroup];
+      auto fresh = slot == nullptr ? std::make_shared<Shard>() : std::make_shared<Shard>(*slot);
+      owned_[index] = fresh.get();
+      slot = std::move(fresh);
       return *owned_[index];
     }
 
     SnapshotMap map_;
-    std::array<Shard*, kShards> owned_{};  // the shards copied by this builder
+    std::array<Group*, kGroups> owned_groups_{};  // the groups copied by this builder
+    std::array<Shard*, kShards> owned_{};         // the shards copied by this builder
   };
 
  private:
-  static_assert(kShards == 128, "ShardOf takes the top 7 bits");
+  static_assert(kShards == 1024, "ShardOf takes the top 10 bits");
 
   static absl::string_view ToAbsl(std::string_view key) {
     return absl::string_view(key.data(), key.size());
@@ -121,7 +141,7 @@ class SnapshotMap {
   static uint64_t HashOf(std::string_view key) {
     return static_cast<uint64_t>(absl::Hash<absl::string_view>{}(ToAbsl(key)));
   }
-  static size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 57); }
+  static size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 54); }
   template <class Vector>
   static auto LowerBound(Vector& shard, uint64_t hash, std::string_view key) {
     return std::lower_bound(shard.begin(), shard.end(), std::pair(hash, ToAbsl(key)),
@@ -131,7 +151,7 @@ class SnapshotMap {
                             });
   }
 
-  std::array<std::shared_ptr<const Shard>, kShards> shards_;  // null: empty
+  std::array<std::shared_ptr<const Group>, kGroups> groups_;  // null: empty
   size_t size_ = 0;
 };
 

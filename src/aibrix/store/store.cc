@@ -44,6 +44,10 @@ void Store::DeleteModelAdapter(std::string_view ns, std::string_view name) {
 
 void Store::Apply(std::vector<StoreWrite> writes) {
   common::MutexLock lock(&write_mu_);
+  if (writes.size() > 1) {  // a LIST: no rehashing (and moving of pod objects) on the way
+    pods_.reserve(pods_.size() + writes.size());
+    dirty_.reserve(dirty_.size() + writes.size());
+  }
   for (StoreWrite& write : writes) {
     if (auto* pod = std::get_if<PodObject>(&write)) {
       AddPodLocked(std::move(*pod));
@@ -151,23 +155,51 @@ struct MemberChange {
   PodRef after;
 };
 
-// The model's pod list after `changes` (sorted by key, one per pod) on `before` (sorted).
-std::vector<PodRef> Merge(const std::vector<PodRef>& before,
-                          const std::vector<MemberChange>& changes) {
-  std::vector<PodRef> out;
-  out.reserve(before.size() + changes.size());
-  size_t i = 0;
+// The model's pod lists after `changes` (sorted by key, one per pod) on `before`. A few
+// changes are applied to copies of the previous lists, which share every chunk they do not
+// touch; many (a LIST) rebuild the lists in one merge.
+void UpdateMembers(const ModelPods* before, const std::vector<MemberChange>& changes,
+                   ModelPods& out) {
+  if (before != nullptr && changes.size() * PodList::kMaxChunk <= before->pods.size()) {
+    out.pods = before->pods;
+    out.ready = before->ready;
+    for (const MemberChange& change : changes) {
+      if (change.after) {
+        out.pods.Put(change.after);
+      } else {
+        out.pods.Erase(*change.key);
+      }
+      if (change.after && change.after->ready) {
+        out.ready.Put(change.after);
+      } else {
+        out.ready.Erase(*change.key);
+      }
+    }
+    return;
+  }
+  static const PodList kNone;
+  const PodList& old = before ? before->pods : kNone;
+  std::vector<PodRef> pods;
+  std::vector<PodRef> ready;
+  pods.reserve(old.size() + changes.size());
+  ready.reserve(old.size() + changes.size());
+  const auto add = [&](const PodRef& pod) {
+    pods.push_back(pod);
+    if (pod->ready) ready.push_back(pod);
+  };
+  auto i = old.begin();
   size_t j = 0;
-  while (i < before.size() || j < changes.size()) {
-    if (j == changes.size() || (i < before.size() && before[i]->key < *changes[j].key)) {
-      out.push_back(before[i++]);
+  while (i != old.end() || j < changes.size()) {
+    if (j == changes.size() || (i != old.end() && (*i)->key < *changes[j].key)) {
+      add(*i++);
       continue;
     }
-    if (i < before.size() && before[i]->key == *changes[j].key) ++i;
-    if (changes[j].after) out.push_back(changes[j].after);
+    if (i != old.end() && (*i)->key == *changes[j].key) ++i;
+    if (changes[j].after) add(changes[j].after);
     ++j;
   }
-  return out;
+  out.pods = PodList(std::move(pods));
+  out.ready = PodList(std::move(ready));
 }
 
 }  // namespace
@@ -192,7 +224,13 @@ void Store::PublishAndNotifyLocked() {
         after = entry.published;  // an adapter change that does not concern this pod
       } else {
         auto record = std::make_shared<Pod>();
-        record->object = entry.pending ? std::move(*entry.pending) : entry.published->object;
+        // Not a conditional expression: `pending ? std::move(*pending) : published->object`
+        // is a const prvalue, copied rather than moved.
+        if (entry.pending) {
+          record->object = std::move(*entry.pending);
+        } else {
+          record->object = entry.published->object;
+        }
         record->key = key;
         record->model = PodModelName(record->object);
         record->models = std::move(models);
@@ -233,18 +271,13 @@ void Store::PublishAndNotifyLocked() {
     std::sort(changes.begin(), changes.end(),
               [](const MemberChange& a, const MemberChange& b) { return *a.key < *b.key; });
     const ModelPodsRef* old = previous->models.Find(model);
-    std::vector<PodRef> members = Merge(old ? (*old)->pods : std::vector<PodRef>{}, changes);
-    if (members.empty()) {
+    auto entry = std::make_shared<ModelPods>();
+    UpdateMembers(old ? old->get() : nullptr, changes, *entry);
+    if (entry->pods.empty()) {
       models.Erase(model);
       continue;
     }
-    auto entry = std::make_shared<ModelPods>();
     entry->model = model;
-    entry->ready.reserve(members.size());
-    for (const PodRef& pod : members) {
-      if (pod->ready) entry->ready.push_back(pod);
-    }
-    entry->pods = std::move(members);
     // A model keeps its state for the Store's lifetime (also while it has no pods), so an
     // in-flight request can point at it without sharing a reference count across threads.
     auto [state_it, inserted] = model_states_.try_emplace(model);

@@ -30,6 +30,7 @@
 #include "aibrix/common/mutex.h"
 #include "aibrix/common/striped_counter.h"
 #include "aibrix/store/pod.h"
+#include "aibrix/store/pod_list.h"
 #include "aibrix/store/request_table.h"
 #include "aibrix/store/snapshot_map.h"
 
@@ -64,11 +65,12 @@ struct SettledRequest {
                                       // the Store's lifetime
 };
 
-// The pods of one model, as of one snapshot.
+// The pods of one model, as of one snapshot. Successive snapshots' lists share the chunks
+// a change does not touch (PodList).
 struct ModelPods {
   std::string model;
-  std::vector<PodRef> pods;   // every mapped pod, sorted by key
-  std::vector<PodRef> ready;  // the ready subset, sorted by key
+  PodList pods;   // every mapped pod, sorted by key
+  PodList ready;  // the ready subset, sorted by key
   std::shared_ptr<ModelState> state;
 };
 using ModelPodsRef = std::shared_ptr<const ModelPods>;

@@ -19,7 +19,8 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using testing::MakePod;
 
-std::vector<std::string> Keys(const std::vector<PodRef>& pods) {
+template <class Pods>  // std::vector<PodRef> or PodList
+std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
   for (const PodRef& pod : pods) keys.push_back(pod->key);
   return keys;
@@ -413,6 +414,14 @@ TEST(StoreTest, SnapshotsShareWhatAChangeDoesNotTouch) {
   EXPECT_EQ((*after->pods.Find("default/a7"))->ip(), "10.7.7.7");
   EXPECT_EQ(after->pods.size(), 600u);
   EXPECT_EQ((*after->models.Find("model-a"))->pods.size(), 300u);
+  // Within the changed model, the chunks of its lists away from the change are shared:
+  // "default/a0" is first, "default/a7" at position 267.
+  const ModelPods& model_before = **before->models.Find("model-a");
+  const ModelPods& model_after = **after->models.Find("model-a");
+  EXPECT_EQ(&model_before.pods.front(), &model_after.pods.front());
+  EXPECT_EQ(&model_before.ready.front(), &model_after.ready.front());
+  EXPECT_NE(model_before.pods[267], model_after.pods[267]);
+  EXPECT_EQ(model_after.pods[267]->ip(), "10.7.7.7");
 }
 
 // Random writes, checked after each against the whole state recomputed from scratch: the
