@@ -452,10 +452,13 @@ class ExpositionParser {
     while (n < line.size() && IsMetricNameChar(line[n])) ++n;
     const std::string_view name = line.substr(0, n);  // metric-name characters only
     if (name.empty() || !IsMetricNameStart(name.front())) return Bad("invalid metric name");
+    // With only_families the family is looked up before the labels (to skip them), and that
+    // lookup is kept for below; without, only a good line is looked up.
+    std::pair<uint32_t, std::optional<Role>> found{kNone, std::nullopt};
     if (options_.only_families != nullptr) {
-      const auto [index, role] = Lookup(name);
-      if (role && out_.families_[index].skipped) {
-        current_ = index;
+      found = Lookup(name);
+      if (found.second && out_.families_[found.first].skipped) {
+        current_ = found.first;
         ++out_.skipped_lines_;
         return;
       }
@@ -481,7 +484,7 @@ class ExpositionParser {
       const std::string_view extra = Word(rest);
       if (!extra.empty() && extra.front() != '#') return fail("trailing text after the timestamp");
     }
-    const auto [index, role] = Resolve(name);
+    const auto [index, role] = found.first != kNone ? found : Resolve(name);
     if (!role) return fail("sample name does not fit its family's type");
     current_ = index;
     switch (*role) {
