@@ -70,12 +70,33 @@ void BM_Parse(benchmark::State& state) {
 }
 BENCHMARK(BM_Parse)->UseRealTime()->Repetitions(5);
 
+// The parse a scrape of a vLLM pod does: only the families of the registered vLLM metrics.
+void BM_ParseForScrape(benchmark::State& state) {
+  const std::string& body = Body();
+  const auto bindings = aibrix::metrics::EngineMetricRegistry::Default().BindingsFor("vllm");
+  const auto names = aibrix::metrics::BoundNames(bindings);
+  aibrix::metrics::ParseOptions options;
+  options.only_families = &names;
+  size_t series = 0;
+  for (auto _ : state) {
+    auto parsed = aibrix::metrics::ParseExposition(body, options);
+    series = parsed->series_count();
+    benchmark::DoNotOptimize(parsed);
+  }
+  state.counters["series"] = static_cast<double>(series);
+  state.counters["bytes"] = static_cast<double>(body.size());
+}
+BENCHMARK(BM_ParseForScrape)->UseRealTime()->Repetitions(5);
+
 void BM_ParseAndExtract(benchmark::State& state) {
   const std::string& body = Body();
   const auto bindings = aibrix::metrics::EngineMetricRegistry::Default().BindingsFor("vllm");
+  const auto names = aibrix::metrics::BoundNames(bindings);
+  aibrix::metrics::ParseOptions options;
+  options.only_families = &names;
   size_t values = 0;
   for (auto _ : state) {
-    auto parsed = aibrix::metrics::ParseExposition(body);
+    auto parsed = aibrix::metrics::ParseExposition(body, options);
     aibrix::metrics::Extractor extractor(bindings, "");
     extractor.Add(*parsed);
     auto out = extractor.Finish(std::chrono::steady_clock::now());

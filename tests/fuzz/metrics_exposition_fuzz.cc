@@ -1,7 +1,8 @@
 // libFuzzer target: the whole path an engine's /metrics body takes in the service — the
 // exposition parser, then the extraction of every engine's registered metrics (as one body
-// and as two data-parallel ports' bodies) into store values. Any input must end in a parsed
-// body or an error, never a crash; what is parsed must be self-consistent.
+// and as two data-parallel ports' bodies) into store values, and the parse a scrape does (only
+// the registered families). Any input must end in a parsed body or an error, never a crash;
+// what is parsed must be self-consistent.
 // Seed corpus: tests/testdata/metrics.
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (series != parsed->series_count()) std::abort();
+  // As a scrape parses it: only the families of the registered vLLM metrics. A skipped family
+  // has no series.
+  static const auto vllm_names = BoundNames(EngineMetricRegistry::Default().BindingsFor("vllm"));
+  ParseOptions only = options;
+  only.only_families = &vllm_names;
+  if (auto filtered = ParseExposition(body, only); filtered.ok()) {
+    size_t kept = 0;
+    for (const Family& family : filtered->families()) {
+      if (family.skipped && !family.series.empty()) std::abort();
+      kept += family.series.size();
+    }
+    if (kept != filtered->series_count()) std::abort();
+  }
   // The two halves of the input as two ports of one pod.
   auto half = ParseExposition(body.substr(size / 2), options);
   for (std::string_view engine : {"vllm", "sglang", "trtllm", "xllm"}) {

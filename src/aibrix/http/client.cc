@@ -186,6 +186,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         error_code ec;
         tcp_stream().socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
         if (!ec) {
+          v6_ = idle->v6;
           Send();
           return;
         }
@@ -237,6 +238,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   beast::tcp_stream& tcp_stream() { return beast::get_lowest_layer(stream_); }
 
   void Connect(const tcp::endpoint& endpoint) {
+    v6_ = endpoint.address().is_v6();
     tcp_stream().expires_after(options_.connect_timeout);
     tcp_stream().async_connect(endpoint, [self = this->shared_from_this()](error_code ec) {
       if (self->ended_) return;
@@ -380,9 +382,8 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     auto& socket = tcp_stream().socket();
     if (!kTls && parser_->keep_alive() && buffer_.size() == 0 && socket.is_open()) {
       error_code ec;  // no exception may leave a handler: it would end the I/O thread
-      const bool v6 = socket.local_endpoint(ec).address().is_v6();
-      const int fd = ec ? -1 : socket.release(ec);
-      if (!ec) pool_.Put(&io_, address_, {fd, v6});
+      const int fd = socket.release(ec);
+      if (!ec) pool_.Put(&io_, address_, {fd, v6_});
     }
     End(ClientError::kNone, "");
   }
@@ -413,6 +414,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   std::string chunk_;  // the body bytes handed to the observer
   bool ended_ = false;
   bool reading_ = false;
+  bool v6_ = false;  // the connection's family (pooled with its descriptor)
 };
 
 }  // namespace

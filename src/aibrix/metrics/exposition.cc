@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "fmt/format.h"
 
@@ -74,6 +75,12 @@ bool IsLabelNameChar(char c) { return Is(c, kLabelChar); }
 // Strict UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
 bool ValidUtf8(std::string_view s) {
   size_t i = 0;
+  // ASCII, nearly every label value, eight bytes at a time.
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, s.data() + i, sizeof(word));
+    if ((word & 0x8080808080808080ULL) != 0) break;
+  }
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
@@ -137,7 +144,8 @@ std::optional<double> ParsePlainDecimal(std::string_view token) {
   }
   // At least one digit, and not a lone point.
   if (i == start || (fraction >= 0 && i - start == 1)) return std::nullopt;
-  const double value = static_cast<double>(mantissa) / kPow10[fraction > 0 ? fraction : 0];
+  double value = static_cast<double>(mantissa);
+  if (mantissa != 0 && fraction > 0) value /= kPow10[fraction];  // "0.0", "12": no division
   return negative ? -value : value;
 }
 
@@ -145,6 +153,7 @@ std::optional<double> ParsePlainDecimal(std::string_view token) {
 // exponent, Inf / Infinity / NaN in any case. Out-of-range values are errors.
 std::optional<double> ParseNumber(std::string_view token) {
   if (auto plain = ParsePlainDecimal(token)) return plain;
+  if (token == "+Inf") return std::numeric_limits<double>::infinity();  // every last bucket
   if (!token.empty() && token.front() == '+') {
     token.remove_prefix(1);
     if (!token.empty() && (token.front() == '-' || token.front() == '+')) return std::nullopt;
@@ -246,12 +255,27 @@ class ExpositionParser {
     if (out_.index_.contains(name))
       return Bad("second TYPE for a family, or TYPE after its samples");
     current_ = AddFamily(name, type);
+    out_.families_[current_].skipped = !Wanted(name, type);
     ++good_lines_;
+  }
+
+  // Whether family `name` of `type` is to be parsed (ParseOptions::only_families).
+  bool Wanted(std::string_view name, MetricType type) const {
+    const auto* only = options_.only_families;
+    if (only == nullptr || only->contains(name)) return true;
+    if (type != MetricType::kCounter) return false;
+    // An OpenMetrics counter family is named without the `_total` its samples carry.
+    static constexpr std::string_view kTotal = "_total";
+    std::array<char, 256> buffer;
+    if (name.size() + kTotal.size() > buffer.size()) return true;  // parsed: never wrong
+    std::memcpy(buffer.data(), name.data(), name.size());
+    std::memcpy(buffer.data() + name.size(), kTotal.data(), kTotal.size());
+    return only->contains(std::string_view(buffer.data(), name.size() + kTotal.size()));
   }
 
   uint32_t AddFamily(std::string_view name, MetricType type) {
     const auto index = static_cast<uint32_t>(out_.families_.size());
-    out_.families_.push_back(Family{name, type, {}});
+    out_.families_.push_back(Family{name, type, false, {}});
     out_.index_.emplace(name, index);
     return index;
   }
@@ -297,8 +321,8 @@ class ExpositionParser {
     }
   }
 
-  // The family and role of sample `name`; adds an untyped family for an unknown name.
-  std::pair<uint32_t, std::optional<Role>> Resolve(std::string_view name) {
+  // The family and role of sample `name`; family kNone when no family has that name.
+  std::pair<uint32_t, std::optional<Role>> Lookup(std::string_view name) {
     if (current_ != kNone) {
       if (auto role = Match(current_, name)) return {current_, role};
     }
@@ -313,7 +337,14 @@ class ExpositionParser {
       if (it == out_.index_.end()) continue;
       if (auto role = Match(it->second, name)) return {it->second, role};
     }
-    return {AddFamily(name, MetricType::kUntyped), Role::kValue};
+    return {kNone, std::nullopt};
+  }
+
+  // Lookup, adding an untyped family for an unknown name.
+  std::pair<uint32_t, std::optional<Role>> Resolve(std::string_view name) {
+    auto found = Lookup(name);
+    if (found.first == kNone) return {AddFamily(name, MetricType::kUntyped), Role::kValue};
+    return found;
   }
 
   // Parses `{...}` at the start of `rest` into out_.labels_; false (with Bad) on error.
@@ -411,9 +442,27 @@ class ExpositionParser {
   void Sample(std::string_view line) {
     const size_t mark = out_.labels_.size();
     size_t n = 0;
+    // Samples mostly follow their family's TYPE line or its previous sample: the family's name
+    // (already checked) is skipped with one comparison, not scanned a character at a time.
+    if (current_ != kNone) {
+      const std::string_view known = out_.families_[current_].name;
+      if (line.size() >= known.size() && std::memcmp(line.data(), known.data(), known.size()) == 0)
+        n = known.size();
+    }
     while (n < line.size() && IsMetricNameChar(line[n])) ++n;
     const std::string_view name = line.substr(0, n);  // metric-name characters only
     if (name.empty() || !IsMetricNameStart(name.front())) return Bad("invalid metric name");
+    // With only_families the family is looked up before the labels (to skip them), and that
+    // lookup is kept for below; without, only a good line is looked up.
+    std::pair<uint32_t, std::optional<Role>> found{kNone, std::nullopt};
+    if (options_.only_families != nullptr) {
+      found = Lookup(name);
+      if (found.second && out_.families_[found.first].skipped) {
+        current_ = found.first;
+        ++out_.skipped_lines_;
+        return;
+      }
+    }
     std::string_view rest = line.substr(n);
     while (!rest.empty() && IsBlank(rest.front())) rest.remove_prefix(1);
     if (!rest.empty() && rest.front() == '{') {
@@ -435,7 +484,7 @@ class ExpositionParser {
       const std::string_view extra = Word(rest);
       if (!extra.empty() && extra.front() != '#') return fail("trailing text after the timestamp");
     }
-    const auto [index, role] = Resolve(name);
+    const auto [index, role] = found.first != kNone ? found : Resolve(name);
     if (!role) return fail("sample name does not fit its family's type");
     current_ = index;
     switch (*role) {

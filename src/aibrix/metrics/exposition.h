@@ -17,6 +17,13 @@
 // `max_series` are dropped and counted. The parse never allocates from a size read from
 // the input.
 //
+// Only some families (ParseOptions::only_families): the samples of a family declared by a
+// `# TYPE` line and not wanted are skipped as soon as their name is read (neither parsed nor
+// validated further, so not counted as bad either); the family is kept, marked `skipped`,
+// without series. A scrape needs only its engine's registered metrics: this skips the rest
+// of the body at the cost of a name scan per line. Samples without a TYPE line are always
+// parsed in full (so a body that is not an exposition is still rejected).
+//
 // Zero copy: names and label values are string_views into the body, except label values
 // that contained escapes (decoded into storage owned by the ParsedBody). The body must
 // outlive the ParsedBody.
@@ -34,6 +41,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 
 namespace aibrix::metrics {
@@ -65,12 +73,16 @@ struct Series {
 struct Family {
   std::string_view name;
   MetricType type = MetricType::kUntyped;
+  bool skipped = false;        // not in ParseOptions::only_families: no series
   std::vector<Series> series;  // empty for summaries
 };
 
 struct ParseOptions {
   size_t max_bytes = 16 << 20;  // larger bodies are rejected whole
   size_t max_series = 100000;   // series past this are dropped (counted)
+  // When set, the families to parse: a family whose TYPE line names one not listed here (for
+  // a counter: neither its name nor its name + `_total`) is skipped. Null: every family.
+  const absl::flat_hash_set<std::string_view>* only_families = nullptr;
 };
 
 class ParsedBody {
@@ -91,6 +103,8 @@ class ParsedBody {
   size_t bad_lines() const { return bad_lines_; }
   size_t dropped_series() const { return dropped_series_; }
   size_t series_count() const { return series_count_; }
+  // Sample lines of skipped families (ParseOptions::only_families).
+  size_t skipped_lines() const { return skipped_lines_; }
   // "line N: reason" of the first bad line, empty when none.
   const std::string& first_error() const { return first_error_; }
 
@@ -103,6 +117,7 @@ class ParsedBody {
   size_t bad_lines_ = 0;
   size_t dropped_series_ = 0;
   size_t series_count_ = 0;
+  size_t skipped_lines_ = 0;
   std::string first_error_;
 };
 

@@ -33,6 +33,64 @@ ParsedBody MustParse(std::string_view body, const ParseOptions& options = {}) {
   return parsed.ok() ? std::move(*parsed) : ParsedBody{};
 }
 
+TEST(ExpositionTest, OnlyFamiliesSkipsTheOthersAfterTheirName) {
+  const std::string body =
+      "# TYPE wanted_seconds histogram\n"
+      "wanted_seconds_bucket{le=\"1\",model_name=\"org/m\"} 2\n"
+      "wanted_seconds_bucket{le=\"+Inf\",model_name=\"org/m\"} 3\n"
+      "wanted_seconds_sum{model_name=\"org/m\"} 1.5\n"
+      "wanted_seconds_count{model_name=\"org/m\"} 3\n"
+      "# TYPE other_seconds histogram\n"
+      "other_seconds_bucket{le=\"1\"} 1\n"
+      "other_seconds_bucket{le=garbage} not-a-number\n"
+      "other_seconds_sum 1\n"
+      "# TYPE tokens counter\n"  // OpenMetrics: wanted by its samples' _total name
+      "tokens_total{model_name=\"org/m\"} 42\n"
+      "# TYPE unwanted_total counter\n"
+      "unwanted_total 9\n"
+      "untyped_line{a=\"b\"} bad\n";  // no TYPE: parsed in full, so counted
+  const absl::flat_hash_set<std::string_view> only = {"wanted_seconds", "tokens_total"};
+  ParseOptions options;
+  options.only_families = &only;
+  ParsedBody parsed = MustParse(body, options);
+  EXPECT_EQ(parsed.skipped_lines(), 4u);
+  EXPECT_EQ(parsed.bad_lines(), 1u);
+  EXPECT_THAT(parsed.first_error(), HasSubstr("line 14"));
+  const Family* wanted = parsed.Find("wanted_seconds");
+  ASSERT_NE(wanted, nullptr);
+  EXPECT_FALSE(wanted->skipped);
+  ASSERT_EQ(wanted->series.size(), 1u);
+  EXPECT_EQ(wanted->series[0].count, 3);
+  ASSERT_EQ(wanted->series[0].buckets.size(), 2u);
+  EXPECT_EQ(wanted->series[0].buckets[1].upper_bound, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(parsed.LabelValue(wanted->series[0], "model_name"), "org/m");
+  const Family* tokens = parsed.Find("tokens_total");
+  ASSERT_NE(tokens, nullptr);
+  ASSERT_EQ(tokens->series.size(), 1u);
+  EXPECT_EQ(tokens->series[0].value, 42);
+  for (std::string_view name : {"other_seconds", "unwanted_total"}) {
+    const Family* other = parsed.Find(name);
+    ASSERT_NE(other, nullptr) << name;
+    EXPECT_TRUE(other->skipped) << name;
+    EXPECT_TRUE(other->series.empty()) << name;
+  }
+  EXPECT_EQ(parsed.series_count(), 2u);
+
+  // The same body parsed in full: the skipped families' lines are parsed, the bad one counted.
+  ParsedBody full = MustParse(body);
+  EXPECT_EQ(full.skipped_lines(), 0u);
+  EXPECT_EQ(full.bad_lines(), 2u);
+  EXPECT_EQ(full.Find("other_seconds")->series.size(), 1u);
+}
+
+TEST(ExpositionTest, OnlyFamiliesStillRejectsABodyThatIsNotAnExposition) {
+  const absl::flat_hash_set<std::string_view> only = {"wanted"};
+  ParseOptions options;
+  options.only_families = &only;
+  EXPECT_FALSE(ParseExposition("Not Found\n", options).ok());
+  EXPECT_FALSE(ParseExposition("<html><body>oops</body></html>\n", options).ok());
+}
+
 TEST(ExpositionTest, GaugeCounterUntypedWithHelpAndComments) {
   const std::string body =
       "# HELP g A gauge.\n"

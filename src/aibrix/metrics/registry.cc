@@ -202,6 +202,16 @@ std::vector<Binding> EngineMetricRegistry::BindingsFor(std::string_view engine) 
   return out;
 }
 
+absl::flat_hash_set<std::string_view> BoundNames(const std::vector<Binding>& bindings) {
+  absl::flat_hash_set<std::string_view> names;
+  for (const Binding& binding : bindings) {
+    for (std::string_view name : binding.names) {
+      if (!name.empty()) names.insert(name);
+    }
+  }
+  return names;
+}
+
 bool EngineMetricRegistry::Knows(std::string_view engine) const {
   return engine == "vllm" || engine == "sglang" || engine == "trtllm" || engine == "xllm";
 }

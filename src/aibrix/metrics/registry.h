@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 
 namespace aibrix::metrics {
 
@@ -54,6 +55,10 @@ struct Binding {
   const EngineMetricDef* def = nullptr;
   std::array<std::string_view, 2> names{};
 };
+
+// The raw names of `bindings`: the families a scrape parses (ParseOptions::only_families).
+// The views point into the registry's definitions.
+absl::flat_hash_set<std::string_view> BoundNames(const std::vector<Binding>& bindings);
 
 class EngineMetricRegistry {
  public:

@@ -167,9 +167,13 @@ void Scraper::Stop() {
   io_.reset();
 }
 
-const std::vector<Binding>& Scraper::BindingsFor(const std::string& engine) {
+const Scraper::EngineBindings& Scraper::BindingsFor(const std::string& engine) {
   auto it = bindings_.find(engine);
-  if (it == bindings_.end()) it = bindings_.emplace(engine, registry_.BindingsFor(engine)).first;
+  if (it == bindings_.end()) {
+    EngineBindings entry{registry_.BindingsFor(engine), {}};
+    entry.names = BoundNames(entry.bindings);
+    it = bindings_.emplace(engine, std::move(entry)).first;
+  }
   return it->second;
 }
 
@@ -287,9 +291,12 @@ void Scraper::FetchDone(const std::string& key, uint64_t id, size_t port, std::s
 }
 
 void Scraper::Complete(const std::string& key, PodEntry& entry) {
+  const store::Pod& pod = *entry.pod;
+  const EngineBindings& bindings = BindingsFor(store::PodEngine(pod.object));
   ParseOptions parse;
   parse.max_bytes = options_.max_body_bytes;
   parse.max_series = options_.max_series;
+  parse.only_families = &bindings.names;  // the rest of the body is skipped
   std::vector<ParsedBody> parsed;
   parsed.reserve(entry.bodies.size());
   for (const std::string& body : entry.bodies) {
@@ -309,8 +316,7 @@ void Scraper::Complete(const std::string& key, PodEntry& entry) {
     }
     parsed.push_back(std::move(*one));
   }
-  const store::Pod& pod = *entry.pod;
-  Extractor extractor(BindingsFor(store::PodEngine(pod.object)), pod.model);
+  Extractor extractor(bindings.bindings, pod.model);
   for (const ParsedBody& body : parsed) extractor.Add(body);
   const TimePoint now = clock_.Now();
   Extracted out = extractor.Finish(now);

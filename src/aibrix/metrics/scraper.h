@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "aibrix/common/clock.h"
 #include "aibrix/common/logging.h"
@@ -109,7 +110,12 @@ class Scraper {
   void DeriveThroughput(PodEntry& entry, Extracted& out, TimePoint now);
   void UpdateDrainRate(PodEntry& entry, TimePoint now);
   void Release(PodEntry& entry);
-  const std::vector<Binding>& BindingsFor(const std::string& engine);
+  // An engine's registered metrics, and their raw names (the only families a scrape parses).
+  struct EngineBindings {
+    std::vector<Binding> bindings;
+    absl::flat_hash_set<std::string_view> names;
+  };
+  const EngineBindings& BindingsFor(const std::string& engine);
 
   // Constant after construction.
   store::Store& store_;
@@ -129,7 +135,7 @@ class Scraper {
   struct Loop;
   std::unique_ptr<Loop> loop_;  // timer and work guard
   absl::flat_hash_map<std::string, std::unique_ptr<PodEntry>> pods_;
-  absl::flat_hash_map<std::string, std::vector<Binding>> bindings_;
+  absl::flat_hash_map<std::string, EngineBindings> bindings_;
   uint64_t next_id_ = 1;
   bool stopping_ = false;
   std::minstd_rand jitter_{std::random_device{}()};
