@@ -318,16 +318,21 @@ class Decoder {
     }
     if (!Charge(v.n, sizeof(kv::EngineHash))) return false;
     out->resize(v.n);
+    kv::EngineHash* const hashes = out->data();
+    const uint8_t* p = p_;  // in a register for the loop, as in Tokens
     for (uint32_t k = 0; k < v.n; ++k) {
       // Fast path for uint64 (cf) hashes, the common case.
-      if (remaining() >= 9 && *p_ == 0xcf) {
-        (*out)[k] = Be(p_ + 1, 8);
-        p_ += 9;
+      if (end_ - p >= 9 && *p == 0xcf) {
+        hashes[k] = Be(p + 1, 8);
+        p += 9;
         continue;
       }
+      p_ = p;
       Val h;
-      if (!Next(&h) || !HashOf(h, &(*out)[k], "block hash")) return false;
+      if (!Next(&h) || !HashOf(h, &hashes[k], "block hash")) return false;
+      p = p_;
     }
+    p_ = p;
     return true;
   }
 
@@ -352,23 +357,32 @@ class Decoder {
     }
     if (!Charge(v.n, sizeof(uint32_t))) return false;
     out->resize(v.n);
-    uint32_t* t = out->data();
+    uint32_t* const t = out->data();
+    // The cursor lives in a register for the loop: through p_, every id's store to `t`
+    // would be followed by a store and a reload of p_ (a memory round trip per id).
+    const uint8_t* p = p_;
+    const uint8_t* const end = end_;
     for (uint32_t k = 0; k < v.n; ++k) {
-      if (p_ == end_) return Fail("truncated");
-      const uint8_t c = *p_;
+      const size_t left = static_cast<size_t>(end - p);
+      if (left == 0) {
+        p_ = p;
+        return Fail("truncated");
+      }
+      const uint8_t c = *p;
       if (c <= 0x7f) {
         t[k] = c;
-        ++p_;
-      } else if (c == 0xcc && remaining() >= 2) {
-        t[k] = p_[1];
-        p_ += 2;
-      } else if (c == 0xcd && remaining() >= 3) {
-        t[k] = static_cast<uint32_t>(Be(p_ + 1, 2));
-        p_ += 3;
-      } else if (c == 0xce && remaining() >= 5) {
-        t[k] = static_cast<uint32_t>(Be(p_ + 1, 4));
-        p_ += 5;
+        ++p;
+      } else if (c == 0xcd && left >= 3) {
+        t[k] = static_cast<uint32_t>(Be(p + 1, 2));
+        p += 3;
+      } else if (c == 0xce && left >= 5) {
+        t[k] = static_cast<uint32_t>(Be(p + 1, 4));
+        p += 5;
+      } else if (c == 0xcc && left >= 2) {
+        t[k] = p[1];
+        p += 2;
       } else {
+        p_ = p;
         Val x;
         if (!Next(&x)) return false;
         if (x.kind == Kind::kUint && x.u <= 0xffffffffULL) {
@@ -378,8 +392,10 @@ class Decoder {
         } else {
           return Fail("token id is not an int in uint32 range");
         }
+        p = p_;
       }
     }
+    p_ = p;
     return true;
   }
 
