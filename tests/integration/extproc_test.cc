@@ -413,6 +413,34 @@ TEST_F(ExtProcStreamTest, SecondBodyAfterRoutingClosesAndSettles) {
   service_.ExpectSettled(1, std::chrono::seconds(10));
 }
 
+// The routed request's prompt counts as prefill queued on its pod until the first response
+// body bytes (the engine began answering), not until the response headers.
+TEST_F(ExtProcStreamTest, PrefillTokensCountUntilTheFirstResponseBodyBytes) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  int64_t (*const total)(const store::Store&) = [](const store::Store& store) {
+    int64_t sum = 0;
+    for (const store::PodRef& pod : store.ListPods()) sum += pod->state->pending_prefill_tokens();
+    return sum;
+  };
+  const store::Store& store = service_.service().store();
+  auto stream = Routed();
+  EXPECT_EQ(total(store), 16);  // TokenBody(16): 16 prompt tokens, none cached
+  Response answer;
+  ASSERT_TRUE(stream->Write(testing::ResponseHeadersMessage(200, {}, false)));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(total(store), 16);
+  ASSERT_TRUE(stream->Write(testing::BodyMessage(false, "data: {\"x\":1}\n\n", false)));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(total(store), 0);
+  EXPECT_EQ(service_.TotalRunning(), 1);
+  ASSERT_TRUE(stream->Write(testing::BodyMessage(false, "data: [DONE]\n\n", true)));
+  ASSERT_TRUE(stream->Read(&answer));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  service_.ExpectSettled(1, std::chrono::seconds(10));
+  EXPECT_EQ(total(store), 0);
+}
+
 TEST_F(ExtProcStreamTest, LargeBodiesAreRefusedClearly) {
   ASSERT_NO_FATAL_FAILURE(Start([](server::ServiceConfig& c) { c.max_body_bytes = 1 << 20; }));
   // Over the body limit but within the gRPC message limit: 413 from the processor.

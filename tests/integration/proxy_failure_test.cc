@@ -658,6 +658,61 @@ TEST_F(ProxyFailureTest, ClientGoneMidStreamClosesTheUpstream) {
   ExpectSettled(1);
 }
 
+// 5a. The request's prompt tokens count as prefill queued on its pod (kv-aware's queue term)
+// until the engine's first body bytes, not until its head (an engine sends its head before
+// the prefill) nor until the end.
+TEST_F(ProxyFailureTest, PrefillTokensCountOnThePodUntilTheFirstBodyBytes) {
+  std::atomic<bool> send_head{false};
+  std::atomic<bool> send_first{false};
+  std::atomic<bool> send_rest{false};
+  const auto wait_for = [](const std::atomic<bool>& flag, const std::atomic<bool>& stopping) {
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (!flag.load() && !stopping.load() && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(2ms);
+    }
+  };
+  RawServer engine([&](int fd, const std::atomic<bool>& stopping) {
+    std::string request;
+    ReadUntil(fd, &request, HasWholeRequest, 10s, &stopping);
+    wait_for(send_head, stopping);
+    SendAll(fd, kStreamHead);
+    wait_for(send_first, stopping);
+    SendAll(fd, Chunk(kSseEvent));
+    wait_for(send_rest, stopping);
+    SendAll(fd, Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+    AwaitPeerClose(fd, stopping, 30s);
+    ::close(fd);
+  });
+  StartService({engine.port()});
+  const store::PodRef pod = PodOnPort(engine.port());
+  ASSERT_NE(pod, nullptr);
+  const auto prefill = [&] { return pod->state->pending_prefill_tokens(); };
+
+  const int client = ConnectTo(service_->http_port());
+  ASSERT_TRUE(SendAll(client, CompletionRequest(StreamBody(3))));
+  ASSERT_TRUE(Eventually([&] { return engine.accepted() == 1 && prefill() > 0; }, 10s));
+  const int64_t tokens = prefill();  // the whole prompt: least-request matches no blocks
+  send_head.store(true);
+  std::string got;
+  const auto has_head = [](const std::string& s) {
+    return s.find("\r\n\r\n") != std::string::npos;
+  };
+  ASSERT_EQ(ReadUntil(client, &got, has_head, 10s), ReadEnd::kDone) << got;
+  EXPECT_EQ(prefill(), tokens) << "released by the head";
+  send_first.store(true);
+  ASSERT_EQ(ReadUntil(client, &got, HasHeadAndEvent, 10s), ReadEnd::kDone) << got;
+  EXPECT_TRUE(Eventually([&] { return prefill() == 0; }, 10s));
+  EXPECT_EQ(pod->state->running(), 1);  // still in flight
+  send_rest.store(true);
+  std::string rest;
+  ReadUntil(
+      client, &rest, [](const std::string& s) { return s.find("0\r\n\r\n") != std::string::npos; },
+      10s);
+  ::close(client);
+  ExpectSettled(1);
+  EXPECT_EQ(prefill(), 0);
+}
+
 // 5b. The same before the engine's head: a client that leaves while the proxy still waits
 // for the first byte cancels the upstream call (the engine's connection is closed) long before
 // any upstream deadline, and nothing is counted as an upstream error.

@@ -333,6 +333,7 @@ void Processor::OnResponseBodyLocked(const ext_proc_v3::HttpBody& body) {
                         "response_body before response_headers");
     return;
   }
+  if (!body.body().empty() && request_) request_->AnswerBegan();
   usage_.Feed(body.body());
   ext_proc_v3::ProcessingResponse response;
   response.mutable_response_body()->mutable_response();

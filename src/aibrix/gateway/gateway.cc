@@ -103,6 +103,7 @@ class ProxyCall : public http::ResponseObserver, public std::enable_shared_from_
   }
 
   void OnBody(std::string_view data) override {
+    if (!data.empty()) request_->AnswerBegan();
     usage_.Feed(data);
     writer_->Write(std::string(data), [self = shared_from_this()](bool ok) {
       if (!self->call_) return;
@@ -295,9 +296,7 @@ absl::StatusOr<Gateway::Routed> Gateway::RouteAttempt(InFlightRequest& request,
   std::string request_id = NewRequestId();
   ASSIGN_OR_RETURN(Routed routed, RouteTo(prepared.algorithm, prepared.model, prepared.tokens,
                                           request_id, prepared.user, std::move(tried)));
-  if (auto st = request.Attempt(request_id, routed.decision.pod,
-                                routed.decision.pending_load.value_or(0));
-      !st.ok()) {
+  if (auto st = request.Attempt(request_id, routed.decision); !st.ok()) {
     common::Logger("gateway")->warn("request {} not counted: {}", request_id, st.ToString());
   }
   routed.request_id = std::move(request_id);
@@ -361,9 +360,13 @@ void Gateway::AnswerRoute(const RequestBody& body,
     return;
   }
   if (!request_id.empty()) {
-    auto added = store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model),
-                                   0, std::chrono::steady_clock::now() + options_.route_ttl,
-                                   routed->decision.pending_load.value_or(0));
+    // No prefill tokens: the routing API has no signal for the answer's start, and counting
+    // them until /cache/done would price a long decode as queued prefill.
+    store::Store::RequestCounts counts;
+    counts.expires = std::chrono::steady_clock::now() + options_.route_ttl;
+    counts.pending_load = routed->decision.pending_load.value_or(0);
+    auto added =
+        store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model), counts);
     if (!added.ok()) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;

@@ -8,13 +8,25 @@ InFlightRequest::InFlightRequest(store::Store& store, tracking::RequestTracker& 
   tracker_.OnAdmitted(model_);
 }
 
-absl::Status InFlightRequest::Attempt(const std::string& request_id, const store::PodRef& pod,
-                                      double pending_load) {
+absl::Status InFlightRequest::Attempt(const std::string& request_id,
+                                      const routing::Decision& decision) {
   ReleaseAttempt();
+  store::Store::RequestCounts counts;
+  counts.pending_load = decision.pending_load.value_or(0);
+  counts.prefill_tokens = decision.uncached_tokens;
   absl::Status added =
-      store_.AddRequest(request_id, pod, store_.ReadyPods(model_), 0, {}, pending_load);
-  if (added.ok()) attempt_id_ = request_id;
+      store_.AddRequest(request_id, decision.pod, store_.ReadyPods(model_), counts);
+  if (added.ok()) {
+    attempt_id_ = request_id;
+    answer_began_ = false;
+  }
   return added;
+}
+
+void InFlightRequest::AnswerBegan() {
+  if (attempt_id_.empty() || answer_began_) return;
+  answer_began_ = true;
+  (void)store_.PrefillDone(attempt_id_);
 }
 
 void InFlightRequest::ReleaseAttempt() {

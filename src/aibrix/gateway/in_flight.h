@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "aibrix/gateway/usage_scanner.h"
+#include "aibrix/routing/algorithm.h"
 #include "aibrix/store/store.h"
 #include "aibrix/tracking/request_tracker.h"
 
@@ -28,11 +29,15 @@ class InFlightRequest {
   InFlightRequest(const InFlightRequest&) = delete;
   InFlightRequest& operator=(const InFlightRequest&) = delete;
 
-  // Counts an attempt on `pod` under `request_id` with the request's normalised load there
-  // (Decision::pending_load; a previous attempt is released first). The Store's error (e.g.
+  // Counts an attempt on the decision's pod under `request_id`, with the request's normalised
+  // load there (Decision::pending_load) and its uncached prompt tokens as pending prefill
+  // until AnswerBegan (a previous attempt is released first). The Store's error (e.g.
   // AlreadyExists) otherwise; the request stays admitted.
-  absl::Status Attempt(const std::string& request_id, const store::PodRef& pod,
-                       double pending_load = 0);
+  absl::Status Attempt(const std::string& request_id, const routing::Decision& decision);
+  // The engine began answering the current attempt (its first response bytes: the prefill is
+  // done): the attempt's prefill tokens leave the pod's pending prefill. Later calls, and
+  // calls without an attempt, do nothing.
+  void AnswerBegan();
   // Releases the current attempt's pod count without finishing (before a retry).
   void ReleaseAttempt();
   // Settles: the attempt's DoneRequest and the tracker's OnFinished (with the engine's output
@@ -52,7 +57,8 @@ class InFlightRequest {
   tracking::RequestTracker& tracker_;
   const std::string model_;
   const int64_t input_tokens_;
-  std::string attempt_id_;  // empty when no attempt is counted
+  std::string attempt_id_;     // empty when no attempt is counted
+  bool answer_began_ = false;  // for the current attempt
   bool finished_ = false;
 };
 

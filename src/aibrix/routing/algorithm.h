@@ -104,6 +104,10 @@ struct Decision {
   // algorithms that do not hash the prompt).
   uint32_t matched_blocks = 0;
   uint32_t total_blocks = 0;
+  // The prompt tokens the chosen pod must prefill: all but its matched blocks' (every token
+  // for algorithms that do not hash the prompt). The gateway counts them on the pod until the
+  // answer begins (PodState::pending_prefill_tokens()).
+  int64_t uncached_tokens = 0;
   // The request's normalised load on the chosen pod (PendingLoadProvider consumption), when a
   // GPU profile gives one; the caller passes it to Store::AddRequest.
   std::optional<double> pending_load;

@@ -83,17 +83,18 @@ int FindReady(const store::ModelPods& pods, std::string_view pod_key) {
   return static_cast<int>(it - pods.ready.begin());
 }
 
+const prefix::BlockHasher* IndexHasher(const AlgorithmEnv& env) {
+  if (env.deps.matcher != nullptr) return &env.deps.matcher->hasher();
+  if (env.deps.approx != nullptr) return &env.deps.approx->hasher();
+  return nullptr;
+}
+
 PrefixMatches MatchPrefix(const AlgorithmEnv& env, const RouteRequest& request,
                           const store::ModelPods& pods) {
   PrefixMatches m;
   m.exact.assign(pods.ready.size(), 0);
   m.approx.assign(pods.ready.size(), 0);
-  const prefix::BlockHasher* hasher = nullptr;
-  if (env.deps.matcher != nullptr) {
-    hasher = &env.deps.matcher->hasher();
-  } else if (env.deps.approx != nullptr) {
-    hasher = &env.deps.approx->hasher();
-  }
+  const prefix::BlockHasher* hasher = IndexHasher(env);
   if (hasher == nullptr) return m;
   m.block_size = hasher->block_size();
   const HashTarget target = ResolveHashTarget(request, pods);

@@ -15,8 +15,9 @@
 #include "aibrix/store/store.h"
 
 namespace aibrix::prefix {
+class BlockHasher;
 class PrefixMatcher;
-}
+}  // namespace aibrix::prefix
 
 namespace aibrix::routing::internal {
 
@@ -48,6 +49,10 @@ int PickLeastRunning(std::span<const Candidate> candidates, RandomSource& random
 
 // Index of `pod_key` in `pods.ready` (sorted by key), -1 when absent.
 int FindReady(const store::ModelPods& pods, std::string_view pod_key);
+
+// The block hasher of the indexes (the matcher's, else the approximate index's); null when the
+// router has neither.
+const prefix::BlockHasher* IndexHasher(const AlgorithmEnv& env);
 
 // The prompt's block keys and, per ready pod, the leading blocks held according to each index
 // (the best tier of the exact index; 0 when not held or no index).

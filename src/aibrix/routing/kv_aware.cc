@@ -37,7 +37,10 @@ absl::StatusOr<Decision> KvAwareAlgorithm::Route(const RouteRequest& request,
     }
     stale = stale || metrics.saw_stale();
     c[i].matched_blocks = matched;
-    c[i].score = env_.options.kv_aware_prefill_weight * uncached +
+    // The prefill queued ahead on the pod (this process's requests whose answer has not begun)
+    // delays the first token as much as this request's own uncached tokens.
+    const double queued = static_cast<double>(c[i].pod->state->pending_prefill_tokens());
+    c[i].score = env_.options.kv_aware_prefill_weight * (uncached + queued) +
                  env_.options.kv_aware_decode_weight * load;
   }
   if (!any_engine_load) {

@@ -3,8 +3,10 @@
 #include <optional>
 #include <utility>
 
+#include "aibrix/prefix/block_hash.h"
 #include "aibrix/prefix/match.h"
 #include "aibrix/routing/algorithm.h"
+#include "aibrix/routing/internal.h"
 #include "aibrix/routing/kv_aware.h"
 #include "aibrix/routing/load_algorithms.h"
 #include "aibrix/routing/metrics.h"
@@ -133,6 +135,11 @@ absl::StatusOr<Decision> Router::Route(std::string_view algorithm,
     metrics_->CountError(algo->name(), "policy");
     return d;
   }
+  const prefix::BlockHasher* hasher = internal::IndexHasher(env_);
+  const int64_t cached = hasher == nullptr ? 0
+                                           : static_cast<int64_t>(d->matched_blocks) *
+                                                 static_cast<int64_t>(hasher->block_size());
+  d->uncached_tokens = std::max<int64_t>(0, static_cast<int64_t>(request.tokens.size()) - cached);
   const PendingLoadProvider* provider = env_.deps.load;
   if (!d->pending_load && provider != nullptr && provider->HasProfiles()) {
     // Every request counts on its pod's utilization, whichever algorithm placed it (as the

@@ -816,6 +816,38 @@ TEST_F(RouterTest, KvAwareCostIsUncachedPrefillPlusDecodeLoad) {
   }
 }
 
+TEST_F(RouterTest, KvAwarePricesThePrefillQueuedOnEachPod) {
+  AddPods(2);
+  const auto t = Prompt(16 * kBs);  // 64 tokens
+  StoreExact("ns/p0", t, 16);       // p0 holds all of it, p1 none
+  auto router = MakeRouter({.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 16});
+  auto d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pod->key, "ns/p0");
+  EXPECT_EQ(d->uncached_tokens, 0);
+
+  // 100 prompt tokens still to prefill on p0 (a request whose answer has not begun): waiting
+  // for them costs more than prefilling the whole prompt on the idle p1.
+  const store::PodRef p0 = *store_.GetPod("ns/p0");
+  store::Store::RequestCounts queued;
+  queued.prefill_tokens = 100;
+  ASSERT_TRUE(store_.AddRequest("long", p0, store_.ReadyPods(kModel), queued).ok());
+  d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 100 + 16);  // queued + one running request
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 64);
+  EXPECT_EQ(d->pod->key, "ns/p1");
+  EXPECT_EQ(d->uncached_tokens, 64);
+
+  // Its answer began: p0 costs its running request only (p1 now holds the prompt too: the
+  // decision above recorded it there).
+  ASSERT_TRUE(store_.PrefillDone("long").ok());
+  d = router->Route("kv-aware", Req(t));
+  ASSERT_TRUE(d.ok());
+  EXPECT_DOUBLE_EQ(d->candidates[0].score, 16);
+  EXPECT_DOUBLE_EQ(d->candidates[1].score, 0);
+}
+
 TEST_F(RouterTest, KvAwareTakesTheBestOfBothIndexesAndRecords) {
   AddPods(2);
   const auto t = Prompt(8 * kBs);

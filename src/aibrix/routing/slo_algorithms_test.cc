@@ -69,9 +69,11 @@ class LoadAlgorithmTest : public ::testing::Test {
   // Puts load `load` on `pod` (one in-flight request).
   void Load(const std::string& pod, double load) {
     const std::string key = "ns/" + pod;
+    store::Store::RequestCounts counts;
+    counts.pending_load = load;
     ASSERT_TRUE(store_
                     .AddRequest(fmt::format("r{}", next_id_++), *store_.GetPod(key),
-                                store_.ReadyPods(kModel), 0, {}, load)
+                                store_.ReadyPods(kModel), counts)
                     .ok());
   }
   std::unique_ptr<Router> MakeRouter(const PendingLoadProvider* provider) {

@@ -37,6 +37,7 @@ nlohmann::json PodToJson(const store::Pod& pod) {
       {"running_requests", pod.state->running()},
       {"remote_running_requests", pod.state->remote_running()},
       {"pending_load", pod.state->pending_load()},
+      {"pending_prefill_tokens", pod.state->pending_prefill_tokens()},
       {"completed_requests", pod.state->completed()},
       {"metrics", std::move(metrics)},
   };

@@ -139,6 +139,12 @@ class PodState {
   double pending_load() const {
     return static_cast<double>(pending_load_nanos_.load(std::memory_order_relaxed)) / 1e9;
   }
+  // Uncached prompt tokens of the requests this process has in flight on the pod whose
+  // answer has not begun yet (Store::AddRequest's prefill_tokens until PrefillDone or the
+  // settlement): the prefill work queued ahead of a new request.
+  int64_t pending_prefill_tokens() const {
+    return pending_prefill_tokens_.load(std::memory_order_relaxed);
+  }
   // In-flight requests on one serving port (data-parallel pods); 0 for unknown ports.
   int32_t running_on_port(int port) const;
   // Requests completed on this pod by this process (monotonic).
@@ -180,11 +186,15 @@ class PodState {
   void AddPendingLoad(int64_t nanos) {
     pending_load_nanos_.fetch_add(nanos, std::memory_order_relaxed);
   }
+  void AddPendingPrefill(int64_t tokens) {
+    pending_prefill_tokens_.fetch_add(tokens, std::memory_order_relaxed);
+  }
 
   std::atomic<int32_t> running_{0};
   std::atomic<int32_t> remote_running_{0};
   // Fixed point (1e-9) so that adding and removing a request's load returns exactly to 0.
   std::atomic<int64_t> pending_load_nanos_{0};
+  std::atomic<int64_t> pending_prefill_tokens_{0};
   std::atomic<int64_t> completed_{0};
   mutable common::Mutex mu_;
   absl::flat_hash_map<int, int32_t> running_by_port_ ABSL_GUARDED_BY(mu_);

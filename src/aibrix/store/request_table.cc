@@ -1,5 +1,7 @@
 #include "aibrix/store/request_table.h"
 
+#include <utility>
+
 #include "aibrix/store/pod.h"
 #include "aibrix/store/store.h"
 
@@ -32,6 +34,16 @@ std::optional<InFlightRequest> RequestTable::Take(std::string_view id) {
   InFlightRequest request = std::move(it->second);
   shard.requests.erase(it);
   return request;
+}
+
+std::optional<RequestTable::Prefill> RequestTable::TakePrefill(std::string_view id) {
+  const size_t hash = IdHash{}(id);
+  Shard& shard = ShardFor(hash);
+  common::MutexLock lock(&shard.mu);
+  auto it = shard.requests.find(id, hash);
+  if (it == shard.requests.end()) return std::nullopt;
+  Prefill prefill{it->second.pod, std::exchange(it->second.prefill_tokens, 0)};
+  return prefill;
 }
 
 std::vector<InFlightRequest> RequestTable::TakeExpired(std::chrono::steady_clock::time_point now) {

@@ -34,6 +34,9 @@ struct InFlightRequest {
   int port = 0;
   // The request's normalised load on the pod, fixed point 1e-9 (0 when not computed).
   int64_t load_nanos = 0;
+  // Uncached prompt tokens still counted in the pod's pending_prefill_tokens() (0 once the
+  // answer began).
+  int64_t prefill_tokens = 0;
   // When set, ExpireRequests settles the request at this time if it is still in flight
   // (routing-API requests whose /cache/done never came).
   std::optional<std::chrono::steady_clock::time_point> expires;
@@ -49,6 +52,13 @@ class RequestTable {
   bool Insert(std::string_view id, InFlightRequest request);
   // Removes `id` and returns its entry; nullopt if absent.
   std::optional<InFlightRequest> Take(std::string_view id);
+  // Zeroes `id`'s prefill_tokens and returns what it held with the pod it counts on; nullopt
+  // if `id` is absent.
+  struct Prefill {
+    std::shared_ptr<PodState> pod;
+    int64_t tokens = 0;
+  };
+  std::optional<Prefill> TakePrefill(std::string_view id);
   size_t size() const;
   // Removes and returns every entry whose `expires` is at or before `now`. Scans all
   // entries: O(requests in flight).

@@ -374,25 +374,35 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
     return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
   }
   const ModelPodsRef* pods = snap->models.Find(model);
-  return AddRequest(request_id, *pod, pods == nullptr ? nullptr : *pods, port);
+  RequestCounts counts;
+  counts.port = port;
+  return AddRequest(request_id, *pod, pods == nullptr ? nullptr : *pods, counts);
 }
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,
-                               const ModelPodsRef& model, int port,
-                               std::optional<std::chrono::steady_clock::time_point> expires,
-                               double pending_load) {
+                               const ModelPodsRef& model, const RequestCounts& counts) {
   ModelState* model_state = model ? model->state.get() : nullptr;
   // Non-finite or negative loads (a broken profile) count as none.
-  const int64_t load_nanos = std::isfinite(pending_load) && pending_load > 0 && pending_load < 1e9
-                                 ? static_cast<int64_t>(std::llround(pending_load * 1e9))
+  const double load = counts.pending_load;
+  const int64_t load_nanos = std::isfinite(load) && load > 0 && load < 1e9
+                                 ? static_cast<int64_t>(std::llround(load * 1e9))
                                  : 0;
-  if (!requests_.Insert(request_id,
-                        InFlightRequest{pod->state, model_state, port, load_nanos, expires})) {
+  const int64_t prefill = std::max<int64_t>(0, counts.prefill_tokens);
+  if (!requests_.Insert(request_id, InFlightRequest{pod->state, model_state, counts.port,
+                                                    load_nanos, prefill, counts.expires})) {
     return absl::AlreadyExistsError(fmt::format("request {} is already in flight", request_id));
   }
-  pod->state->AddRunning(port, +1);
+  pod->state->AddRunning(counts.port, +1);
   if (load_nanos != 0) pod->state->AddPendingLoad(load_nanos);
+  if (prefill != 0) pod->state->AddPendingPrefill(prefill);
   if (model_state) model_state->pending_.Add(1);
+  return absl::OkStatus();
+}
+
+absl::Status Store::PrefillDone(std::string_view request_id) {
+  std::optional<RequestTable::Prefill> prefill = requests_.TakePrefill(request_id);
+  if (!prefill) return absl::NotFoundError(fmt::format("request {} is not in flight", request_id));
+  if (prefill->tokens != 0) prefill->pod->AddPendingPrefill(-prefill->tokens);
   return absl::OkStatus();
 }
 
@@ -405,6 +415,7 @@ absl::StatusOr<SettledRequest> Store::DoneRequest(std::string_view request_id) {
 SettledRequest Store::Settle(InFlightRequest done) {
   done.pod->AddRunning(done.port, -1);
   if (done.load_nanos != 0) done.pod->AddPendingLoad(-done.load_nanos);
+  if (done.prefill_tokens != 0) done.pod->AddPendingPrefill(-done.prefill_tokens);
   done.pod->completed_.fetch_add(1, std::memory_order_relaxed);
   if (done.model) done.model->pending_.Add(-1);
   return SettledRequest{std::move(done.pod), done.model};

@@ -163,14 +163,31 @@ class Store {
   // request is then counted once).
   absl::Status AddRequest(std::string_view request_id, std::string_view pod_key,
                           std::string_view model, int port = 0);
+  // How a request counts on its pod besides running: see AddRequest.
+  struct RequestCounts {
+    int port = 0;  // the serving port (0 for the pod's only port)
+    // When set, ExpireRequests settles the request then if it is still in flight.
+    std::optional<std::chrono::steady_clock::time_point> expires;
+    // The request's normalised load (routing::PendingLoadProvider), added to the pod's
+    // pending_load() until the request is settled.
+    double pending_load = 0;
+    // The request's uncached prompt tokens, added to the pod's pending_prefill_tokens()
+    // until PrefillDone or the settlement.
+    int64_t prefill_tokens = 0;
+  };
   // The routing hot path: the router already holds the pod and the model's pod set from a
-  // snapshot, so nothing is looked up. `model` may be null (no pending count). `pending_load`
-  // (the request's normalised load, routing::PendingLoadProvider) is added to the pod's
-  // pending_load() until the request is settled. AlreadyExists if the id is already in flight.
+  // snapshot, so nothing is looked up. `model` may be null (no pending count). AlreadyExists
+  // if the id is already in flight.
   absl::Status AddRequest(std::string_view request_id, const PodRef& pod, const ModelPodsRef& model,
-                          int port = 0,
-                          std::optional<std::chrono::steady_clock::time_point> expires = {},
-                          double pending_load = 0);
+                          const RequestCounts& counts);
+  absl::Status AddRequest(std::string_view request_id, const PodRef& pod,
+                          const ModelPodsRef& model) {
+    return AddRequest(request_id, pod, model, RequestCounts{});
+  }
+  // The engine began answering request `request_id` (its first output): its prefill tokens
+  // leave the pod's pending_prefill_tokens(). Later calls change nothing. NotFound if the id
+  // is not in flight.
+  absl::Status PrefillDone(std::string_view request_id);
   // Settles request `request_id`: running down, completed up, pending down, on the pod and
   // model states it was added with. NotFound if the id is not in flight (never added, or
   // already done), so a second call changes nothing.

@@ -19,6 +19,22 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using testing::MakePod;
 
+Store::RequestCounts Expiring(std::chrono::steady_clock::time_point at) {
+  Store::RequestCounts counts;
+  counts.expires = at;
+  return counts;
+}
+Store::RequestCounts WithLoad(double load) {
+  Store::RequestCounts counts;
+  counts.pending_load = load;
+  return counts;
+}
+Store::RequestCounts WithPrefill(int64_t tokens) {
+  Store::RequestCounts counts;
+  counts.prefill_tokens = tokens;
+  return counts;
+}
+
 template <class Pods>  // std::vector<PodRef> or PodList
 std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
@@ -134,9 +150,10 @@ TEST(StoreTest, ExpiredRequestsAreSettledOnceAndOthersStay) {
   store.AddPod(MakePod("p1", "llama"));
   auto pod = *store.GetPod("default", "p1");
   const auto now = std::chrono::steady_clock::now();
-  ASSERT_TRUE(store.AddRequest("old", pod, store.ReadyPods("llama"), 0, now).ok());
+  ASSERT_TRUE(store.AddRequest("old", pod, store.ReadyPods("llama"), Expiring(now)).ok());
   ASSERT_TRUE(
-      store.AddRequest("young", pod, store.ReadyPods("llama"), 0, now + std::chrono::hours(1))
+      store
+          .AddRequest("young", pod, store.ReadyPods("llama"), Expiring(now + std::chrono::hours(1)))
           .ok());
   ASSERT_TRUE(store.AddRequest("forever", pod, store.ReadyPods("llama")).ok());
   EXPECT_EQ(pod->state->running(), 3);
@@ -292,18 +309,47 @@ TEST(StoreTest, PendingLoadIsAddedPerRequestAndReturnsExactlyToZero) {
   store.AddPod(MakePod("p1", "llama"));
   auto pod = *store.GetPod("default", "p1");
   auto model = store.ReadyPods("llama");
-  ASSERT_TRUE(store.AddRequest("a", pod, model, 0, {}, 0.1).ok());
-  ASSERT_TRUE(store.AddRequest("b", pod, model, 0, {}, 0.2).ok());
+  ASSERT_TRUE(store.AddRequest("a", pod, model, WithLoad(0.1)).ok());
+  ASSERT_TRUE(store.AddRequest("b", pod, model, WithLoad(0.2)).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   // A second add of the same id is refused and adds no load.
-  EXPECT_FALSE(store.AddRequest("a", pod, model, 0, {}, 5.0).ok());
+  EXPECT_FALSE(store.AddRequest("a", pod, model, WithLoad(5.0)).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   // Broken loads count as none.
-  ASSERT_TRUE(store.AddRequest("nan", pod, model, 0, {}, std::nan("")).ok());
-  ASSERT_TRUE(store.AddRequest("neg", pod, model, 0, {}, -1).ok());
+  ASSERT_TRUE(store.AddRequest("nan", pod, model, WithLoad(std::nan(""))).ok());
+  ASSERT_TRUE(store.AddRequest("neg", pod, model, WithLoad(-1)).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   for (const char* id : {"a", "b", "nan", "neg"}) ASSERT_TRUE(store.DoneRequest(id).ok());
   EXPECT_EQ(pod->state->pending_load(), 0.0);
+}
+
+TEST(StoreTest, PrefillTokensCountUntilTheAnswerBeginsOrTheRequestSettles) {
+  Store store;
+  store.AddPod(MakePod("p1", "llama"));
+  auto pod = *store.GetPod("default", "p1");
+  auto model = store.ReadyPods("llama");
+  ASSERT_TRUE(store.AddRequest("a", pod, model, WithPrefill(1000)).ok());
+  ASSERT_TRUE(store.AddRequest("b", pod, model, WithPrefill(300)).ok());
+  ASSERT_TRUE(store.AddRequest("neg", pod, model, WithPrefill(-5)).ok());  // counts 0
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 1300);
+  // A refused duplicate adds nothing.
+  EXPECT_FALSE(store.AddRequest("a", pod, model, WithPrefill(50)).ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 1300);
+
+  // The answer began: a's tokens leave at once, and only once.
+  ASSERT_TRUE(store.PrefillDone("a").ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 300);
+  ASSERT_TRUE(store.PrefillDone("a").ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 300);
+  EXPECT_EQ(pod->state->running(), 3);  // still in flight
+  // Settling a after PrefillDone releases nothing twice; settling b releases its tokens.
+  ASSERT_TRUE(store.DoneRequest("a").ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 300);
+  ASSERT_TRUE(store.DoneRequest("b").ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 0);
+  EXPECT_EQ(store.PrefillDone("b").code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store.DoneRequest("neg").ok());
+  EXPECT_EQ(pod->state->pending_prefill_tokens(), 0);
 }
 
 TEST(StoreTest, TotalRunningAddsOtherReplicasReports) {
