@@ -121,9 +121,11 @@ struct RouterOptions {
   int32_t imbalance_abs_count = 8;
   // prefix-cache: AIBRIX_PREFIX_CACHE_STANDARD_DEVIATION_FACTOR.
   double std_dev_factor = 1.0;
-  // kv-aware: cost = prefill_weight * uncached prompt tokens + decode_weight * running requests.
+  // kv-aware: cost = prefill_weight * uncached prompt tokens + queue_weight * the pod's pending
+  // prefill tokens (PodState) + decode_weight * running requests.
   double kv_aware_prefill_weight = 1.0;
   double kv_aware_decode_weight = 256.0;
+  double kv_aware_queue_weight = 0.25;
   // Whether the exact index is fed by engines' KV events (--kv-event-sync). Without it
   // prefix-cache-kv has no index to read: each decision counts sync_indexer_unavailable.
   bool exact_index_fed = true;

@@ -40,7 +40,8 @@ absl::StatusOr<Decision> KvAwareAlgorithm::Route(const RouteRequest& request,
     // The prefill queued ahead on the pod (this process's requests whose answer has not begun)
     // delays the first token as much as this request's own uncached tokens.
     const double queued = static_cast<double>(c[i].pod->state->pending_prefill_tokens());
-    c[i].score = env_.options.kv_aware_prefill_weight * (uncached + queued) +
+    c[i].score = env_.options.kv_aware_prefill_weight * uncached +
+                 env_.options.kv_aware_queue_weight * queued +
                  env_.options.kv_aware_decode_weight * load;
   }
   if (!any_engine_load) {

@@ -820,7 +820,8 @@ TEST_F(RouterTest, KvAwarePricesThePrefillQueuedOnEachPod) {
   AddPods(2);
   const auto t = Prompt(16 * kBs);  // 64 tokens
   StoreExact("ns/p0", t, 16);       // p0 holds all of it, p1 none
-  auto router = MakeRouter({.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 16});
+  auto router = MakeRouter(
+      {.kv_aware_prefill_weight = 1.0, .kv_aware_decode_weight = 16, .kv_aware_queue_weight = 1.0});
   auto d = router->Route("kv-aware", Req(t));
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pod->key, "ns/p0");

@@ -270,6 +270,7 @@ void ReadVtc(EnvReader& env, ServiceConfig& config) {
   env.PositiveInt({"AIBRIX_ROUTER_VTC_TOKEN_TRACKER_WINDOW_MINUTES"}, &config.vtc_window_minutes,
                   24 * 60);
   env.Number({"AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT"}, &config.kv_aware_load_weight, true);
+  env.Number({"AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT"}, &config.kv_aware_queue_weight, true);
 }
 
 }  // namespace

@@ -105,6 +105,9 @@ struct ServiceConfig {
   // kv-aware: uncached prompt tokens one running request weighs as
   // (AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT; ours, not AIBrix's).
   double kv_aware_load_weight = 256.0;
+  // kv-aware: what one prompt token queued for prefill on a pod weighs, against one uncached
+  // token of the request (AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT; ours).
+  double kv_aware_queue_weight = 0.25;
   // Prompt tokenizer for routing: "local" (engine-sim's byte rules), "remote" (vLLM
   // /tokenize: tokenizer_endpoint if set, else each model's engines), or "" = remote when
   // KV event sync is on (token ids must be the engine's for its events to match), else local.

@@ -21,6 +21,7 @@ using ::testing::IsEmpty;
 // Every variable the config reads or checks; cleared before each test, restored after.
 constexpr const char* kVariables[] = {
     "AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT",
+    "AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT",
     "AIBRIX_POD_METRIC_REFRESH_INTERVAL_MS",
     "AIBRIX_PROMETHEUS_QUERY_INTERVAL_MS",
     "AIBRIX_PROMETHEUS_QUERY_TIMEOUT_MS",
@@ -218,6 +219,12 @@ TEST_F(ConfigEnvTest, PrefixCacheFamily) {
   Set("AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT", "0");
   EXPECT_EQ(Parse().kv_aware_load_weight, 0.0);
   unsetenv("AIBRIX_ROUTER_KV_AWARE_LOAD_WEIGHT");
+  EXPECT_EQ(c.kv_aware_queue_weight, 0.25);  // default
+  Set("AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT", "1");
+  EXPECT_EQ(Parse().kv_aware_queue_weight, 1.0);
+  Set("AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT", "0");
+  EXPECT_EQ(Parse().kv_aware_queue_weight, 0.0);
+  unsetenv("AIBRIX_ROUTER_KV_AWARE_QUEUE_WEIGHT");
 
   Set("AIBRIX_PREFIX_CACHE_BLOCK_SIZE", "8192");
   Set("AIBRIX_PREFIX_CACHE_BLOCK_NUMBER", "-1");

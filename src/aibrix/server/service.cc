@@ -220,6 +220,7 @@ Service::Service(ServiceConfig config)
   router_options.exact_index_fed = config_.kv_event_sync;
   router_options.vtc_fairness_weight = config_.vtc_fairness_weight;
   router_options.kv_aware_decode_weight = config_.kv_aware_load_weight;
+  router_options.kv_aware_queue_weight = config_.kv_aware_queue_weight;
   router_options.vtc_utilization_weight = config_.vtc_utilization_weight;
   router_options.vtc_max_pod_load = config_.vtc_max_pod_load;
   router_options.vtc_input_token_weight = config_.vtc_input_token_weight;
