@@ -409,15 +409,15 @@ class Decoder {
       uint32_t* const run_end = t + run;
       for (; t != run_end; ++t) {
         const uint8_t c = *p;
-        if (static_cast<uint8_t>(c - 0xcd) <= 1) {
-          // uint16 (cd) and uint32 (ce) in one branch-free step: vLLM's ids mix the two at
-          // random, which a branch per form mispredicts. The run leaves 5 readable bytes.
-          const unsigned wide = c & 2;  // 2 for ce, 0 for cd
-          *t = BeFixed<uint32_t>(p + 1) >> ((wide ^ 2) << 3);
-          p += 3 + wide;
-        } else if (c <= 0x7f) {
+        if (c <= 0x7f) {
           *t = c;
           ++p;
+        } else if (c == 0xcd) {
+          *t = BeFixed<uint16_t>(p + 1);
+          p += 3;
+        } else if (c == 0xce) {
+          *t = BeFixed<uint32_t>(p + 1);
+          p += 5;
         } else if (c == 0xcc) {
           *t = p[1];
           p += 2;
