@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "aibrix/kvpublish/encoder.h"
@@ -229,6 +230,158 @@ TEST(DecoderTest, TokenIdsInEveryIntegerForm) {
     auto got = DecodeBatch(payload);
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(std::get<kv::BlockStored>(got->events.at(0)).token_ids, want) << "last " << last;
+  }
+}
+
+// A token id or block hash and one msgpack encoding of it.
+struct Id {
+  uint64_t value;
+  std::string bytes;
+};
+
+std::string BeBytes(char tag, uint64_t v, int n) {
+  std::string s(1, tag);
+  for (int k = n - 1; k >= 0; --k) s.push_back(static_cast<char>(v >> (8 * k)));
+  return s;
+}
+
+// Token ids mostly in the forms the decoder reads in unchecked runs (fixint, uint8, uint16,
+// uint32; vLLM's ids are uint16/uint32), and in 1 of `break_odds` ids a form that ends a
+// run (uint64, int16, int32 of a non-negative value).
+Id RandomToken(std::mt19937_64& rng, int break_odds) {
+  const uint64_t v = rng();
+  if (rng() % break_odds == 0) {
+    switch (rng() % 3) {
+      case 0:
+        return {v & 0xffffffff, BeBytes('\xcf', v & 0xffffffff, 8)};
+      case 1:
+        return {v & 0x7fff, BeBytes('\xd1', v & 0x7fff, 2)};
+      default:
+        return {v & 0x7fffffff, BeBytes('\xd2', v & 0x7fffffff, 4)};
+    }
+  }
+  switch (rng() % 8) {
+    case 0:
+      return {v & 0x7f, std::string(1, static_cast<char>(v & 0x7f))};
+    case 1:
+      return {v & 0xff, BeBytes('\xcc', v & 0xff, 1)};
+    case 2:
+    case 3:
+    case 4:
+      return {v & 0xffff, BeBytes('\xcd', v & 0xffff, 2)};
+    default:
+      return {v & 0xffffffff, BeBytes('\xce', v & 0xffffffff, 4)};
+  }
+}
+
+// Hashes mostly as uint64 (the run form), in 1 of `break_odds` a fixint, a negative
+// fixint, a uint32 or (with `bytes`) a bin8.
+Id RandomHash(std::mt19937_64& rng, int break_odds, bool bytes) {
+  const uint64_t v = rng();
+  if (rng() % break_odds == 0) {
+    switch (rng() % (bytes ? 4 : 3)) {
+      case 0:
+        return {v & 0x7f, std::string(1, static_cast<char>(v & 0x7f))};
+      case 1:
+        return {~uint64_t{0}, "\xff"};  // -1
+      case 2:
+        return {v & 0xffffffff, BeBytes('\xce', v & 0xffffffff, 4)};
+      default:
+        return {v & 0xffffff, BeBytes('\xc4', 3, 1) + BeBytes('\0', v & 0xffffff, 3).substr(1)};
+    }
+  }
+  return {v, BeBytes('\xcf', v, 8)};
+}
+
+// {"ts": 5, "events": [{"type": "BlockStored", <key>: [ids], <last_key>: [last_ids]}]}:
+// the last array's last byte is the payload's last byte. `*last_ids_at` gets the offset of
+// each of its ids.
+std::string StoredEndingInArray(const char* key, const std::vector<Id>& ids, const char* last_key,
+                                const std::vector<Id>& last_ids,
+                                std::vector<size_t>* last_ids_at = nullptr) {
+  std::string payload;
+  MsgpackWriter w(&payload);
+  w.Map(2);
+  w.Str("ts");
+  w.Double(5);
+  w.Str("events");
+  w.Array(1);
+  w.Map(3);
+  w.Str("type");
+  w.Str("BlockStored");
+  w.Str(key);
+  w.Array(ids.size());
+  for (const Id& id : ids) payload += id.bytes;
+  w.Str(last_key);
+  w.Array(last_ids.size());
+  for (const Id& id : last_ids) {
+    if (last_ids_at) last_ids_at->push_back(payload.size());
+    payload += id.bytes;
+  }
+  return payload;
+}
+
+template <typename T>
+std::vector<T> Values(const std::vector<Id>& ids) {
+  std::vector<T> out;
+  for (const Id& id : ids) out.push_back(static_cast<T>(id.value));
+  return out;
+}
+
+// The token and hash loops read runs of ids without a bounds check per id, sized by the
+// bytes left; every length from empty to a few hundred ids, with rare and frequent run
+// breaks, each array once in the middle and once ending exactly at the payload's end.
+TEST(DecoderTest, IdRunsOfMixedWidthsUpToThePayloadsEnd) {
+  std::mt19937_64 rng(11);
+  for (int break_odds : {2, 64, 1 << 30}) {
+    for (size_t n = 0; n < 300; n += 1 + n / 8) {
+      SCOPED_TRACE(::testing::Message() << "n " << n << " break_odds " << break_odds);
+      std::vector<Id> tokens, hashes;
+      for (size_t i = 0; i < n; ++i) tokens.push_back(RandomToken(rng, break_odds));
+      for (size_t i = 0; i < n / 4 + 1; ++i) hashes.push_back(RandomHash(rng, break_odds, true));
+      for (bool tokens_last : {true, false}) {
+        const std::string payload =
+            tokens_last ? StoredEndingInArray("block_hashes", hashes, "token_ids", tokens)
+                        : StoredEndingInArray("token_ids", tokens, "block_hashes", hashes);
+        auto got = DecodeBatch(payload);
+        ASSERT_TRUE(got.ok()) << got.status();
+        const auto& s = std::get<kv::BlockStored>(got->events.at(0));
+        EXPECT_EQ(s.token_ids, Values<uint32_t>(tokens));
+        EXPECT_EQ(s.block_hashes, Values<uint64_t>(hashes));
+      }
+    }
+  }
+}
+
+// A payload cut anywhere in its last array (after a long run, mid-element or between
+// elements) fails where the cut element starts, or just after its tag byte, as the checked
+// path reports it; or at the array when fewer bytes than ids remain.
+TEST(DecoderTest, IdArrayCutAfterALongRunFailsAtTheCutElement) {
+  std::mt19937_64 rng(12);
+  for (bool tokens_last : {true, false}) {
+    SCOPED_TRACE(tokens_last ? "token_ids last" : "block_hashes last");
+    std::vector<Id> ids;
+    for (int i = 0; i < 200; ++i) {
+      ids.push_back(tokens_last ? RandomToken(rng, 50) : RandomHash(rng, 50, false));
+    }
+    std::vector<size_t> at;
+    const std::string payload =
+        tokens_last ? StoredEndingInArray("block_hashes", {}, "token_ids", ids, &at)
+                    : StoredEndingInArray("token_ids", {}, "block_hashes", ids, &at);
+    ASSERT_TRUE(DecodeBatch(payload).ok());
+    for (size_t cut = at[0]; cut < payload.size(); ++cut) {
+      auto got = DecodeBatch(payload.substr(0, cut));
+      ASSERT_FALSE(got.ok()) << cut;
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+      std::string want;
+      if (cut - at[0] < ids.size()) {
+        want = "container longer than the input at offset " + std::to_string(at[0]);
+      } else {
+        const size_t start = *(std::upper_bound(at.begin(), at.end(), cut) - 1);
+        want = "truncated at offset " + std::to_string(cut == start ? start : start + 1);
+      }
+      EXPECT_EQ(got.status().message(), want) << "cut " << cut;
+    }
   }
 }
 
