@@ -39,11 +39,15 @@ using boost::system::error_code;
 
 namespace {
 
-// A Beast body that collects whatever the parser decodes into a string the call drains
-// after every read, so a body of any size streams through in bounded memory (and nothing is
-// reserved from Content-Length).
+// A Beast body that appends whatever the parser decodes to a string: the call's own, which it
+// drains after every read, so a body of any size streams through in bounded memory (and
+// nothing is reserved from Content-Length), or the observer's BodyTarget.
 struct SinkBody {
-  using value_type = std::string;
+  struct value_type {
+    std::string own;
+    std::string* target = nullptr;  // the observer's string, else `own`
+    size_t appended = 0;            // bytes appended since the call last looked
+  };
   class reader {
    public:
     template <bool isRequest, class Fields>
@@ -51,11 +55,13 @@ struct SinkBody {
     void init(const boost::optional<std::uint64_t>&, error_code& ec) { ec = {}; }
     template <class ConstBufferSequence>
     std::size_t put(const ConstBufferSequence& buffers, error_code& ec) {
+      std::string& out = body_.target != nullptr ? *body_.target : body_.own;
       size_t n = 0;
       for (const auto buffer : beast::buffers_range_ref(buffers)) {
-        body_.append(static_cast<const char*>(buffer.data()), buffer.size());
+        out.append(static_cast<const char*>(buffer.data()), buffer.size());
         n += buffer.size();
       }
+      body_.appended += n;
       ec = {};
       return n;
     }
@@ -67,6 +73,9 @@ struct SinkBody {
 };
 
 using ResponseParser = beast::http::response_parser<SinkBody>;
+
+// A pooled connection keeps a read buffer of up to this size (or read_buffer_bytes).
+constexpr size_t kPooledBufferBytes = 16 << 10;
 
 }  // namespace
 
@@ -91,12 +100,14 @@ std::string_view ClientErrorName(ClientError error) {
 }
 
 // Idle keep-alive connections as raw descriptors (so the pool does not depend on the
-// lifetime of any io_context), per (I/O thread, address).
+// lifetime of any io_context), per (I/O thread, address), each with its call's read buffer
+// (empty; its memory serves the next call on the connection).
 class Client::Pool {
  public:
   struct Idle {
     int fd;
     bool v6;
+    beast::flat_buffer buffer;
     std::chrono::steady_clock::time_point since{};
   };
   explicit Pool(size_t max_per_key) : max_per_key_(max_per_key) {}
@@ -110,7 +121,7 @@ class Client::Pool {
     common::MutexLock lock(&mu_);
     auto it = idle_.find({io, address});
     while (it != idle_.end() && !it->second.empty()) {
-      const Idle idle = it->second.back();
+      Idle idle = std::move(it->second.back());
       it->second.pop_back();
       char byte;
       const ssize_t n = ::recv(idle.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -124,7 +135,7 @@ class Client::Pool {
     common::MutexLock lock(&mu_);
     auto& list = idle_[{io, address}];
     if (list.size() < max_per_key_) {
-      list.push_back(idle);
+      list.push_back(std::move(idle));
     } else {
       ::close(idle.fd);
     }
@@ -171,12 +182,11 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         observer_(std::move(observer)),
         stream_(MakeStream(io, request_)),
         total_(io),
-        address_(common::FormatHostPort(request_.host, request_.port)) {
-    if (options_.read_buffer_bytes > 0) buffer_.reserve(options_.read_buffer_bytes);
-  }
+        address_(common::FormatHostPort(request_.host, request_.port)) {}
 
   void Begin() {
     if (ended_) return;  // cancelled before the posted start ran: nothing to undo
+    body_target_ = observer_->BodyTarget();
     total_.expires_after(options_.total_timeout);
     total_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");
@@ -187,6 +197,7 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         tcp_stream().socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
         if (!ec) {
           v6_ = idle->v6;
+          buffer_ = std::move(idle->buffer);
           Send();
           return;
         }
@@ -295,7 +306,9 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     }
     fmt::format_to(std::back_inserter(head_),
                    "Content-Length: {}\r\nConnection: keep-alive\r\n\r\n", request_.body.size());
+    buffer_.reserve(options_.read_buffer_bytes);  // no-op for a pooled connection's buffer
     parser_.emplace();
+    parser_->get().body().target = body_target_;
     parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // streamed, not held
     tcp_stream().expires_after(options_.first_byte_timeout);
@@ -362,11 +375,18 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
           fmt::format("reading the response body from {}: {}", address_, ec.message()));
       return;
     }
-    std::string& body = parser_->get().body();
-    if (!body.empty()) {
-      chunk_.clear();
-      chunk_.swap(body);  // both keep their capacity for the next reads
-      observer_->OnBody(chunk_);
+    auto& body = parser_->get().body();
+    if (body.appended > 0) {
+      std::string_view data;
+      if (body.target != nullptr) {
+        data = std::string_view(*body.target).substr(body.target->size() - body.appended);
+      } else {
+        chunk_.clear();
+        chunk_.swap(body.own);  // both keep their capacity for the next reads
+        data = chunk_;
+      }
+      body.appended = 0;
+      observer_->OnBody(data);
       if (ended_) return;
       if (parser_->is_done()) Complete();
       return;  // the observer asks for more
@@ -383,7 +403,11 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     if (!kTls && parser_->keep_alive() && buffer_.size() == 0 && socket.is_open()) {
       error_code ec;  // no exception may leave a handler: it would end the I/O thread
       const int fd = socket.release(ec);
-      if (!ec) pool_.Put(&io_, address_, {fd, v6_});
+      // The buffer goes with the connection unless a large response grew it.
+      if (buffer_.capacity() > std::max<size_t>(options_.read_buffer_bytes, kPooledBufferBytes)) {
+        buffer_.shrink_to_fit();
+      }
+      if (!ec) pool_.Put(&io_, address_, {fd, v6_, std::move(buffer_)});
     }
     End(ClientError::kNone, "");
   }
@@ -392,6 +416,8 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     if (ended_) return;
     ended_ = true;
     total_.cancel();
+    // A read already completed may still be parsed: not into the observer's string.
+    if (parser_) parser_->get().body().target = nullptr;
     if (error != ClientError::kNone || tcp_stream().socket().is_open()) {
       error_code ec;
       tcp_stream().socket().close(ec);
@@ -411,7 +437,8 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   beast::flat_buffer buffer_;
   std::optional<ResponseParser> parser_;
   std::string head_;
-  std::string chunk_;  // the body bytes handed to the observer
+  std::string chunk_;                   // the body bytes handed to the observer
+  std::string* body_target_ = nullptr;  // the observer's, if it takes the body in place
   bool ended_ = false;
   bool reading_ = false;
   bool v6_ = false;  // the connection's family (pooled with its descriptor)

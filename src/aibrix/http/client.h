@@ -2,7 +2,8 @@
 // host:port and streams the response back through an observer, with back-pressure (the next
 // body bytes are read only when the observer asks), on the I/O thread of the caller's choice
 // (the server's exchange thread, so relaying needs no locks). Keep-alive connections are
-// pooled per (thread, address); a pooled connection the peer has closed is not reused.
+// pooled per (thread, address), each with its read buffer (its memory is reused by the next
+// call on it); a pooled connection the peer has closed is not reused.
 //
 // TLS: a request carrying an ssl::context is sent over TLS (handshake within the connect
 // deadline, SNI and certificate checks against `host`, as the context's verify mode says).
@@ -84,6 +85,11 @@ class ResponseObserver {
   virtual void OnHead(int status, const Headers& headers) = 0;
   // `data` is valid during the call. Ask for more with ClientCall::ReadMore().
   virtual void OnBody(std::string_view data) = 0;
+  // Where the body is decoded. nullptr (the default): into a buffer of the call's, drained
+  // into each OnBody. A string of the observer's (alive until OnEnd): the body is appended to
+  // it in place, with no copy, and each OnBody's `data` views the bytes just appended.
+  // Asked once, before OnHead.
+  virtual std::string* BodyTarget() { return nullptr; }
   // The response ended: kNone when complete, else why it failed. `detail` says more.
   virtual void OnEnd(ClientError error, std::string_view detail) = 0;
 };
