@@ -2,8 +2,10 @@
 // host:port and streams the response back through an observer, with back-pressure (the next
 // body bytes are read only when the observer asks), on the I/O thread of the caller's choice
 // (the server's exchange thread, so relaying needs no locks). Keep-alive connections are
-// pooled per (thread, address), each with its read buffer (its memory is reused by the next
-// call on it); a pooled connection the peer has closed is not reused.
+// pooled per (thread, address), still registered with the thread's io_context (reusing one
+// costs no system call) and each with its read buffer (its memory is reused by the next call
+// on it); a pooled connection the peer has closed is not reused. Pooled connections are
+// closed on their io_context's thread, or when it is destroyed (which the client may outlive).
 //
 // TLS: a request carrying an ssl::context is sent over TLS (handshake within the connect
 // deadline, SNI and certificate checks against `host`, as the context's verify mode says).
@@ -115,7 +117,8 @@ class Client {
   std::shared_ptr<ClientCall> Start(boost::asio::io_context& io, ClientRequest request,
                                     std::shared_ptr<ResponseObserver> observer);
 
-  // Closes pooled connections idle for longer than max_idle; returns how many. Any thread.
+  // Closes pooled connections idle for longer than max_idle; returns how many. Any thread
+  // (the closing is posted to each connection's io_context).
   size_t Sweep();
 
   const ClientOptions& options() const { return options_; }

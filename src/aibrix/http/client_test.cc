@@ -200,5 +200,28 @@ TEST_F(ClientTest, SweepClosesConnectionsIdleTooLong) {
   EXPECT_EQ(Run(client, request, again), ClientError::kNone) << again->detail_;  // a new one
 }
 
+TEST_F(ClientTest, PooledConnectionsAreClosedWithTheirIoContext) {
+  ClientOptions options;
+  options.max_idle = std::chrono::milliseconds(0);
+  Client client(options);
+  ClientRequest request;
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/echo";
+  request.body = "{}";
+  {
+    boost::asio::io_context io;  // no work guard: run() returns once the call has ended
+    auto collector = std::make_shared<Collector>();
+    auto done = collector->done_.get_future();
+    boost::asio::post(io, [&] { collector->call_ = client.Start(io, request, collector); });
+    io.run();
+    ASSERT_EQ(done.get(), ClientError::kNone) << collector->detail_;
+  }  // destroyed with the connection pooled: it went with it (ASan would see a use after free)
+  EXPECT_EQ(client.Sweep(), 0u);
+  auto again = std::make_shared<Collector>();
+  EXPECT_EQ(Run(client, request, again), ClientError::kNone) << again->detail_;
+  EXPECT_EQ(client.Sweep(), 1u);  // the fixture's io_context's connection
+}
+
 }  // namespace
 }  // namespace aibrix::http
