@@ -1,7 +1,6 @@
 #include "aibrix/http/client.h"
 
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
@@ -39,11 +38,15 @@ using boost::system::error_code;
 
 namespace {
 
-// A Beast body that collects whatever the parser decodes into a string the call drains
-// after every read, so a body of any size streams through in bounded memory (and nothing is
-// reserved from Content-Length).
+// A Beast body that appends whatever the parser decodes to a string: the call's own, which it
+// drains after every read, so a body of any size streams through in bounded memory (and
+// nothing is reserved from Content-Length), or the observer's BodyTarget.
 struct SinkBody {
-  using value_type = std::string;
+  struct value_type {
+    std::string own;
+    std::string* target = nullptr;  // the observer's string, else `own`
+    size_t appended = 0;            // bytes appended since the call last looked
+  };
   class reader {
    public:
     template <bool isRequest, class Fields>
@@ -51,11 +54,13 @@ struct SinkBody {
     void init(const boost::optional<std::uint64_t>&, error_code& ec) { ec = {}; }
     template <class ConstBufferSequence>
     std::size_t put(const ConstBufferSequence& buffers, error_code& ec) {
+      std::string& out = body_.target != nullptr ? *body_.target : body_.own;
       size_t n = 0;
       for (const auto buffer : beast::buffers_range_ref(buffers)) {
-        body_.append(static_cast<const char*>(buffer.data()), buffer.size());
+        out.append(static_cast<const char*>(buffer.data()), buffer.size());
         n += buffer.size();
       }
+      body_.appended += n;
       ec = {};
       return n;
     }
@@ -67,6 +72,9 @@ struct SinkBody {
 };
 
 using ResponseParser = beast::http::response_parser<SinkBody>;
+
+// A pooled connection keeps a read buffer of up to this size (or read_buffer_bytes).
+constexpr size_t kPooledBufferBytes = 16 << 10;
 
 }  // namespace
 
@@ -90,67 +98,157 @@ std::string_view ClientErrorName(ClientError error) {
   return "unknown";
 }
 
-// Idle keep-alive connections as raw descriptors (so the pool does not depend on the
-// lifetime of any io_context), per (I/O thread, address).
+using Socket = beast::tcp_stream::socket_type;
+
+// Idle keep-alive connections per (I/O thread, address), each with its call's read buffer
+// (empty; its memory serves the next call on the connection). The sockets stay registered
+// with their io_context's reactor, so reusing one costs no system call; they are therefore
+// closed only on that io_context's thread (Take and Put run there; Sweep and the destructor
+// post the closing to it) or while it shuts down: a Guard service of each io_context the pool
+// holds connections of drops them then, before the reactor goes.
 class Client::Pool {
  public:
   struct Idle {
-    int fd;
-    bool v6;
+    Socket socket;
+    beast::flat_buffer buffer;
     std::chrono::steady_clock::time_point since{};
   };
   explicit Pool(size_t max_per_key) : max_per_key_(max_per_key) {}
-  ~Pool() {
-    for (auto& [key, list] : idle_) {
-      for (const Idle& idle : list) ::close(idle.fd);
-    }
+  ~Pool();
+  // A pooled connection the peer has not closed, if any. On `io`'s thread.
+  std::optional<Idle> Take(asio::io_context& io, const std::string& address);
+  // Pools `idle` (or closes it when the address has max_per_key). On `io`'s thread.
+  void Put(asio::io_context& io, const std::string& address, Idle idle);
+  // Closes connections idle since before `cutoff`; returns how many. Any thread.
+  size_t CloseIdleSince(std::chrono::steady_clock::time_point cutoff);
+
+ private:
+  class Guard;
+  // `io` shuts down: its connections are closed now.
+  void Drop(asio::io_context* io);
+  // Closes `idle` on `io`'s thread (or as `io` shuts down, if it no longer runs).
+  static void CloseOn(asio::io_context& io, std::vector<Idle> idle) {
+    asio::post(io, [idle = std::move(idle)]() mutable { idle.clear(); });
   }
-  // A pooled connection the peer has not closed, if any.
-  std::optional<Idle> Take(const asio::io_context* io, const std::string& address) {
+
+  const size_t max_per_key_;
+  common::Mutex mu_;
+  std::map<std::pair<asio::io_context*, std::string>, std::vector<Idle>> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<asio::io_context*> guarded_ ABSL_GUARDED_BY(mu_);  // whose Guard knows the pool
+};
+
+// An io_context's service (shut down before its reactor): drops the io_context's pooled
+// connections of every pool that holds some.
+class Client::Pool::Guard : public asio::execution_context::service {
+ public:
+  inline static asio::execution_context::id id;
+  explicit Guard(asio::execution_context& context) : service(context) {}
+  void Add(Pool* pool) {
     common::MutexLock lock(&mu_);
-    auto it = idle_.find({io, address});
-    while (it != idle_.end() && !it->second.empty()) {
-      const Idle idle = it->second.back();
-      it->second.pop_back();
-      char byte;
-      const ssize_t n = ::recv(idle.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return idle;
-      ::close(idle.fd);  // closed, reset, or unexpected bytes: stale
-    }
-    return std::nullopt;
+    pools_.push_back(pool);
   }
-  void Put(const asio::io_context* io, const std::string& address, Idle idle) {
-    idle.since = std::chrono::steady_clock::now();
+  void Remove(Pool* pool) {
     common::MutexLock lock(&mu_);
-    auto& list = idle_[{io, address}];
-    if (list.size() < max_per_key_) {
-      list.push_back(idle);
-    } else {
-      ::close(idle.fd);
-    }
-  }
-  // Closes connections idle since before `cutoff` (the oldest are at the front).
-  size_t CloseIdleSince(std::chrono::steady_clock::time_point cutoff) {
-    size_t closed = 0;
-    common::MutexLock lock(&mu_);
-    for (auto it = idle_.begin(); it != idle_.end();) {
-      auto& list = it->second;
-      const auto keep = std::find_if(list.begin(), list.end(),
-                                     [&](const Idle& idle) { return idle.since >= cutoff; });
-      for (auto old = list.begin(); old != keep; ++old) ::close(old->fd);
-      closed += static_cast<size_t>(keep - list.begin());
-      list.erase(list.begin(), keep);
-      it = list.empty() ? idle_.erase(it) : std::next(it);
-    }
-    return closed;
+    std::erase(pools_, pool);
   }
 
  private:
-  const size_t max_per_key_;
+  void shutdown() override {
+    std::vector<Pool*> pools;
+    {
+      common::MutexLock lock(&mu_);
+      pools.swap(pools_);
+    }
+    // Only io_contexts use this service.
+    auto* io = static_cast<asio::io_context*>(&context());
+    for (Pool* pool : pools) pool->Drop(io);
+  }
+
   common::Mutex mu_;
-  std::map<std::pair<const asio::io_context*, std::string>, std::vector<Idle>> idle_
-      ABSL_GUARDED_BY(mu_);
+  std::vector<Pool*> pools_ ABSL_GUARDED_BY(mu_);
 };
+
+Client::Pool::~Pool() {
+  std::map<std::pair<asio::io_context*, std::string>, std::vector<Idle>> idle;
+  std::vector<asio::io_context*> guarded;
+  {
+    common::MutexLock lock(&mu_);
+    idle.swap(idle_);
+    guarded.swap(guarded_);
+  }
+  for (asio::io_context* io : guarded) {
+    asio::use_service<Guard>(static_cast<asio::execution_context&>(*io)).Remove(this);
+  }
+  for (auto& [key, list] : idle) CloseOn(*key.first, std::move(list));
+}
+
+std::optional<Client::Pool::Idle> Client::Pool::Take(asio::io_context& io,
+                                                     const std::string& address) {
+  common::MutexLock lock(&mu_);
+  auto it = idle_.find({&io, address});
+  while (it != idle_.end() && !it->second.empty()) {
+    Idle idle = std::move(it->second.back());
+    it->second.pop_back();
+    char byte;
+    const ssize_t n = ::recv(idle.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return idle;
+    // Closed, reset, or unexpected bytes: stale (closed as `idle` goes, on this thread).
+  }
+  return std::nullopt;
+}
+
+void Client::Pool::Put(asio::io_context& io, const std::string& address, Idle idle) {
+  idle.since = std::chrono::steady_clock::now();
+  bool first = false;
+  {
+    common::MutexLock lock(&mu_);
+    auto& list = idle_[{&io, address}];
+    if (list.size() >= max_per_key_) return;  // closed as `idle` goes, on this thread
+    list.push_back(std::move(idle));
+    if (std::find(guarded_.begin(), guarded_.end(), &io) == guarded_.end()) {
+      guarded_.push_back(&io);
+      first = true;
+    }
+  }
+  // `io` runs this: it cannot be shutting down meanwhile.
+  if (first) asio::use_service<Guard>(static_cast<asio::execution_context&>(io)).Add(this);
+}
+
+size_t Client::Pool::CloseIdleSince(std::chrono::steady_clock::time_point cutoff) {
+  size_t closed = 0;
+  std::vector<std::pair<asio::io_context*, std::vector<Idle>>> old;
+  {
+    common::MutexLock lock(&mu_);
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      auto& list = it->second;  // the oldest are at the front
+      const auto keep = std::find_if(list.begin(), list.end(),
+                                     [&](const Idle& idle) { return idle.since >= cutoff; });
+      if (keep != list.begin()) {
+        old.emplace_back(it->first.first, std::vector<Idle>());
+        std::move(list.begin(), keep, std::back_inserter(old.back().second));
+        closed += static_cast<size_t>(keep - list.begin());
+        list.erase(list.begin(), keep);
+      }
+      it = list.empty() ? idle_.erase(it) : std::next(it);
+    }
+  }
+  for (auto& [io, list] : old) CloseOn(*io, std::move(list));
+  return closed;
+}
+
+void Client::Pool::Drop(asio::io_context* io) {
+  std::vector<Idle> dropped;  // closed as it goes, before the reactor shuts down
+  common::MutexLock lock(&mu_);
+  std::erase(guarded_, io);
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    if (it->first.first != io) {
+      ++it;
+      continue;
+    }
+    std::move(it->second.begin(), it->second.end(), std::back_inserter(dropped));
+    it = idle_.erase(it);
+  }
+}
 
 namespace {
 
@@ -171,26 +269,21 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
         observer_(std::move(observer)),
         stream_(MakeStream(io, request_)),
         total_(io),
-        address_(common::FormatHostPort(request_.host, request_.port)) {
-    if (options_.read_buffer_bytes > 0) buffer_.reserve(options_.read_buffer_bytes);
-  }
+        address_(common::FormatHostPort(request_.host, request_.port)) {}
 
   void Begin() {
     if (ended_) return;  // cancelled before the posted start ran: nothing to undo
+    body_target_ = observer_->BodyTarget();
     total_.expires_after(options_.total_timeout);
     total_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) self->End(ClientError::kTimeout, "no complete response within the deadline");
     });
     if constexpr (!kTls) {
-      if (auto idle = pool_.Take(&io_, address_)) {
-        error_code ec;
-        tcp_stream().socket().assign(idle->v6 ? tcp::v6() : tcp::v4(), idle->fd, ec);
-        if (!ec) {
-          v6_ = idle->v6;
-          Send();
-          return;
-        }
-        ::close(idle->fd);
+      if (auto idle = pool_.Take(io_, address_)) {
+        tcp_stream().socket() = std::move(idle->socket);
+        buffer_ = std::move(idle->buffer);
+        Send();
+        return;
       }
     }
     error_code ec;
@@ -238,7 +331,6 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   beast::tcp_stream& tcp_stream() { return beast::get_lowest_layer(stream_); }
 
   void Connect(const tcp::endpoint& endpoint) {
-    v6_ = endpoint.address().is_v6();
     tcp_stream().expires_after(options_.connect_timeout);
     tcp_stream().async_connect(endpoint, [self = this->shared_from_this()](error_code ec) {
       if (self->ended_) return;
@@ -295,7 +387,9 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     }
     fmt::format_to(std::back_inserter(head_),
                    "Content-Length: {}\r\nConnection: keep-alive\r\n\r\n", request_.body.size());
+    buffer_.reserve(options_.read_buffer_bytes);  // no-op for a pooled connection's buffer
     parser_.emplace();
+    parser_->get().body().target = body_target_;
     parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // streamed, not held
     tcp_stream().expires_after(options_.first_byte_timeout);
@@ -362,11 +456,18 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
           fmt::format("reading the response body from {}: {}", address_, ec.message()));
       return;
     }
-    std::string& body = parser_->get().body();
-    if (!body.empty()) {
-      chunk_.clear();
-      chunk_.swap(body);  // both keep their capacity for the next reads
-      observer_->OnBody(chunk_);
+    auto& body = parser_->get().body();
+    if (body.appended > 0) {
+      std::string_view data;
+      if (body.target != nullptr) {
+        data = std::string_view(*body.target).substr(body.target->size() - body.appended);
+      } else {
+        chunk_.clear();
+        chunk_.swap(body.own);  // both keep their capacity for the next reads
+        data = chunk_;
+      }
+      body.appended = 0;
+      observer_->OnBody(data);
       if (ended_) return;
       if (parser_->is_done()) Complete();
       return;  // the observer asks for more
@@ -379,11 +480,19 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   }
 
   void Complete() {
-    auto& socket = tcp_stream().socket();
-    if (!kTls && parser_->keep_alive() && buffer_.size() == 0 && socket.is_open()) {
-      error_code ec;  // no exception may leave a handler: it would end the I/O thread
-      const int fd = socket.release(ec);
-      if (!ec) pool_.Put(&io_, address_, {fd, v6_});
+    if constexpr (!kTls) {
+      auto& socket = tcp_stream().socket();
+      if (parser_->keep_alive() && buffer_.size() == 0 && socket.is_open()) {
+        // A read the observer asked for after the last bytes must not go with the connection
+        // (it would take the next call's response): it ends now, aborted.
+        error_code ec;
+        socket.cancel(ec);
+        // The buffer goes with the connection unless a large response grew it.
+        if (buffer_.capacity() > std::max<size_t>(options_.read_buffer_bytes, kPooledBufferBytes)) {
+          buffer_.shrink_to_fit();
+        }
+        if (!ec) pool_.Put(io_, address_, {std::move(socket), std::move(buffer_)});
+      }
     }
     End(ClientError::kNone, "");
   }
@@ -392,6 +501,8 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
     if (ended_) return;
     ended_ = true;
     total_.cancel();
+    // A read already completed may still be parsed: not into the observer's string.
+    if (parser_) parser_->get().body().target = nullptr;
     if (error != ClientError::kNone || tcp_stream().socket().is_open()) {
       error_code ec;
       tcp_stream().socket().close(ec);
@@ -411,10 +522,10 @@ class Call : public ClientCall, public std::enable_shared_from_this<Call<Stream>
   beast::flat_buffer buffer_;
   std::optional<ResponseParser> parser_;
   std::string head_;
-  std::string chunk_;  // the body bytes handed to the observer
+  std::string chunk_;                   // the body bytes handed to the observer
+  std::string* body_target_ = nullptr;  // the observer's, if it takes the body in place
   bool ended_ = false;
   bool reading_ = false;
-  bool v6_ = false;  // the connection's family (pooled with its descriptor)
 };
 
 }  // namespace

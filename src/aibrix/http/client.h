@@ -2,7 +2,10 @@
 // host:port and streams the response back through an observer, with back-pressure (the next
 // body bytes are read only when the observer asks), on the I/O thread of the caller's choice
 // (the server's exchange thread, so relaying needs no locks). Keep-alive connections are
-// pooled per (thread, address); a pooled connection the peer has closed is not reused.
+// pooled per (thread, address), still registered with the thread's io_context (reusing one
+// costs no system call) and each with its read buffer (its memory is reused by the next call
+// on it); a pooled connection the peer has closed is not reused. Pooled connections are
+// closed on their io_context's thread, or when it is destroyed (which the client may outlive).
 //
 // TLS: a request carrying an ssl::context is sent over TLS (handshake within the connect
 // deadline, SNI and certificate checks against `host`, as the context's verify mode says).
@@ -84,6 +87,11 @@ class ResponseObserver {
   virtual void OnHead(int status, const Headers& headers) = 0;
   // `data` is valid during the call. Ask for more with ClientCall::ReadMore().
   virtual void OnBody(std::string_view data) = 0;
+  // Where the body is decoded. nullptr (the default): into a buffer of the call's, drained
+  // into each OnBody. A string of the observer's (alive until OnEnd): the body is appended to
+  // it in place, with no copy, and each OnBody's `data` views the bytes just appended.
+  // Asked once, before OnHead.
+  virtual std::string* BodyTarget() { return nullptr; }
   // The response ended: kNone when complete, else why it failed. `detail` says more.
   virtual void OnEnd(ClientError error, std::string_view detail) = 0;
 };
@@ -109,7 +117,8 @@ class Client {
   std::shared_ptr<ClientCall> Start(boost::asio::io_context& io, ClientRequest request,
                                     std::shared_ptr<ResponseObserver> observer);
 
-  // Closes pooled connections idle for longer than max_idle; returns how many. Any thread.
+  // Closes pooled connections idle for longer than max_idle; returns how many. Any thread
+  // (the closing is posted to each connection's io_context).
   size_t Sweep();
 
   const ClientOptions& options() const { return options_; }

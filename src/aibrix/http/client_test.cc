@@ -110,6 +110,49 @@ TEST_F(ClientTest, ReadsChunkedBodies) {
   EXPECT_EQ(collector->content_type_, "text/event-stream");
 }
 
+// Takes the body in place (BodyTarget): each OnBody views the bytes just appended to it.
+class InPlaceCollector : public Collector {
+ public:
+  std::string* BodyTarget() override { return &target_; }
+  void OnBody(std::string_view data) override {
+    in_place_ = in_place_ && data.data() + data.size() == target_.data() + target_.size();
+    Collector::OnBody(data);
+  }
+  std::string target_;
+  bool in_place_ = true;
+};
+
+TEST_F(ClientTest, DecodesTheBodyIntoTheObserversString) {
+  Client client(ClientOptions{});
+  ClientRequest request;
+  request.method = "GET";
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/chunked";
+  auto collector = std::make_shared<InPlaceCollector>();
+  EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
+  EXPECT_EQ(collector->target_, "data: data: data: ");
+  EXPECT_EQ(collector->body_, collector->target_);  // the views, concatenated
+  EXPECT_TRUE(collector->in_place_);
+}
+
+TEST_F(ClientTest, LargeBodiesOverAPooledConnectionAndItsReadBuffer) {
+  ClientOptions options;
+  options.read_buffer_bytes = 16 << 10;  // each body takes several reads
+  Client client(options);
+  for (int i = 0; i < 3; ++i) {
+    ClientRequest request;
+    request.host = "127.0.0.1";
+    request.port = static_cast<uint16_t>(port_);
+    request.target = "/echo";
+    request.body = std::string(100000 + i, static_cast<char>('a' + i));
+    auto collector = std::make_shared<InPlaceCollector>();
+    EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
+    EXPECT_EQ(collector->target_, request.body);
+    EXPECT_TRUE(collector->in_place_);
+  }
+}
+
 TEST_F(ClientTest, RefusedConnectionNeverReachedTheServer) {
   Client client(ClientOptions{});
   ClientRequest request;
@@ -155,6 +198,29 @@ TEST_F(ClientTest, SweepClosesConnectionsIdleTooLong) {
   EXPECT_EQ(client.Sweep(), 0u);
   auto again = std::make_shared<Collector>();
   EXPECT_EQ(Run(client, request, again), ClientError::kNone) << again->detail_;  // a new one
+}
+
+TEST_F(ClientTest, PooledConnectionsAreClosedWithTheirIoContext) {
+  ClientOptions options;
+  options.max_idle = std::chrono::milliseconds(0);
+  Client client(options);
+  ClientRequest request;
+  request.host = "127.0.0.1";
+  request.port = static_cast<uint16_t>(port_);
+  request.target = "/echo";
+  request.body = "{}";
+  {
+    boost::asio::io_context io;  // no work guard: run() returns once the call has ended
+    auto collector = std::make_shared<Collector>();
+    auto done = collector->done_.get_future();
+    boost::asio::post(io, [&] { collector->call_ = client.Start(io, request, collector); });
+    io.run();
+    ASSERT_EQ(done.get(), ClientError::kNone) << collector->detail_;
+  }  // destroyed with the connection pooled: it went with it (ASan would see a use after free)
+  EXPECT_EQ(client.Sweep(), 0u);
+  auto again = std::make_shared<Collector>();
+  EXPECT_EQ(Run(client, request, again), ClientError::kNone) << again->detail_;
+  EXPECT_EQ(client.Sweep(), 1u);  // the fixture's io_context's connection
 }
 
 }  // namespace

@@ -29,10 +29,8 @@ struct Scraper::PodEntry {
   bool in_flight = false;
   TimePoint started{};
   size_t pending = 0;
-  std::vector<std::shared_ptr<http::ClientCall>> calls;
-  std::vector<std::string> bodies;  // one per port
-  size_t last_body_bytes = 0;       // the largest body of the last scrape (buffers reserve it)
-  std::string error;                // the first failure's reason, and its detail
+  std::vector<std::shared_ptr<Fetch>> fetches;  // one per port, reused by every scrape
+  std::string error;                            // the first failure's reason, and its detail
   std::string error_detail;
   // Scheduling.
   TimePoint next_attempt{};
@@ -48,42 +46,57 @@ struct Scraper::PodEntry {
   absl::flat_hash_map<std::string, prometheus::Counter*> fail_counters;
 };
 
-// Receives one port's response; hands the outcome back to the scraper on its thread.
-class Scraper::Fetch : public http::ResponseObserver {
+// One port of a pod: runs its scrapes one after the other (the client decodes each body
+// straight into body_, whose memory the next scrape reuses) and hands each outcome back to
+// the scraper on its thread.
+class Scraper::Fetch : public http::ResponseObserver,
+                       public std::enable_shared_from_this<Scraper::Fetch> {
  public:
-  // `expected` bytes are reserved for the body (the pod's last one, so it is not regrown).
-  Fetch(Scraper& scraper, std::string key, uint64_t id, size_t port, size_t max_body,
-        size_t expected)
-      : scraper_(scraper), key_(std::move(key)), id_(id), port_(port), max_body_(max_body) {
-    body_.reserve(std::min(expected, max_body));
+  Fetch(Scraper& scraper, std::string key, uint64_t id, size_t port, size_t max_body)
+      : scraper_(scraper), key_(std::move(key)), id_(id), port_(port), max_body_(max_body) {}
+
+  // Starts a scrape (none may be in flight).
+  void Start(http::Client& client, asio::io_context& io, http::ClientRequest request) {
+    reason_.clear();
+    detail_.clear();
+    body_.clear();
+    call_ = client.Start(io, std::move(request), shared_from_this());
+  }
+  // Ends the scrape in flight, if any (its FetchDone runs before this returns).
+  void Cancel() {
+    if (auto call = call_) call->Cancel();
   }
 
+  std::string* BodyTarget() override { return &body_; }
   void OnHead(int status, const http::Headers&) override {
     if (status == 200) return;
     reason_ = status >= 300 && status < 400 ? "redirect" : "status";
     detail_ = fmt::format("HTTP {}", status);
-    call->Cancel();
+    call_->Cancel();
   }
-  void OnBody(std::string_view data) override {
-    if (body_.size() + data.size() > max_body_) {
+  void OnBody(std::string_view) override {  // already appended to body_
+    if (body_.size() > max_body_) {
       reason_ = "body_too_large";
       detail_ = fmt::format("body over {} bytes", max_body_);
-      call->Cancel();
+      call_->Cancel();
       return;
     }
-    body_.append(data);
-    call->ReadMore();
+    call_->ReadMore();
   }
   void OnEnd(http::ClientError error, std::string_view detail) override {
     if (reason_.empty() && error != http::ClientError::kNone) {
       reason_ = std::string(http::ClientErrorName(error));
       detail_ = std::string(detail);
     }
-    call.reset();
-    scraper_.FetchDone(key_, id_, port_, std::move(reason_), std::move(detail_), std::move(body_));
+    if (!reason_.empty()) std::string().swap(body_);  // a failed body's memory is not kept
+    call_.reset();
+    scraper_.FetchDone(key_, id_, port_, *this);
   }
 
-  std::shared_ptr<http::ClientCall> call;
+  // The last scrape's outcome: why it failed (empty if it did not), and the body.
+  const std::string& reason() const { return reason_; }
+  const std::string& detail() const { return detail_; }
+  const std::string& body() const { return body_; }
 
  private:
   Scraper& scraper_;
@@ -91,6 +104,7 @@ class Scraper::Fetch : public http::ResponseObserver {
   const uint64_t id_;
   const size_t port_;
   const size_t max_body_;
+  std::shared_ptr<http::ClientCall> call_;
   std::string reason_;
   std::string detail_;
   std::string body_;
@@ -181,11 +195,7 @@ void Scraper::Release(PodEntry& entry) {
   // Cancelling ends each call at once (OnEnd runs inside Cancel); with in_flight cleared
   // FetchDone ignores them.
   entry.in_flight = false;
-  const auto calls = std::move(entry.calls);
-  entry.calls.clear();
-  for (const auto& call : calls) {
-    if (call) call->Cancel();
-  }
+  for (const auto& fetch : entry.fetches) fetch->Cancel();
   for (auto& [reason, counter] : entry.fail_counters) query_fail_.Remove(counter);
   entry.fail_counters.clear();
 }
@@ -246,9 +256,7 @@ void Scraper::StartScrape(const std::string& key, PodEntry& entry, TimePoint now
   const int ranks = std::min(store::PodDataParallelSize(object), 65536 - base);
   entry.in_flight = true;
   entry.pending = static_cast<size_t>(ranks);
-  const size_t expected = entry.last_body_bytes;
-  entry.last_body_bytes = 0;
-  entry.bodies.assign(static_cast<size_t>(ranks), {});
+  entry.fetches.resize(static_cast<size_t>(ranks));
   const std::string target(EngineMetricRegistry::MetricsPath(engine));
   for (int rank = 0; rank < ranks; ++rank) {
     http::ClientRequest request;
@@ -257,37 +265,31 @@ void Scraper::StartScrape(const std::string& key, PodEntry& entry, TimePoint now
     request.port = static_cast<uint16_t>(base + rank);
     request.target = target;
     request.headers.Add("Accept", "text/plain;version=0.0.4");
-    auto fetch = std::make_shared<Fetch>(*this, key, entry.id, static_cast<size_t>(rank),
-                                         options_.max_body_bytes, expected);
-    fetch->call = client_.Start(*io_, std::move(request), fetch);
-    entry.calls.push_back(fetch->call);
+    auto& fetch = entry.fetches[static_cast<size_t>(rank)];
+    if (!fetch) {
+      fetch = std::make_shared<Fetch>(*this, key, entry.id, static_cast<size_t>(rank),
+                                      options_.max_body_bytes);
+    }
+    fetch->Start(client_, *io_, std::move(request));
   }
 }
 
-void Scraper::FetchDone(const std::string& key, uint64_t id, size_t port, std::string reason,
-                        std::string detail, std::string body) {
+void Scraper::FetchDone(const std::string& key, uint64_t id, size_t port, const Fetch& fetch) {
   auto it = pods_.find(key);
   if (it == pods_.end() || it->second->id != id || !it->second->in_flight) return;
   PodEntry& entry = *it->second;
-  if (!reason.empty()) {
-    if (entry.error.empty()) {
-      entry.error = std::move(reason);
-      entry.error_detail =
-          fmt::format("port {}: {}", store::PodMetricPort(entry.pod->object) + port, detail);
-    }
-  } else {
-    entry.last_body_bytes = std::max(entry.last_body_bytes, body.size());
-    entry.bodies[port] = std::move(body);
+  if (!fetch.reason().empty() && entry.error.empty()) {
+    entry.error = fetch.reason();
+    entry.error_detail =
+        fmt::format("port {}: {}", store::PodMetricPort(entry.pod->object) + port, fetch.detail());
   }
   if (--entry.pending > 0) return;
   entry.in_flight = false;
-  entry.calls.clear();
   if (!entry.error.empty()) {
     Fail(key, entry, entry.error, entry.error_detail);
   } else {
     Complete(key, entry);
   }
-  entry.bodies.clear();
 }
 
 void Scraper::Complete(const std::string& key, PodEntry& entry) {
@@ -298,9 +300,9 @@ void Scraper::Complete(const std::string& key, PodEntry& entry) {
   parse.max_series = options_.max_series;
   parse.only_families = &bindings.names;  // the rest of the body is skipped
   std::vector<ParsedBody> parsed;
-  parsed.reserve(entry.bodies.size());
-  for (const std::string& body : entry.bodies) {
-    auto one = ParseExposition(body, parse);
+  parsed.reserve(entry.fetches.size());
+  for (const auto& fetch : entry.fetches) {
+    auto one = ParseExposition(fetch->body(), parse);
     if (!one.ok()) {
       Fail(key, entry, "parse", std::string(common::AsStd(one.status().message())));
       return;
@@ -322,16 +324,13 @@ void Scraper::Complete(const std::string& key, PodEntry& entry) {
   Extracted out = extractor.Finish(now);
   DeriveThroughput(entry, out, now);
 
-  std::vector<std::pair<std::string, store::MetricValue>> pod_values;
+  std::vector<store::PodState::MetricUpdate> pod_values;
   pod_values.reserve(out.pod.size());
-  for (auto& [def, value] : out.pod)
-    pod_values.emplace_back(std::string(def->name), std::move(value));
-  std::vector<store::PodState::ModelMetricUpdate> model_values;
+  for (auto& [def, value] : out.pod) pod_values.push_back({{}, def->name, std::move(value)});
+  std::vector<store::PodState::MetricUpdate> model_values;
   model_values.reserve(out.model.size());
-  for (auto& v : out.model) {
-    model_values.push_back({std::move(v.model), std::string(v.def->name), std::move(v.value)});
-  }
-  pod.state->SetMetrics(std::move(pod_values), std::move(model_values));
+  for (auto& v : out.model) model_values.push_back({v.model, v.def->name, std::move(v.value)});
+  pod.state->SetMetrics(pod_values, model_values);
   scrapes_ok_.Increment();
   entry.failures = 0;
   entry.next_attempt = entry.started + options_.interval;

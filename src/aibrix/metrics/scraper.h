@@ -100,8 +100,7 @@ class Scraper {
 
   void Tick();
   void StartScrape(const std::string& key, PodEntry& entry, TimePoint now);
-  void FetchDone(const std::string& key, uint64_t id, size_t port, std::string reason,
-                 std::string detail, std::string body);
+  void FetchDone(const std::string& key, uint64_t id, size_t port, const Fetch& fetch);
   void Complete(const std::string& key, PodEntry& entry);
   void Fail(const std::string& key, PodEntry& entry, const std::string& reason,
             const std::string& detail);

@@ -158,12 +158,28 @@ void PodState::SetModelMetric(const std::string& model, const std::string& name,
   model_metrics_[{model, name}] = std::move(value);
 }
 
-void PodState::SetMetrics(std::vector<std::pair<std::string, MetricValue>> pod_values,
-                          std::vector<ModelMetricUpdate> model_values) {
+void PodState::SetMetrics(std::span<MetricUpdate> pod_values,
+                          std::span<MetricUpdate> model_values) {
+  // (model, name), reused so lookups do not allocate once the strings have grown.
+  thread_local std::pair<std::string, std::string> key;
   common::MutexLock lock(&mu_);
-  for (auto& [name, value] : pod_values) metrics_[std::move(name)] = std::move(value);
-  for (auto& update : model_values) {
-    model_metrics_[{std::move(update.model), std::move(update.name)}] = std::move(update.value);
+  for (MetricUpdate& update : pod_values) {
+    auto it = metrics_.find(absl::string_view(update.name.data(), update.name.size()));
+    if (it != metrics_.end()) {
+      it->second = std::move(update.value);
+    } else {
+      metrics_.emplace(std::string(update.name), std::move(update.value));
+    }
+  }
+  for (MetricUpdate& update : model_values) {
+    key.first.assign(update.model);
+    key.second.assign(update.name);
+    auto it = model_metrics_.find(key);
+    if (it != model_metrics_.end()) {
+      it->second = std::move(update.value);
+    } else {
+      model_metrics_.emplace(key, std::move(update.value));
+    }
   }
 }
 

@@ -162,14 +162,15 @@ class PodState {
   std::optional<MetricSample> Sample(std::span<const std::string_view> models,
                                      std::string_view name) const;
 
-  // One scrape's values, written under one lock so readers see them together.
-  struct ModelMetricUpdate {
-    std::string model;
-    std::string name;
+  // One scrape's values, written under one lock so readers see them together. The values
+  // are moved from; names and models are copied only when first stored (no allocation in
+  // the steady state).
+  struct MetricUpdate {
+    std::string_view model;  // model scope only
+    std::string_view name;
     MetricValue value;
   };
-  void SetMetrics(std::vector<std::pair<std::string, MetricValue>> pod_values,
-                  std::vector<ModelMetricUpdate> model_values);
+  void SetMetrics(std::span<MetricUpdate> pod_values, std::span<MetricUpdate> model_values);
   // Calls fn(model, name, value) for every value held, pod scope with model "", under the
   // state's lock: fn must be quick and must not call back into this PodState.
   template <typename Fn>
