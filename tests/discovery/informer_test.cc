@@ -329,6 +329,92 @@ TEST_F(InformerTest, ExpiredContinueTokenRestartsTheList) {
   EXPECT_EQ(CountRequests("&continue="), 3);
 }
 
+// A LIST response (status line and headers) for `body`, cut after its first `split` bytes.
+std::vector<std::string> ListResponse(const std::string& body, size_t split = std::string::npos) {
+  std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n";
+  if (split >= body.size()) return {head + body};
+  return {head + body.substr(0, split), body.substr(split)};
+}
+std::string PodJson(int i) { return SimplePod(PodName(i), "llama", Ip(i)).dump(); }
+
+TEST_F(InformerTest, NextPageIsAskedForWhileThisOneIsStillArriving) {
+  AddPods(0, 6);  // resourceVersion 1006
+  api_->SetMaxPage(2);
+  // Page 1 in two writes: the second only once the request for page 2 has come, which the
+  // informer can only send early, from the continue token in the first bytes.
+  const std::string prefix =
+      R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1006",)"
+      R"("continue":"c1006-2"},"items":[)";
+  api_->ScriptList("", ListResponse(prefix + PodJson(0) + "," + PodJson(1) + "]}", prefix.size()),
+                   /*hold_until=*/"continue=c1006-2");
+  StartInformer();
+  ASSERT_TRUE(WaitForKeys(Keys(0, 6)));
+  ASSERT_TRUE(WaitForWatch());
+  EXPECT_TRUE(api_->HoldSatisfied());
+  const auto requests = api_->Requests();
+  ASSERT_GE(requests.size(), 4u);
+  EXPECT_EQ(requests[0], "/api/v1/pods?limit=500");
+  EXPECT_EQ(requests[1], "/api/v1/pods?limit=500&continue=c1006-2");
+  EXPECT_EQ(requests[2], "/api/v1/pods?limit=500&continue=c1006-4");
+  EXPECT_THAT(requests[3], HasSubstr("watch=true&resourceVersion=1006&"));
+  EXPECT_EQ(recorder_.lists(), 1);
+  EXPECT_EQ(Errors(ErrorReason::kMalformed), 0);
+}
+
+TEST_F(InformerTest, ContinueTokenAfterTheItemsIsReadFromTheWholePage) {
+  AddPods(0, 6);
+  api_->SetMaxPage(2);
+  api_->ScriptList("", ListResponse(R"({"kind":"PodList","apiVersion":"v1","items":[)" +
+                                    PodJson(0) + "," + PodJson(1) +
+                                    R"(],"metadata":{"resourceVersion":"1006",)"
+                                    R"("continue":"c1006-2"}})"));
+  StartInformer();
+  ASSERT_TRUE(WaitForKeys(Keys(0, 6)));
+  ASSERT_TRUE(WaitForWatch());
+  EXPECT_EQ(CountRequests("?limit=500"), 3);
+  EXPECT_EQ(CountRequests("&continue=c1006-2"), 1);
+  EXPECT_EQ(CountRequests("&continue=c1006-4"), 1);
+  EXPECT_EQ(recorder_.lists(), 1);
+}
+
+TEST_F(InformerTest, BadPageWhileTheNextIsAskedForRestartsTheListCleanly) {
+  AddPods(0, 6);
+  api_->SetMaxPage(2);
+  // Page 2 starts well (naming page 3, which is asked for early), then is garbage.
+  const std::string prefix =
+      R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1006",)"
+      R"("continue":"c1006-4"},"items":[)";
+  api_->ScriptList("c1006-2", ListResponse(prefix + R"({"metadata": garbage]})", prefix.size()),
+                   /*hold_until=*/"continue=c1006-4");
+  StartInformer();
+  ASSERT_TRUE(WaitForKeys(Keys(0, 6)));
+  ASSERT_TRUE(WaitForWatch());
+  EXPECT_TRUE(api_->HoldSatisfied());
+  EXPECT_EQ(Errors(ErrorReason::kMalformed), 1);
+  EXPECT_EQ(recorder_.lists(), 1);  // nothing of the failed list was handed over
+  // Page 1, 2 (bad), 3 (asked early, abandoned), then pages 1, 2 and 3 again.
+  EXPECT_EQ(CountRequests("?limit=500"), 6);
+  EXPECT_EQ(CountRequests("&continue=c1006-4"), 2);
+}
+
+TEST_F(InformerTest, EarlyTokenThatTheWholePageContradictsIsNotUsed) {
+  AddPods(0, 6);
+  api_->SetMaxPage(2);
+  // A second metadata object overrides the first (the decoder reads the last): the page
+  // asked for early with the first token must be dropped, or pods 2 and 3 would be missed.
+  api_->ScriptList("", ListResponse(R"({"kind":"PodList","apiVersion":"v1","metadata":{)"
+                                    R"("resourceVersion":"1006","continue":"c1006-4"},"items":[)" +
+                                    PodJson(0) + "," + PodJson(1) +
+                                    R"(],"metadata":{"resourceVersion":"1006",)"
+                                    R"("continue":"c1006-2"}})"));
+  StartInformer();
+  ASSERT_TRUE(WaitForKeys(Keys(0, 6)));
+  ASSERT_TRUE(WaitForWatch());
+  EXPECT_EQ(CountRequests("&continue=c1006-2"), 1);
+  EXPECT_EQ(recorder_.lists(), 1);
+}
+
 TEST_F(InformerTest, AbruptDisconnectWatchesAgainFromTheLastVersion) {
   AddPods(0, 2);
   StartInformer();

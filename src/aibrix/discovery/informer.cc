@@ -1,9 +1,13 @@
 #include "aibrix/discovery/informer.h"
 
+#include <boost/asio/post.hpp>
+#include <optional>
 #include <random>
+#include <utility>
 
 #include "aibrix/common/logging.h"
 #include "aibrix/common/strings.h"
+#include "aibrix/discovery/list_prefix.h"
 #include "fmt/format.h"
 
 namespace aibrix::discovery {
@@ -37,31 +41,63 @@ uint64_t RandomSeed() {
 
 }  // namespace
 
-// Forwards one call's callbacks to the informer while that call is the current one.
+// Forwards one call's callbacks to the informer while that call is the current one. The
+// early request for the next LIST page is "held": its callbacks are kept (its first body
+// bytes copied; no more are read) until Release, which replays them in order.
 class Informer::Observer : public http::ResponseObserver,
                            public std::enable_shared_from_this<Observer> {
  public:
-  Observer(Informer* informer, uint64_t generation)
-      : informer_(informer), generation_(generation) {}
+  Observer(Informer* informer, uint64_t id, bool held)
+      : informer_(informer), id_(id), held_(held) {}
 
   void OnHead(int status, const http::Headers&) override {
     auto self = shared_from_this();  // the informer may cancel the call from in here
-    if (Current()) informer_->OnHead(status);
+    if (held_) {
+      head_ = status;
+    } else if (Current()) {
+      informer_->OnHead(status);
+    }
   }
   void OnBody(std::string_view data) override {
     auto self = shared_from_this();
-    if (Current()) informer_->OnBody(data);
+    if (held_) {
+      body_.assign(data);
+      has_body_ = true;
+    } else if (Current()) {
+      informer_->OnBody(data);
+    }
   }
   void OnEnd(http::ClientError error, std::string_view detail) override {
     auto self = shared_from_this();
-    if (Current()) informer_->OnEnd(error, detail);
+    if (held_) {
+      end_ = error;
+      end_detail_.assign(detail);
+    } else if (Current()) {
+      informer_->OnEnd(error, detail);
+    }
+  }
+
+  // Stops holding: replays what was held to the informer (while the call is current).
+  void Release() {
+    auto self = shared_from_this();
+    held_ = false;
+    if (head_ && Current()) informer_->OnHead(*head_);
+    if (has_body_ && Current()) informer_->OnBody(body_);
+    if (end_ && Current()) informer_->OnEnd(*end_, end_detail_);
+    body_ = std::string();
   }
 
  private:
-  bool Current() const { return !informer_->stopped_ && informer_->generation_ == generation_; }
+  bool Current() const { return !informer_->stopped_ && informer_->current_id_ == id_; }
 
   Informer* const informer_;
-  const uint64_t generation_;
+  const uint64_t id_;
+  bool held_;
+  std::optional<int> head_;
+  bool has_body_ = false;
+  std::string body_;
+  std::optional<http::ClientError> end_;
+  std::string end_detail_;
 };
 
 Informer::Informer(boost::asio::io_context& io, KubeClient& client, InformerOptions options,
@@ -91,8 +127,15 @@ void Informer::Stop() {
 }
 
 void Informer::AbortCall() {
-  ++generation_;
+  current_id_ = 0;
   if (auto call = std::move(call_)) call->Cancel();
+  AbortNextPage();
+}
+
+void Informer::AbortNextPage() {
+  next_id_ = 0;
+  next_observer_.reset();
+  if (auto call = std::move(next_call_)) call->Cancel();
 }
 
 void Informer::Count(ErrorReason reason, std::string_view detail) {
@@ -103,6 +146,7 @@ void Informer::Count(ErrorReason reason, std::string_view detail) {
 }
 
 void Informer::RetryLater(Phase phase) {
+  AbortNextPage();
   phase_ = phase;
   retry_timer_.expires_after(backoff_.Next());
   retry_timer_.async_wait([this, phase](const boost::system::error_code& ec) {
@@ -117,6 +161,7 @@ void Informer::RetryLater(Phase phase) {
 
 void Informer::StartList() {
   if (stopped_) return;
+  AbortNextPage();
   phase_ = Phase::kListing;
   listed_.clear();
   continue_token_.clear();
@@ -124,16 +169,45 @@ void Informer::StartList() {
   RequestPage();
 }
 
-void Informer::RequestPage() {
+std::string Informer::PageTarget(std::string_view continue_token) const {
   std::string target = fmt::format("{}?limit={}", path_, options_.page_size);
-  if (!continue_token_.empty()) target += "&continue=" + QueryEscape(continue_token_);
+  if (!continue_token.empty()) target += "&continue=" + QueryEscape(continue_token);
   if (!options_.label_selector.empty()) {
     target += "&labelSelector=" + QueryEscape(options_.label_selector);
   }
+  return target;
+}
+
+void Informer::RequestPage() {
   status_ = 0;
   body_.clear();
+  prefix_scanned_ = false;
   AbortCall();
-  call_ = client_.Get(io_, target, CallKind::kList, std::make_shared<Observer>(this, generation_));
+  current_id_ = ++last_call_id_;
+  call_ = client_.Get(io_, PageTarget(continue_token_), CallKind::kList,
+                      std::make_shared<Observer>(this, current_id_, /*held=*/false));
+}
+
+void Informer::MaybeRequestNextPage() {
+  const ListPrefix prefix = ScanListPrefix(body_);
+  if (prefix.state == ListPrefix::State::kNeedMore) return;
+  prefix_scanned_ = true;
+  if (prefix.state != ListPrefix::State::kFound || prefix.continue_token.empty()) return;
+  AbortNextPage();
+  next_id_ = ++last_call_id_;
+  next_token_ = prefix.continue_token;
+  next_observer_ = std::make_shared<Observer>(this, next_id_, /*held=*/true);
+  next_call_ = client_.Get(io_, PageTarget(next_token_), CallKind::kList, next_observer_);
+}
+
+void Informer::PromoteNextPage() {
+  status_ = 0;
+  body_.clear();
+  prefix_scanned_ = false;
+  current_id_ = std::exchange(next_id_, 0);
+  call_ = std::move(next_call_);
+  // Replayed from the event loop, not from inside the callback that finished this page.
+  boost::asio::post(io_, [observer = std::move(next_observer_)] { observer->Release(); });
 }
 
 void Informer::StartWatch() {
@@ -157,7 +231,9 @@ void Informer::StartWatch() {
   watch_started_ = std::chrono::steady_clock::now();
   metrics_.watches->Increment();
   AbortCall();
-  call_ = client_.Get(io_, target, CallKind::kWatch, std::make_shared<Observer>(this, generation_));
+  current_id_ = ++last_call_id_;
+  call_ = client_.Get(io_, target, CallKind::kWatch,
+                      std::make_shared<Observer>(this, current_id_, /*held=*/false));
 }
 
 void Informer::OnHead(int status) { status_ = status; }
@@ -180,6 +256,7 @@ void Informer::OnBody(std::string_view data) {
       return;
     }
     body_.append(data);
+    if (!prefix_scanned_) MaybeRequestNextPage();
     call_->ReadMore();
     return;
   }
@@ -320,9 +397,14 @@ void Informer::OnListPageDone() {
   }
   continue_token_ = std::move(page->continue_token);
   if (!continue_token_.empty()) {
-    RequestPage();
+    if (next_call_ != nullptr && next_token_ == continue_token_) {
+      PromoteNextPage();
+    } else {
+      RequestPage();  // (cancels an early request made with another token)
+    }
     return;
   }
+  AbortNextPage();
   FinishList(/*start_watch=*/true);
 }
 
