@@ -24,7 +24,6 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,27 +86,8 @@ class TimedSync : public discovery::InformerHandler {
   std::promise<Clock::time_point> done_;
 };
 
-// The discovery thread: an io_context run by one thread, as in the service (one thread for
-// the process's life, kubernetes_provider.h).
-class DiscoveryThread {
- public:
-  DiscoveryThread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
-  ~DiscoveryThread() {
-    work_.reset();
-    thread_.join();
-  }
-  boost::asio::io_context& io() { return io_; }
-
- private:
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::thread thread_;
-};
-
-// One LIST of every pod of `api` through a fresh informer into a fresh Store, on `thread`;
-// milliseconds.
-double ListOnce(testing::FakeKubeApi& api, DiscoveryThread& thread, size_t* pods_cached,
-                double* client_cpu_ms) {
+// One LIST of every pod of `api` through a fresh informer into a fresh Store; milliseconds.
+double ListOnce(testing::FakeKubeApi& api, size_t* pods_cached, double* client_cpu_ms) {
   store::Store store;
   TimedSync sync(store);
   auto done = sync.done();
@@ -118,26 +98,24 @@ double ListOnce(testing::FakeKubeApi& api, DiscoveryThread& thread, size_t* pods
   config.host = "127.0.0.1";
   config.port = api.port();
   auto client = discovery::KubeClient::Create(config, {}, common::SystemClock::Instance());
-  boost::asio::io_context& io = thread.io();
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
   discovery::InformerOptions options;
   options.page_size = 500;
-  std::optional<discovery::Informer> informer;
+  discovery::Informer informer(io, **client, options, sync,
+                               metrics.For(discovery::Resource::kPods));
+  std::thread thread([&] { io.run(); });
   const Clock::time_point start = Clock::now();
   double cpu_start_ms = 0;
   boost::asio::post(io, [&] {
     cpu_start_ms = CpuMs();
-    informer.emplace(io, **client, options, sync, metrics.For(discovery::Resource::kPods));
-    informer->Start();
+    informer.Start();
   });
   const Clock::time_point end = done.get();
   *client_cpu_ms = sync.cpu_end_ms - cpu_start_ms;
-  std::promise<void> stopped;
-  boost::asio::post(io, [&] {
-    informer.reset();
-    client->reset();  // its pooled connections belong to this thread's io_context
-    stopped.set_value();
-  });
-  stopped.get_future().wait();
+  boost::asio::post(io, [&] { informer.Stop(); });
+  work.reset();
+  thread.join();
   *pods_cached = store.ListPods().size();
   return std::chrono::duration<double, std::milli>(end - start).count();
 }
@@ -267,12 +245,8 @@ int main(int argc, char** argv) {
   // thresholds.
   aibrix::common::UseHugePagesForMalloc(argv);
   aibrix::common::TuneMalloc();
-  bool thread_per_run = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--models" && i + 1 < argc) {
-      model_count = std::max(1, std::atoi(argv[i + 1]));
-    }
-    if (std::string(argv[i]) == "--thread-per-run") thread_per_run = true;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--models") model_count = std::max(1, std::atoi(argv[i + 1]));
   }
   // The same pods as LIST pages of 500, for the in-memory breakdown and the watch setup.
   std::vector<std::string> pages;
@@ -301,16 +275,10 @@ int main(int argc, char** argv) {
   std::vector<double> runs;
   std::vector<double> cpu;
   size_t cached = 0;
-  {
-    // --thread-per-run: a new discovery thread (and so, often, a new malloc arena whose
-    // memory is faulted in afresh) for every run, as the bench did before.
-    std::optional<DiscoveryThread> thread;
-    for (int run = 0; run < 5; ++run) {
-      if (!thread || thread_per_run) thread.emplace();
-      double client_cpu_ms = 0;
-      runs.push_back(ListOnce(api, *thread, &cached, &client_cpu_ms));
-      cpu.push_back(client_cpu_ms);
-    }
+  for (int run = 0; run < 5; ++run) {
+    double client_cpu_ms = 0;
+    runs.push_back(ListOnce(api, &cached, &client_cpu_ms));
+    cpu.push_back(client_cpu_ms);
   }
   std::printf("info list runs (ms):");
   for (double ms : runs) std::printf(" %.1f", ms);
