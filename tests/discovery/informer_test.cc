@@ -362,25 +362,6 @@ TEST_F(InformerTest, NextPageIsAskedForWhileThisOneIsStillArriving) {
   EXPECT_EQ(Errors(ErrorReason::kMalformed), 0);
 }
 
-TEST_F(InformerTest, PageArrivingByteByByteStillAsksForTheNextEarly) {
-  AddPods(0, 4);  // resourceVersion 1004
-  api_->SetMaxPage(2);
-  const std::string prefix =
-      R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1004",)"
-      R"("continue":"c1004-2"},"items":[)";
-  std::vector<std::string> pieces = ListResponse(prefix + PodJson(0) + "," + PodJson(1) + "]}", 1);
-  // The head and the first byte, then every byte of the prefix in a write of its own.
-  const std::string rest = pieces[1];
-  pieces.pop_back();
-  for (size_t i = 0; i + 1 < prefix.size(); ++i) pieces.push_back(rest.substr(i, 1));
-  pieces.push_back(rest.substr(prefix.size() - 1));
-  api_->ScriptList("", pieces, /*hold_until=*/"continue=c1004-2");
-  StartInformer();
-  ASSERT_TRUE(WaitForKeys(Keys(0, 4)));
-  EXPECT_TRUE(api_->HoldSatisfied());
-  EXPECT_EQ(recorder_.lists(), 1);
-}
-
 TEST_F(InformerTest, ContinueTokenAfterTheItemsIsReadFromTheWholePage) {
   AddPods(0, 6);
   api_->SetMaxPage(2);

@@ -1,8 +1,7 @@
 // libFuzzer target for the Kubernetes watch path: bytes of a watch response body, cut into
 // chunks at boundaries the input chooses, through the line assembler, the JSON decoder and
 // StoreSync into a Store; the whole input also goes through the LIST decoder, and its prefix
-// at chunk boundaries (each time it has doubled, as the informer scans) through the LIST
-// prefix scan (list_prefix.h). Beyond "no crash",
+// at every chunk boundary through the LIST prefix scan (list_prefix.h). Beyond "no crash",
 // checked: lines handed out are within the cap and contain no newline, the prefix scan's
 // first answer other than "need more" is the one every longer prefix gives, and the Store
 // stays consistent (every model's pods are cached pods that map that model, its ready list
@@ -69,10 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t at = 0;
   size_t step = 0;
   std::optional<discovery::ListPrefix> prefix;  // the first answer other than kNeedMore
-  size_t scanned = 0;
   const auto scan_prefix = [&](size_t length) {
-    if (length < 2 * scanned && length < body.size()) return;  // as the informer: on doubling
-    scanned = length;
     const discovery::ListPrefix scanned = discovery::ScanListPrefix(body.substr(0, length));
     if (prefix) {
       if (scanned.state != prefix->state || scanned.continue_token != prefix->continue_token) {

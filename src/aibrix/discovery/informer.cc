@@ -185,7 +185,6 @@ void Informer::RequestPage() {
   status_ = 0;
   body_.clear();
   prefix_scanned_ = false;
-  prefix_scan_size_ = 0;
   AbortCall();
   current_id_ = ++last_call_id_;
   call_ = client_.Get(io_, PageTarget(continue_token_), CallKind::kList,
@@ -193,8 +192,6 @@ void Informer::RequestPage() {
 }
 
 void Informer::MaybeRequestNextPage() {
-  if (body_.size() < 2 * prefix_scan_size_) return;
-  prefix_scan_size_ = body_.size();
   const ListPrefix prefix = ScanListPrefix(body_);
   if (prefix.state == ListPrefix::State::kNeedMore) return;
   prefix_scanned_ = true;
@@ -210,7 +207,6 @@ void Informer::PromoteNextPage() {
   status_ = 0;
   body_.clear();
   prefix_scanned_ = false;
-  prefix_scan_size_ = 0;
   current_id_ = std::exchange(next_id_, 0);
   call_ = std::move(next_call_);
   // Replayed from the event loop, not from inside the callback that finished this page.

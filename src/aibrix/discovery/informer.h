@@ -148,9 +148,6 @@ class Informer {
   std::shared_ptr<Observer> next_observer_;
   std::string next_token_;       // the continue token next_call_ was sent with
   bool prefix_scanned_ = false;  // the page being read was scanned to an outcome
-  // Its size at the last scan: it is scanned again only once doubled, so a page that
-  // arrives in tiny reads costs O(n) scanning, not O(n^2).
-  size_t prefix_scan_size_ = 0;
   Phase phase_ = Phase::kIdle;
   bool stopped_ = false;
   int status_ = 0;    // HTTP status of the call in flight (0 before its head)
