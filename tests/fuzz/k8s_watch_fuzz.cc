@@ -1,23 +1,19 @@
 // libFuzzer target for the Kubernetes watch path: bytes of a watch response body, cut into
 // chunks at boundaries the input chooses, through the line assembler, the JSON decoder and
-// StoreSync into a Store; the whole input also goes through the LIST decoder, and its prefix
-// at every chunk boundary through the LIST prefix scan (list_prefix.h). Beyond "no crash",
-// checked: lines handed out are within the cap and contain no newline, the prefix scan's
-// first answer other than "need more" is the one every longer prefix gives, and the Store
+// StoreSync into a Store; the whole input also goes through the LIST decoder. Beyond "no
+// crash", checked: lines handed out are within the cap and contain no newline, and the Store
 // stays consistent (every model's pods are cached pods that map that model, its ready list
 // is exactly its ready pods, every cached pod mapping a model is in that model's list).
 // Seed corpus: tests/testdata/k8s.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "aibrix/discovery/k8s_decoder.h"
 #include "aibrix/discovery/line_assembler.h"
-#include "aibrix/discovery/list_prefix.h"
 #include "aibrix/discovery/store_sync.h"
 #include "aibrix/store/store.h"
 
@@ -67,19 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   discovery::LineAssembler lines(max_line);
   size_t at = 0;
   size_t step = 0;
-  std::optional<discovery::ListPrefix> prefix;  // the first answer other than kNeedMore
-  const auto scan_prefix = [&](size_t length) {
-    const discovery::ListPrefix scanned = discovery::ScanListPrefix(body.substr(0, length));
-    if (prefix) {
-      if (scanned.state != prefix->state || scanned.continue_token != prefix->continue_token) {
-        std::abort();
-      }
-    } else if (scanned.state != discovery::ListPrefix::State::kNeedMore) {
-      prefix = scanned;
-    }
-  };
   while (at < body.size()) {
-    scan_prefix(at);
     const size_t chunk = std::min(body.size() - at, 1 + (step++ * 7919 + at) % max_chunk);
     std::vector<discovery::WatchEvent> batch;
     std::string_view rest = body.substr(at, chunk);
@@ -95,7 +79,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!batch.empty()) sync.OnEvents(resource, std::move(batch));
     at += chunk;
   }
-  scan_prefix(body.size());
   CheckConsistent(store);
 
   std::string padded(body);
