@@ -385,7 +385,6 @@ void FakeKubeApi::ServeRequests(Connection& connection_ref) {
       std::unique_lock lock(mu_);
       requests_.push_back(target);
       last_authorization_ = authorization;
-      cv_.notify_all();  // a scripted LIST may wait for this request
       if (hang_) {
         cv_.wait(lock, [&] { return stopping_.load(); });
         return;
@@ -437,26 +436,6 @@ bool FakeKubeApi::ServeList(Connection& connection, const std::string& path, con
   std::string body;
   {
     std::unique_lock lock(mu_);
-    const std::string token = query.contains("continue") ? query.at("continue") : "";
-    if (auto it = scripted_lists_.find(token); it != scripted_lists_.end()) {
-      ScriptedList script = std::move(it->second);
-      scripted_lists_.erase(it);
-      const size_t seen = requests_.size();
-      for (size_t i = 0; i < script.pieces.size(); ++i) {
-        if (i + 1 == script.pieces.size() && !script.hold_until.empty()) {
-          hold_satisfied_ = cv_.wait_for(lock, std::chrono::seconds(10), [&] {
-            for (size_t r = seen; r < requests_.size(); ++r) {
-              if (requests_[r].find(script.hold_until) != std::string::npos) return true;
-            }
-            return stopping_.load();
-          });
-        }
-        lock.unlock();
-        if (!connection.Send(script.pieces[i])) return false;
-        lock.lock();
-      }
-      return true;
-    }
     int64_t list_rv = rv_;
     size_t offset = 0;
     if (auto it = query.find("continue"); it != query.end() && !it->second.empty()) {
@@ -757,17 +736,6 @@ bool FakeKubeApi::RemoveSilently(const std::string& path, const std::string& ns,
 void FakeKubeApi::ScriptNextWatch(std::string raw_response) {
   std::lock_guard lock(mu_);
   scripted_watch_ = std::move(raw_response);
-}
-
-void FakeKubeApi::ScriptList(std::string continue_token, std::vector<std::string> pieces,
-                             std::string hold_until) {
-  std::lock_guard lock(mu_);
-  scripted_lists_[std::move(continue_token)] = {std::move(pieces), std::move(hold_until)};
-}
-
-bool FakeKubeApi::HoldSatisfied() const {
-  std::lock_guard lock(mu_);
-  return hold_satisfied_;
 }
 
 void FakeKubeApi::FailNext(int status, int count) {

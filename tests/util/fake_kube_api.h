@@ -110,13 +110,6 @@ class FakeKubeApi {
   // The next WATCH request is answered with exactly these bytes (status line, headers and
   // body as given), then the connection is closed.
   void ScriptNextWatch(std::string raw_response);
-  // The next LIST request whose continue parameter is `continue_token` ("": a first page) is
-  // answered with `pieces` (raw bytes: status line, headers, body), written one after
-  // another. With `hold_until` set, the last piece waits (up to 10 s) until a request whose
-  // target contains `hold_until` has arrived; HoldSatisfied() says whether one did.
-  void ScriptList(std::string continue_token, std::vector<std::string> pieces,
-                  std::string hold_until = "");
-  bool HoldSatisfied() const;
   // The next `count` requests are answered `status` with a Status body.
   void FailNext(int status, int count = 1);
   // While true, requests are read and never answered (connections stay open).
@@ -186,12 +179,6 @@ class FakeKubeApi {
   uint64_t end_generation_ = 0;
   bool expire_next_continue_ = false;
   std::string scripted_watch_;
-  struct ScriptedList {
-    std::vector<std::string> pieces;
-    std::string hold_until;
-  };
-  std::map<std::string, ScriptedList> scripted_lists_;  // by continue token
-  bool hold_satisfied_ = false;
   int fail_status_ = 0;
   int fail_count_ = 0;
   bool hang_ = false;

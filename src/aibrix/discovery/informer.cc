@@ -1,13 +1,9 @@
 #include "aibrix/discovery/informer.h"
 
-#include <boost/asio/post.hpp>
-#include <optional>
 #include <random>
-#include <utility>
 
 #include "aibrix/common/logging.h"
 #include "aibrix/common/strings.h"
-#include "aibrix/discovery/list_prefix.h"
 #include "fmt/format.h"
 
 namespace aibrix::discovery {
@@ -44,63 +40,31 @@ uint64_t RandomSeed() {
 
 }  // namespace
 
-// Forwards one call's callbacks to the informer while that call is the current one. The
-// early request for the next LIST page is "held": its callbacks are kept (its first body
-// bytes copied; no more are read) until Release, which replays them in order.
+// Forwards one call's callbacks to the informer while that call is the current one.
 class Informer::Observer : public http::ResponseObserver,
                            public std::enable_shared_from_this<Observer> {
  public:
-  Observer(Informer* informer, uint64_t id, bool held)
-      : informer_(informer), id_(id), held_(held) {}
+  Observer(Informer* informer, uint64_t generation)
+      : informer_(informer), generation_(generation) {}
 
   void OnHead(int status, const http::Headers&) override {
     auto self = shared_from_this();  // the informer may cancel the call from in here
-    if (held_) {
-      head_ = status;
-    } else if (Current()) {
-      informer_->OnHead(status);
-    }
+    if (Current()) informer_->OnHead(status);
   }
   void OnBody(std::string_view data) override {
     auto self = shared_from_this();
-    if (held_) {
-      body_.assign(data);
-      has_body_ = true;
-    } else if (Current()) {
-      informer_->OnBody(data);
-    }
+    if (Current()) informer_->OnBody(data);
   }
   void OnEnd(http::ClientError error, std::string_view detail) override {
     auto self = shared_from_this();
-    if (held_) {
-      end_ = error;
-      end_detail_.assign(detail);
-    } else if (Current()) {
-      informer_->OnEnd(error, detail);
-    }
-  }
-
-  // Stops holding: replays what was held to the informer (while the call is current).
-  void Release() {
-    auto self = shared_from_this();
-    held_ = false;
-    if (head_ && Current()) informer_->OnHead(*head_);
-    if (has_body_ && Current()) informer_->OnBody(body_);
-    if (end_ && Current()) informer_->OnEnd(*end_, end_detail_);
-    body_ = std::string();
+    if (Current()) informer_->OnEnd(error, detail);
   }
 
  private:
-  bool Current() const { return !informer_->stopped_ && informer_->current_id_ == id_; }
+  bool Current() const { return !informer_->stopped_ && informer_->generation_ == generation_; }
 
   Informer* const informer_;
-  const uint64_t id_;
-  bool held_;
-  std::optional<int> head_;
-  bool has_body_ = false;
-  std::string body_;
-  std::optional<http::ClientError> end_;
-  std::string end_detail_;
+  const uint64_t generation_;
 };
 
 Informer::Informer(boost::asio::io_context& io, KubeClient& client, InformerOptions options,
@@ -130,15 +94,8 @@ void Informer::Stop() {
 }
 
 void Informer::AbortCall() {
-  current_id_ = 0;
+  ++generation_;
   if (auto call = std::move(call_)) call->Cancel();
-  AbortNextPage();
-}
-
-void Informer::AbortNextPage() {
-  next_id_ = 0;
-  next_observer_.reset();
-  if (auto call = std::move(next_call_)) call->Cancel();
 }
 
 void Informer::Count(ErrorReason reason, std::string_view detail) {
@@ -149,7 +106,6 @@ void Informer::Count(ErrorReason reason, std::string_view detail) {
 }
 
 void Informer::RetryLater(Phase phase) {
-  AbortNextPage();
   phase_ = phase;
   retry_timer_.expires_after(backoff_.Next());
   retry_timer_.async_wait([this, phase](const boost::system::error_code& ec) {
@@ -164,7 +120,6 @@ void Informer::RetryLater(Phase phase) {
 
 void Informer::StartList() {
   if (stopped_) return;
-  AbortNextPage();
   phase_ = Phase::kListing;
   listed_.clear();
   continue_token_.clear();
@@ -172,45 +127,16 @@ void Informer::StartList() {
   RequestPage();
 }
 
-std::string Informer::PageTarget(std::string_view continue_token) const {
+void Informer::RequestPage() {
   std::string target = fmt::format("{}?limit={}", path_, options_.page_size);
-  if (!continue_token.empty()) target += "&continue=" + QueryEscape(continue_token);
+  if (!continue_token_.empty()) target += "&continue=" + QueryEscape(continue_token_);
   if (!options_.label_selector.empty()) {
     target += "&labelSelector=" + QueryEscape(options_.label_selector);
   }
-  return target;
-}
-
-void Informer::RequestPage() {
   status_ = 0;
   body_.clear();
-  prefix_scanned_ = false;
   AbortCall();
-  current_id_ = ++last_call_id_;
-  call_ = client_.Get(io_, PageTarget(continue_token_), CallKind::kList,
-                      std::make_shared<Observer>(this, current_id_, /*held=*/false));
-}
-
-void Informer::MaybeRequestNextPage() {
-  const ListPrefix prefix = ScanListPrefix(body_);
-  if (prefix.state == ListPrefix::State::kNeedMore) return;
-  prefix_scanned_ = true;
-  if (prefix.state != ListPrefix::State::kFound || prefix.continue_token.empty()) return;
-  AbortNextPage();
-  next_id_ = ++last_call_id_;
-  next_token_ = prefix.continue_token;
-  next_observer_ = std::make_shared<Observer>(this, next_id_, /*held=*/true);
-  next_call_ = client_.Get(io_, PageTarget(next_token_), CallKind::kList, next_observer_);
-}
-
-void Informer::PromoteNextPage() {
-  status_ = 0;
-  body_.clear();
-  prefix_scanned_ = false;
-  current_id_ = std::exchange(next_id_, 0);
-  call_ = std::move(next_call_);
-  // Replayed from the event loop, not from inside the callback that finished this page.
-  boost::asio::post(io_, [observer = std::move(next_observer_)] { observer->Release(); });
+  call_ = client_.Get(io_, target, CallKind::kList, std::make_shared<Observer>(this, generation_));
 }
 
 void Informer::StartWatch() {
@@ -234,9 +160,7 @@ void Informer::StartWatch() {
   watch_started_ = std::chrono::steady_clock::now();
   metrics_.watches->Increment();
   AbortCall();
-  current_id_ = ++last_call_id_;
-  call_ = client_.Get(io_, target, CallKind::kWatch,
-                      std::make_shared<Observer>(this, current_id_, /*held=*/false));
+  call_ = client_.Get(io_, target, CallKind::kWatch, std::make_shared<Observer>(this, generation_));
 }
 
 void Informer::OnHead(int status) { status_ = status; }
@@ -259,7 +183,6 @@ void Informer::OnBody(std::string_view data) {
       return;
     }
     body_.append(data);
-    if (!prefix_scanned_) MaybeRequestNextPage();
     call_->ReadMore();
     return;
   }
@@ -402,14 +325,9 @@ void Informer::OnListPageDone() {
   }
   continue_token_ = std::move(page->continue_token);
   if (!continue_token_.empty()) {
-    if (next_call_ != nullptr && next_token_ == continue_token_) {
-      PromoteNextPage();
-    } else {
-      RequestPage();  // (cancels an early request made with another token)
-    }
+    RequestPage();
     return;
   }
-  AbortNextPage();
   FinishList(/*start_watch=*/true);
 }
 

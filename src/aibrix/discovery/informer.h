@@ -4,10 +4,6 @@
 //   LIST  GET <collection>?limit=N[&continue=T][&labelSelector=S], page after page; the
 //         objects of all pages are handed over at once (OnList) with the keys the informer
 //         held that the new list no longer has (deleted while we were not watching).
-//         The next page is asked for as soon as this page's continue token can be read from
-//         its first bytes (list_prefix.h), so the server prepares it while this one is read
-//         and decoded; its response is read only once this page is decoded and its token
-//         agrees (otherwise the early request is cancelled and the page asked for again).
 //   WATCH GET <collection>?watch=true&resourceVersion=RV&allowWatchBookmarks=true
 //         &timeoutSeconds=T (T drawn from [t, 2t)), read as newline-delimited JSON split at
 //         any byte; the events of each received chunk are handed over together (OnEvents);
@@ -97,21 +93,14 @@ class Informer {
 
   void StartList();
   void RequestPage();
-  // Asks for the next page early once the prefix of the page being read names it.
-  void MaybeRequestNextPage();
-  // Makes the early request for the next page the current call.
-  void PromoteNextPage();
-  std::string PageTarget(std::string_view continue_token) const;
   void StartWatch();
   // After the backoff: the LIST again from its first page, or the WATCH from RV.
   void RetryLater(Phase phase);
-  // Abandons the call in flight and the early next page (their callbacks are ignored).
+  // Abandons the call in flight (its callbacks are ignored from now on).
   void AbortCall();
-  // Abandons the early request for the next page, if any.
-  void AbortNextPage();
   void Count(ErrorReason reason, std::string_view detail);
 
-  // Observer callbacks for the current call.
+  // Observer callbacks for the call of generation `generation`.
   void OnHead(int status);
   void OnBody(std::string_view data);
   void OnEnd(http::ClientError error, std::string_view detail);
@@ -138,16 +127,8 @@ class Informer {
   Backoff backoff_;
   K8sDecoder decoder_;
   LineAssembler lines_;
-  uint64_t last_call_id_ = 0;
-  uint64_t current_id_ = 0;  // of the call in flight; changed to abandon it
+  uint64_t generation_ = 0;  // of the call in flight; bumped to abandon it
   std::shared_ptr<http::ClientCall> call_;
-  // The next LIST page, asked for early: its observer holds its first events until the
-  // page is promoted to the current call.
-  uint64_t next_id_ = 0;  // 0: none
-  std::shared_ptr<http::ClientCall> next_call_;
-  std::shared_ptr<Observer> next_observer_;
-  std::string next_token_;       // the continue token next_call_ was sent with
-  bool prefix_scanned_ = false;  // the page being read was scanned to an outcome
   Phase phase_ = Phase::kIdle;
   bool stopped_ = false;
   int status_ = 0;    // HTTP status of the call in flight (0 before its head)
