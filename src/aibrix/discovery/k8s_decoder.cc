@@ -1,5 +1,6 @@
 #include "aibrix/discovery/k8s_decoder.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "aibrix/common/status_macros.h"
@@ -12,6 +13,10 @@ namespace {
 
 namespace dom = simdjson::dom;
 static_assert(kJsonPadding >= simdjson::SIMDJSON_PADDING);
+
+// Items of a LIST page reserved up front at most (the array's length comes from untrusted
+// bytes; Kubernetes pages hold `limit` items, 500 by default).
+constexpr size_t kMaxReserveItems = 10000;
 
 absl::Status Malformed(std::string_view path, std::string_view what) {
   return absl::InvalidArgumentError(fmt::format("{}: {}", path, what));
@@ -472,11 +477,21 @@ absl::StatusOr<ListPage> K8sDecoder::DecodeList(std::string_view json) {
                   if (meta_key == "continue") {
                     return ReadString(value, "metadata.continue", &page.continue_token);
                   }
+                  if (meta_key == "remainingItemCount") {
+                    // A hint only: a value of another shape is ignored, as unknown fields.
+                    uint64_t remaining = 0;
+                    if (value.get_uint64().get(remaining) == simdjson::SUCCESS) {
+                      page.remaining_items = remaining;
+                    }
+                  }
                   return absl::OkStatus();
                 });
           }
           if (key == "items") {
             page.items.clear();
+            if (dom::array items; field.get_array().get(items) == simdjson::SUCCESS) {
+              page.items.reserve(std::min<size_t>(items.size(), kMaxReserveItems));
+            }
             return ForEachElement(field, "items", [&](const dom::element& item) {
               RawObject raw;
               absl::StatusOr<K8sObject> object = [&]() -> absl::StatusOr<K8sObject> {

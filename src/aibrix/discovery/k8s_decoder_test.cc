@@ -124,6 +124,7 @@ TEST(K8sDecoderTest, ListPageSample) {
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_EQ(page->resource_version, "48250");
   EXPECT_EQ(page->continue_token.substr(0, 12), "eyJ2IjoibWV0");
+  EXPECT_EQ(page->remaining_items, 3u);
   ASSERT_EQ(page->items.size(), 1u);
   EXPECT_EQ(ObjectKey(page->items[0]), "default/llama-3-1-8b-7d9c6b5f8d-x2k9p");
   EXPECT_TRUE(page->skipped.empty());
@@ -220,6 +221,7 @@ TEST(K8sDecoderTest, ListSkipsUnusableItemsAndRejectsMalformedPages) {
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_EQ(page->resource_version, "9");
   EXPECT_EQ(page->continue_token, "");
+  EXPECT_EQ(page->remaining_items, 0u);
   ASSERT_EQ(page->items.size(), 1u);
   EXPECT_EQ(ObjectKey(page->items[0]), "n/a");
   ASSERT_EQ(page->skipped.size(), 3u);
@@ -229,6 +231,19 @@ TEST(K8sDecoderTest, ListSkipsUnusableItemsAndRejectsMalformedPages) {
 
   EXPECT_FALSE(decoder.DecodeList(Padded(R"({"items":[}")").view()).ok());
   EXPECT_FALSE(decoder.DecodeList(Padded(R"({"items":[]})").view()).ok());  // no version
+}
+
+TEST(K8sDecoderTest, RemainingItemCountIsAHintOfAnyShape) {
+  K8sDecoder decoder(Resource::kPods);
+  for (const auto& [count, want] : std::vector<std::pair<std::string, uint64_t>>{
+           {"12", 12}, {"-1", 0}, {"\"5\"", 0}, {"null", 0}, {"1.5", 0}, {"{}", 0}}) {
+    auto page =
+        decoder.DecodeList(Padded(R"({"metadata":{"resourceVersion":"9","remainingItemCount":)" +
+                                  count + R"(},"items":[]})")
+                               .view());
+    ASSERT_TRUE(page.ok()) << count << ": " << page.status();
+    EXPECT_EQ(page->remaining_items, want) << count;
+  }
 }
 
 TEST(K8sDecoderTest, ErrorResponseBodyStatus) {

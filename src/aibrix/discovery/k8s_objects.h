@@ -5,6 +5,7 @@
 // Thread safety: plain values.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,9 @@ struct WatchEvent {
 struct ListPage {
   std::string resource_version;  // metadata.resourceVersion: where the watch starts
   std::string continue_token;    // metadata.continue: "" on the last page
+  // metadata.remainingItemCount: how many objects the pages after this one hold, a hint
+  // (0 when absent or not a count).
+  uint64_t remaining_items = 0;
   std::vector<K8sObject> items;
   // Items skipped because they are unusable (no name, wrong field types): their errors, in
   // the decoder's error classification (k8s_decoder.h).
