@@ -65,6 +65,17 @@ class ClientTest : public ::testing::Test {
     server_thread_.join();
   }
 
+  // A request to the fixture's upstream: POST `target` with `body`, or a GET without a body.
+  ClientRequest Upstream(std::string target, std::string body = "", std::string method = "POST") {
+    ClientRequest request;
+    request.method = std::move(method);
+    request.host = "127.0.0.1";
+    request.port = static_cast<uint16_t>(port_);
+    request.target = std::move(target);
+    request.body = std::move(body);
+    return request;
+  }
+
   ClientError Run(Client& client, ClientRequest request, std::shared_ptr<Collector> collector) {
     auto done = collector->done_.get_future();
     boost::asio::post(io_, [&client, &request, collector, this] {
@@ -85,11 +96,7 @@ class ClientTest : public ::testing::Test {
 TEST_F(ClientTest, PostsAndReadsALengthFramedBodyThenReusesTheConnection) {
   Client client(ClientOptions{});
   for (int i = 0; i < 3; ++i) {
-    ClientRequest request;
-    request.host = "127.0.0.1";
-    request.port = static_cast<uint16_t>(port_);
-    request.target = "/echo";
-    request.body = R"({"n":)" + std::to_string(i) + "}";
+    const ClientRequest request = Upstream("/echo", R"({"n":)" + std::to_string(i) + "}");
     auto collector = std::make_shared<Collector>();
     EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
     EXPECT_EQ(collector->status_, 200);
@@ -99,11 +106,7 @@ TEST_F(ClientTest, PostsAndReadsALengthFramedBodyThenReusesTheConnection) {
 
 TEST_F(ClientTest, ReadsChunkedBodies) {
   Client client(ClientOptions{});
-  ClientRequest request;
-  request.method = "GET";
-  request.host = "127.0.0.1";
-  request.port = static_cast<uint16_t>(port_);
-  request.target = "/chunked";
+  const ClientRequest request = Upstream("/chunked", "", "GET");
   auto collector = std::make_shared<Collector>();
   EXPECT_EQ(Run(client, request, collector), ClientError::kNone);
   EXPECT_EQ(collector->body_, "data: data: data: ");
@@ -124,11 +127,7 @@ class InPlaceCollector : public Collector {
 
 TEST_F(ClientTest, DecodesTheBodyIntoTheObserversString) {
   Client client(ClientOptions{});
-  ClientRequest request;
-  request.method = "GET";
-  request.host = "127.0.0.1";
-  request.port = static_cast<uint16_t>(port_);
-  request.target = "/chunked";
+  const ClientRequest request = Upstream("/chunked", "", "GET");
   auto collector = std::make_shared<InPlaceCollector>();
   EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
   EXPECT_EQ(collector->target_, "data: data: data: ");
@@ -141,11 +140,8 @@ TEST_F(ClientTest, LargeBodiesOverAPooledConnectionAndItsReadBuffer) {
   options.read_buffer_bytes = 16 << 10;  // each body takes several reads
   Client client(options);
   for (int i = 0; i < 3; ++i) {
-    ClientRequest request;
-    request.host = "127.0.0.1";
-    request.port = static_cast<uint16_t>(port_);
-    request.target = "/echo";
-    request.body = std::string(100000 + i, static_cast<char>('a' + i));
+    const ClientRequest request =
+        Upstream("/echo", std::string(100000 + i, static_cast<char>('a' + i)));
     auto collector = std::make_shared<InPlaceCollector>();
     EXPECT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
     EXPECT_EQ(collector->target_, request.body);
@@ -165,11 +161,7 @@ TEST_F(ClientTest, RefusedConnectionNeverReachedTheServer) {
 
 TEST_F(ClientTest, CancelledBeforeItStartedLeavesNothingPending) {
   Client client(ClientOptions{});
-  ClientRequest request;
-  request.method = "GET";
-  request.host = "127.0.0.1";
-  request.port = static_cast<uint16_t>(port_);
-  request.target = "/echo";
+  const ClientRequest request = Upstream("/echo", "", "GET");
   boost::asio::io_context io;  // no work guard: run() returns once nothing is pending
   auto cancelled = std::make_shared<Collector>();
   auto ended = cancelled->done_.get_future();
@@ -187,11 +179,7 @@ TEST_F(ClientTest, SweepClosesConnectionsIdleTooLong) {
   ClientOptions options;
   options.max_idle = std::chrono::milliseconds(0);
   Client client(options);
-  ClientRequest request;
-  request.host = "127.0.0.1";
-  request.port = static_cast<uint16_t>(port_);
-  request.target = "/echo";
-  request.body = "{}";
+  const ClientRequest request = Upstream("/echo", "{}");
   auto collector = std::make_shared<Collector>();
   ASSERT_EQ(Run(client, request, collector), ClientError::kNone) << collector->detail_;
   EXPECT_EQ(client.Sweep(), 1u);  // the pooled keep-alive connection
@@ -204,11 +192,7 @@ TEST_F(ClientTest, PooledConnectionsAreClosedWithTheirIoContext) {
   ClientOptions options;
   options.max_idle = std::chrono::milliseconds(0);
   Client client(options);
-  ClientRequest request;
-  request.host = "127.0.0.1";
-  request.port = static_cast<uint16_t>(port_);
-  request.target = "/echo";
-  request.body = "{}";
+  const ClientRequest request = Upstream("/echo", "{}");
   {
     boost::asio::io_context io;  // no work guard: run() returns once the call has ended
     auto collector = std::make_shared<Collector>();
