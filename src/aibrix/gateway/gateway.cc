@@ -362,11 +362,10 @@ void Gateway::AnswerRoute(const RequestBody& body,
   if (!request_id.empty()) {
     // No prefill tokens: the routing API has no signal for the answer's start, and counting
     // them until /cache/done would price a long decode as queued prefill.
-    store::Store::RequestCounts counts;
-    counts.expires = std::chrono::steady_clock::now() + options_.route_ttl;
-    counts.pending_load = routed->decision.pending_load.value_or(0);
     auto added =
-        store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model), counts);
+        store_.AddRequest(request_id, routed->decision.pod, store_.ReadyPods(body.model),
+                          {.expires = std::chrono::steady_clock::now() + options_.route_ttl,
+                           .pending_load = routed->decision.pending_load.value_or(0)});
     if (!added.ok()) {
       SendStatus(res, absl::InvalidArgumentError(Message(added)));
       return;

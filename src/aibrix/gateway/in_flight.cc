@@ -11,11 +11,9 @@ InFlightRequest::InFlightRequest(store::Store& store, tracking::RequestTracker& 
 absl::Status InFlightRequest::Attempt(const std::string& request_id,
                                       const routing::Decision& decision) {
   ReleaseAttempt();
-  store::Store::RequestCounts counts;
-  counts.pending_load = decision.pending_load.value_or(0);
-  counts.prefill_tokens = decision.uncached_tokens;
-  absl::Status added =
-      store_.AddRequest(request_id, decision.pod, store_.ReadyPods(model_), counts);
+  absl::Status added = store_.AddRequest(request_id, decision.pod, store_.ReadyPods(model_),
+                                         {.pending_load = decision.pending_load.value_or(0),
+                                          .prefill_tokens = decision.uncached_tokens});
   if (added.ok()) {
     attempt_id_ = request_id;
     answer_began_ = false;

@@ -830,9 +830,8 @@ TEST_F(RouterTest, KvAwarePricesThePrefillQueuedOnEachPod) {
   // 100 prompt tokens still to prefill on p0 (a request whose answer has not begun): waiting
   // for them costs more than prefilling the whole prompt on the idle p1.
   const store::PodRef p0 = *store_.GetPod("ns/p0");
-  store::Store::RequestCounts queued;
-  queued.prefill_tokens = 100;
-  ASSERT_TRUE(store_.AddRequest("long", p0, store_.ReadyPods(kModel), queued).ok());
+  ASSERT_TRUE(
+      store_.AddRequest("long", p0, store_.ReadyPods(kModel), {.prefill_tokens = 100}).ok());
   d = router->Route("kv-aware", Req(t));
   ASSERT_TRUE(d.ok());
   EXPECT_DOUBLE_EQ(d->candidates[0].score, 100 + 16);  // queued + one running request

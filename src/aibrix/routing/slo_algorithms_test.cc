@@ -69,11 +69,9 @@ class LoadAlgorithmTest : public ::testing::Test {
   // Puts load `load` on `pod` (one in-flight request).
   void Load(const std::string& pod, double load) {
     const std::string key = "ns/" + pod;
-    store::Store::RequestCounts counts;
-    counts.pending_load = load;
     ASSERT_TRUE(store_
                     .AddRequest(fmt::format("r{}", next_id_++), *store_.GetPod(key),
-                                store_.ReadyPods(kModel), counts)
+                                store_.ReadyPods(kModel), {.pending_load = load})
                     .ok());
   }
   std::unique_ptr<Router> MakeRouter(const PendingLoadProvider* provider) {

@@ -374,9 +374,7 @@ absl::Status Store::AddRequest(std::string_view request_id, std::string_view pod
     return absl::NotFoundError(fmt::format("key does not exist in the cache: {}", pod_key));
   }
   const ModelPodsRef* pods = snap->models.Find(model);
-  RequestCounts counts;
-  counts.port = port;
-  return AddRequest(request_id, *pod, pods == nullptr ? nullptr : *pods, counts);
+  return AddRequest(request_id, *pod, pods == nullptr ? nullptr : *pods, {.port = port});
 }
 
 absl::Status Store::AddRequest(std::string_view request_id, const PodRef& pod,

@@ -167,7 +167,7 @@ class Store {
   struct RequestCounts {
     int port = 0;  // the serving port (0 for the pod's only port)
     // When set, ExpireRequests settles the request then if it is still in flight.
-    std::optional<std::chrono::steady_clock::time_point> expires;
+    std::optional<std::chrono::steady_clock::time_point> expires{};
     // The request's normalised load (routing::PendingLoadProvider), added to the pod's
     // pending_load() until the request is settled.
     double pending_load = 0;

@@ -19,22 +19,6 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using testing::MakePod;
 
-Store::RequestCounts Expiring(std::chrono::steady_clock::time_point at) {
-  Store::RequestCounts counts;
-  counts.expires = at;
-  return counts;
-}
-Store::RequestCounts WithLoad(double load) {
-  Store::RequestCounts counts;
-  counts.pending_load = load;
-  return counts;
-}
-Store::RequestCounts WithPrefill(int64_t tokens) {
-  Store::RequestCounts counts;
-  counts.prefill_tokens = tokens;
-  return counts;
-}
-
 template <class Pods>  // std::vector<PodRef> or PodList
 std::vector<std::string> Keys(const Pods& pods) {
   std::vector<std::string> keys;
@@ -150,11 +134,11 @@ TEST(StoreTest, ExpiredRequestsAreSettledOnceAndOthersStay) {
   store.AddPod(MakePod("p1", "llama"));
   auto pod = *store.GetPod("default", "p1");
   const auto now = std::chrono::steady_clock::now();
-  ASSERT_TRUE(store.AddRequest("old", pod, store.ReadyPods("llama"), Expiring(now)).ok());
-  ASSERT_TRUE(
-      store
-          .AddRequest("young", pod, store.ReadyPods("llama"), Expiring(now + std::chrono::hours(1)))
-          .ok());
+  ASSERT_TRUE(store.AddRequest("old", pod, store.ReadyPods("llama"), {.expires = now}).ok());
+  ASSERT_TRUE(store
+                  .AddRequest("young", pod, store.ReadyPods("llama"),
+                              {.expires = now + std::chrono::hours(1)})
+                  .ok());
   ASSERT_TRUE(store.AddRequest("forever", pod, store.ReadyPods("llama")).ok());
   EXPECT_EQ(pod->state->running(), 3);
   auto expired = store.ExpireRequests(now);
@@ -309,15 +293,15 @@ TEST(StoreTest, PendingLoadIsAddedPerRequestAndReturnsExactlyToZero) {
   store.AddPod(MakePod("p1", "llama"));
   auto pod = *store.GetPod("default", "p1");
   auto model = store.ReadyPods("llama");
-  ASSERT_TRUE(store.AddRequest("a", pod, model, WithLoad(0.1)).ok());
-  ASSERT_TRUE(store.AddRequest("b", pod, model, WithLoad(0.2)).ok());
+  ASSERT_TRUE(store.AddRequest("a", pod, model, {.pending_load = 0.1}).ok());
+  ASSERT_TRUE(store.AddRequest("b", pod, model, {.pending_load = 0.2}).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   // A second add of the same id is refused and adds no load.
-  EXPECT_FALSE(store.AddRequest("a", pod, model, WithLoad(5.0)).ok());
+  EXPECT_FALSE(store.AddRequest("a", pod, model, {.pending_load = 5.0}).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   // Broken loads count as none.
-  ASSERT_TRUE(store.AddRequest("nan", pod, model, WithLoad(std::nan(""))).ok());
-  ASSERT_TRUE(store.AddRequest("neg", pod, model, WithLoad(-1)).ok());
+  ASSERT_TRUE(store.AddRequest("nan", pod, model, {.pending_load = std::nan("")}).ok());
+  ASSERT_TRUE(store.AddRequest("neg", pod, model, {.pending_load = -1}).ok());
   EXPECT_NEAR(pod->state->pending_load(), 0.3, 1e-9);
   for (const char* id : {"a", "b", "nan", "neg"}) ASSERT_TRUE(store.DoneRequest(id).ok());
   EXPECT_EQ(pod->state->pending_load(), 0.0);
@@ -328,12 +312,12 @@ TEST(StoreTest, PrefillTokensCountUntilTheAnswerBeginsOrTheRequestSettles) {
   store.AddPod(MakePod("p1", "llama"));
   auto pod = *store.GetPod("default", "p1");
   auto model = store.ReadyPods("llama");
-  ASSERT_TRUE(store.AddRequest("a", pod, model, WithPrefill(1000)).ok());
-  ASSERT_TRUE(store.AddRequest("b", pod, model, WithPrefill(300)).ok());
-  ASSERT_TRUE(store.AddRequest("neg", pod, model, WithPrefill(-5)).ok());  // counts 0
+  ASSERT_TRUE(store.AddRequest("a", pod, model, {.prefill_tokens = 1000}).ok());
+  ASSERT_TRUE(store.AddRequest("b", pod, model, {.prefill_tokens = 300}).ok());
+  ASSERT_TRUE(store.AddRequest("neg", pod, model, {.prefill_tokens = -5}).ok());  // counts 0
   EXPECT_EQ(pod->state->pending_prefill_tokens(), 1300);
   // A refused duplicate adds nothing.
-  EXPECT_FALSE(store.AddRequest("a", pod, model, WithPrefill(50)).ok());
+  EXPECT_FALSE(store.AddRequest("a", pod, model, {.prefill_tokens = 50}).ok());
   EXPECT_EQ(pod->state->pending_prefill_tokens(), 1300);
 
   // The answer began: a's tokens leave at once, and only once.
