@@ -316,26 +316,36 @@ void Emit(uint32_t group, uint64_t mask, size_t blocks, std::vector<HolderMatch>
   }
 }
 
-// Every holder in `mask` holds position a and not position b (a < b): find where each stops.
-void Bisect(const HolderTable& table, const KeyCursor& keys, uint32_t group, size_t a, size_t b,
-            uint64_t mask, std::vector<HolderMatch>* out) {
-  while (mask != 0) {
-    if (b == a + 1) {
-      Emit(group, mask, a + 1, out);
-      return;
+// Every holder in `mask` (of `group`) holds position a and not position b (a < b).
+struct Drop {
+  uint32_t group;
+  uint32_t a;
+  uint32_t b;
+  uint64_t mask;
+};
+
+// Finds where each holder of every drop stops, all drops together, breadth first: each round
+// starts loading every drop's midpoint, then reads them (the misses overlap instead of
+// following one another), and splits each drop in two. `next` is scratch.
+void Bisect(const HolderTable& table, const KeyCursor& keys, std::vector<Drop>& drops,
+            std::vector<Drop>& next, std::vector<HolderMatch>* out) {
+  while (!drops.empty()) {
+    for (const Drop& d : drops) {
+      if (d.b > d.a + 1) table.Prefetch(keys.at(d.a + (d.b - d.a) / 2), d.group);
     }
-    const size_t mid = a + (b - a) / 2;
-    const uint64_t v = table.Lookup(keys.at(mid), group) & mask;
-    const uint64_t gone = mask & ~v;
-    if (gone != 0 && v != 0) {
-      Bisect(table, keys, group, a, mid, gone, out);
-      a = mid;
-      mask = v;
-    } else if (v != 0) {
-      a = mid;
-    } else {
-      b = mid;
+    next.clear();
+    for (const Drop& d : drops) {
+      if (d.b == d.a + 1) {
+        Emit(d.group, d.mask, d.a + 1, out);
+        continue;
+      }
+      const uint32_t mid = d.a + (d.b - d.a) / 2;
+      const uint64_t held = table.Lookup(keys.at(mid), d.group) & d.mask;
+      if (const uint64_t gone = d.mask & ~held; gone != 0)
+        next.push_back({d.group, d.a, mid, gone});
+      if (held != 0) next.push_back({d.group, mid, d.b, held});
     }
+    drops.swap(next);
   }
 }
 
@@ -345,6 +355,9 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
                   std::vector<HolderMatch>* out) {
   const size_t n = keys.size();
   if (n == 0 || candidates.empty()) return;
+  // Scratch reused by this thread's searches (a search never runs inside another).
+  thread_local std::vector<Drop> drops, next;
+  drops.clear();
   absl::InlinedVector<Alive, 4> alive;
   keys.EnsureThrough(0);
   const BlockKey k0 = keys.at(0);
@@ -367,7 +380,7 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
     for (Alive& a : alive) {
       const uint64_t v = table.Lookup(keys.at(pos), a.group) & a.mask;
       if (const uint64_t gone = a.mask & ~v; gone != 0) {
-        Bisect(table, keys, a.group, prev, pos, gone, out);
+        drops.push_back({a.group, static_cast<uint32_t>(prev), static_cast<uint32_t>(pos), gone});
       }
       if (v != 0) alive[kept++] = {a.group, v};
     }
@@ -375,6 +388,7 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
     prev = pos;
   }
   for (const Alive& a : alive) Emit(a.group, a.mask, prev + 1, out);
+  Bisect(table, keys, drops, next, out);
 }
 
 }  // namespace aibrix::prefix

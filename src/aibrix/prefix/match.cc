@@ -57,17 +57,24 @@ std::vector<BlockKey> PrefixMatcher::Keys(std::string_view model, std::string_vi
   return hasher_->Hash(HashContext{model, lora, 0}, tokens);
 }
 
+void PrefixMatcher::VisitKeys(std::span<const BlockKey> keys, SourceVisitor visit) const {
+  const auto from = [&visit](MatchSource source) {
+    return [&visit, source](std::string_view pod, std::string_view tier, uint32_t blocks) {
+      visit(pod, tier, blocks, source);
+    };
+  };
+  if (exact_) exact_->MatchKeys(keys, from(MatchSource::kEvents));
+  if (approx_) approx_->MatchKeys(keys, from(MatchSource::kRouting));
+}
+
 MatchResponse PrefixMatcher::MatchKeys(std::span<const BlockKey> keys) const {
   MatchResponse r;
   r.block_size = hasher_->block_size();
   r.total_blocks = keys.size();
-  const auto add = [&r](MatchSource source) {
-    return [&r, source](std::string_view pod, std::string_view tier, uint32_t blocks) {
-      r.pods.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
-    };
-  };
-  if (exact_) exact_->MatchKeys(keys, add(MatchSource::kEvents));
-  if (approx_) approx_->MatchKeys(keys, add(MatchSource::kRouting));
+  VisitKeys(keys,
+            [&r](std::string_view pod, std::string_view tier, uint32_t blocks, MatchSource source) {
+              r.pods.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
+            });
   std::sort(r.pods.begin(), r.pods.end(), [](const PodMatch& a, const PodMatch& b) {
     if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
     if (a.pod != b.pod) return a.pod < b.pod;

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "aibrix/prefix/approx_index.h"
 #include "aibrix/prefix/exact_index.h"
@@ -48,7 +49,14 @@ class PrefixMatcher {
   std::vector<BlockKey> Keys(std::string_view model, std::string_view lora,
                              std::span<const uint32_t> tokens) const;
 
-  // Both indexes' answers for precomputed keys, and for tokens.
+  // Receives one holder of a query's leading blocks; valid only during the call.
+  using SourceVisitor = absl::FunctionRef<void(std::string_view pod, std::string_view tier,
+                                               uint32_t blocks, MatchSource source)>;
+  // Both indexes' holders for precomputed keys, unsorted, without allocating: what the
+  // routers call per request.
+  void VisitKeys(std::span<const BlockKey> keys, SourceVisitor visit) const;
+
+  // Both indexes' answers for precomputed keys, and for tokens, sorted (see above).
   MatchResponse MatchKeys(std::span<const BlockKey> keys) const;
   MatchResponse Match(std::string_view model, std::string_view lora,
                       std::span<const uint32_t> tokens) const;

@@ -42,6 +42,14 @@ TEST(PrefixMatcherTest, MergesBothSourcesAndSerialises) {
       {"pod": "ns/b", "matched_blocks": 2, "tier": "GPU", "source": "routing"}]})"));
   EXPECT_TRUE(matcher->Match("m", "other-lora", t).pods.empty());
 
+  // The routers' allocation-free call visits the same holders (in no given order).
+  std::vector<PodMatch> visited;
+  matcher->VisitKeys(keys, [&](std::string_view pod, std::string_view tier, uint32_t blocks,
+                               MatchSource source) {
+    visited.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
+  });
+  EXPECT_THAT(visited, ::testing::UnorderedElementsAreArray(r.pods));
+
   const nlohmann::json stats = *exact.Stats("ns/a");
   EXPECT_EQ(stats["blocks"], 3);
   EXPECT_EQ(stats["tiers"]["GPU"], 3);

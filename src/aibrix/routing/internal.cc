@@ -108,13 +108,13 @@ PrefixMatches MatchPrefix(const AlgorithmEnv& env, const RouteRequest& request,
   };
   if (env.deps.matcher != nullptr) {
     // One pass over both indexes through the facade, split by source.
-    const prefix::MatchResponse r = env.deps.matcher->MatchKeys(m.keys);
-    for (const prefix::PodMatch& pm : r.pods) {
-      const int i = FindReady(pods, pm.pod);
-      if (i < 0) continue;
-      auto& into = pm.source == prefix::MatchSource::kEvents ? m.exact : m.approx;
-      into[i] = std::max(into[i], pm.matched_blocks);
-    }
+    env.deps.matcher->VisitKeys(m.keys, [&](std::string_view pod, std::string_view /*tier*/,
+                                            uint32_t blocks, prefix::MatchSource source) {
+      const int i = FindReady(pods, pod);
+      if (i < 0) return;
+      auto& into = source == prefix::MatchSource::kEvents ? m.exact : m.approx;
+      into[i] = std::max(into[i], blocks);
+    });
   } else {
     env.deps.approx->MatchKeys(m.keys, visit(m.approx));
   }
