@@ -44,10 +44,10 @@ TEST(PrefixMatcherTest, MergesBothSourcesAndSerialises) {
 
   // The routers' allocation-free call visits the same holders (in no given order).
   std::vector<PodMatch> visited;
-  matcher->VisitKeys(keys, [&](std::string_view pod, std::string_view tier, uint32_t blocks,
-                               MatchSource source) {
-    visited.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
-  });
+  matcher->VisitKeys(
+      keys, [&](std::string_view pod, std::string_view tier, uint32_t blocks, MatchSource source) {
+        visited.push_back(PodMatch{std::string(pod), blocks, std::string(tier), source});
+      });
   EXPECT_THAT(visited, ::testing::UnorderedElementsAreArray(r.pods));
 
   const nlohmann::json stats = *exact.Stats("ns/a");
