@@ -26,70 +26,56 @@ class MsgpackWriter {
     if (v < 0x80) {
       Byte(static_cast<uint8_t>(v));
     } else if (v <= 0xff) {
-      Byte(0xcc);
-      Byte(static_cast<uint8_t>(v));
+      Tagged(0xcc, v, 1);
     } else if (v <= 0xffff) {
-      Byte(0xcd);
-      Be(v, 2);
+      Tagged(0xcd, v, 2);
     } else if (v <= 0xffffffffULL) {
-      Byte(0xce);
-      Be(v, 4);
+      Tagged(0xce, v, 4);
     } else {
-      Byte(0xcf);
-      Be(v, 8);
+      Tagged(0xcf, v, 8);
     }
   }
   void Int(int64_t v) {
     if (v >= 0) return Uint(static_cast<uint64_t>(v));
+    const auto u = static_cast<uint64_t>(v);
     if (v >= -32) {
       Byte(static_cast<uint8_t>(0xe0 | (v + 32)));
     } else if (v >= INT8_MIN) {
-      Byte(0xd0);
-      Be(static_cast<uint64_t>(v), 1);
+      Tagged(0xd0, u, 1);
     } else if (v >= INT16_MIN) {
-      Byte(0xd1);
-      Be(static_cast<uint64_t>(v), 2);
+      Tagged(0xd1, u, 2);
     } else if (v >= INT32_MIN) {
-      Byte(0xd2);
-      Be(static_cast<uint64_t>(v), 4);
+      Tagged(0xd2, u, 4);
     } else {
-      Byte(0xd3);
-      Be(static_cast<uint64_t>(v), 8);
+      Tagged(0xd3, u, 8);
     }
   }
   void Double(double v) {
     uint64_t bits;
     std::memcpy(&bits, &v, sizeof bits);
-    Byte(0xcb);
-    Be(bits, 8);
+    Tagged(0xcb, bits, 8);
   }
   void Str(std::string_view s) {
     const size_t n = s.size();
     if (n < 32) {
       Byte(static_cast<uint8_t>(0xa0 | n));
     } else if (n <= 0xff) {
-      Byte(0xd9);
-      Be(n, 1);
+      Tagged(0xd9, n, 1);
     } else if (n <= 0xffff) {
-      Byte(0xda);
-      Be(n, 2);
+      Tagged(0xda, n, 2);
     } else {
-      Byte(0xdb);
-      Be(n, 4);
+      Tagged(0xdb, n, 4);
     }
     out_->append(s);
   }
   void Bin(std::string_view s) {
     const size_t n = s.size();
     if (n <= 0xff) {
-      Byte(0xc4);
-      Be(n, 1);
+      Tagged(0xc4, n, 1);
     } else if (n <= 0xffff) {
-      Byte(0xc5);
-      Be(n, 2);
+      Tagged(0xc5, n, 2);
     } else {
-      Byte(0xc6);
-      Be(n, 4);
+      Tagged(0xc6, n, 4);
     }
     out_->append(s);
   }
@@ -97,31 +83,29 @@ class MsgpackWriter {
     if (n < 16) {
       Byte(static_cast<uint8_t>(0x90 | n));
     } else if (n <= 0xffff) {
-      Byte(0xdc);
-      Be(n, 2);
+      Tagged(0xdc, n, 2);
     } else {
-      Byte(0xdd);
-      Be(n, 4);
+      Tagged(0xdd, n, 4);
     }
   }
   void Map(size_t n) {
     if (n < 16) {
       Byte(static_cast<uint8_t>(0x80 | n));
     } else if (n <= 0xffff) {
-      Byte(0xde);
-      Be(n, 2);
+      Tagged(0xde, n, 2);
     } else {
-      Byte(0xdf);
-      Be(n, 4);
+      Tagged(0xdf, n, 4);
     }
   }
 
  private:
   void Byte(uint8_t b) { out_->push_back(static_cast<char>(b)); }
-  void Be(uint64_t v, int bytes) {
-    char buf[8];
-    for (int i = 0; i < bytes; ++i) buf[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
-    out_->append(buf, bytes);
+  // The type byte, then the low `bytes` bytes of v big-endian: one append.
+  void Tagged(uint8_t tag, uint64_t v, int bytes) {
+    char buf[9];
+    buf[0] = static_cast<char>(tag);
+    for (int i = 0; i < bytes; ++i) buf[1 + i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+    out_->append(buf, 1 + bytes);
   }
 
   std::string* out_;

@@ -14,20 +14,24 @@ uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
   return x ^ (x >> 31);
 }
 
+// What every token of a seed's prompts shares (hoisted out of the per-token loops).
+uint64_t PromptBase(uint64_t seed) { return Mix(seed ^ 0x70726f6d7074ULL); }
+
+uint32_t TokenAt(uint64_t base, int prompt, int t) {
+  return static_cast<uint32_t>(
+      Mix(base ^ (static_cast<uint64_t>(prompt) << 32) ^ static_cast<uint64_t>(t)) % kVocabulary);
+}
+
 }  // namespace
 
 uint32_t PromptToken(uint64_t seed, int prompt, int t) {
-  return static_cast<uint32_t>(Mix(Mix(seed ^ 0x70726f6d7074ULL) ^
-                                   (static_cast<uint64_t>(prompt) << 32) ^
-                                   static_cast<uint64_t>(t)) %
-                               kVocabulary);
+  return TokenAt(PromptBase(seed), prompt, t);
 }
 
 std::vector<uint32_t> PromptTokens(uint64_t seed, int prompt, int blocks, int block_size) {
+  const uint64_t base = PromptBase(seed);
   std::vector<uint32_t> tokens(static_cast<size_t>(blocks) * block_size);
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    tokens[t] = PromptToken(seed, prompt, static_cast<int>(t));
-  }
+  for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = TokenAt(base, prompt, static_cast<int>(t));
   return tokens;
 }
 
@@ -134,9 +138,10 @@ kv::EventBatch EngineWorkload::NextBatch(double ts) {
     stored.block_hashes.reserve(n);
     for (int b = first; b < first + n; ++b) stored.block_hashes.push_back(HashOf(p, b));
     if (first > 0) stored.parent_block_hash = HashOf(p, first - 1);
-    stored.token_ids.reserve(static_cast<size_t>(n) * options_.block_size);
-    for (int t = first * options_.block_size; t < (first + n) * options_.block_size; ++t) {
-      stored.token_ids.push_back(PromptToken(options_.seed, p, t));
+    stored.token_ids.resize(static_cast<size_t>(n) * options_.block_size);
+    const uint64_t base = PromptBase(options_.seed);
+    for (size_t i = 0; i < stored.token_ids.size(); ++i) {
+      stored.token_ids[i] = TokenAt(base, p, first * options_.block_size + static_cast<int>(i));
     }
     stored.block_size = options_.block_size;
     stored.medium = "GPU";
