@@ -479,12 +479,14 @@ TEST_F(InformerTest, ApiServerRestartOnTheSamePortConverges) {
   api_.reset();  // the API server goes away: watches break, connections are refused
   ASSERT_TRUE(Eventually([&] { return Errors(ErrorReason::kConnect) >= 1; }));
   // It comes back (etcd kept counting) with what changed meanwhile: pod-0 gone, pod-7 new,
-  // pod-3 moved; its watch cache starts now, so the old version is expired.
-  api_ = std::make_unique<FakeKubeApi>(port);
+  // pod-3 moved; its watch cache starts now, so the old version is expired. It answers only
+  // once all of that is in place, however soon the informer reconnects.
+  api_ = std::make_unique<FakeKubeApi>(port, /*serve=*/false);
   api_->SetResourceVersion(5000);
   for (int i : {1, 2, 4, 7}) api_->Upsert(kPodsPath, SimplePod(PodName(i), "llama", Ip(i)));
   api_->Upsert(kPodsPath, SimplePod(PodName(3), "llama", "10.3.3.3"));
   api_->Compact();
+  api_->Serve();
   ASSERT_TRUE(WaitForKeys(
       {"default/pod-1", "default/pod-2", "default/pod-3", "default/pod-4", "default/pod-7"}));
   EXPECT_EQ(recorder_.Ip("default/pod-3"), "10.3.3.3");

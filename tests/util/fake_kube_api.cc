@@ -303,7 +303,7 @@ json RealisticPod(int index, const std::string& model, const std::string& ns, bo
            {"state", {{"running", {{"startedAt", time}}}}}}}}}}};
 }
 
-FakeKubeApi::FakeKubeApi(uint16_t port) {
+FakeKubeApi::FakeKubeApi(uint16_t port, bool serve) {
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) Die("socket");
   const int one = 1;
@@ -317,13 +317,17 @@ FakeKubeApi::FakeKubeApi(uint16_t port) {
   socklen_t len = sizeof(addr);
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
   port_ = ntohs(addr.sin_port);
+  if (serve) Serve();
+}
+
+void FakeKubeApi::Serve() {
   accept_thread_ = std::thread([this] { AcceptLoop(); });
 }
 
 FakeKubeApi::~FakeKubeApi() {
   stopping_ = true;
   ::shutdown(listen_fd_, SHUT_RDWR);
-  accept_thread_.join();
+  if (accept_thread_.joinable()) accept_thread_.join();
   ::close(listen_fd_);
   std::vector<std::thread> threads;
   {

@@ -62,8 +62,12 @@ struct ChunkingOptions {
 
 class FakeKubeApi {
  public:
-  // Listens on 127.0.0.1:`port` (0: any) with SO_REUSEADDR. Aborts if it cannot.
-  explicit FakeKubeApi(uint16_t port = 0);
+  // Listens on 127.0.0.1:`port` (0: any) with SO_REUSEADDR. Aborts if it cannot. With
+  // `serve` false, clients connect (they wait in the listen backlog) but nothing is read or
+  // answered until Serve(): state set up meanwhile is all there for the first request.
+  explicit FakeKubeApi(uint16_t port = 0, bool serve = true);
+  // Starts answering (a server built with `serve` false). Once.
+  void Serve();
   ~FakeKubeApi();  // closes every connection and joins the threads
   FakeKubeApi(const FakeKubeApi&) = delete;
   FakeKubeApi& operator=(const FakeKubeApi&) = delete;
