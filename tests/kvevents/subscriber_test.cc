@@ -135,6 +135,9 @@ TEST_P(ReplayLayoutTest, StartupReplayThenLiveWithoutDuplicates) {
   o.replay_on_start = true;
   auto sub = StartSubscriber(o);
   ASSERT_TRUE(sink_.WaitBatches(5));
+  // The replay came over the DEALER; the SUB socket's subscription may still be on its way
+  // (batches published before it arrives are not delivered: PUB/SUB's slow joiner).
+  WaitSubscribed(*pub, *sub);
   PublishIds(*pub, 105, 110);
   ASSERT_TRUE(sink_.WaitBatches(10));
   EXPECT_EQ(sink_.log(), Ids(100, 110));
@@ -175,6 +178,32 @@ TEST_F(SubscriberTest, GapWithoutReplayEndpointClearsThenContinues) {
   EXPECT_EQ(sink_.log(), (std::vector<uint64_t>{100, 101, 102, kClear, 105, 106, 107}));
   EXPECT_EQ(sink_.blocks("default/pod-a"), (std::set<uint64_t>{105, 106, 107}));
   EXPECT_EQ(sub->stats().gaps, 1u);
+}
+
+// vLLM's replay ROUTER has libzmq's default send high-water mark (1,000 messages) and sends a
+// whole buffer in one loop: past the mark it drops replies silently, the end marker too. The
+// subscriber asks again from the first batch it misses, for as long as each request brings
+// it further, and ends the replay once it reaches the live batches it holds.
+TEST_F(SubscriberTest, StartupReplayPastTheRoutersHighWaterMarkIsResumedUntilComplete) {
+  constexpr uint64_t kBuffered = 6000;
+  auto pub = MakePublisher(true);
+  PublishIds(*pub, 100, 100 + kBuffered);  // before the subscriber exists
+  ASSERT_TRUE(pub->Flush());
+  auto o = Options(*pub);
+  o.replay_on_start = true;
+  // Real time: a request whose replies stop (the tail and the end marker dropped) is resumed
+  // after 250 ms of quiet; a fresh request still has the whole replay timeout to answer.
+  o.clock = &common::SystemClock::Instance();
+  o.replay_timeout = 30s;
+  auto sub = StartSubscriber(o);
+  ASSERT_TRUE(sink_.WaitBatches(kBuffered));
+  EXPECT_GT(sub->stats().replay_requests, 1u);  // the mark was passed: resumed at least once
+  WaitSubscribed(*pub, *sub);
+  PublishIds(*pub, 100 + kBuffered, 110 + kBuffered);
+  ASSERT_TRUE(sink_.WaitBatches(kBuffered + 10));
+  EXPECT_EQ(sink_.log(), Ids(100, 110 + kBuffered));
+  EXPECT_EQ(sub->stats().clears, 0u);
+  EXPECT_EQ(sub->stats().replay_failures, 0u);
 }
 
 TEST_F(SubscriberTest, ReplayBufferTooShortClears) {

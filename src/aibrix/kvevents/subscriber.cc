@@ -25,6 +25,9 @@ constexpr int kMessagesPerTurn = 256;
 constexpr size_t kItemsPerTurn = 64;
 // How long after a disconnect libzmq has to announce its reconnection (it does so at once).
 constexpr auto kRetryAnnouncement = std::chrono::milliseconds(1000);
+// A replay request that has delivered batches and then gets nothing for this long (or the
+// replay timeout, if shorter) lost the rest to the engine's send limit: it is resumed.
+constexpr auto kReplayStall = std::chrono::milliseconds(250);
 // What a queued Clear is charged (its bytes are nothing; this keeps the arithmetic simple).
 constexpr size_t kItemOverhead = sizeof(kv::EventBatch);
 
@@ -95,6 +98,7 @@ struct Subscriber::Stream {
   bool replaying = false;
   bool replay_strict = false;
   uint64_t replay_from = 0;
+  uint64_t replay_applied = 0;  // batches the current request has delivered
   Clock::time_point replay_deadline;
   std::deque<std::pair<uint64_t, std::string>> held;  // live batches received meanwhile
   size_t held_bytes = 0;
@@ -348,7 +352,15 @@ Subscriber::Clock::time_point Subscriber::OnTick() {
       ScheduleReconnect(s, /*failed_attempt=*/true);
     }
     if (s.conn == Stream::Conn::kWaiting && now >= s.conn_deadline) Connect(s);
-    if (s.replaying && now >= s.replay_deadline) ReplayFailed(s, "timeout");
+    if (s.replaying && now >= s.replay_deadline) {
+      // A request that delivered batches and then went quiet (kReplayStall) lost its tail,
+      // or its end marker, to the engine's send limit: ask again from where it stopped.
+      if (s.replay_applied > 0) {
+        ResumeReplay(s);
+      } else {
+        ReplayFailed(s, "timeout");
+      }
+    }
     if (s.conn == Stream::Conn::kWaiting) next = std::min(next, s.conn_deadline);
     if (s.replaying) next = std::min(next, s.replay_deadline);
     if (s.retry_expected_by) next = std::min(next, *s.retry_expected_by);
@@ -590,8 +602,13 @@ void Subscriber::Deliver(Stream& s, uint64_t seq, const std::string& payload) {
   Push(Item{std::move(*batch), bytes});
 }
 
-void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
-  ++s.consecutive_replays;
+void Subscriber::ResumeReplay(Stream& s) {
+  CloseDealer(s);  // the rest of this request's replies must not be taken for the next one
+  StartReplay(s, *s.expected, /*strict=*/true, /*resume=*/true);
+}
+
+void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict, bool resume) {
+  if (!resume) ++s.consecutive_replays;  // a resumed request is the same repair
   // The deadline is set before the request is counted: whoever sees the count (a test that
   // then moves the clock) sees the deadline too.
   s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
@@ -617,8 +634,9 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict) {
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
+  s.replay_applied = 0;
   WakeAt(s.replay_deadline);
-  s.replayed.clear();
+  if (!resume) s.replayed.clear();  // a resumed replay still needs the earlier hashes
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");
 }
 
@@ -651,6 +669,12 @@ void Subscriber::OnReplayed(Stream& s, uint64_t seq, const std::string& payload)
   }
   if (seq < *s.expected) return;  // already applied
   if (seq > *s.expected) {
+    if (s.replay_applied > 0) {
+      // Replies went missing in the middle: vLLM's replay ROUTER drops what passes its send
+      // high-water mark (1,000 messages by default). Ask again from the first one missing.
+      ResumeReplay(s);
+      return;
+    }
     if (s.replay_strict) {
       ReplayFailed(s, fmt::format("replay starts at {}, after the requested {}", seq, *s.expected));
       return;
@@ -658,7 +682,19 @@ void Subscriber::OnReplayed(Stream& s, uint64_t seq, const std::string& payload)
     s.expected = seq;
   }
   s.replayed.emplace(seq, std::hash<std::string>{}(payload));
+  ++s.replay_applied;
+  // From the first batch on, the request ends once replies stop coming (moving the
+  // deadline later needs no wake-up: the tick recomputes it).
+  s.replay_deadline = options_.clock->Now() +
+                      std::min<std::chrono::milliseconds>(kReplayStall, options_.replay_timeout);
+  if (s.replay_applied == 1) WakeAt(s.replay_deadline);
   InOrder(s, seq, payload);
+  // Caught up with the live batches held meanwhile: the rest of the replay (and its end
+  // marker) adds nothing, and may never come.
+  if (s.replaying && !s.held.empty() && *s.expected >= s.held.front().first) {
+    CloseDealer(s);
+    ReplayDone(s);
+  }
 }
 
 void Subscriber::ReplayDone(Stream& s) {

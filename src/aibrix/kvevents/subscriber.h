@@ -169,7 +169,9 @@ class Subscriber {
   void OnLive(Stream& s, uint64_t seq, std::string payload);
   void Hold(Stream& s, uint64_t seq, std::string payload);
   void InOrder(Stream& s, uint64_t seq, const std::string& payload);
-  void StartReplay(Stream& s, uint64_t from, bool strict);
+  void StartReplay(Stream& s, uint64_t from, bool strict, bool resume = false);
+  // Asks again from the first batch the current replay has not delivered (same repair).
+  void ResumeReplay(Stream& s);
   void OnReplayed(Stream& s, uint64_t seq, const std::string& payload);
   void ReplayDone(Stream& s);
   void ReplayFailed(Stream& s, const std::string& why);
