@@ -99,6 +99,8 @@ struct Subscriber::Stream {
   bool replay_strict = false;
   uint64_t replay_from = 0;
   uint64_t replay_applied = 0;  // batches the current request has delivered
+  int replay_requests = 0;      // requests of this repair (resumes included)
+  Clock::time_point replay_started;
   Clock::time_point replay_deadline;
   std::deque<std::pair<uint64_t, std::string>> held;  // live batches received meanwhile
   size_t held_bytes = 0;
@@ -631,6 +633,11 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict, bool resume)
     metrics_->errors(ErrorType::kSocket).Increment();
     CloseDealer(s);
   }
+  if (!resume) {
+    s.replay_requests = 0;
+    s.replay_started = options_.clock->Now();
+  }
+  ++s.replay_requests;
   s.replaying = true;
   s.replay_strict = strict;
   s.replay_from = from;
@@ -700,6 +707,20 @@ void Subscriber::OnReplayed(Stream& s, uint64_t seq, const std::string& payload)
 void Subscriber::ReplayDone(Stream& s) {
   s.replaying = false;
   metrics_->replay_success().Increment();
+  static common::RateLimiter limiter;
+  uint64_t suppressed = 0;
+  if (s.replay_requests > 1 && limiter.Allow(&suppressed)) {
+    common::Logger("kvevents")
+        ->info(
+            "pod {} rank {}: replay complete after {} requests in {} ms (the engine dropped "
+            "replies past its send high-water mark; each request resumed where the last "
+            "stopped) ({} similar lines suppressed)",
+            options_.source.pod_key, s.rank, s.replay_requests,
+            std::chrono::duration_cast<std::chrono::milliseconds>(options_.clock->Now() -
+                                                                  s.replay_started)
+                .count(),
+            suppressed);
+  }
   FlushHeld(s);
 }
 
