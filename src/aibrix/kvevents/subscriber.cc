@@ -610,7 +610,6 @@ void Subscriber::ResumeReplay(Stream& s) {
 }
 
 void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict, bool resume) {
-  if (!resume) ++s.consecutive_replays;  // a resumed request is the same repair
   // The deadline is set before the request is counted: whoever sees the count (a test that
   // then moves the clock) sees the deadline too.
   s.replay_deadline = options_.clock->Now() + options_.replay_timeout;
@@ -633,9 +632,11 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict, bool resume)
     metrics_->errors(ErrorType::kSocket).Increment();
     CloseDealer(s);
   }
-  if (!resume) {
+  if (!resume) {  // a resumed request is the same repair, and still needs the earlier hashes
+    ++s.consecutive_replays;
     s.replay_requests = 0;
     s.replay_started = options_.clock->Now();
+    s.replayed.clear();
   }
   ++s.replay_requests;
   s.replaying = true;
@@ -643,7 +644,6 @@ void Subscriber::StartReplay(Stream& s, uint64_t from, bool strict, bool resume)
   s.replay_from = from;
   s.replay_applied = 0;
   WakeAt(s.replay_deadline);
-  if (!resume) s.replayed.clear();  // a resumed replay still needs the earlier hashes
   if (!s.dealer) ReplayFailed(s, "replay socket unavailable");
 }
 
