@@ -13,7 +13,7 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   prometheus-cpp-dev libcurl4-openssl-dev libcpp-httplib-dev
   nlohmann-json3-dev libsimdjson-dev libxxhash-dev libabsl-dev
-  libhiredis-dev redis-server
+  libhiredis-dev redis-server libnghttp2-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto

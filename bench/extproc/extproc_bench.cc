@@ -1,15 +1,22 @@
-// extproc-bench: the ext_proc server under a fake Envoy in the same process (tests/util's
-// gRPC client over loopback), 64 pods of one model, prompts of 8k token ids. Each request is
-// a full exchange as Envoy drives it: request headers → body (routed) → response headers →
-// a streamed SSE response body in three chunks (usage in the last) → the processor's OK.
-// The upstream is instant, so the whole stream's time is what the processor adds.
+// extproc-bench: the ext_proc server of the service in this process under a fake Envoy on
+// loopback, 64 pods of one model, prompts of 8k token ids. Each request is a full exchange as
+// Envoy drives it: request headers → body (routed) → response headers → a streamed SSE
+// response body in three chunks (usage in the last) → the processor's OK, each step waiting
+// for the processor's reply. The upstream is instant, so the whole stream's time is what the
+// processor adds.
+//
+// The client (--client): "h2" (default) is tests/util/h2_envoy.h, many streams per HTTP/2
+// connection on one thread per connection as Envoy's codec drives them; "grpc" is the gRPC C++
+// client of the tests (fake_envoy.h), a blocking thread per stream, which costs the machine
+// more CPU per exchange than the processor does.
 //
 // Figures:
-//   extproc_decisions_per_s        exchanges completed per second, --threads client threads
-//   extproc_added_latency_p50_us   one client at a time: the stream's time, median
+//   extproc_decisions_per_s        exchanges completed per second: --connections connections
+//                                  with --depth exchanges in flight on each
+//   extproc_added_latency_p50_us   one exchange at a time: the stream's time, median
 //   extproc_added_latency_p99_us   ... 99th percentile
 //   extproc_streams_concurrent     streams held open at once (headers answered), then routed
-//                                  and completed, with no error
+//                                  and completed, with no error (the gRPC client)
 // The client and the server share the machine's cores (2 on the project's machines).
 #include <sys/resource.h>
 
@@ -29,6 +36,7 @@
 #include "bench/common/figures.h"
 #include "fmt/format.h"
 #include "tests/util/fake_envoy.h"
+#include "tests/util/h2_envoy.h"
 #include "tests/util/temp_dir.h"
 
 namespace {
@@ -42,7 +50,11 @@ struct Options {
   int pods = 64;
   int prompt_tokens = 8192;
   int prompts = 64;
+  std::string client = "h2";
+  int connections = 2;
+  int depth = 32;
   int threads = 8;
+  int server_threads = 0;
   double seconds = 5;
   int latency_requests = 2000;
   int streams = 1024;
@@ -60,6 +72,7 @@ struct Script {
   Request body;
   Request response_headers;
   std::vector<Request> response_body;
+  aibrix::testing::H2Exchange framed;  // the same, for the h2 client
 };
 
 std::vector<Script> MakeScripts(const Options& options) {
@@ -92,6 +105,8 @@ std::vector<Script> MakeScripts(const Options& options) {
     script.response_body = {aibrix::testing::BodyMessage(false, sse.substr(0, a), false),
                             aibrix::testing::BodyMessage(false, sse.substr(a, b - a), false),
                             aibrix::testing::BodyMessage(false, sse.substr(b), true)};
+    script.framed = aibrix::testing::H2Exchange::Frame(
+        script.headers, script.body, script.response_headers, script.response_body);
     scripts.push_back(std::move(script));
   }
   return scripts;
@@ -142,6 +157,104 @@ double Percentile(std::vector<double> values, double p) {
   return values[i];
 }
 
+// What the latency and throughput phases measured.
+struct Phase {
+  std::vector<double> latency_micros;
+  int64_t latency_errors = 0;
+  int64_t done = 0;
+  int64_t errors = 0;
+  double seconds = 0;
+  double cpu_seconds = 0;
+  std::string error;  // the first error seen
+};
+
+Clock::time_point Deadline(const Options& options) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(options.seconds));
+}
+
+Phase RunH2(const Options& options, const std::vector<Script>& scripts, int port) {
+  using aibrix::testing::H2Envoy;
+  std::vector<aibrix::testing::H2Exchange> exchanges;
+  for (const Script& script : scripts) exchanges.push_back(script.framed);
+  Phase phase;
+  {  // latency: one exchange at a time, after a warm-up
+    auto envoy = H2Envoy::Connect(port);
+    if (!envoy.ok()) Die(envoy.status().ToString());
+    (*envoy)->Run(exchanges, 1, 50, {});
+    auto run = (*envoy)->Run(exchanges, 1, options.latency_requests, {});
+    phase.latency_micros = std::move(run.micros);
+    phase.latency_errors = run.failed;
+    phase.error = run.first_error;
+  }
+  std::vector<std::unique_ptr<H2Envoy>> envoys;
+  for (int c = 0; c < options.connections; ++c) {
+    auto envoy = H2Envoy::Connect(port);
+    if (!envoy.ok()) Die(envoy.status().ToString());
+    envoys.push_back(std::move(*envoy));
+  }
+  std::vector<aibrix::testing::H2RunResult> runs(envoys.size());
+  const auto deadline = Deadline(options);
+  const auto start = Clock::now();
+  const double cpu_start = CpuSeconds();
+  std::vector<std::thread> threads;
+  for (size_t c = 0; c < envoys.size(); ++c) {
+    threads.emplace_back(
+        [&, c] { runs[c] = envoys[c]->Run(exchanges, options.depth, 0, deadline); });
+  }
+  for (auto& thread : threads) thread.join();
+  phase.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  phase.cpu_seconds = CpuSeconds() - cpu_start;
+  for (const auto& run : runs) {
+    phase.done += run.completed;
+    phase.errors += run.failed;
+    if (phase.error.empty()) phase.error = run.first_error;
+  }
+  return phase;
+}
+
+Phase RunGrpc(const Options& options, const std::vector<Script>& scripts,
+              const std::string& target) {
+  Phase phase;
+  {  // latency: one exchange at a time, after a warm-up
+    FakeEnvoy envoy(target);
+    for (int i = 0; i < 50; ++i) RunExchange(envoy, scripts[i % scripts.size()]);
+    for (int i = 0; i < options.latency_requests; ++i) {
+      const auto start = Clock::now();
+      if (!RunExchange(envoy, scripts[i % scripts.size()])) ++phase.latency_errors;
+      phase.latency_micros.push_back(
+          std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+    }
+  }
+  // Throughput: client threads over two connections, as long as --seconds.
+  FakeEnvoy envoy_a(target);
+  FakeEnvoy envoy_b(target);
+  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> errors{0};
+  const auto deadline = Deadline(options);
+  const auto start = Clock::now();
+  const double cpu_start = CpuSeconds();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < options.threads; ++t) {
+    threads.emplace_back([&, t] {
+      FakeEnvoy& envoy = t % 2 == 0 ? envoy_a : envoy_b;
+      for (size_t i = t; Clock::now() < deadline; i += options.threads) {
+        if (RunExchange(envoy, scripts[i % scripts.size()])) {
+          done.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          errors.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  phase.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  phase.cpu_seconds = CpuSeconds() - cpu_start;
+  phase.done = done.load();
+  phase.errors = errors.load();
+  return phase;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,7 +268,13 @@ int main(int argc, char** argv) {
   app.add_option("--pods", options.pods, "Pods of the model");
   app.add_option("--prompt-tokens", options.prompt_tokens, "Token ids per prompt");
   app.add_option("--prompts", options.prompts, "Distinct prompts");
-  app.add_option("--threads", options.threads, "Client threads in the throughput phase");
+  app.add_option("--client", options.client, "h2 (Envoy-like, default) or grpc (gRPC C++)")
+      ->check(CLI::IsMember({"h2", "grpc"}));
+  app.add_option("--connections", options.connections, "h2: connections (a thread each)");
+  app.add_option("--depth", options.depth, "h2: exchanges in flight per connection");
+  app.add_option("--threads", options.threads, "grpc: client threads (a stream each)");
+  app.add_option("--server-threads", options.server_threads,
+                 "The processor's threads (--extproc-threads; 0: one per core)");
   app.add_option("--seconds", options.seconds, "Length of the throughput phase");
   app.add_option("--latency-requests", options.latency_requests, "Sequential exchanges timed");
   app.add_option("--streams", options.streams, "Streams held open at once");
@@ -173,6 +292,7 @@ int main(int argc, char** argv) {
   config.static_config = dir.Write("config.yaml", yaml);
   config.http_addr = "127.0.0.1:0";
   config.extproc_addr = "127.0.0.1:0";
+  config.extproc_threads = options.server_threads;
   config.shutdown_delay_ms = 0;
   config.log_level = "warn";
   aibrix::server::Service service(config);
@@ -186,59 +306,24 @@ int main(int argc, char** argv) {
       scripts[0].body.request_body().body().size(), options.algorithm.c_str(),
       std::thread::hardware_concurrency());
 
-  // Latency: one exchange at a time.
-  {
-    FakeEnvoy envoy(target);
-    for (int i = 0; i < 50; ++i) RunExchange(envoy, scripts[i % scripts.size()]);  // warm up
-    std::vector<double> micros;
-    int errors = 0;
-    for (int i = 0; i < options.latency_requests; ++i) {
-      const auto start = Clock::now();
-      if (!RunExchange(envoy, scripts[i % scripts.size()])) ++errors;
-      micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
-    }
-    std::printf("latency phase: %d exchanges, %d errors\n", options.latency_requests, errors);
-    if (errors > 0) Die("errors in the latency phase");
-    aibrix::bench::PrintFigure("extproc_added_latency_p50_us", Percentile(micros, 0.50), "us");
-    aibrix::bench::PrintFigure("extproc_added_latency_p99_us", Percentile(micros, 0.99), "us");
-  }
-
-  // Throughput: client threads over two connections, as long as --seconds.
-  {
-    FakeEnvoy envoy_a(target);
-    FakeEnvoy envoy_b(target);
-    std::atomic<int64_t> done{0};
-    std::atomic<int64_t> errors{0};
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(options.seconds));
-    const auto start = Clock::now();
-    const double cpu_start = CpuSeconds();
-    std::vector<std::thread> threads;
-    for (int t = 0; t < options.threads; ++t) {
-      threads.emplace_back([&, t] {
-        FakeEnvoy& envoy = t % 2 == 0 ? envoy_a : envoy_b;
-        for (size_t i = t; Clock::now() < deadline; i += options.threads) {
-          if (RunExchange(envoy, scripts[i % scripts.size()])) {
-            done.fetch_add(1, std::memory_order_relaxed);
-          } else {
-            errors.fetch_add(1, std::memory_order_relaxed);
-          }
-        }
-      });
-    }
-    for (auto& thread : threads) thread.join();
-    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    const double cpu = CpuSeconds() - cpu_start;
-    std::printf(
-        "throughput phase: %lld exchanges in %.2f s on %d threads, %lld errors; process CPU "
-        "%.2f s (%.0f us per exchange, client and server together)\n",
-        static_cast<long long>(done.load()), elapsed, options.threads,
-        static_cast<long long>(errors.load()), cpu,
-        done.load() > 0 ? 1e6 * cpu / static_cast<double>(done.load()) : 0.0);
-    if (errors.load() > 0) Die("errors in the throughput phase");
-    aibrix::bench::PrintFigure("extproc_decisions_per_s", static_cast<double>(done) / elapsed,
-                               "req/s", 0);
-  }
+  const Phase result = options.client == "h2" ? RunH2(options, scripts, service.extproc_port())
+                                              : RunGrpc(options, scripts, target);
+  std::printf("latency phase: %zu exchanges, %lld errors\n", result.latency_micros.size(),
+              static_cast<long long>(result.latency_errors));
+  if (result.latency_errors > 0) Die("errors in the latency phase: " + result.error);
+  aibrix::bench::PrintFigure("extproc_added_latency_p50_us",
+                             Percentile(result.latency_micros, 0.50), "us");
+  aibrix::bench::PrintFigure("extproc_added_latency_p99_us",
+                             Percentile(result.latency_micros, 0.99), "us");
+  std::printf(
+      "throughput phase: %lld exchanges in %.2f s (%s client), %lld errors; process CPU %.2f s "
+      "(%.0f us per exchange, client and server together)\n",
+      static_cast<long long>(result.done), result.seconds, options.client.c_str(),
+      static_cast<long long>(result.errors), result.cpu_seconds,
+      result.done > 0 ? 1e6 * result.cpu_seconds / static_cast<double>(result.done) : 0.0);
+  if (result.errors > 0) Die("errors in the throughput phase: " + result.error);
+  aibrix::bench::PrintFigure("extproc_decisions_per_s",
+                             static_cast<double>(result.done) / result.seconds, "req/s", 0);
 
   // Concurrency: every stream opened and answered before any is finished.
   {

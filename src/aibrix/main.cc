@@ -228,6 +228,9 @@ int main(int argc, char** argv) {
   app.add_option("--extproc-default-strategy", config.extproc_default_strategy,
                  "ext_proc: algorithm when a request names none (env ROUTING_ALGORITHM; empty: "
                  "Envoy routes by the model header)");
+  app.add_option("--extproc-threads", config.extproc_threads,
+                 "ext_proc: gRPC completion queues, a thread each (0: one per core)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--extproc-idle-timeout-ms", config.extproc_idle_timeout_ms,
                  "ext_proc: a stream without a message for this long is closed")
       ->check(CLI::PositiveNumber);

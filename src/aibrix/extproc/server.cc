@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "aibrix/common/logging.h"
@@ -38,9 +39,56 @@ absl::StatusOr<std::string> ListenAddress(const std::string& address) {
   return common::FormatHostPort(parsed->host, static_cast<uint16_t>(parsed->port));
 }
 
+// Process calls each queue keeps requested, so a burst of new streams is taken without a
+// round trip through the queue's thread per stream.
+constexpr int kAcceptsPerQueue = 32;
+
 }  // namespace
 
-class ProcessReactor;
+class ProcessCall;
+
+// What a completion queue hands back: one operation of one call.
+class Event {
+ public:
+  virtual void Run(bool ok) = 0;
+
+ protected:
+  ~Event() = default;
+};
+
+// An Event that calls `Call::*on_done`.
+template <typename Call>
+class Tag final : public Event {
+ public:
+  Tag(Call* call, void (Call::*on_done)(bool ok)) : call_(call), on_done_(on_done) {}
+  void Run(bool ok) override { (call_->*on_done_)(ok); }
+
+ private:
+  Call* call_;
+  void (Call::*on_done_)(bool ok);
+};
+
+// One completion queue and the thread that drives it: accepts Process calls and runs every
+// event of its calls (reads, processing, writes) inline.
+struct CallQueue {
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  std::jthread thread;
+  // Calls alive on the queue, requested or started: the queue is shut down only once none is
+  // left (no operation may start on a queue after its shutdown).
+  std::atomic<int> calls{0};
+};
+
+// Counts a call on its queue for as long as the call lives.
+class QueueSlot {
+ public:
+  explicit QueueSlot(CallQueue& queue) : queue_(queue) { queue_.calls.fetch_add(1); }
+  ~QueueSlot() { queue_.calls.fetch_sub(1); }
+  QueueSlot(const QueueSlot&) = delete;
+  QueueSlot& operator=(const QueueSlot&) = delete;
+
+ private:
+  CallQueue& queue_;
+};
 
 class Server::Impl {
  public:
@@ -56,14 +104,19 @@ class Server::Impl {
   void Stop(std::chrono::milliseconds grace);
   size_t SweepIdle();
 
-  void Register(ProcessReactor* reactor) {
+  // Requests one more Process (Health/Check, Health/Watch) call on `queue`.
+  void Accept(CallQueue& queue);
+  void AcceptHealth(CallQueue& queue);
+  void AcceptWatch(CallQueue& queue);
+
+  void Register(ProcessCall* call) {
     common::MutexLock lock(&mu_);
-    live_.insert(reactor);
+    live_.insert(call);
     metrics_.streams_open().Increment();
   }
-  void Unregister(ProcessReactor* reactor) {
+  void Unregister(ProcessCall* call) {
     common::MutexLock lock(&mu_);
-    live_.erase(reactor);
+    live_.erase(call);
     metrics_.streams_open().Decrement();
   }
   size_t open_streams() const {
@@ -81,99 +134,49 @@ class Server::Impl {
   std::atomic<bool> serving_{false};
   std::atomic<bool> stopping_{false};
   int port_ = 0;
+  ext_proc_v3::ExternalProcessor::AsyncService process_service_;
+  grpc::health::v1::Health::AsyncService health_service_;
 
  private:
-  class ProcessService;
-  class HealthService;
+  static void Drive(CallQueue& queue);
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::jthread io_thread_;
-  std::unique_ptr<ProcessService> process_service_;
-  std::unique_ptr<HealthService> health_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<CallQueue>> queues_;
 
-  // Lock order: mu_ before a processor's and a reactor's (SweepIdle); never the reverse.
+  // Lock order: mu_ before a processor's and a call's (SweepIdle); never the reverse.
   mutable common::Mutex mu_;
-  absl::flat_hash_set<ProcessReactor*> live_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<ProcessCall*> live_ ABSL_GUARDED_BY(mu_);
 };
 
-// One Process stream: reads Envoy's messages one at a time into the processor and writes
-// its answers in order.
-class ProcessReactor final : public grpc::ServerBidiReactor<ProcessingRequest, ProcessingResponse>,
-                             public StreamOutput {
+// One Process stream on the async API. Each kind of operation has its own tag and at most
+// one of each is in flight: the call request, a read, a write, the finish and the done
+// notification. Reads are taken one at a time into the processor; its answers queue in
+// order behind the write in flight. The call deletes itself when its last operation is back.
+class ProcessCall final : public StreamOutput {
  public:
-  explicit ProcessReactor(Server::Impl& server) : server_(server) {
-    Touch();
-    processor_ = std::make_shared<Processor>(server_.options_.processor, server_.deps(), this);
-    server_.Register(this);
-    StartRead(&in_);
-  }
+  ProcessCall(Server::Impl& server, CallQueue& queue)
+      : server_(server), queue_(queue), slot_(queue) {}
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      // Envoy half-closed (or the stream broke: OnCancel says so too). Either way the
-      // exchange is over; answer the half-close with a status.
-      processor_->OnEnd(server_.stopping_ ? StreamEnd::kShutdown : StreamEnd::kEof);
-      WantFinish(grpc::Status::OK);
-      return;
-    }
-    Touch();
-    processor_->OnMessage(in_);
-    in_.Clear();
-    bool more = false;
+  // Asks the server for the next Process call on the queue.
+  void Request() {
+    context_.AsyncNotifyWhenDone(&done_tag_);  // delivered only once the call has started
     {
       common::MutexLock lock(&mu_);
-      more = !finish_wanted_;
+      pending_ = 1;
     }
-    if (more) StartRead(&in_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    const ProcessingResponse* next = nullptr;
-    bool finish = false;
-    {
-      common::MutexLock lock(&mu_);
-      queue_.pop_front();
-      if (!ok) queue_.clear();  // the stream is broken; OnCancel follows
-      if (!queue_.empty()) {
-        next = &queue_.front();
-      } else {
-        writing_ = false;
-        finish = TakeFinishLocked();
-      }
-    }
-    if (next != nullptr) {
-      StartWrite(next);
-    } else if (finish) {
-      Finish(status_);
-    }
-  }
-
-  void OnCancel() override {
-    processor_->OnEnd(server_.stopping_ ? StreamEnd::kShutdown : StreamEnd::kCancelled);
-    WantFinish(grpc::Status::CANCELLED);
-  }
-
-  void OnDone() override {
-    server_.Unregister(this);
-    processor_->OnEnd(StreamEnd::kCancelled);  // no-op when already ended
-    delete this;
+    server_.process_service_.RequestProcess(&context_, &stream_, queue_.cq.get(), queue_.cq.get(),
+                                            &accepted_tag_);
   }
 
   // StreamOutput (called with the processor's lock held).
   void Send(ProcessingResponse response) override {
-    const ProcessingResponse* start = nullptr;
-    {
-      common::MutexLock lock(&mu_);
-      if (finish_wanted_) return;
-      queue_.push_back(std::move(response));
-      if (!writing_) {
-        writing_ = true;
-        start = &queue_.back();
-      }
-    }
-    if (start != nullptr) StartWrite(start);
+    common::MutexLock lock(&mu_);
+    if (finish_wanted_) return;
+    out_.push_back(std::move(response));
+    if (!writing_) StartWriteLocked();
   }
   void Close(absl::Status status) override { WantFinish(ToGrpc(status)); }
 
@@ -186,86 +189,225 @@ class ProcessReactor final : public grpc::ServerBidiReactor<ProcessingRequest, P
   }
 
  private:
+  void OnAccepted(bool ok) {
+    if (!ok) {  // the server is shutting down; the call never started
+      Release();
+      return;
+    }
+    server_.Accept(queue_);  // keep the queue's accepts topped up
+    Touch();
+    processor_ = std::make_shared<Processor>(server_.options_.processor, server_.deps(), this);
+    server_.Register(this);
+    registered_ = true;
+    // The done notification is now pending in place of the call request.
+    common::MutexLock lock(&mu_);
+    StartReadLocked();
+  }
+
+  void OnRead(bool ok) {
+    if (!ok) {
+      // Envoy half-closed, or the stream broke (the done notification tells which). Either
+      // way the exchange is over; answer the half-close with a status.
+      WantFinish(grpc::Status::OK);
+      Release();
+      return;
+    }
+    Touch();
+    processor_->OnMessage(in_);
+    in_.Clear();
+    {
+      common::MutexLock lock(&mu_);
+      if (!finish_wanted_) {
+        stream_.Read(&in_, &read_tag_);
+        return;  // the read stays pending
+      }
+    }
+    Release();
+  }
+
+  void OnWritten(bool ok) {
+    {
+      common::MutexLock lock(&mu_);
+      out_.pop_front();
+      if (!ok) out_.clear();  // the stream is broken; the done notification follows
+      if (!out_.empty()) {
+        stream_.Write(out_.front(), &write_tag_);
+        return;  // the write stays pending
+      }
+      writing_ = false;
+      MaybeFinishLocked();
+    }
+    Release();
+  }
+
+  void OnFinished(bool) { Release(); }
+
+  void OnDone(bool) {
+    StreamEnd end = StreamEnd::kEof;
+    if (server_.stopping_) {
+      end = StreamEnd::kShutdown;
+    } else if (context_.IsCancelled()) {
+      end = StreamEnd::kCancelled;
+    }
+    processor_->OnEnd(end);  // the processor's own close, when it closed, counts first
+    Release();
+  }
+
+  void StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++pending_;
+    stream_.Read(&in_, &read_tag_);
+  }
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    writing_ = true;
+    ++pending_;
+    stream_.Write(out_.front(), &write_tag_);
+  }
+
+  // Finishes with `status` once no write is in flight (the first status wins).
+  void WantFinish(grpc::Status status) {
+    common::MutexLock lock(&mu_);
+    if (!finish_wanted_) {
+      finish_wanted_ = true;
+      status_ = std::move(status);
+    }
+    MaybeFinishLocked();
+  }
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finish_wanted_ || finished_ || writing_) return;
+    finished_ = true;
+    ++pending_;
+    stream_.Finish(status_, &finish_tag_);
+  }
+
+  // One operation is back; the last deletes the call.
+  void Release() {
+    bool last = false;
+    {
+      common::MutexLock lock(&mu_);
+      last = --pending_ == 0;
+    }
+    if (!last) return;
+    if (registered_) server_.Unregister(this);
+    delete this;
+  }
+
   void Touch() {
     last_message_ns_.store(server_.options_.clock->Now().time_since_epoch().count(),
                            std::memory_order_relaxed);
   }
 
-  // Finishes with `status` once no write is in flight (the first status wins).
-  void WantFinish(grpc::Status status) {
-    bool finish = false;
-    {
-      common::MutexLock lock(&mu_);
-      if (!finish_wanted_) {
-        finish_wanted_ = true;
-        status_ = std::move(status);
-      }
-      if (!writing_) finish = TakeFinishLocked();
-    }
-    if (finish) Finish(status_);
-  }
-  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!finish_wanted_ || finished_) return false;
-    finished_ = true;
-    return true;
-  }
-
+  Tag<ProcessCall> accepted_tag_{this, &ProcessCall::OnAccepted};
+  Tag<ProcessCall> read_tag_{this, &ProcessCall::OnRead};
+  Tag<ProcessCall> write_tag_{this, &ProcessCall::OnWritten};
+  Tag<ProcessCall> finish_tag_{this, &ProcessCall::OnFinished};
+  Tag<ProcessCall> done_tag_{this, &ProcessCall::OnDone};
   Server::Impl& server_;
-  std::shared_ptr<Processor> processor_;
+  CallQueue& queue_;
+  QueueSlot slot_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<ProcessingResponse, ProcessingRequest> stream_{&context_};
+  std::shared_ptr<Processor> processor_;  // set when the call starts
+  bool registered_ = false;
   ProcessingRequest in_;  // owned by the read in flight
   std::atomic<int64_t> last_message_ns_{0};
 
   common::Mutex mu_;
-  std::deque<ProcessingResponse> queue_ ABSL_GUARDED_BY(mu_);  // front: the write in flight
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;                     // operations in flight
+  std::deque<ProcessingResponse> out_ ABSL_GUARDED_BY(mu_);  // front: the write in flight
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_;  // written once under mu_ before finished_ is set, then read
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-class Server::Impl::ProcessService final : public ext_proc_v3::ExternalProcessor::CallbackService {
+// One grpc.health.v1.Health/Check call (Watch is left unimplemented: probes use Check):
+// requested, answered inline, deleted when the answer is out.
+class HealthCall {
  public:
-  explicit ProcessService(Server::Impl& server) : server_(server) {}
-  grpc::ServerBidiReactor<ProcessingRequest, ProcessingResponse>* Process(
-      grpc::CallbackServerContext*) override {
-    return new ProcessReactor(server_);
+  HealthCall(Server::Impl& server, CallQueue& queue)
+      : server_(server), queue_(queue), slot_(queue) {
+    server_.health_service_.RequestCheck(&context_, &request_, &responder_, queue_.cq.get(),
+                                         queue_.cq.get(), &accepted_tag_);
   }
 
  private:
-  Server::Impl& server_;
-};
-
-// grpc.health.v1.Health/Check (Watch is left unimplemented: probes use Check).
-class Server::Impl::HealthService final : public grpc::health::v1::Health::CallbackService {
- public:
-  explicit HealthService(Server::Impl& server) : server_(server) {}
-  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
-                                  const grpc::health::v1::HealthCheckRequest* request,
-                                  grpc::health::v1::HealthCheckResponse* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    const std::string& name = request->service();
+  void OnAccepted(bool ok) {
+    if (!ok) {  // shutting down
+      delete this;
+      return;
+    }
+    server_.AcceptHealth(queue_);
+    const std::string& name = request_.service();
     if (name != "" && name != "gateway-plugin" && name != "liveness" && name != "readiness" &&
         name != ext_proc_v3::ExternalProcessor::service_full_name()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service " + name));
-      return reactor;
+      responder_.Finish(response_,
+                        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service " + name),
+                        &finish_tag_);
+      return;
     }
     // Liveness is the process answering; the others follow readiness.
     const bool serving = name == "liveness" || server_.serving_.load();
-    response->set_status(serving ? grpc::health::v1::HealthCheckResponse::SERVING
+    response_.set_status(serving ? grpc::health::v1::HealthCheckResponse::SERVING
                                  : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    responder_.Finish(response_, grpc::Status::OK, &finish_tag_);
+  }
+  void OnFinished(bool) { delete this; }
+
+  Server::Impl& server_;
+  CallQueue& queue_;
+  QueueSlot slot_;
+  grpc::ServerContext context_;
+  grpc::health::v1::HealthCheckRequest request_;
+  grpc::health::v1::HealthCheckResponse response_;
+  grpc::ServerAsyncResponseWriter<grpc::health::v1::HealthCheckResponse> responder_{&context_};
+  Tag<HealthCall> accepted_tag_{this, &HealthCall::OnAccepted};
+  Tag<HealthCall> finish_tag_{this, &HealthCall::OnFinished};
+};
+
+// grpc.health.v1.Health/Watch: UNIMPLEMENTED, as gRPC answers a method a service leaves out
+// (probes use Check).
+class WatchCall {
+ public:
+  WatchCall(Server::Impl& server, CallQueue& queue) : server_(server), queue_(queue), slot_(queue) {
+    server_.health_service_.RequestWatch(&context_, &request_, &writer_, queue_.cq.get(),
+                                         queue_.cq.get(), &accepted_tag_);
   }
 
  private:
+  void OnAccepted(bool ok) {
+    if (!ok) {
+      delete this;
+      return;
+    }
+    server_.AcceptWatch(queue_);
+    writer_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "use Check"), &finish_tag_);
+  }
+  void OnFinished(bool) { delete this; }
+
   Server::Impl& server_;
+  CallQueue& queue_;
+  QueueSlot slot_;
+  grpc::ServerContext context_;
+  grpc::health::v1::HealthCheckRequest request_;
+  grpc::ServerAsyncWriter<grpc::health::v1::HealthCheckResponse> writer_{&context_};
+  Tag<WatchCall> accepted_tag_{this, &WatchCall::OnAccepted};
+  Tag<WatchCall> finish_tag_{this, &WatchCall::OnFinished};
 };
+
+// After the server's shutdown a request completes at once, not ok (the call is deleted).
+void Server::Impl::Accept(CallQueue& queue) { (new ProcessCall(*this, queue))->Request(); }
+void Server::Impl::AcceptHealth(CallQueue& queue) { new HealthCall(*this, queue); }
+void Server::Impl::AcceptWatch(CallQueue& queue) { new WatchCall(*this, queue); }
+
+void Server::Impl::Drive(CallQueue& queue) {
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue.cq->Next(&tag, &ok)) static_cast<Event*>(tag)->Run(ok);
+}
 
 absl::Status Server::Impl::Start() {
   auto address = ListenAddress(options_.address);
   if (!address.ok()) return address.status();
-  process_service_ = std::make_unique<ProcessService>(*this);
-  health_service_ = std::make_unique<HealthService>(*this);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(*address, grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_bytes));
@@ -273,17 +415,31 @@ absl::Status Server::Impl::Start() {
   // gRPC binds with SO_REUSEPORT by default: a second process on the same port would take
   // half of Envoy's streams instead of failing to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.RegisterService(process_service_.get());
-  builder.RegisterService(health_service_.get());
+  builder.RegisterService(&process_service_);
+  builder.RegisterService(&health_service_);
+  const int threads = options_.threads > 0
+                          ? options_.threads
+                          : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+  for (int i = 0; i < threads; ++i) {
+    queues_.push_back(std::make_unique<CallQueue>());
+    queues_.back()->cq = builder.AddCompletionQueue();
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
+    queues_.clear();
     return absl::UnavailableError(fmt::format("ext_proc: cannot listen on {}", *address));
   }
+  for (auto& queue : queues_) {
+    for (int i = 0; i < kAcceptsPerQueue; ++i) Accept(*queue);
+    AcceptHealth(*queue);
+    AcceptWatch(*queue);
+    queue->thread = std::jthread([queue = queue.get()] { Drive(*queue); });
+  }
   io_thread_ = std::jthread([this] { io_.run(); });
-  common::Logger("extproc")->info("ext_proc listening on {} port={} (h2c, {} dialect)", *address,
-                                  port_,
-                                  options_.processor.dialect == Dialect::kGie ? "gie" : "aibrix");
+  common::Logger("extproc")->info(
+      "ext_proc listening on {} port={} (h2c, {} dialect, {} threads)", *address, port_,
+      options_.processor.dialect == Dialect::kGie ? "gie" : "aibrix", threads);
   return absl::OkStatus();
 }
 
@@ -291,9 +447,17 @@ void Server::Impl::Stop(std::chrono::milliseconds grace) {
   if (stopping_.exchange(true)) return;
   serving_ = false;
   if (server_) {
+    // Open streams get `grace` to end, then are cancelled; the queues' threads carry both.
     server_->Shutdown(std::chrono::system_clock::now() + grace);
+    // The cancelled calls still have events queued; their threads run them to the end.
+    for (auto& queue : queues_) {
+      while (queue->calls.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      queue->cq->Shutdown();
+    }
+    for (auto& queue : queues_) queue->thread.join();  // each drains its queue first
     server_->Wait();
     server_.reset();
+    queues_.clear();
   }
   work_.reset();
   io_.stop();
@@ -305,8 +469,8 @@ size_t Server::Impl::SweepIdle() {
   const int64_t timeout = std::chrono::nanoseconds(options_.idle_timeout).count();
   size_t closed = 0;
   common::MutexLock lock(&mu_);
-  for (ProcessReactor* reactor : live_) {
-    if (reactor->ExpireIfIdle(now, timeout)) ++closed;
+  for (ProcessCall* call : live_) {
+    if (call->ExpireIfIdle(now, timeout)) ++closed;
   }
   return closed;
 }

@@ -154,13 +154,14 @@ struct ServiceConfig {
   // AIBrix's default, Envoy routes by the model header), the bearer token requests must carry
   // (AIBRIX_AUTH_BEARER_TOKEN), the largest gRPC message taken
   // (AIBRIX_GRPC_MAX_MESSAGE_SIZE_BYTES; raised above max_body_bytes when lower) and how
-  // long a stream may go without a message.
+  // long a stream may go without a message; the threads serving the streams (0: one per core).
   std::string extproc_addr = ":50052";
   std::string extproc_dialect = "aibrix";
   std::string extproc_default_strategy;
   std::string auth_bearer_token;
   int64_t grpc_max_message_bytes = 4 << 20;
   int extproc_idle_timeout_ms = 600000;
+  int extproc_threads = 0;
 
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;

@@ -192,6 +192,7 @@ absl::StatusOr<extproc::ServerOptions> ExtProcOptionsFor(const ServiceConfig& co
   options.max_receive_bytes = std::max<size_t>(static_cast<size_t>(config.grpc_max_message_bytes),
                                                config.max_body_bytes + (64 << 10));
   options.idle_timeout = std::chrono::milliseconds(config.extproc_idle_timeout_ms);
+  options.threads = config.extproc_threads;
   return options;
 }
 
