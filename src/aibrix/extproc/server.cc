@@ -152,9 +152,12 @@ class Server::Impl {
 };
 
 // One Process stream on the async API. Each kind of operation has its own tag and at most
-// one of each is in flight: the call request, a read, a write, the finish and the done
-// notification. Reads are taken one at a time into the processor; its answers queue in
-// order behind the write in flight. The call deletes itself when its last operation is back.
+// one of each is in flight: the call request, a read, a write (or the last write with the
+// status), the finish and the done notification. Reads are taken one at a time into the
+// processor; its answers queue in order behind the write in flight. Answers given while the
+// queue's thread is inside the processor leave when it returns, so that a last answer and
+// the status go out together (one write instead of two). The call deletes itself when its
+// last operation is back.
 class ProcessCall final : public StreamOutput {
  public:
   ProcessCall(Server::Impl& server, CallQueue& queue)
@@ -176,9 +179,13 @@ class ProcessCall final : public StreamOutput {
     common::MutexLock lock(&mu_);
     if (finish_wanted_) return;
     out_.push_back(std::move(response));
-    if (!writing_) StartWriteLocked();
+    if (!processing_) PumpLocked();
   }
-  void Close(absl::Status status) override { WantFinish(ToGrpc(status)); }
+  void Close(absl::Status status) override {
+    common::MutexLock lock(&mu_);
+    WantFinishLocked(ToGrpc(status));
+    if (!processing_) PumpLocked();
+  }
 
   // SweepIdle: closes the stream when no message came for `timeout`.
   bool ExpireIfIdle(int64_t now_ns, int64_t timeout_ns) {
@@ -191,53 +198,57 @@ class ProcessCall final : public StreamOutput {
  private:
   void OnAccepted(bool ok) {
     if (!ok) {  // the server is shutting down; the call never started
-      Release();
+      delete this;
       return;
     }
     server_.Accept(queue_);  // keep the queue's accepts topped up
     Touch();
     processor_ = std::make_shared<Processor>(server_.options_.processor, server_.deps(), this);
     server_.Register(this);
-    registered_ = true;
     // The done notification is now pending in place of the call request.
     common::MutexLock lock(&mu_);
-    StartReadLocked();
+    ++pending_;
+    stream_.Read(&in_, &read_tag_);
   }
 
   void OnRead(bool ok) {
-    if (!ok) {
-      // Envoy half-closed, or the stream broke (the done notification tells which). Either
-      // way the exchange is over; answer the half-close with a status.
-      WantFinish(grpc::Status::OK);
-      Release();
-      return;
+    if (ok) {
+      Touch();
+      {
+        common::MutexLock lock(&mu_);
+        processing_ = true;
+      }
+      processor_->OnMessage(in_);
+      in_.Clear();
     }
-    Touch();
-    processor_->OnMessage(in_);
-    in_.Clear();
+    bool last = false;
     {
       common::MutexLock lock(&mu_);
+      processing_ = false;
+      // Not ok: Envoy half-closed, or the stream broke (the done notification tells which).
+      // Either way the exchange is over; a half-close is answered with a status.
+      if (!ok) WantFinishLocked(grpc::Status::OK);
+      PumpLocked();
       if (!finish_wanted_) {
         stream_.Read(&in_, &read_tag_);
         return;  // the read stays pending
       }
+      last = --pending_ == 0;
     }
-    Release();
+    if (last) Destroy();
   }
 
   void OnWritten(bool ok) {
+    bool last = false;
     {
       common::MutexLock lock(&mu_);
       out_.pop_front();
       if (!ok) out_.clear();  // the stream is broken; the done notification follows
-      if (!out_.empty()) {
-        stream_.Write(out_.front(), &write_tag_);
-        return;  // the write stays pending
-      }
       writing_ = false;
-      MaybeFinishLocked();
+      PumpLocked();
+      last = --pending_ == 0;
     }
-    Release();
+    if (last) Destroy();
   }
 
   void OnFinished(bool) { Release(); }
@@ -253,30 +264,31 @@ class ProcessCall final : public StreamOutput {
     Release();
   }
 
-  void StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ++pending_;
-    stream_.Read(&in_, &read_tag_);
-  }
-  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    writing_ = true;
-    ++pending_;
-    stream_.Write(out_.front(), &write_tag_);
+  // The first status wins.
+  void WantFinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_wanted_) return;
+    finish_wanted_ = true;
+    status_ = std::move(status);
   }
 
-  // Finishes with `status` once no write is in flight (the first status wins).
-  void WantFinish(grpc::Status status) {
-    common::MutexLock lock(&mu_);
-    if (!finish_wanted_) {
-      finish_wanted_ = true;
-      status_ = std::move(status);
+  // Starts the next write, or the finish once every answer is out: the last answer and the
+  // status in one operation when both are ready.
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (!out_.empty()) {
+      writing_ = true;
+      ++pending_;
+      if (out_.size() == 1 && finish_wanted_) {
+        finished_ = true;
+        stream_.WriteAndFinish(out_.front(), grpc::WriteOptions(), status_, &finish_tag_);
+      } else {
+        stream_.Write(out_.front(), &write_tag_);
+      }
+    } else if (finish_wanted_) {
+      finished_ = true;
+      ++pending_;
+      stream_.Finish(status_, &finish_tag_);
     }
-    MaybeFinishLocked();
-  }
-  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!finish_wanted_ || finished_ || writing_) return;
-    finished_ = true;
-    ++pending_;
-    stream_.Finish(status_, &finish_tag_);
   }
 
   // One operation is back; the last deletes the call.
@@ -286,8 +298,10 @@ class ProcessCall final : public StreamOutput {
       common::MutexLock lock(&mu_);
       last = --pending_ == 0;
     }
-    if (!last) return;
-    if (registered_) server_.Unregister(this);
+    if (last) Destroy();
+  }
+  void Destroy() {
+    server_.Unregister(this);
     delete this;
   }
 
@@ -307,13 +321,13 @@ class ProcessCall final : public StreamOutput {
   grpc::ServerContext context_;
   grpc::ServerAsyncReaderWriter<ProcessingResponse, ProcessingRequest> stream_{&context_};
   std::shared_ptr<Processor> processor_;  // set when the call starts
-  bool registered_ = false;
-  ProcessingRequest in_;  // owned by the read in flight
+  ProcessingRequest in_;                  // owned by the read in flight
   std::atomic<int64_t> last_message_ns_{0};
 
   common::Mutex mu_;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;                     // operations in flight
   std::deque<ProcessingResponse> out_ ABSL_GUARDED_BY(mu_);  // front: the write in flight
+  bool processing_ ABSL_GUARDED_BY(mu_) = false;  // the queue's thread is in the processor
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
