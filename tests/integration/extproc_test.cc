@@ -9,9 +9,11 @@
 #include "aibrix/tracking/request_trace.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/fake_envoy.h"
+#include "tests/util/h2_envoy.h"
 #include "tests/util/in_process_service.h"
 #include "tests/util/poll.h"
 #include "tests/util/refused_port.h"
@@ -338,6 +340,47 @@ TEST_F(ExtProcTest, HealthFollowsReadiness) {
   EXPECT_FALSE(*envoy_->Check(""));
   EXPECT_FALSE(*envoy_->Check("gateway-plugin"));
   EXPECT_TRUE(*envoy_->Check("liveness"));
+  // Watch is answered at once, UNIMPLEMENTED (probes use Check).
+  auto channel = grpc::CreateChannel(fmt::format("127.0.0.1:{}", service_.service().extproc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::health::v1::HealthCheckRequest request;
+  auto watch = stub->Watch(&context, request);
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_FALSE(watch->Read(&response));
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Many streams at once on one HTTP/2 connection, each step pipelined behind the others (the
+// load Envoy's workers put on the processor): every exchange routed, answered in order and
+// closed OK; nothing left open or counted.
+TEST_F(ExtProcTest, ManyStreamsOnOneConnectionAllComplete) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  namespace v3 = envoy::service::ext_proc::v3;
+  const auto request =
+      PostRequest("/v1/completions", TokenBody(64), {{"routing-strategy", "least-request"}});
+  std::mt19937 rng(5);
+  std::vector<v3::ProcessingRequest> chunks;
+  const auto pieces = testing::SplitAtRandom(SseStream(), 3, rng);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    chunks.push_back(testing::BodyMessage(false, pieces[i], i + 1 == pieces.size()));
+  }
+  const std::vector<testing::H2Exchange> exchanges = {testing::H2Exchange::Frame(
+      testing::RequestHeadersMessage(request.headers, false),
+      testing::BodyMessage(true, request.body, true),
+      testing::ResponseHeadersMessage(200, {{"content-type", "text/event-stream"}}, false),
+      chunks)};
+  auto envoy = testing::H2Envoy::Connect(service_.service().extproc_port());
+  ASSERT_TRUE(envoy.ok()) << envoy.status();
+  const auto result = (*envoy)->Run(exchanges, 16, 400, {});
+  EXPECT_EQ(result.completed, 400) << result.first_error;
+  EXPECT_EQ(result.failed, 0) << result.first_error;
+  service_.ExpectSettled(400, std::chrono::seconds(10));
+  EXPECT_EQ(service_.Metric("aibrix_cache_extproc_streams_total{end=\"completed\"}"), 400);
+  EXPECT_TRUE(testing::Eventually(
+      [&] { return service_.Metric("aibrix_cache_extproc_streams_open") == 0; }));
 }
 
 // --- Bad input and early ends: a clear status, the stream closed, nothing left counted. ---
