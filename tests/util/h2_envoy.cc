@@ -78,6 +78,8 @@ class H2Envoy::Impl {
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &Impl::OnData);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, &Impl::OnHeader);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &Impl::OnClose);
+    nghttp2_session_callbacks_set_send_callback(callbacks, &Impl::SendBytes);
+    nghttp2_session_callbacks_set_send_data_callback(callbacks, &Impl::SendData);
     nghttp2_session_client_new(&session_, callbacks, this);
     nghttp2_session_callbacks_del(callbacks);
     // Large receive windows: the processor's answers are never held back by flow control.
@@ -250,20 +252,16 @@ class H2Envoy::Impl {
     ended_.push_back(stream);
   }
 
+  // nghttp2's frames into out_ (DATA payloads straight from the exchanges, one copy), then
+  // as much of out_ as the socket takes.
   void Flush() {
-    for (;;) {
-      const uint8_t* data = nullptr;
-      const ssize_t n = nghttp2_session_mem_send(session_, &data);
-      if (n < 0) {
-        error_ = fmt::format("nghttp2 send: {}", nghttp2_strerror(static_cast<int>(n)));
-        return;
-      }
-      if (n == 0) break;
-      if (out_offset_ == out_.size()) {
-        out_.clear();
-        out_offset_ = 0;
-      }
-      out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    if (out_offset_ == out_.size()) {
+      out_.clear();
+      out_offset_ = 0;
+    }
+    if (const int rv = nghttp2_session_send(session_); rv != 0) {
+      error_ = fmt::format("nghttp2 send: {}", nghttp2_strerror(rv));
+      return;
     }
     while (pending_out()) {
       const ssize_t n =
@@ -304,23 +302,38 @@ class H2Envoy::Impl {
     return static_cast<StreamState*>(nghttp2_session_get_stream_user_data(session, id));
   }
 
-  static ssize_t ReadOut(nghttp2_session*, int32_t, uint8_t* buffer, size_t length, uint32_t* flags,
+  // How much of the stream's queue the next DATA frame carries; the bytes are taken by
+  // SendData (NO_COPY).
+  static ssize_t ReadOut(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* flags,
                          nghttp2_data_source* source, void*) {
     auto* stream = static_cast<StreamState*>(source->ptr);
-    size_t copied = 0;
-    while (copied < length && !stream->out.empty()) {
+    size_t queued = 0;
+    for (std::string_view bytes : stream->out) queued += bytes.size();
+    if (queued == 0 && !stream->half_close) return NGHTTP2_ERR_DEFERRED;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (queued <= length && stream->half_close) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return static_cast<ssize_t>(std::min(queued, length));
+  }
+
+  static int SendData(nghttp2_session*, nghttp2_frame*, const uint8_t* frame_header, size_t length,
+                      nghttp2_data_source* source, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    auto* stream = static_cast<StreamState*>(source->ptr);
+    self->out_.append(reinterpret_cast<const char*>(frame_header), 9);
+    while (length > 0) {
       std::string_view& front = stream->out.front();
-      const size_t n = std::min(length - copied, front.size());
-      std::memcpy(buffer + copied, front.data(), n);
-      copied += n;
+      const size_t n = std::min(length, front.size());
+      self->out_.append(front.data(), n);
+      length -= n;
       front.remove_prefix(n);
       if (front.empty()) stream->out.pop_front();
     }
-    if (stream->out.empty() && stream->half_close) {
-      *flags |= NGHTTP2_DATA_FLAG_EOF;
-      return static_cast<ssize_t>(copied);
-    }
-    return copied > 0 ? static_cast<ssize_t>(copied) : ssize_t{NGHTTP2_ERR_DEFERRED};
+    return 0;
+  }
+
+  static ssize_t SendBytes(nghttp2_session*, const uint8_t* data, size_t length, int, void* user) {
+    static_cast<Impl*>(user)->out_.append(reinterpret_cast<const char*>(data), length);
+    return static_cast<ssize_t>(length);
   }
 
   static int OnData(nghttp2_session* session, uint8_t, int32_t id, const uint8_t* data,
