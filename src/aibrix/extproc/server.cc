@@ -47,6 +47,9 @@ constexpr int kAcceptsPerQueue = 32;
 
 class ProcessCall;
 
+// The grpc.health.v1.Health methods (HealthCall).
+enum class HealthMethod { kCheck, kWatch };
+
 // What a completion queue hands back: one operation of one call.
 class Event {
  public:
@@ -106,8 +109,7 @@ class Server::Impl {
 
   // Requests one more Process (Health/Check, Health/Watch) call on `queue`.
   void Accept(CallQueue& queue);
-  void AcceptHealth(CallQueue& queue);
-  void AcceptWatch(CallQueue& queue);
+  void AcceptHealth(CallQueue& queue, HealthMethod method);
 
   void Register(ProcessCall* call) {
     common::MutexLock lock(&mu_);
@@ -334,14 +336,22 @@ class ProcessCall final : public StreamOutput {
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-// One grpc.health.v1.Health/Check call (Watch is left unimplemented: probes use Check):
-// requested, answered inline, deleted when the answer is out.
+// One grpc.health.v1.Health call, requested on a queue and answered inline: Check with the
+// service's health, Watch with UNIMPLEMENTED (as gRPC answers a method a service leaves out;
+// probes use Check). Deleted when the answer is out.
 class HealthCall {
  public:
-  HealthCall(Server::Impl& server, CallQueue& queue)
-      : server_(server), queue_(queue), slot_(queue) {
-    server_.health_service_.RequestCheck(&context_, &request_, &responder_, queue_.cq.get(),
-                                         queue_.cq.get(), &accepted_tag_);
+  using Method = HealthMethod;
+
+  HealthCall(Server::Impl& server, CallQueue& queue, Method method)
+      : server_(server), queue_(queue), slot_(queue), method_(method) {
+    grpc::ServerCompletionQueue* cq = queue_.cq.get();
+    if (method_ == Method::kCheck) {
+      server_.health_service_.RequestCheck(&context_, &request_, &responder_, cq, cq,
+                                           &accepted_tag_);
+    } else {
+      server_.health_service_.RequestWatch(&context_, &request_, &writer_, cq, cq, &accepted_tag_);
+    }
   }
 
  private:
@@ -350,7 +360,11 @@ class HealthCall {
       delete this;
       return;
     }
-    server_.AcceptHealth(queue_);
+    server_.AcceptHealth(queue_, method_);
+    if (method_ == Method::kWatch) {
+      writer_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "use Check"), &finish_tag_);
+      return;
+    }
     const std::string& name = request_.service();
     if (name != "" && name != "gateway-plugin" && name != "liveness" && name != "readiness" &&
         name != ext_proc_v3::ExternalProcessor::service_full_name()) {
@@ -370,48 +384,21 @@ class HealthCall {
   Server::Impl& server_;
   CallQueue& queue_;
   QueueSlot slot_;
+  const Method method_;
   grpc::ServerContext context_;
   grpc::health::v1::HealthCheckRequest request_;
   grpc::health::v1::HealthCheckResponse response_;
   grpc::ServerAsyncResponseWriter<grpc::health::v1::HealthCheckResponse> responder_{&context_};
+  grpc::ServerAsyncWriter<grpc::health::v1::HealthCheckResponse> writer_{&context_};
   Tag<HealthCall> accepted_tag_{this, &HealthCall::OnAccepted};
   Tag<HealthCall> finish_tag_{this, &HealthCall::OnFinished};
 };
 
-// grpc.health.v1.Health/Watch: UNIMPLEMENTED, as gRPC answers a method a service leaves out
-// (probes use Check).
-class WatchCall {
- public:
-  WatchCall(Server::Impl& server, CallQueue& queue) : server_(server), queue_(queue), slot_(queue) {
-    server_.health_service_.RequestWatch(&context_, &request_, &writer_, queue_.cq.get(),
-                                         queue_.cq.get(), &accepted_tag_);
-  }
-
- private:
-  void OnAccepted(bool ok) {
-    if (!ok) {
-      delete this;
-      return;
-    }
-    server_.AcceptWatch(queue_);
-    writer_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "use Check"), &finish_tag_);
-  }
-  void OnFinished(bool) { delete this; }
-
-  Server::Impl& server_;
-  CallQueue& queue_;
-  QueueSlot slot_;
-  grpc::ServerContext context_;
-  grpc::health::v1::HealthCheckRequest request_;
-  grpc::ServerAsyncWriter<grpc::health::v1::HealthCheckResponse> writer_{&context_};
-  Tag<WatchCall> accepted_tag_{this, &WatchCall::OnAccepted};
-  Tag<WatchCall> finish_tag_{this, &WatchCall::OnFinished};
-};
-
 // After the server's shutdown a request completes at once, not ok (the call is deleted).
 void Server::Impl::Accept(CallQueue& queue) { (new ProcessCall(*this, queue))->Request(); }
-void Server::Impl::AcceptHealth(CallQueue& queue) { new HealthCall(*this, queue); }
-void Server::Impl::AcceptWatch(CallQueue& queue) { new WatchCall(*this, queue); }
+void Server::Impl::AcceptHealth(CallQueue& queue, HealthMethod method) {
+  new HealthCall(*this, queue, method);
+}
 
 void Server::Impl::Drive(CallQueue& queue) {
   void* tag = nullptr;
@@ -446,8 +433,8 @@ absl::Status Server::Impl::Start() {
   }
   for (auto& queue : queues_) {
     for (int i = 0; i < kAcceptsPerQueue; ++i) Accept(*queue);
-    AcceptHealth(*queue);
-    AcceptWatch(*queue);
+    AcceptHealth(*queue, HealthMethod::kCheck);
+    AcceptHealth(*queue, HealthMethod::kWatch);
     queue->thread = std::jthread([queue = queue.get()] { Drive(*queue); });
   }
   io_thread_ = std::jthread([this] { io_.run(); });
