@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs the tests under a sanitizer, in build-<name>/:
-#   asan  AddressSanitizer + UBSan, the whole suite
+#   asan  AddressSanitizer + UBSan, the whole suite, built with clang (scripts/lib.sh): the
+#         same build is the -Wthread-safety -Werror check (members annotated
+#         ABSL_GUARDED_BY must be touched only under their lock) and holds the fuzz targets
+#         (scripts/fuzz.sh)
 #   tsan  ThreadSanitizer, the tests of the concurrent modules (HTTP server and client,
 #         gateway, store, prefix index, KV event subscriber and manager, static discovery's
 #         file watcher and reloads, Kubernetes informers and provider, proxy and service
@@ -10,13 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitizer=${1:?usage: sanitize.sh asan|tsan}
-jobs=${AIBRIX_JOBS:-2}
+source scripts/lib.sh
 dir="build-$sanitizer"
-launcher=()
-if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-cmake -S . -B "$dir" -DAIBRIX_SANITIZE="$sanitizer" -DAIBRIX_BUILD_BENCH=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
-  "${launcher[@]}" >/dev/null
 case "$sanitizer" in
   asan)
     # Leak checking is off: uninstrumented Debian libraries (libzmq, httplib) keep
@@ -27,6 +25,7 @@ case "$sanitizer" in
     ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 300
     ;;
   tsan)
+    configure "$dir" -DAIBRIX_SANITIZE=tsan -DAIBRIX_BUILD_BENCH=OFF
     export TSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/tsan.supp halt_on_error=1 second_deadlock_stack=1"
     targets=(http_test gateway_test store_test prefix_test tracking_test kvevents_subscriber_test
              kvevents_manager_test discovery_test static_reload_test proxy_failure_test

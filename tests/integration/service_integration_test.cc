@@ -215,7 +215,7 @@ int64_t RssBytes(pid_t pid) {
 }
 
 TEST_F(ServiceTest, RssReturnsToIdleAfterABurstOfLargeBodies) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef AIBRIX_SANITIZED
   GTEST_SKIP() << "a sanitizer's allocator keeps freed memory (quarantine): RSS says nothing";
 #endif
   StartService(WriteConfig("rss.yaml", "models:\n  - name: m\n    endpoints: [\"127.0.0.1:1\"]\n"));

@@ -176,7 +176,7 @@ std::optional<Msg> Recv(zmq::socket_t& sub, std::chrono::milliseconds timeout = 
 class EventTap {
  public:
   EventTap(SimProcess& sim, zmq::context_t& ctx)
-      : sim_(sim), sub_(ctx, zmq::socket_type::sub), client_(sim.Client()) {
+      : sub_(ctx, zmq::socket_type::sub), client_(sim.Client()) {
     sub_.set(zmq::sockopt::subscribe, "");
     sub_.connect(sim.info("kv_events_endpoint"));
     for (int i = 0; i < 100 && !synced_; ++i) {
@@ -211,7 +211,6 @@ class EventTap {
   uint64_t last_seq() const { return last_seq_; }
 
  private:
-  SimProcess& sim_;
   zmq::socket_t sub_;
   std::unique_ptr<httplib::Client> client_;
   bool synced_ = false;

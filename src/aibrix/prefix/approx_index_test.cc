@@ -178,7 +178,6 @@ TEST_F(ApproxIndexTest, EvictsExactlyAsAPerBlockLru) {
 
 TEST_F(ApproxIndexTest, ConcurrentRecordsAndQueries) {
   ApproxIndex index(Options(/*cap=*/50));
-  std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (int w = 0; w < 3; ++w) {
     threads.emplace_back([&, w] {

@@ -507,7 +507,6 @@ TEST(ExactIndexConcurrencyTest, ReadersSeeStableHoldingsWhileWritersChurn) {
     b.events.push_back(Stored(sh, std::nullopt, stable));
     index.ApplyBatch(kv::PodSource{"ns/stable", kModel, -1}, b);
   }
-  std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
   for (int w = 0; w < 3; ++w) {
     writers.emplace_back([&, w] {
