@@ -8,8 +8,9 @@
 // reads one control line and one slot; an erase moves nothing: it marks the slot empty, or
 // deleted when a 16-slot window around it was ever full (a probe may have passed it; absl's
 // rule). When deleted markers use up the room (load 7/8 counting them) they are dropped in
-// place (absl's DropDeletesWithoutResize: no allocation) while the live load is <= 3/4, else
-// the map is rebuilt at load 0.7; below load 1/4 it shrinks. The capacity is any integer
+// place (absl's DropDeletesWithoutResize: no allocation) while the live load is 1/2..3/4;
+// above, the map doubles; below, it is compacted to load 0.7; below load 1/4 it shrinks. The
+// capacity is any integer
 // >= 16 (multiply-shift "fastrange" home slots). 25 bytes per slot.
 //
 // Refs: parent links name the parent by its ref (56 bits), so refs are unique within a map:
@@ -103,12 +104,16 @@ class EngineMap {
     }
     *result = Probe::kEmpty;
     if (growth_left_ == 0) {
-      // Deleted markers used up the room: drop them in place while the load allows,
-      // else grow.
-      if (size_ * 4 <= cap_ * 3) {
-        DropDeleted();
-      } else {
+      // The room is used up. Full of live keys: grow to twice the size, so a map filling
+      // from empty re-places each key about once (growing to load 0.7 would re-place it four
+      // times). Mostly deleted markers and sparse (a map that grew, then churned): compact
+      // back to load 0.7. Else (a churning map of steady size): drop the markers in place.
+      if (size_ * 4 > cap_ * 3) {
+        Rebuild(size_ * 2);
+      } else if (size_ * 2 < cap_) {
         Rebuild(size_ * 10 / 7);
+      } else {
+        DropDeleted();
       }
     }
     return FirstFree(Ref(k));
