@@ -17,6 +17,7 @@ source scripts/lib.sh
 dir="build-$sanitizer"
 case "$sanitizer" in
   asan)
+    configure_asan
     # Leak checking is off: uninstrumented Debian libraries (libzmq, httplib) keep
     # allocations alive at exit, which LSan would report from processes stopped on purpose.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
