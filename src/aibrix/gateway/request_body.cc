@@ -1,12 +1,22 @@
 #include "aibrix/gateway/request_body.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <iterator>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_* as a permute's unused
+// operand); the warning is located in the header, so only a file-wide pragma reaches it.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
 #endif
 
 #include "absl/container/inlined_vector.h"
@@ -160,6 +170,106 @@ absl::StatusOr<RequestBody> Parse(dom::element root) {
 
 // ------------------------------------------------------------------------------ fast path
 
+#if defined(__x86_64__)
+#define AIBRIX_WIDE_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")))
+
+bool CpuHasWideWindows() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512vbmi2");
+}
+
+// Whether compact windows are parsed with AVX-512 VBMI (the CPU has it; tests may turn it off).
+std::atomic<bool> wide_windows{CpuHasWideWindows()};
+
+// One 64-byte window at `p` (at the first digit of an id) holding only digits, commas and
+// spaces: writes every id of the window that the next id's first digit follows (at most
+// 32) to `out`, and returns through `ids` their count and through `taken` the bytes up to
+// that next id. False, with nothing written, when the window has another byte, fewer than
+// two ids, a separator other than spaces around one comma, or an id longer than 8 digits or
+// with a leading zero: the scalar reader takes it from there.
+//
+// The ids are parsed eight at a time, one per 64-bit lane: the digit mask is compressed into
+// the ids' begin and end offsets, VBMI's byte permute gathers each id's digits right-aligned
+// into its lane (zero bytes in front), and two multiply-adds and one 32-bit multiply fold a
+// lane's eight digits into its value — no id waits for another's length.
+AIBRIX_WIDE_TARGET bool WideWindow(const char* p, uint32_t* out, int* ids, int* taken) {
+  alignas(64) static constexpr auto kIota = [] {
+    std::array<uint8_t, 64> a{};
+    for (int i = 0; i < 64; ++i) a[i] = static_cast<uint8_t>(i);
+    return a;
+  }();
+  // Byte 8j+k of a group's index vectors: id j of the group; its digit k sits 8-k bytes
+  // before the id's end.
+  alignas(64) static constexpr auto kLaneId = [] {
+    std::array<uint8_t, 64> a{};
+    for (int i = 0; i < 64; ++i) a[i] = static_cast<uint8_t>(i / 8);
+    return a;
+  }();
+  alignas(64) static constexpr auto kDigitOffset = [] {
+    std::array<int8_t, 64> a{};
+    for (int i = 0; i < 64; ++i) a[i] = static_cast<int8_t>(i % 8 - 8);
+    return a;
+  }();
+  const __m512i x = _mm512_loadu_si512(p);
+  const __m512i zero_char = _mm512_set1_epi8('0');
+  const uint64_t digit = _mm512_cmple_epu8_mask(_mm512_sub_epi8(x, zero_char), _mm512_set1_epi8(9));
+  const uint64_t comma = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(','));
+  const uint64_t space = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(' '));
+  if ((digit | comma | space) != ~uint64_t{0} || (digit & 1) == 0) return false;
+  // Ids are the digit runs; one is taken when the next begins in the window (its separator
+  // is then whole).
+  const uint64_t run_begins = digit & ~(digit << 1);
+  if (std::popcount(run_begins) < 2) return false;
+  const int next_id = 63 - std::countl_zero(run_begins);
+  const uint64_t before_next = (uint64_t{1} << next_id) - 1;
+  const uint64_t begins_mask = run_begins & before_next;
+  const uint64_t ends_mask = ~digit & (digit << 1) & before_next;  // the byte after each id
+  // Each separator is spaces, one comma, spaces: past the spaces after an id comes a comma,
+  // and past the spaces after a comma comes a digit. (Adding a bit at the start of a space
+  // run carries to the first byte after the run.)
+  const auto past_spaces = [space](uint64_t at) {
+    return (at & ~space) | (((at & space) + space) & ~space);
+  };
+  if ((past_spaces(ends_mask) & ~comma) != 0) return false;
+  if ((past_spaces((comma & before_next) << 1) & ~digit) != 0) return false;
+  const int n = std::popcount(begins_mask);  // <= 32: each id and separator takes 2 bytes
+  const __m512i iota = _mm512_load_si512(kIota.data());
+  const __m512i ends = _mm512_maskz_compress_epi8(ends_mask, iota);
+  const __m512i begins = _mm512_maskz_compress_epi8(begins_mask, iota);
+  const __m512i lengths = _mm512_sub_epi8(ends, begins);
+  const __mmask64 live = (uint64_t{1} << n) - 1;
+  if (_mm512_mask_cmpgt_epu8_mask(live, lengths, _mm512_set1_epi8(8)) != 0) return false;
+  const __m512i first_digits = _mm512_permutexvar_epi8(begins, x);
+  const __mmask64 multi = _mm512_mask_cmpgt_epu8_mask(live, lengths, _mm512_set1_epi8(1));
+  if (_mm512_mask_cmpeq_epi8_mask(multi, first_digits, zero_char) != 0) return false;
+
+  const __m512i lane_id = _mm512_load_si512(kLaneId.data());
+  const __m512i digit_offset = _mm512_load_si512(kDigitOffset.data());
+  const __m512i tens = _mm512_set1_epi16(0x010A);          // bytes 10, 1
+  const __m512i hundreds = _mm512_set1_epi32(0x00010064);  // words 100, 1
+  const __m512i ten_thousand = _mm512_set1_epi64(10000);
+  for (int g = 0; g < n; g += 8) {
+    const __m512i pick = _mm512_add_epi8(lane_id, _mm512_set1_epi8(static_cast<char>(g)));
+    const __m512i at = _mm512_add_epi8(_mm512_permutexvar_epi8(pick, ends), digit_offset);
+    const __mmask64 in_id = _mm512_cmpge_epi8_mask(at, _mm512_permutexvar_epi8(pick, begins));
+    // Per lane: the id's digit values, first digit most significant, zero bytes in front.
+    const __m512i digits = _mm512_maskz_sub_epi8(in_id, _mm512_permutexvar_epi8(at, x), zero_char);
+    const __m512i pairs = _mm512_maddubs_epi16(digits, tens);
+    const __m512i quads = _mm512_madd_epi16(pairs, hundreds);
+    const __m512i values =
+        _mm512_add_epi64(_mm512_mul_epu32(quads, ten_thousand), _mm512_srli_epi64(quads, 32));
+    const int count = std::min(8, n - g);
+    _mm256_mask_storeu_epi32(out + g, static_cast<__mmask8>((1u << count) - 1),
+                             _mm512_cvtepi64_epi32(values));
+  }
+  *ids = n;
+  *taken = next_id;
+  return true;
+}
+#endif
+
 // A cursor over the body for the top-level scan. Every method returns false on anything it
 // does not handle exactly; the caller then falls back to the DOM.
 class Scanner {
@@ -243,9 +353,8 @@ class Scanner {
       if (!TokenId(next++)) return false;
       if (Next(',')) {  // compact "1,2,3" and "1, 2, 3" without the general loop
         ++p_;
-        if (Next(' ')) {
-          ++p_;
-        } else if (--retry == 0) {  // back to the windows after what stopped them
+        if (Next(' ')) ++p_;
+        if (--retry == 0) {  // back to the windows after what stopped them
           next = CompactIds(next);
           retry = kCompactRetry;
         }
@@ -281,14 +390,26 @@ class Scanner {
   // Ids between CompactIds attempts once a window stopped it.
   static constexpr int kCompactRetry = 16;
 
-  // Compact runs ("12,345,6", as most clients send): 64-byte windows holding only digits and
-  // commas, whose ids are parsed between the commas. Each id's place comes from the window's
-  // comma mask, so ids do not wait for one another (TokenId must parse an id to find the
-  // next). Stops, with p_ at the start of an id, at anything it does not take exactly — a
-  // window with another byte (space, ']'), an id that is empty, longer than 8 digits or has
-  // a leading zero, or fewer than 80 bytes left — and TokenId goes on from there.
+  // Runs of ids read 64-byte windows at a time. With AVX-512 VBMI (WideWindow): windows of
+  // digits, commas and spaces ("12,345,6" and Python's "12, 345, 6"). Else (SSE2): windows
+  // holding only digits and commas, whose ids are parsed between the commas; each id's place
+  // comes from the window's comma mask, so ids do not wait for one another (TokenId must
+  // parse an id to find the next). Stops, with p_ at the start of an id, at anything it does
+  // not take exactly — a window with another byte (']', or a space for SSE2), an id that is
+  // empty, longer than 8 digits or has a leading zero, or too few bytes left — and TokenId
+  // goes on from there.
   // REQUIRES: p_ at the first byte of an id.
   uint32_t* CompactIds(uint32_t* next) {
+#if defined(__x86_64__)
+    if (wide_windows.load(std::memory_order_relaxed)) {
+      int ids = 0, taken = 0;
+      while (end_ - p_ >= 64 && WideWindow(p_, next, &ids, &taken)) {
+        next += ids;
+        p_ += taken;
+      }
+      return next;
+    }
+#endif
 #if defined(__SSE2__)
     const __m128i zero = _mm_set1_epi8('0');
     const __m128i nine = _mm_set1_epi8(9);
@@ -453,5 +574,18 @@ absl::StatusOr<RequestBody> ParseRequestBody(std::string_view json) {
   if (auto body = ParseSplit(SkipByteOrderMark(json))) return std::move(*body);
   return internal::ParseRequestBodyDom(json);  // skips the mark itself
 }
+
+namespace internal {
+bool SetWideTokenWindows(bool on) {
+#if defined(__x86_64__)
+  if (!CpuHasWideWindows()) return false;
+  wide_windows.store(on, std::memory_order_relaxed);
+  return true;
+#else
+  (void)on;
+  return false;
+#endif
+}
+}  // namespace internal
 
 }  // namespace aibrix::gateway
