@@ -9,9 +9,9 @@
 // deleted when a 16-slot window around it was ever full (a probe may have passed it; absl's
 // rule). When deleted markers use up the room (load 7/8 counting them) they are dropped in
 // place (absl's DropDeletesWithoutResize: no allocation) while the live load is 1/2..3/4;
-// above, the map doubles; below, it is compacted to load 0.7; below load 1/4 it shrinks. The
-// capacity is any integer
-// >= 16 (multiply-shift "fastrange" home slots). 25 bytes per slot.
+// above, the map doubles; below, it is compacted to load 0.7; below load 1/4 it shrinks.
+// The capacity is any integer >= 16 (multiply-shift "fastrange" home slots). 25 bytes per
+// slot.
 //
 // Refs: parent links name the parent by its ref (56 bits), so refs are unique within a map:
 // the home slot and control tag depend only on a key's ref, and FindOrPrepare reports a live
