@@ -28,7 +28,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "absl/synchronization/mutex.h"
+#include "aibrix/extproc/server.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/malloc_tuning.h"
@@ -261,8 +261,7 @@ int main(int argc, char** argv) {
   // The service binary's allocator settings (main.cc), so the server side costs the same.
   aibrix::common::UseHugePagesForMalloc(argv);
   aibrix::common::TuneMalloc();
-  // gRPC locks absl::Mutex on every message; Debian's Abseil checks lock order on each.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  aibrix::extproc::TuneGrpcForProcess();  // as aibrix-cache does
   Options options;
   CLI::App app{"extproc-bench: the ext_proc server under an in-process fake Envoy"};
   app.add_option("--pods", options.pods, "Pods of the model");

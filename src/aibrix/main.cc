@@ -6,10 +6,10 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
-#include "absl/synchronization/mutex.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/malloc_tuning.h"
+#include "aibrix/extproc/server.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -243,9 +243,7 @@ int main(int argc, char** argv) {
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
   aibrix::common::TuneMalloc();  // common/malloc_tuning.h says why
-  // gRPC (ext_proc) locks absl::Mutex on every message; Debian's Abseil would check lock order
-  // (a graph update) on each one.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  aibrix::extproc::TuneGrpcForProcess();  // extproc/server.h says why
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals = BlockHandledSignals();

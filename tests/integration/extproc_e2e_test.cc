@@ -9,6 +9,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/fake_envoy.h"
+#include "tests/util/grpc_settings.h"
 #include "tests/util/in_process_service.h"
 #include "tests/util/subprocess.h"
 

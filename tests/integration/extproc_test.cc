@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/fake_envoy.h"
+#include "tests/util/grpc_settings.h"
 #include "tests/util/h2_envoy.h"
 #include "tests/util/in_process_service.h"
 #include "tests/util/poll.h"

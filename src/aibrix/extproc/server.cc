@@ -1,11 +1,13 @@
 #include "aibrix/extproc/server.h"
 
+#include <cstdlib>
 #include <atomic>
 #include <deque>
 #include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/mutex.h"
 #include "aibrix/common/net.h"
@@ -46,6 +48,11 @@ constexpr int kAcceptsPerQueue = 32;
 }  // namespace
 
 class ProcessCall;
+
+void TuneGrpcForProcess() {
+  setenv("GRPC_POLL_STRATEGY", "poll", /*overwrite=*/0);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+}
 
 // The grpc.health.v1.Health methods (HealthCall).
 enum class HealthMethod { kCheck, kWatch };
