@@ -27,7 +27,9 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/discovery/static_config.h"
 #include "aibrix/kvpublish/fleet.h"
 #include "aibrix/prefix/match.h"
@@ -52,6 +54,7 @@ struct Flags {
   int min_blocks_per_event = 16;
   int max_blocks_per_event = 128;
   int batches_per_turn = 1;
+  size_t replay_bytes = 256u << 10;  // per engine
   int64_t hostile_chain = 1'000'000;
   uint64_t flood_bytes = uint64_t{1} << 30;
   size_t flood_message_bytes = 60'000'000;
@@ -146,6 +149,7 @@ class Bench {
                            : flags_.first_address;
     fo.blocks_per_s = flags_.rate;
     fo.batches_per_turn = flags_.batches_per_turn;
+    fo.buffer_bytes = flags_.replay_bytes;
     fo.workload.seed = 2024;
     // Prefill-sized events: a vLLM step with chunked prefill caches up to 2,048 tokens of a
     // request (128 blocks) at once, several requests per step.
@@ -429,6 +433,10 @@ class Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The service's process settings (aibrix-cache's main), so the in-process service costs
+  // what it does there: heap on huge pages, malloc's trim and mmap thresholds.
+  aibrix::common::UseHugePagesForMalloc(argv);
+  aibrix::common::TuneMalloc();
   Flags flags;
   CLI::App app("fleet-bench: the service fed by an in-process fleet of simulated vLLM engines");
   app.add_option("--engines", flags.engines, "Pods (simulated engines)")
@@ -448,6 +456,8 @@ int main(int argc, char** argv) {
   app.add_option("--batches-per-turn", flags.batches_per_turn,
                  "Batches an engine publishes back to back on its turn")
       ->check(CLI::Range(1, 1024));
+  app.add_option("--replay-bytes", flags.replay_bytes,
+                 "Each engine's replay buffer, in bytes (the newest batch is always kept)");
   app.add_option("--hostile-chain", flags.hostile_chain, "Blocks of the hostile chain");
   app.add_option("--flood-bytes", flags.flood_bytes, "Bytes of huge messages in the flood");
   app.add_option("--flood-message-bytes", flags.flood_message_bytes, "Size of one message");

@@ -5,7 +5,7 @@
 namespace aibrix::common {
 
 void TuneMalloc() {
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 

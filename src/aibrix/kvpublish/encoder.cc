@@ -152,10 +152,7 @@ class BatchEncoder {
     if (!v) return w_.Nil();
     WriteJson(w_, nlohmann::json::parse(*v, nullptr, /*allow_exceptions=*/false));
   }
-  void Tokens(const std::vector<uint32_t>& t) {
-    w_.Array(t.size());
-    for (auto x : t) w_.Uint(x);
-  }
+  void Tokens(const std::vector<uint32_t>& t) { w_.UintArray(t); }
   void Parent(const std::optional<kv::EngineHash>& p) {
     if (p) {
       Hash(*p);

@@ -1,4 +1,5 @@
 #include "aibrix/kvpublish/encoder.h"
+#include "aibrix/kvpublish/msgpack_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -85,6 +86,24 @@ TEST(EncoderTest, MapEraOmitsUnsetOptionalKeys) {
   EXPECT_NE(bytes.find("medium"), std::string::npos);
   // The batch ends with nil for an unknown data_parallel_rank.
   EXPECT_EQ(static_cast<unsigned char>(bytes.back()), 0xc0);
+}
+
+TEST(MsgpackWriterTest, UintArrayEncodesAsArrayOfUints) {
+  const std::vector<uint32_t> edges = {0,      1,       0x7f,       0x80,      0xff,
+                                       0x100,  0xffff,  0x10000,    0xfffffff, 0xffffffff,
+                                       50000,  151643,  0x7fffffff, 42,        0x81};
+  for (const size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{0xffff},
+                         size_t{0x10000}, size_t{70000}}) {
+    std::vector<uint32_t> values(n);
+    for (size_t i = 0; i < n; ++i) values[i] = edges[(i * 7 + n) % edges.size()];
+    std::string one_by_one = "prefix";
+    MsgpackWriter a(&one_by_one);
+    a.Array(values.size());
+    for (const uint32_t v : values) a.Uint(v);
+    std::string in_place = "prefix";
+    MsgpackWriter(&in_place).UintArray(values);
+    EXPECT_EQ(in_place, one_by_one) << n << " values";
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -23,17 +24,19 @@ class MsgpackWriter {
   void Nil() { Byte(0xc0); }
   void Bool(bool v) { Byte(v ? 0xc3 : 0xc2); }
   void Uint(uint64_t v) {
-    if (v < 0x80) {
-      Byte(static_cast<uint8_t>(v));
-    } else if (v <= 0xff) {
-      Tagged(0xcc, v, 1);
-    } else if (v <= 0xffff) {
-      Tagged(0xcd, v, 2);
-    } else if (v <= 0xffffffffULL) {
-      Tagged(0xce, v, 4);
-    } else {
-      Tagged(0xcf, v, 8);
-    }
+    char buf[9];
+    out_->append(buf, PutUint(buf, v) - buf);
+  }
+  // Array(values.size()), then Uint(v) for each value: sized first and written in place (one
+  // resize instead of an append per value; token arrays are most of a BlockStored).
+  void UintArray(std::span<const uint32_t> values) {
+    Array(values.size());
+    size_t bytes = 0;
+    for (const uint32_t v : values) bytes += UintBytes(v);
+    const size_t at = out_->size();
+    out_->resize(at + bytes);
+    char* p = out_->data() + at;
+    for (const uint32_t v : values) p = PutUint(p, v);
   }
   void Int(int64_t v) {
     if (v >= 0) return Uint(static_cast<uint64_t>(v));
@@ -103,9 +106,29 @@ class MsgpackWriter {
   // The type byte, then the low `bytes` bytes of v big-endian: one append.
   void Tagged(uint8_t tag, uint64_t v, int bytes) {
     char buf[9];
-    buf[0] = static_cast<char>(tag);
-    for (int i = 0; i < bytes; ++i) buf[1 + i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
-    out_->append(buf, 1 + bytes);
+    out_->append(buf, PutTagged(buf, tag, v, bytes) - buf);
+  }
+  static char* PutTagged(char* p, uint8_t tag, uint64_t v, int bytes) {
+    *p++ = static_cast<char>(tag);
+    for (int i = 0; i < bytes; ++i) *p++ = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+    return p;
+  }
+  // Uint's smallest encoding at `p`; returns the end.
+  static char* PutUint(char* p, uint64_t v) {
+    if (v < 0x80) {
+      *p = static_cast<char>(v);
+      return p + 1;
+    }
+    if (v <= 0xff) return PutTagged(p, 0xcc, v, 1);
+    if (v <= 0xffff) return PutTagged(p, 0xcd, v, 2);
+    if (v <= 0xffffffffULL) return PutTagged(p, 0xce, v, 4);
+    return PutTagged(p, 0xcf, v, 8);
+  }
+  static size_t UintBytes(uint64_t v) {
+    if (v < 0x80) return 1;
+    if (v <= 0xff) return 2;
+    if (v <= 0xffff) return 3;
+    return v <= 0xffffffffULL ? 5 : 9;
   }
 
   std::string* out_;
