@@ -34,10 +34,12 @@ def main(build_dir):
     rows = {}
     for line in out.splitlines():
         m = re.match(r"(random|kv-aware|oracle)\s+(\d+\.\d)%\s+(\d+)ms\s+(\d+)ms\s+(\d+)ms"
-                     r"\s+[\d.]+\s+\d+\s+(\d+)", line)
+                     r"\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)ms\s+(\d+)ms", line)
         if m:
             rows[m.group(1)] = (float(m.group(2)), float(m.group(4)))
             check(m.group(6) == "0", f"{m.group(1)}: {m.group(6)} failed requests")
+            # The engines' queue and prefill means (real ms): every prompt is prefilled.
+            check(int(m.group(8)) > 0, f"{m.group(1)}: prefill mean {m.group(8)} ms")
     check(set(rows) == {"random", "kv-aware", "oracle"}, f"table rows {sorted(rows)}")
     best = re.search(r"^best algorithm by TTFT p90: (random|kv-aware)$", out, re.M)
     check(best is not None, "best algorithm line")

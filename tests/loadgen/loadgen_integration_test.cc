@@ -322,6 +322,11 @@ TEST_F(LoadgenEngineSimTest, SyntheticConversationsHitThePrefixCache) {
   EXPECT_GT(engine_rate, 0.7);
   EXPECT_GT(r["ttft_ms"]["p50"].get<double>(), 0);
   EXPECT_LE(r["ttft_ms"]["p50"].get<double>(), r["e2e_ms"]["p50"].get<double>());
+  // engine-sim exports vLLM's queue and prefill time histograms: their means over the run.
+  ASSERT_TRUE(r["engine_timing"]["queue_ms_mean"].is_number());
+  ASSERT_TRUE(r["engine_timing"]["prefill_ms_mean"].is_number());
+  EXPECT_GE(r["engine_timing"]["queue_ms_mean"].get<double>(), 0);
+  EXPECT_GT(r["engine_timing"]["prefill_ms_mean"].get<double>(), 0);
   EXPECT_TRUE(r["pods"].empty());  // engine-sim sends no x-aibrix-target-pod
   EXPECT_NE(out.find("loadgen: "), std::string::npos) << "no progress line";
 }

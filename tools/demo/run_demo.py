@@ -415,6 +415,11 @@ class Demo:
         def fmt_pct(v):
             return "   n/a" if v is None else f"{v * 100:5.1f}%"
 
+        def engine_ms(r, key):
+            # The engines report simulated time: real time x --time-scale.
+            v = (r.get("engine_timing") or {}).get(key)
+            return "n/a" if v is None else f"{v / self.args.time_scale:.0f}ms"
+
         print()
         if self.args.trace:
             print(f"aibrix-cache demo: {self.args.pods} pods x {self.args.blocks_per_pod} blocks, "
@@ -426,7 +431,7 @@ class Demo:
                   f"tokens, {self.args.users} users x {self.args.turns} turns")
         hdr = (f"{'algorithm':<16} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p90':>9} "
                f"{'E2E p90':>9} {'req/s':>7} {'tok/s':>7} {'errors':>6} "
-               f"{'route':>7} {'overhead':>9}  pods (requests)")
+               f"{'queue':>7} {'prefill':>8} {'route':>7} {'overhead':>9}  pods (requests)")
         print(hdr)
         print("-" * len(hdr))
         for name, r in results.items():
@@ -438,6 +443,7 @@ class Demo:
                   f"{r['ttft_ms']['p90']:7.0f}ms {r['e2e_ms']['p90']:7.0f}ms "
                   f"{r['throughput']['req_per_s']:7.2f} "
                   f"{r['throughput']['output_tokens_per_s']:7.0f} {errors:>6} "
+                  f"{engine_ms(r, 'queue_ms_mean'):>7} {engine_ms(r, 'prefill_ms_mean'):>8} "
                   f"{'' if rt is None else f'{rt:5.0f}us':>7} "
                   f"{'' if ov is None else f'{ov:7.0f}us':>9}  {pods}")
         print()
@@ -446,7 +452,9 @@ class Demo:
         print("hit rate = prompt tokens found in the engines' prefix caches / prompt tokens "
               "(vllm:prefix_cache_* deltas); route = mean routing decision time "
               "(aibrix_routing_latency_seconds); overhead = p50 latency the proxy adds to a tiny "
-              "request vs calling an engine directly")
+              "request vs calling an engine directly; queue, prefill = mean time a request "
+              "waited in its engine's queue, then prefilled to its first token "
+              "(vllm:request_queue_time_seconds, vllm:request_prefill_time_seconds deltas)")
         for name, r in results.items():
             sel = r.get("selection") or {}
             if sum(sel.values()) > 0:

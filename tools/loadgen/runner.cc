@@ -115,11 +115,11 @@ double Runner::Elapsed() const {
   return std::chrono::duration<double>(Clock::now() - start_).count();
 }
 
-absl::StatusOr<std::vector<PrefixCacheCounters>> Runner::ScrapeEngines() const {
-  std::vector<PrefixCacheCounters> out;
+absl::StatusOr<std::vector<EngineCounters>> Runner::ScrapeEngines() const {
+  std::vector<EngineCounters> out;
   for (const HttpUrl& url : options_.engine_metrics) {
     ASSIGN_OR_RETURN(const std::string body, HttpGet(url, 5));
-    absl::StatusOr<PrefixCacheCounters> counters = ParsePrefixCacheCounters(body);
+    absl::StatusOr<EngineCounters> counters = ParseEngineCounters(body);
     if (!counters.ok()) {
       return absl::Status(counters.status().code(),
                           fmt::format("engine metrics {}{}: {}", url.Origin(), url.path,
@@ -186,7 +186,7 @@ void Runner::ProgressLoop(std::stop_token stop) {
 }
 
 absl::StatusOr<json> Runner::Run(RequestSource& source) {
-  ASSIGN_OR_RETURN(const std::vector<PrefixCacheCounters> before, ScrapeEngines());
+  ASSIGN_OR_RETURN(const std::vector<EngineCounters> before, ScrapeEngines());
 
   start_ = Clock::now();
   std::jthread progress;
@@ -243,18 +243,18 @@ absl::StatusOr<json> Runner::Run(RequestSource& source) {
     progress.join();
   }
 
-  std::vector<absl::StatusOr<PrefixCacheCounters>> after;
+  std::vector<absl::StatusOr<EngineCounters>> after;
   for (const HttpUrl& url : options_.engine_metrics) {
     absl::StatusOr<std::string> body = HttpGet(url, 5);
-    after.push_back(body.ok() ? ParsePrefixCacheCounters(*body)
-                              : absl::StatusOr<PrefixCacheCounters>(body.status()));
+    after.push_back(body.ok() ? ParseEngineCounters(*body)
+                              : absl::StatusOr<EngineCounters>(body.status()));
   }
   return BuildReport(source, dispatch_end_s, wall_s, before, after);
 }
 
 json Runner::BuildReport(const RequestSource& source, double dispatch_s, double wall_s,
-                         const std::vector<PrefixCacheCounters>& before,
-                         const std::vector<absl::StatusOr<PrefixCacheCounters>>& after) {
+                         const std::vector<EngineCounters>& before,
+                         const std::vector<absl::StatusOr<EngineCounters>>& after) {
   std::lock_guard lock(mu_);
   std::vector<double> ttft;
   std::vector<double> e2e;
@@ -290,9 +290,22 @@ json Runner::BuildReport(const RequestSource& source, double dispatch_s, double 
   }
 
   json engines = json::array();
-  PrefixCacheCounters sum_before;
-  PrefixCacheCounters sum_after;
+  EngineCounters sum_before;
+  EngineCounters sum_after;
   bool engines_ok = !options_.engine_metrics.empty();
+  // Time totals summed over the engines; nullopt once one engine lacks them.
+  const auto add = [](std::optional<TimeTotals>& sum, const std::optional<TimeTotals>& one) {
+    if (!sum.has_value() || !one.has_value()) {
+      sum.reset();
+      return;
+    }
+    sum->seconds += one->seconds;
+    sum->count += one->count;
+  };
+  for (EngineCounters* sum : {&sum_before, &sum_after}) {
+    sum->queue = TimeTotals{};
+    sum->prefill = TimeTotals{};
+  }
   for (size_t i = 0; i < options_.engine_metrics.size(); ++i) {
     const HttpUrl& url = options_.engine_metrics[i];
     json e = {{"url", url.Origin() + url.path}};
@@ -311,11 +324,20 @@ json Runner::BuildReport(const RequestSource& source, double dispatch_s, double 
       sum_before.hits += before[i].hits;
       sum_after.queries += after[i]->queries;
       sum_after.hits += after[i]->hits;
+      add(sum_before.queue, before[i].queue);
+      add(sum_before.prefill, before[i].prefill);
+      add(sum_after.queue, after[i]->queue);
+      add(sum_after.prefill, after[i]->prefill);
     }
     engines.push_back(std::move(e));
   }
   std::optional<double> hit_rate =
       engines_ok ? HitRateDelta(sum_before, sum_after) : std::optional<double>();
+  const auto mean_ms = [&](const std::optional<TimeTotals> EngineCounters::*field) {
+    const std::optional<double> mean =
+        engines_ok ? MeanDelta(sum_before.*field, sum_after.*field) : std::optional<double>();
+    return mean ? json(*mean * 1e3) : json(nullptr);
+  };
 
   const double elapsed = std::max(wall_s, 1e-9);
   json report = {
@@ -356,6 +378,10 @@ json Runner::BuildReport(const RequestSource& source, double dispatch_s, double 
         {"queries", sum_after.queries - sum_before.queries},
         {"hits", sum_after.hits - sum_before.hits},
         {"engines", engines}}},
+      // Where a request's time to first token went inside the engines (means over the run).
+      {"engine_timing",
+       {{"queue_ms_mean", mean_ms(&EngineCounters::queue)},
+        {"prefill_ms_mean", mean_ms(&EngineCounters::prefill)}}},
   };
   return report;
 }
@@ -396,6 +422,12 @@ std::string ReportToText(const json& r) {
   line(fmt::format("prefix cache engines {} ({:.0f}/{:.0f} tokens)  usage {}",
                    rate_text(pc["hit_rate"]), pc["hits"].get<double>(), pc["queries"].get<double>(),
                    rate_text(r["usage_hit_rate"])));
+  const json& timing = r["engine_timing"];
+  const auto ms_text = [](const json& v) {
+    return v.is_number() ? fmt::format("{:.1f} ms", v.get<double>()) : std::string("n/a");
+  };
+  line(fmt::format("engine time  queue mean {}  prefill mean {}", ms_text(timing["queue_ms_mean"]),
+                   ms_text(timing["prefill_ms_mean"])));
   for (const json& e : pc["engines"]) {
     line(fmt::format(
         "  {}  {}", e["url"].get<std::string>(),

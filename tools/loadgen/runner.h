@@ -96,10 +96,10 @@ class Runner {
   void WorkerLoop();
   void ProgressLoop(std::stop_token stop);
   double Elapsed() const;
-  absl::StatusOr<std::vector<PrefixCacheCounters>> ScrapeEngines() const;
+  absl::StatusOr<std::vector<EngineCounters>> ScrapeEngines() const;
   nlohmann::json BuildReport(const RequestSource& source, double dispatch_s, double wall_s,
-                             const std::vector<PrefixCacheCounters>& before,
-                             const std::vector<absl::StatusOr<PrefixCacheCounters>>& after);
+                             const std::vector<EngineCounters>& before,
+                             const std::vector<absl::StatusOr<EngineCounters>>& after);
 
   // Constant after construction.
   const RunOptions options_;

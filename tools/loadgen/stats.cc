@@ -89,22 +89,48 @@ absl::StatusOr<std::optional<double>> SumSeries(std::string_view text, std::stri
 
 }  // namespace
 
-absl::StatusOr<PrefixCacheCounters> ParsePrefixCacheCounters(std::string_view text) {
+absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text) {
+  EngineCounters counters;
+  bool found = false;
   for (std::string_view prefix : {"vllm:prefix_cache_", "vllm:gpu_prefix_cache_"}) {
     const std::string queries_name = fmt::format("{}queries_total", prefix);
     const std::string hits_name = fmt::format("{}hits_total", prefix);
     ASSIGN_OR_RETURN(const std::optional<double> queries, SumSeries(text, queries_name));
     ASSIGN_OR_RETURN(const std::optional<double> hits, SumSeries(text, hits_name));
     if (queries.has_value() && hits.has_value()) {
-      return PrefixCacheCounters{*queries, *hits};
+      counters.queries = *queries;
+      counters.hits = *hits;
+      found = true;
+      break;
     }
   }
-  return absl::NotFoundError(
-      "no vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in the metrics");
+  if (!found) {
+    return absl::NotFoundError(
+        "no vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in the metrics");
+  }
+  const auto totals = [text](std::string_view histogram) -> absl::StatusOr<std::optional<TimeTotals>> {
+    ASSIGN_OR_RETURN(const std::optional<double> seconds,
+                     SumSeries(text, fmt::format("{}_sum", histogram)));
+    ASSIGN_OR_RETURN(const std::optional<double> count,
+                     SumSeries(text, fmt::format("{}_count", histogram)));
+    if (!seconds.has_value() || !count.has_value()) return std::optional<TimeTotals>();
+    return std::optional<TimeTotals>(TimeTotals{*seconds, *count});
+  };
+  ASSIGN_OR_RETURN(counters.queue, totals("vllm:request_queue_time_seconds"));
+  ASSIGN_OR_RETURN(counters.prefill, totals("vllm:request_prefill_time_seconds"));
+  return counters;
 }
 
-std::optional<double> HitRateDelta(const PrefixCacheCounters& before,
-                                   const PrefixCacheCounters& after) {
+std::optional<double> MeanDelta(const std::optional<TimeTotals>& before,
+                                const std::optional<TimeTotals>& after) {
+  if (!before.has_value() || !after.has_value()) return std::nullopt;
+  const double seconds = after->seconds - before->seconds;
+  const double count = after->count - before->count;
+  if (count <= 0 || seconds < 0) return std::nullopt;
+  return seconds / count;
+}
+
+std::optional<double> HitRateDelta(const EngineCounters& before, const EngineCounters& after) {
   const double queries = after.queries - before.queries;
   const double hits = after.hits - before.hits;
   if (queries <= 0 || hits < 0) return std::nullopt;

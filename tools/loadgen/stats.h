@@ -34,22 +34,39 @@ Summary Summarize(std::vector<double> values);
 // {"count", "mean", "p50", "p90", "p99", "max"}, each value multiplied by `scale`.
 nlohmann::json SummaryToJson(const Summary& s, double scale);
 
-// Prefix-cache counters of one engine: prompt tokens looked up and found cached.
-struct PrefixCacheCounters {
+// A latency histogram's running totals: seconds summed over `count` requests.
+struct TimeTotals {
+  double seconds = 0;
+  double count = 0;
+};
+
+// The counters of one engine's /metrics that a run reports as deltas.
+struct EngineCounters {
+  // Prefix cache: prompt tokens looked up and found cached.
   double queries = 0;
   double hits = 0;
+  // Per request, waiting to be scheduled and then prefilling up to the first token
+  // (vllm:request_queue_time_seconds, vllm:request_prefill_time_seconds); nullopt when the
+  // engine does not export them.
+  std::optional<TimeTotals> queue;
+  std::optional<TimeTotals> prefill;
 };
 
 // Sums `vllm:prefix_cache_queries_total` and `vllm:prefix_cache_hits_total` over all their
-// series (label sets) in Prometheus text; falls back to the deprecated
-// `vllm:gpu_prefix_cache_*` names when the new ones are absent. NotFound when neither is
-// there, InvalidArgument when a sample value does not parse.
-absl::StatusOr<PrefixCacheCounters> ParsePrefixCacheCounters(std::string_view text);
+// series (label sets) in Prometheus text, falling back to the deprecated
+// `vllm:gpu_prefix_cache_*` names when the new ones are absent, and the `_sum` / `_count`
+// series of the two time histograms. NotFound when neither prefix-cache pair is there,
+// InvalidArgument when a sample value does not parse.
+absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text);
 
 // hits/queries of the difference `after - before`; nullopt when no tokens were looked up
 // or a counter went backwards (the engine restarted during the run).
-std::optional<double> HitRateDelta(const PrefixCacheCounters& before,
-                                   const PrefixCacheCounters& after);
+std::optional<double> HitRateDelta(const EngineCounters& before, const EngineCounters& after);
+
+// Mean seconds per request of the difference `after - before`; nullopt when either side is
+// missing, no request was counted, or a total went backwards.
+std::optional<double> MeanDelta(const std::optional<TimeTotals>& before,
+                                const std::optional<TimeTotals>& after);
 
 // Incremental Server-Sent Events parser: feed bytes as they arrive; `on_data` is called once
 // per complete event with its data (multi-line data joined by '\n'). Comments and other

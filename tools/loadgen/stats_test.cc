@@ -45,15 +45,15 @@ vllm:gpu_prefix_cache_queries_total{engine="0",model_name="llama"} 5.0
 vllm:gpu_prefix_cache_hits_total{engine="0",model_name="llama"} 5.0
 )";
 
-TEST(PrefixCacheCountersTest, SumsSeriesOfTheExactNames) {
-  absl::StatusOr<PrefixCacheCounters> c = ParsePrefixCacheCounters(kMetrics);
+TEST(EngineCountersTest, SumsSeriesOfTheExactNames) {
+  absl::StatusOr<EngineCounters> c = ParseEngineCounters(kMetrics);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_DOUBLE_EQ(c->queries, 2000);
   EXPECT_DOUBLE_EQ(c->hits, 800);
 }
 
-TEST(PrefixCacheCountersTest, FallsBackToTheDeprecatedNames) {
-  absl::StatusOr<PrefixCacheCounters> c = ParsePrefixCacheCounters(
+TEST(EngineCountersTest, FallsBackToTheDeprecatedNames) {
+  absl::StatusOr<EngineCounters> c = ParseEngineCounters(
       "vllm:gpu_prefix_cache_queries_total{a=\"b\"} 10 1700000000\r\n"
       "vllm:gpu_prefix_cache_hits_total 4\n");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -61,21 +61,52 @@ TEST(PrefixCacheCountersTest, FallsBackToTheDeprecatedNames) {
   EXPECT_DOUBLE_EQ(c->hits, 4);
 }
 
-TEST(PrefixCacheCountersTest, MissingOrBrokenIsAnError) {
-  EXPECT_EQ(ParsePrefixCacheCounters("vllm:num_requests_running 3\n").status().code(),
+TEST(EngineCountersTest, MissingOrBrokenIsAnError) {
+  EXPECT_EQ(ParseEngineCounters("vllm:num_requests_running 3\n").status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(ParsePrefixCacheCounters("vllm:prefix_cache_queries_total abc\n"
+  EXPECT_EQ(ParseEngineCounters("vllm:prefix_cache_queries_total abc\n"
                                      "vllm:prefix_cache_hits_total 1\n")
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_FALSE(ParsePrefixCacheCounters("vllm:prefix_cache_queries_total{a=\"b\" 1\n").ok());
+  EXPECT_FALSE(ParseEngineCounters("vllm:prefix_cache_queries_total{a=\"b\" 1\n").ok());
+}
+
+TEST(EngineCountersTest, ReadsTheQueueAndPrefillTimeTotals) {
+  const std::string text = std::string(kMetrics) +
+                           "# TYPE vllm:request_queue_time_seconds histogram\n"
+                           "vllm:request_queue_time_seconds_bucket{le=\"0.5\"} 3\n"
+                           "vllm:request_queue_time_seconds_sum{engine=\"0\"} 1.5\n"
+                           "vllm:request_queue_time_seconds_sum{engine=\"1\"} 0.5\n"
+                           "vllm:request_queue_time_seconds_count{engine=\"0\"} 3\n"
+                           "vllm:request_queue_time_seconds_count{engine=\"1\"} 1\n"
+                           "vllm:request_prefill_time_seconds_sum 0.25\n";
+  absl::StatusOr<EngineCounters> c = ParseEngineCounters(text);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->queue.has_value());
+  EXPECT_DOUBLE_EQ(c->queue->seconds, 2.0);
+  EXPECT_DOUBLE_EQ(c->queue->count, 4);
+  EXPECT_FALSE(c->prefill.has_value());  // a _sum without its _count
+  EXPECT_FALSE(ParseEngineCounters(kMetrics)->queue.has_value());
+  EXPECT_EQ(ParseEngineCounters(std::string(kMetrics) +
+                                "vllm:request_queue_time_seconds_sum x\n"
+                                "vllm:request_queue_time_seconds_count 1\n")
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MeanDeltaTest, MeanOverTheRun) {
+  EXPECT_DOUBLE_EQ(*MeanDelta(TimeTotals{1.0, 10}, TimeTotals{4.0, 16}), 0.5);
+  EXPECT_FALSE(MeanDelta(TimeTotals{1.0, 10}, TimeTotals{1.0, 10}).has_value());  // no request
+  EXPECT_FALSE(MeanDelta(TimeTotals{1.0, 10}, TimeTotals{0.5, 12}).has_value());  // restarted
+  EXPECT_FALSE(MeanDelta(std::nullopt, TimeTotals{1.0, 10}).has_value());
 }
 
 TEST(HitRateDeltaTest, DeltaOverTheRun) {
-  EXPECT_DOUBLE_EQ(*HitRateDelta({100, 50}, {300, 130}), 0.4);
-  EXPECT_FALSE(HitRateDelta({100, 50}, {100, 50}).has_value());  // nothing looked up
-  EXPECT_FALSE(HitRateDelta({100, 50}, {20, 0}).has_value());    // engine restarted
+  EXPECT_DOUBLE_EQ(*HitRateDelta({100, 50, {}, {}}, {300, 130, {}, {}}), 0.4);
+  EXPECT_FALSE(HitRateDelta({100, 50, {}, {}}, {100, 50, {}, {}}).has_value());  // nothing looked up
+  EXPECT_FALSE(HitRateDelta({100, 50, {}, {}}, {20, 0, {}, {}}).has_value());    // engine restarted
 }
 
 TEST(SseParserTest, EventsSplitAcrossFeedsAndLineEndings) {
