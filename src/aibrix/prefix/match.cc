@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "aibrix/common/json_writer.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
@@ -21,19 +22,38 @@ void to_json(nlohmann::json& j, const MatchResponse& r) {
       {"block_size", r.block_size}, {"total_blocks", r.total_blocks}, {"pods", std::move(pods)}};
 }
 
-void to_json(nlohmann::json& j, const PodIndexStats& s) {
-  nlohmann::json tiers = nlohmann::json::object();
-  for (const TierCount& t : s.tiers) tiers[t.tier] = t.blocks;
-  j = nlohmann::json{{"pod", s.pod},
-                     {"model", s.model},
-                     {"source", std::string(MatchSourceName(s.source))},
-                     {"blocks", s.blocks},
-                     {"tiers", std::move(tiers)},
-                     {"bytes", s.bytes},
-                     {"unplaceable_blocks", s.unplaceable_blocks},
-                     {"unknown_removes", s.unknown_removes},
-                     {"skipped_events", s.skipped_events},
-                     {"evicted_blocks", s.evicted_blocks}};
+void AppendJson(std::string* out, const PodIndexStats& s) {
+  using common::AppendJsonInt;
+  using common::AppendJsonString;
+  const auto count = [out](std::string_view key, uint64_t value) {
+    out->append(key);
+    AppendJsonInt(out, static_cast<int64_t>(value));
+  };
+  count("{\"blocks\":", s.blocks);
+  count(",\"bytes\":", s.bytes);
+  count(",\"evicted_blocks\":", s.evicted_blocks);
+  out->append(",\"model\":");
+  AppendJsonString(out, s.model);
+  out->append(",\"pod\":");
+  AppendJsonString(out, s.pod);
+  count(",\"skipped_events\":", s.skipped_events);
+  out->append(",\"source\":");
+  AppendJsonString(out, MatchSourceName(s.source));
+  std::vector<const TierCount*> tiers;
+  for (const TierCount& t : s.tiers) tiers.push_back(&t);
+  std::sort(tiers.begin(), tiers.end(),
+            [](const TierCount* a, const TierCount* b) { return a->tier < b->tier; });
+  out->append(",\"tiers\":{");
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    AppendJsonString(out, tiers[i]->tier);
+    out->push_back(':');
+    AppendJsonInt(out, static_cast<int64_t>(tiers[i]->blocks));
+  }
+  out->push_back('}');
+  count(",\"unknown_removes\":", s.unknown_removes);
+  count(",\"unplaceable_blocks\":", s.unplaceable_blocks);
+  out->push_back('}');
 }
 
 absl::StatusOr<PrefixMatcher> PrefixMatcher::Create(const ExactIndex* exact,

@@ -33,9 +33,10 @@ struct MatchResponse {
 
 void to_json(nlohmann::json& j, const PodMatch& m);
 void to_json(nlohmann::json& j, const MatchResponse& r);
-// For /cache/pods: {"pod", "model", "source", "blocks", "tiers": {"GPU": n, ...}, "bytes",
-// "unplaceable_blocks", "unknown_removes", "skipped_events", "evicted_blocks"}.
-void to_json(nlohmann::json& j, const PodIndexStats& s);
+// For /cache/pods, appended to `out` as a JSON object: {"blocks", "bytes", "evicted_blocks",
+// "model", "pod", "skipped_events", "source", "tiers": {"GPU": n, ...}, "unknown_removes",
+// "unplaceable_blocks"}.
+void AppendJson(std::string* out, const PodIndexStats& s);
 
 class PrefixMatcher {
  public:

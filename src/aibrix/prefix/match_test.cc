@@ -50,10 +50,18 @@ TEST(PrefixMatcherTest, MergesBothSourcesAndSerialises) {
       });
   EXPECT_THAT(visited, ::testing::UnorderedElementsAreArray(r.pods));
 
-  const nlohmann::json stats = *exact.Stats("ns/a");
+  std::string text;
+  AppendJson(&text, *exact.Stats("ns/a"));
+  const nlohmann::json stats = nlohmann::json::parse(text);  // valid JSON
   EXPECT_EQ(stats["blocks"], 3);
   EXPECT_EQ(stats["tiers"]["GPU"], 3);
   EXPECT_EQ(stats["source"], "events");
+  EXPECT_EQ(stats["pod"], "ns/a");
+  EXPECT_EQ(stats["model"], "m");
+  for (const char* key : {"bytes", "unplaceable_blocks", "unknown_removes", "skipped_events",
+                          "evicted_blocks"}) {
+    EXPECT_TRUE(stats[key].is_number_unsigned()) << key;
+  }
 }
 
 TEST(PrefixMatcherTest, RejectsIndexesThatHashDifferently) {

@@ -29,20 +29,25 @@ void AdminApi::Register(http::Server& http) {
   });
 }
 
-nlohmann::json AdminApi::PodJson(const store::Pod& pod) const {
-  nlohmann::json json = PodToJson(pod);
-  nlohmann::json index = nlohmann::json::object();
-  if (auto stats = deps_.exact_index->Stats(pod.key)) index["events"] = *stats;
-  if (auto stats = deps_.approx_index->Stats(pod.key)) index["routing"] = *stats;
-  json["prefix_index"] = std::move(index);
-  json["kv_events_subscribed"] = !deps_.kv_manager->Endpoints(pod.key).empty();
-  return json;
+void AdminApi::AppendPod(std::string* out, const store::Pod& pod) const {
+  PodIndexView index;
+  index.events = deps_.exact_index->Stats(pod.key);
+  index.routing = deps_.approx_index->Stats(pod.key);
+  index.kv_events_subscribed = !deps_.kv_manager->Endpoints(pod.key).empty();
+  AppendPodJson(out, pod, index);
 }
 
 void AdminApi::HandlePods(http::Response& res) const {
-  nlohmann::json pods = nlohmann::json::array();
-  for (const store::PodRef& pod : deps_.store->ListPods()) pods.push_back(PodJson(*pod));
-  http::SendJson(res, {{"pods", std::move(pods)}});
+  const std::vector<store::PodRef> pods = deps_.store->ListPods();
+  std::string body;
+  body.reserve(512 * pods.size() + 16);
+  body.append("{\"pods\":[");
+  for (size_t i = 0; i < pods.size(); ++i) {
+    if (i > 0) body.push_back(',');
+    AppendPod(&body, *pods[i]);
+  }
+  body.append("]}");
+  res.SetBody(std::move(body), "application/json");
 }
 
 void AdminApi::HandlePod(const http::Request& req, http::Response& res) const {
@@ -51,7 +56,9 @@ void AdminApi::HandlePod(const http::Request& req, http::Response& res) const {
     http::SendError(res, 404, common::AsStd(pod.status().message()));
     return;
   }
-  http::SendJson(res, PodJson(**pod));
+  std::string body;
+  AppendPod(&body, **pod);
+  res.SetBody(std::move(body), "application/json");
 }
 
 void AdminApi::HandleModels(http::Response& res) const {

@@ -47,7 +47,8 @@ class AdminApi {
   void HandlePrediction(const http::Request& req, http::Response& res) const;
   // Answered once the prompt is tokenized (remote tokenization is asynchronous).
   void HandleMatch(std::shared_ptr<http::Exchange> exchange) const;
-  nlohmann::json PodJson(const store::Pod& pod) const;
+  // One pod of /cache/pods, with its index stats and subscription (cache_api.h).
+  void AppendPod(std::string* out, const store::Pod& pod) const;
 
   const AdminDeps deps_;
 };
