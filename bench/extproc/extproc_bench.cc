@@ -28,10 +28,10 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "aibrix/extproc/server.h"
 #include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/common/malloc_tuning.h"
+#include "aibrix/extproc/server.h"
 #include "aibrix/server/service.h"
 #include "bench/common/figures.h"
 #include "fmt/format.h"

@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
-  aibrix::common::TuneMalloc();  // common/malloc_tuning.h says why
+  aibrix::common::TuneMalloc();           // common/malloc_tuning.h says why
   aibrix::extproc::TuneGrpcForProcess();  // extproc/server.h says why
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);

@@ -108,7 +108,8 @@ absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text) {
     return absl::NotFoundError(
         "no vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in the metrics");
   }
-  const auto totals = [text](std::string_view histogram) -> absl::StatusOr<std::optional<TimeTotals>> {
+  const auto totals =
+      [text](std::string_view histogram) -> absl::StatusOr<std::optional<TimeTotals>> {
     ASSIGN_OR_RETURN(const std::optional<double> seconds,
                      SumSeries(text, fmt::format("{}_sum", histogram)));
     ASSIGN_OR_RETURN(const std::optional<double> count,

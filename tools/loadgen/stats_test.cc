@@ -65,7 +65,7 @@ TEST(EngineCountersTest, MissingOrBrokenIsAnError) {
   EXPECT_EQ(ParseEngineCounters("vllm:num_requests_running 3\n").status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(ParseEngineCounters("vllm:prefix_cache_queries_total abc\n"
-                                     "vllm:prefix_cache_hits_total 1\n")
+                                "vllm:prefix_cache_hits_total 1\n")
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -88,9 +88,8 @@ TEST(EngineCountersTest, ReadsTheQueueAndPrefillTimeTotals) {
   EXPECT_DOUBLE_EQ(c->queue->count, 4);
   EXPECT_FALSE(c->prefill.has_value());  // a _sum without its _count
   EXPECT_FALSE(ParseEngineCounters(kMetrics)->queue.has_value());
-  EXPECT_EQ(ParseEngineCounters(std::string(kMetrics) +
-                                "vllm:request_queue_time_seconds_sum x\n"
-                                "vllm:request_queue_time_seconds_count 1\n")
+  EXPECT_EQ(ParseEngineCounters(std::string(kMetrics) + "vllm:request_queue_time_seconds_sum x\n"
+                                                        "vllm:request_queue_time_seconds_count 1\n")
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -105,8 +104,9 @@ TEST(MeanDeltaTest, MeanOverTheRun) {
 
 TEST(HitRateDeltaTest, DeltaOverTheRun) {
   EXPECT_DOUBLE_EQ(*HitRateDelta({100, 50, {}, {}}, {300, 130, {}, {}}), 0.4);
-  EXPECT_FALSE(HitRateDelta({100, 50, {}, {}}, {100, 50, {}, {}}).has_value());  // nothing looked up
-  EXPECT_FALSE(HitRateDelta({100, 50, {}, {}}, {20, 0, {}, {}}).has_value());    // engine restarted
+  EXPECT_FALSE(
+      HitRateDelta({100, 50, {}, {}}, {100, 50, {}, {}}).has_value());         // nothing looked up
+  EXPECT_FALSE(HitRateDelta({100, 50, {}, {}}, {20, 0, {}, {}}).has_value());  // engine restarted
 }
 
 TEST(SseParserTest, EventsSplitAcrossFeedsAndLineEndings) {

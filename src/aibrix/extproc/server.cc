@@ -1,7 +1,7 @@
 #include "aibrix/extproc/server.h"
 
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <deque>
 #include <thread>
 #include <vector>

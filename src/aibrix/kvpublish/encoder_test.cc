@@ -1,8 +1,8 @@
 #include "aibrix/kvpublish/encoder.h"
-#include "aibrix/kvpublish/msgpack_writer.h"
 
 #include <gtest/gtest.h>
 
+#include "aibrix/kvpublish/msgpack_writer.h"
 #include "tests/kvevents/event_equal.h"
 #include "tests/kvevents/vector_util.h"
 
@@ -89,9 +89,9 @@ TEST(EncoderTest, MapEraOmitsUnsetOptionalKeys) {
 }
 
 TEST(MsgpackWriterTest, UintArrayEncodesAsArrayOfUints) {
-  const std::vector<uint32_t> edges = {0,      1,       0x7f,       0x80,      0xff,
-                                       0x100,  0xffff,  0x10000,    0xfffffff, 0xffffffff,
-                                       50000,  151643,  0x7fffffff, 42,        0x81};
+  const std::vector<uint32_t> edges = {0,     1,      0x7f,       0x80,      0xff,
+                                       0x100, 0xffff, 0x10000,    0xfffffff, 0xffffffff,
+                                       50000, 151643, 0x7fffffff, 42,        0x81};
   for (const size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{0xffff},
                          size_t{0x10000}, size_t{70000}}) {
     std::vector<uint32_t> values(n);

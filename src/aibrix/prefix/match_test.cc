@@ -58,8 +58,8 @@ TEST(PrefixMatcherTest, MergesBothSourcesAndSerialises) {
   EXPECT_EQ(stats["source"], "events");
   EXPECT_EQ(stats["pod"], "ns/a");
   EXPECT_EQ(stats["model"], "m");
-  for (const char* key : {"bytes", "unplaceable_blocks", "unknown_removes", "skipped_events",
-                          "evicted_blocks"}) {
+  for (const char* key :
+       {"bytes", "unplaceable_blocks", "unknown_removes", "skipped_events", "evicted_blocks"}) {
     EXPECT_TRUE(stats[key].is_number_unsigned()) << key;
   }
 }
