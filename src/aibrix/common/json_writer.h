@@ -1,7 +1,7 @@
 // Appends JSON text to a string without building a document: for hot responses whose shape
 // is fixed (nlohmann::json builds a map per object, several times slower).
 //
-// Thread safety: pure functions.
+// Thread safety: pure functions; a JsonObjectWriter is used by one thread.
 #pragma once
 
 #include <cstdint>
@@ -20,5 +20,32 @@ void AppendJsonInt(std::string* out, int64_t value);
 // Appends `value` as a JSON number in its shortest round-trip form, or null when it is NaN
 // or infinite (JSON has no such numbers).
 void AppendJsonNumber(std::string* out, double value);
+
+// Writes one JSON object to `out`: '{' now, the members in the order given
+// (`"key":value`, comma-separated), '}' when it goes out of scope.
+class JsonObjectWriter {
+ public:
+  explicit JsonObjectWriter(std::string* out) : out_(out) { out_->push_back('{'); }
+  ~JsonObjectWriter() { out_->push_back('}'); }
+  JsonObjectWriter(const JsonObjectWriter&) = delete;
+  JsonObjectWriter& operator=(const JsonObjectWriter&) = delete;
+
+  // Writes `"key":` and returns the output for the caller to append the value.
+  std::string* Key(std::string_view key) {
+    if (!first_) out_->push_back(',');
+    first_ = false;
+    AppendJsonString(out_, key);
+    out_->push_back(':');
+    return out_;
+  }
+  void String(std::string_view key, std::string_view value) { AppendJsonString(Key(key), value); }
+  void Int(std::string_view key, int64_t value) { AppendJsonInt(Key(key), value); }
+  void Number(std::string_view key, double value) { AppendJsonNumber(Key(key), value); }
+  void Bool(std::string_view key, bool value) { Key(key)->append(value ? "true" : "false"); }
+
+ private:
+  std::string* out_;
+  bool first_ = true;
+};
 
 }  // namespace aibrix::common

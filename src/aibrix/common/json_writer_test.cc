@@ -33,5 +33,23 @@ TEST(JsonWriterTest, NumbersAreShortestAndNonFiniteIsNull) {
   EXPECT_EQ(out, "0.1,3,null,null");
 }
 
+TEST(JsonWriterTest, ObjectWriterPlacesCommasAndClosesNestedObjects) {
+  std::string out;
+  {
+    JsonObjectWriter o(&out);
+    o.String("a", "x\"y");
+    o.Int("b", -2);
+    o.Number("c", 0.5);
+    o.Bool("d", false);
+    { JsonObjectWriter empty(o.Key("e")); }
+    {
+      JsonObjectWriter inner(o.Key("f"));
+      inner.Bool("g", true);
+    }
+    o.Key("h")->append("[1,2]");
+  }
+  EXPECT_EQ(out, R"({"a":"x\"y","b":-2,"c":0.5,"d":false,"e":{},"f":{"g":true},"h":[1,2]})");
+}
+
 }  // namespace
 }  // namespace aibrix::common

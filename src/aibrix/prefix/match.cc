@@ -23,37 +23,24 @@ void to_json(nlohmann::json& j, const MatchResponse& r) {
 }
 
 void AppendJson(std::string* out, const PodIndexStats& s) {
-  using common::AppendJsonInt;
-  using common::AppendJsonString;
-  const auto count = [out](std::string_view key, uint64_t value) {
-    out->append(key);
-    AppendJsonInt(out, static_cast<int64_t>(value));
-  };
-  count("{\"blocks\":", s.blocks);
-  count(",\"bytes\":", s.bytes);
-  count(",\"evicted_blocks\":", s.evicted_blocks);
-  out->append(",\"model\":");
-  AppendJsonString(out, s.model);
-  out->append(",\"pod\":");
-  AppendJsonString(out, s.pod);
-  count(",\"skipped_events\":", s.skipped_events);
-  out->append(",\"source\":");
-  AppendJsonString(out, MatchSourceName(s.source));
-  std::vector<const TierCount*> tiers;
-  for (const TierCount& t : s.tiers) tiers.push_back(&t);
-  std::sort(tiers.begin(), tiers.end(),
-            [](const TierCount* a, const TierCount* b) { return a->tier < b->tier; });
-  out->append(",\"tiers\":{");
-  for (size_t i = 0; i < tiers.size(); ++i) {
-    if (i > 0) out->push_back(',');
-    AppendJsonString(out, tiers[i]->tier);
-    out->push_back(':');
-    AppendJsonInt(out, static_cast<int64_t>(tiers[i]->blocks));
+  common::JsonObjectWriter o(out);
+  o.Int("blocks", static_cast<int64_t>(s.blocks));
+  o.Int("bytes", static_cast<int64_t>(s.bytes));
+  o.Int("evicted_blocks", static_cast<int64_t>(s.evicted_blocks));
+  o.String("model", s.model);
+  o.String("pod", s.pod);
+  o.Int("skipped_events", static_cast<int64_t>(s.skipped_events));
+  o.String("source", MatchSourceName(s.source));
+  {
+    std::vector<const TierCount*> tiers;
+    for (const TierCount& t : s.tiers) tiers.push_back(&t);
+    std::sort(tiers.begin(), tiers.end(),
+              [](const TierCount* a, const TierCount* b) { return a->tier < b->tier; });
+    common::JsonObjectWriter by_tier(o.Key("tiers"));
+    for (const TierCount* t : tiers) by_tier.Int(t->tier, static_cast<int64_t>(t->blocks));
   }
-  out->push_back('}');
-  count(",\"unknown_removes\":", s.unknown_removes);
-  count(",\"unplaceable_blocks\":", s.unplaceable_blocks);
-  out->push_back('}');
+  o.Int("unknown_removes", static_cast<int64_t>(s.unknown_removes));
+  o.Int("unplaceable_blocks", static_cast<int64_t>(s.unplaceable_blocks));
 }
 
 absl::StatusOr<PrefixMatcher> PrefixMatcher::Create(const ExactIndex* exact,

@@ -6,121 +6,67 @@
 namespace aibrix::server {
 namespace {
 
-using common::AppendJsonInt;
-using common::AppendJsonNumber;
-using common::AppendJsonString;
-
-// `"key":` after a comma unless first.
-void Key(std::string* out, std::string_view key, bool first = false) {
-  if (!first) out->push_back(',');
-  AppendJsonString(out, key);
-  out->push_back(':');
-}
-
 void AppendMetric(std::string* out, const store::MetricValue& value) {
   const store::HistogramMetric* h = value.histogram();
   if (h == nullptr) {
-    AppendJsonNumber(out, value.Simple());
+    common::AppendJsonNumber(out, value.Simple());
     return;
   }
-  out->push_back('{');
-  Key(out, "count", /*first=*/true);
-  AppendJsonNumber(out, static_cast<double>(h->count));
-  Key(out, "mean");
-  AppendJsonNumber(out, h->Mean());
-  Key(out, "p50");
-  AppendJsonNumber(out, h->Percentile(50));
-  Key(out, "p90");
-  AppendJsonNumber(out, h->Percentile(90));
-  Key(out, "p99");
-  AppendJsonNumber(out, h->Percentile(99));
-  Key(out, "sum");
-  AppendJsonNumber(out, h->sum);
-  Key(out, "type");
-  AppendJsonString(out, "histogram");
-  out->push_back('}');
+  common::JsonObjectWriter o(out);
+  o.Number("count", h->count);
+  o.Number("mean", h->Mean());
+  o.Number("p50", h->Percentile(50));
+  o.Number("p90", h->Percentile(90));
+  o.Number("p99", h->Percentile(99));
+  o.Number("sum", h->sum);
+  o.String("type", "histogram");
 }
 
 }  // namespace
 
 void AppendPodJson(std::string* out, const store::Pod& pod, const PodIndexView& index) {
   const store::PodState& state = *pod.state;
-  out->push_back('{');
-  Key(out, "completed_requests", /*first=*/true);
-  AppendJsonInt(out, state.completed());
-  Key(out, "deployment");
-  AppendJsonString(out, pod.object.deployment);
-  Key(out, "engine");
-  AppendJsonString(out, store::PodEngine(pod.object));
-  Key(out, "ip");
-  AppendJsonString(out, pod.ip());
-  Key(out, "key");
-  AppendJsonString(out, pod.key);
-  Key(out, "kv_events_enabled");
-  out->append(store::PodKvEventsEnabled(pod.object) ? "true" : "false");
-  Key(out, "kv_events_subscribed");
-  out->append(index.kv_events_subscribed ? "true" : "false");
-  Key(out, "labels");
-  out->push_back('{');
-  bool first = true;
-  for (const auto& [name, value] : pod.object.labels) {  // a std::map: in order
-    Key(out, name, first);
-    AppendJsonString(out, value);
-    first = false;
+  common::JsonObjectWriter o(out);
+  o.Int("completed_requests", state.completed());
+  o.String("deployment", pod.object.deployment);
+  o.String("engine", store::PodEngine(pod.object));
+  o.String("ip", pod.ip());
+  o.String("key", pod.key);
+  o.Bool("kv_events_enabled", store::PodKvEventsEnabled(pod.object));
+  o.Bool("kv_events_subscribed", index.kv_events_subscribed);
+  {
+    common::JsonObjectWriter labels(o.Key("labels"));
+    for (const auto& [name, value] : pod.object.labels) labels.String(name, value);  // in order
   }
-  out->push_back('}');
-  Key(out, "metric_port");
-  AppendJsonInt(out, store::PodMetricPort(pod.object));
-  Key(out, "metrics");
-  out->push_back('{');
-  first = true;
-  for (const std::string& name : state.MetricNames()) {  // sorted
-    if (auto value = state.Metric(name)) {
-      Key(out, name, first);
-      AppendMetric(out, *value);
-      first = false;
+  o.Int("metric_port", store::PodMetricPort(pod.object));
+  {
+    common::JsonObjectWriter metrics(o.Key("metrics"));
+    for (const std::string& name : state.MetricNames()) {  // sorted
+      if (auto value = state.Metric(name)) AppendMetric(metrics.Key(name), *value);
     }
   }
-  out->push_back('}');
-  Key(out, "model");
-  AppendJsonString(out, pod.model);
-  Key(out, "models");
-  out->push_back('[');
+  o.String("model", pod.model);
+  std::string* models = o.Key("models");
+  models->push_back('[');
   for (size_t i = 0; i < pod.models.size(); ++i) {
-    if (i > 0) out->push_back(',');
-    AppendJsonString(out, pod.models[i]);
+    if (i > 0) models->push_back(',');
+    common::AppendJsonString(models, pod.models[i]);
   }
-  out->push_back(']');
-  Key(out, "name");
-  AppendJsonString(out, pod.name());
-  Key(out, "namespace");
-  AppendJsonString(out, pod.ns());
-  Key(out, "pending_load");
-  AppendJsonNumber(out, state.pending_load());
-  Key(out, "pending_prefill_tokens");
-  AppendJsonInt(out, state.pending_prefill_tokens());
-  Key(out, "phase");
-  AppendJsonString(out, pod.object.phase);
-  Key(out, "port");
-  AppendJsonInt(out, store::PodServingPort(pod.object));
-  Key(out, "prefix_index");
-  out->push_back('{');
-  if (index.events) {
-    Key(out, "events", /*first=*/true);
-    prefix::AppendJson(out, *index.events);
+  models->push_back(']');
+  o.String("name", pod.name());
+  o.String("namespace", pod.ns());
+  o.Number("pending_load", state.pending_load());
+  o.Int("pending_prefill_tokens", state.pending_prefill_tokens());
+  o.String("phase", pod.object.phase);
+  o.Int("port", store::PodServingPort(pod.object));
+  {
+    common::JsonObjectWriter prefix_index(o.Key("prefix_index"));
+    if (index.events) prefix::AppendJson(prefix_index.Key("events"), *index.events);
+    if (index.routing) prefix::AppendJson(prefix_index.Key("routing"), *index.routing);
   }
-  if (index.routing) {
-    Key(out, "routing", /*first=*/!index.events.has_value());
-    prefix::AppendJson(out, *index.routing);
-  }
-  out->push_back('}');
-  Key(out, "ready");
-  out->append(pod.ready ? "true" : "false");
-  Key(out, "remote_running_requests");
-  AppendJsonInt(out, state.remote_running());
-  Key(out, "running_requests");
-  AppendJsonInt(out, state.running());
-  out->push_back('}');
+  o.Bool("ready", pod.ready);
+  o.Int("remote_running_requests", state.remote_running());
+  o.Int("running_requests", state.running());
 }
 
 nlohmann::json ModelToJson(const store::ModelPods& model) {
