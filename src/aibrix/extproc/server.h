@@ -6,12 +6,13 @@
 //
 // gRPC's async API: `threads` completion queues, each driven by one thread that accepts
 // streams and runs every event of its streams inline — the read, the processor, the write —
-// with no hop to another thread (gRPC 1.51's callback API hands every message to another
-// thread, which cost more than the processing). No thread per stream; reads are taken one at
-// a time, answers queue in order behind the one write in flight. Limits: receive messages up
-// to max_receive_bytes (a whole buffered request body), HTTP/2 concurrent streams per
-// connection up to max_concurrent_streams. A remote tokenization runs on the server's own
-// I/O thread. grpc.health.v1 is on the callback API (rare calls).
+// with no hop to another thread: gRPC's poll engine (TuneGrpcForProcess) polls a connection
+// on the queue that accepted it. (gRPC 1.51's callback API hands every message to another
+// thread, which cost more than the processing.) No thread per stream; reads are taken one
+// at a time, answers queue in order behind the one write in flight. Limits: receive
+// messages up to max_receive_bytes (a whole buffered request body), HTTP/2 concurrent
+// streams per connection up to max_concurrent_streams. A remote tokenization runs on the
+// server's own I/O thread. grpc.health.v1 is on the callback API (rare calls).
 //
 // Ends of a stream, each settling its request once: Envoy's half-close (EOF) or reset
 // (CANCELLED: client gone, Envoy's message timeout), our own close (answer complete, error),
