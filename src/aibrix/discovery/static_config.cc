@@ -10,6 +10,7 @@
 #include "aibrix/common/net.h"
 #include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
+#include "aibrix/common/utf8.h"
 #include "fmt/format.h"
 #include "yaml-cpp/yaml.h"
 
@@ -83,6 +84,8 @@ class Parser {
     if (!node.IsScalar()) return Error(node, field, "must be a string");
     std::string value = node.as<std::string>();
     if (value.empty()) return Error(node, field, "must not be empty");
+    // Names and addresses reach JSON answers and metric labels.
+    if (!common::IsValidUtf8(value)) return Error(node, field, "must be valid UTF-8");
     return value;
   }
 

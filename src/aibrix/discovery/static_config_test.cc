@@ -139,6 +139,9 @@ TEST(StaticConfigTest, BadFilesNameFieldAndLine) {
               HasSubstr("must be bracketed"));
   EXPECT_THAT(ErrorOf("models:\n  - name: m\n"), HasSubstr("needs 'endpoints' or 'rolesets'"));
   EXPECT_THAT(ErrorOf("models: 3\n"), HasSubstr("field 'models': must be a list"));
+  // A raw 0xff byte: names reach JSON answers and metric labels, which must be UTF-8.
+  EXPECT_THAT(ErrorOf("models:\n  - name: \"m\xff\"\n    endpoints: [\"h:1\"]\n"),
+              HasSubstr("field 'models[0].name': must be valid UTF-8"));
   EXPECT_THAT(ErrorOf(""), HasSubstr("must be a map"));
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "aibrix/common/utf8.h"
 #include "fmt/format.h"
 
 namespace aibrix::metrics {
@@ -71,48 +72,6 @@ bool IsMetricNameStart(char c) { return Is(c, kMetricStart); }
 bool IsMetricNameChar(char c) { return Is(c, kMetricChar); }
 bool IsLabelNameStart(char c) { return Is(c, kLabelStart); }
 bool IsLabelNameChar(char c) { return Is(c, kLabelChar); }
-
-// Strict UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  // ASCII, nearly every label value, eight bytes at a time.
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t word;
-    std::memcpy(&word, s.data() + i, sizeof(word));
-    if ((word & 0x8080808080808080ULL) != 0) break;
-  }
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
-}
 
 // Plain decimals ("3.0", "-0.25", "1024") of at most 15 significant digits and 22
 // fraction digits, the bulk of every body: the digits as an integer (exact below 2^53)
@@ -371,7 +330,7 @@ class ExpositionParser {
       rest.remove_prefix(1);
       std::string_view value;
       if (!LabelValue(rest, value)) return false;
-      if (!ValidUtf8(value)) return Bad("label value is not valid UTF-8"), false;
+      if (!common::IsValidUtf8(value)) return Bad("label value is not valid UTF-8"), false;
       for (size_t i = first; i < out_.labels_.size(); ++i) {
         if (out_.labels_[i].name == label_name) return Bad("duplicate label name"), false;
       }
