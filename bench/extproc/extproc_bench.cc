@@ -28,10 +28,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/common/malloc_tuning.h"
-#include "aibrix/extproc/server.h"
 #include "aibrix/server/service.h"
 #include "bench/common/figures.h"
 #include "fmt/format.h"
@@ -258,10 +255,7 @@ Phase RunGrpc(const Options& options, const std::vector<Script>& scripts,
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The service binary's allocator settings (main.cc), so the server side costs the same.
-  aibrix::common::UseHugePagesForMalloc(argv);
-  aibrix::common::TuneMalloc();
-  aibrix::extproc::TuneGrpcForProcess();  // as aibrix-cache does
+  aibrix::server::ApplyProcessSettings(argv);  // as aibrix-cache does
   Options options;
   CLI::App app{"extproc-bench: the ext_proc server under an in-process fake Envoy"};
   app.add_option("--pods", options.pods, "Pods of the model");

@@ -27,9 +27,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/discovery/static_config.h"
 #include "aibrix/kvpublish/fleet.h"
 #include "aibrix/prefix/match.h"
@@ -433,10 +431,7 @@ class Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The service's process settings (aibrix-cache's main), so the in-process service costs
-  // what it does there: heap on huge pages, malloc's trim and mmap thresholds.
-  aibrix::common::UseHugePagesForMalloc(argv);
-  aibrix::common::TuneMalloc();
+  aibrix::server::ApplyProcessSettings(argv);  // as aibrix-cache does
   Flags flags;
   CLI::App app("fleet-bench: the service fed by an in-process fleet of simulated vLLM engines");
   app.add_option("--engines", flags.engines, "Pods (simulated engines)")

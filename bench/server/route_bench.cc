@@ -19,7 +19,6 @@
 #include <random>
 #include <thread>
 
-#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
 #include "aibrix/gateway/request_body.h"
 #include "aibrix/server/service.h"
@@ -265,7 +264,7 @@ void ParseBenchmark() {
 }
 
 int main(int argc, char** argv) {
-  aibrix::common::UseHugePagesForMalloc(argv);
+  aibrix::server::ApplyProcessSettings(argv);  // as aibrix-cache does
   int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   ParseBenchmark();
   RouteBenchmark(threads, std::chrono::seconds(5));

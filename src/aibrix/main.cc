@@ -6,10 +6,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
-#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
-#include "aibrix/common/malloc_tuning.h"
-#include "aibrix/extproc/server.h"
 #include "aibrix/server/service.h"
 
 namespace {
@@ -29,7 +26,7 @@ sigset_t BlockHandledSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  aibrix::common::UseHugePagesForMalloc(argv);
+  aibrix::server::ApplyProcessSettings(argv);  // server/service.h says what and why
   using aibrix::server::ServiceConfig;
   absl::StatusOr<ServiceConfig> from_env = ServiceConfig::FromEnvironment();
   if (!from_env.ok()) {
@@ -242,8 +239,6 @@ int main(int argc, char** argv) {
 
   aibrix::common::SetLogLevel(config.log_level);
   auto log = aibrix::common::Logger("main");
-  aibrix::common::TuneMalloc();           // common/malloc_tuning.h says why
-  aibrix::extproc::TuneGrpcForProcess();  // extproc/server.h says why
   // A closed pipe (a log reader gone, a peer reset) must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals = BlockHandledSignals();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -42,6 +43,16 @@ class JsonObjectWriter {
   void Int(std::string_view key, int64_t value) { AppendJsonInt(Key(key), value); }
   void Number(std::string_view key, double value) { AppendJsonNumber(Key(key), value); }
   void Bool(std::string_view key, bool value) { Key(key)->append(value ? "true" : "false"); }
+  // An array of strings.
+  void Strings(std::string_view key, std::span<const std::string> values) {
+    std::string* out = Key(key);
+    out->push_back('[');
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out->push_back(',');
+      AppendJsonString(out, values[i]);
+    }
+    out->push_back(']');
+  }
 
  private:
   std::string* out_;

@@ -1,6 +1,8 @@
 #include "aibrix/common/json_writer.h"
 
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -47,8 +49,11 @@ TEST(JsonWriterTest, ObjectWriterPlacesCommasAndClosesNestedObjects) {
       inner.Bool("g", true);
     }
     o.Key("h")->append("[1,2]");
+    o.Strings("i", std::vector<std::string>{"p", "q"});
+    o.Strings("j", {});
   }
-  EXPECT_EQ(out, R"({"a":"x\"y","b":-2,"c":0.5,"d":false,"e":{},"f":{"g":true},"h":[1,2]})");
+  EXPECT_EQ(out, R"({"a":"x\"y","b":-2,"c":0.5,"d":false,"e":{},"f":{"g":true},"h":[1,2],)"
+                 R"("i":["p","q"],"j":[]})");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The service's glibc malloc settings, applied by aibrix-cache's main and by the benchmarks
-// that measure its hot paths (so they measure what the service runs).
+// The service's glibc malloc settings, part of server::ApplyProcessSettings (aibrix-cache's
+// main and the benchmarks that run the service) and applied by the benchmarks that measure
+// its hot paths alone (so they measure what the service runs).
 //
 // - Buffers from 1 MiB up (request bodies of up to --max-body-bytes) are mapped and
 //   unmapped: a fixed threshold, because glibc's adaptive one would keep freed 8 MiB bodies

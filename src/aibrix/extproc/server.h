@@ -51,8 +51,8 @@ struct ServerOptions {
   const common::Clock* clock = &common::SystemClock::Instance();
 };
 
-// Process-wide settings for gRPC, applied by aibrix-cache's main and extproc-bench (so the
-// benchmark measures what the service runs). Call first thing in main(), before any thread
+// Process-wide settings for gRPC, part of server::ApplyProcessSettings (aibrix-cache's main
+// and the benchmarks that run the service). Call first thing in main(), before any thread
 // starts and before gRPC is used:
 // - gRPC's `poll` engine, unless GRPC_POLL_STRATEGY is set. With the default `epoll1`, one
 //   thread polls every socket and hands each completion to the thread of the call's queue: a

@@ -46,13 +46,7 @@ void AppendPodJson(std::string* out, const store::Pod& pod, const PodIndexView& 
     }
   }
   o.String("model", pod.model);
-  std::string* models = o.Key("models");
-  models->push_back('[');
-  for (size_t i = 0; i < pod.models.size(); ++i) {
-    if (i > 0) models->push_back(',');
-    common::AppendJsonString(models, pod.models[i]);
-  }
-  models->push_back(']');
+  o.Strings("models", pod.models);
   o.String("name", pod.name());
   o.String("namespace", pod.ns());
   o.Number("pending_load", state.pending_load());

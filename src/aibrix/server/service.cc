@@ -9,7 +9,9 @@
 #include <iterator>
 #include <mutex>
 
+#include "aibrix/common/huge_pages.h"
 #include "aibrix/common/logging.h"
+#include "aibrix/common/malloc_tuning.h"
 #include "aibrix/common/net.h"
 #include "aibrix/common/status_macros.h"
 #include "aibrix/common/strings.h"
@@ -19,6 +21,12 @@
 #include "prometheus/text_serializer.h"
 
 namespace aibrix::server {
+
+void ApplyProcessSettings(char** argv) {
+  common::UseHugePagesForMalloc(argv);
+  common::TuneMalloc();
+  extproc::TuneGrpcForProcess();
+}
 
 namespace {
 

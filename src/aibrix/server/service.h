@@ -46,6 +46,13 @@
 
 namespace aibrix::server {
 
+// The aibrix-cache process's settings, applied by its main and by every benchmark that runs
+// the Service in-process (so it costs there what it costs in the service): the heap on huge
+// pages (common/huge_pages.h; may re-execute the program), malloc's thresholds
+// (common/malloc_tuning.h) and gRPC's engine (extproc::TuneGrpcForProcess). Call first
+// thing in main(), before any thread starts.
+void ApplyProcessSettings(char** argv);
+
 class Service {
  public:
   explicit Service(ServiceConfig config);
