@@ -21,7 +21,6 @@
 #include <fstream>
 #include <future>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +29,7 @@
 #include "aibrix/common/logging.h"
 #include "aibrix/discovery/static_config.h"
 #include "aibrix/kvpublish/fleet.h"
+#include "aibrix/metrics/exposition.h"
 #include "aibrix/prefix/match.h"
 #include "aibrix/server/service.h"
 #include "bench/common/figures.h"
@@ -87,38 +87,25 @@ bool RunBounded(std::function<void()> fn, double timeout_s) {
   return done.wait_for(std::chrono::duration<double>(timeout_s)) == std::future_status::ready;
 }
 
-// Sums every series of `name` whose label text contains all of `must` (the whole /metrics
-// text is scanned; values may be in exponent notation).
-double SumSeries(const std::string& text, const std::string& name,
-                 const std::vector<std::string>& must = {}) {
-  double sum = 0;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name, 0) != 0) continue;
-    const char next = line.size() > name.size() ? line[name.size()] : '\0';
-    if (next != '{' && next != ' ') continue;
-    bool ok = true;
-    for (const auto& m : must) ok &= line.find(m) != std::string::npos;
-    if (!ok) continue;
-    const size_t space = line.rfind(' ');
-    sum += std::stod(line.substr(space + 1));
-  }
-  return sum;
+// One number out of the service's /metrics text, through the service's exposition parser
+// (0 when no series matches).
+double SumSeries(const std::string& text, std::string_view name,
+                 std::initializer_list<aibrix::metrics::Label> with = {}) {
+  auto body = aibrix::metrics::ParseExposition(text);
+  if (!body.ok()) return 0;
+  return aibrix::metrics::SumSeries(*body, name, with).value_or(0);
 }
 
 // Pods with at least one connected SUB (aibrix_kvcache_zmq_connection_status == 1).
 size_t ConnectedPods(const std::string& text) {
-  const std::string name = "aibrix_kvcache_zmq_connection_status{";
-  std::set<std::string> pods;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name, 0) != 0) continue;
-    if (std::stod(line.substr(line.rfind(' ') + 1)) < 1) continue;
-    const size_t at = line.find("pod_key=\"");
-    if (at == std::string::npos) continue;
-    pods.insert(line.substr(at, line.find('"', at + 9) - at));
+  auto body = aibrix::metrics::ParseExposition(text);
+  if (!body.ok()) return 0;
+  const aibrix::metrics::Family* status = body->Find("aibrix_kvcache_zmq_connection_status");
+  if (status == nullptr) return 0;
+  std::set<std::string_view> pods;
+  for (const auto& series : status->series) {
+    if (series.value < 1) continue;
+    if (auto pod = body->LabelValue(series, "pod_key")) pods.insert(*pod);
   }
   return pods.size();
 }
@@ -239,8 +226,8 @@ class Bench {
     }
     auto applied = [&] {
       const std::string text = Metrics();
-      return SumSeries(text, "aibrix_prefix_index_blocks_total", {"op=\"stored\""}) +
-             SumSeries(text, "aibrix_prefix_index_blocks_total", {"op=\"removed\""});
+      return SumSeries(text, "aibrix_prefix_index_blocks_total", {{"op", "stored"}}) +
+             SumSeries(text, "aibrix_prefix_index_blocks_total", {{"op", "removed"}});
     };
     const double before = applied();
     const auto fleet_before = fleet_->stats();
@@ -296,7 +283,7 @@ class Bench {
 
   void Hostile() {
     const auto chain = static_cast<uint64_t>(flags_.hostile_chain);
-    const std::string pod = fmt::format("pod=\"{}\"", pod_keys_[0]);
+    const std::string& pod = pod_keys_[0];
     (void)fleet_->AddFault({kvpublish::FaultKind::kHostile, 0});
     // The chain first (bounded), then the index must hold it for the attack to bite.
     const auto build_deadline = Clock::now() + std::chrono::seconds(120);
@@ -306,7 +293,7 @@ class Bench {
     double held = 0;
     const auto index_deadline = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < index_deadline) {
-      held = SumSeries(Metrics(), "aibrix_prefix_index_pod_blocks", {pod});
+      held = SumSeries(Metrics(), "aibrix_prefix_index_pod_blocks", {{"pod", pod}});
       if (held >= 0.9 * static_cast<double>(chain)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
@@ -351,13 +338,13 @@ class Bench {
   // Waits (bounded) until the service has applied everything it received from `engine`'s
   // pod, so one phase's backlog does not land in the next phase's figure.
   void Settle(int engine) {
-    const std::string pod = fmt::format("pod_key=\"{}\"", pod_keys_[engine]);
+    const std::string& pod = pod_keys_[engine];
     const auto t0 = Clock::now();
     double received = 0, processed = 0;
     while (Clock::now() - t0 < std::chrono::seconds(60)) {
       const std::string text = Metrics();
-      received = SumSeries(text, "aibrix_kvcache_zmq_events_received_total", {pod});
-      processed = SumSeries(text, "aibrix_kvcache_zmq_events_processed_total", {pod});
+      received = SumSeries(text, "aibrix_kvcache_zmq_events_received_total", {{"pod_key", pod}});
+      processed = SumSeries(text, "aibrix_kvcache_zmq_events_processed_total", {{"pod_key", pod}});
       if (processed >= received) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
@@ -368,10 +355,10 @@ class Bench {
 
   void Flood() {
     const double baseline_mb = StatusKb("VmRSS:") / 1024;
-    const std::string pod = fmt::format("pod_key=\"{}\"", pod_keys_[1]);
+    const std::string& pod = pod_keys_[1];
     auto received = [&] {
       return SumSeries(Metrics(), "aibrix_kvcache_zmq_events_received_total",
-                       {pod, "BlockRemoved"});
+                       {{"pod_key", pod}, {"event_type", "BlockRemoved"}});
     };
     const double received_before = received();
     const uint64_t huge_before = fleet_->stats().huge_messages;

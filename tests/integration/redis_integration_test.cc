@@ -6,10 +6,10 @@
 // /cache/route needs no engine.
 #include <chrono>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "aibrix/metrics/exposition.h"
 #include "aibrix/redis/connection.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
@@ -38,18 +38,11 @@ std::string Profile(const std::string& gpu, double tput, double e2e, double slo_
                      tput, e2e, slo_e2e, gpu);
 }
 
-// The sum of every series of `family` whose labels include `labels` ("" for all).
-double SumSeries(testing::InProcessService& service, const std::string& family,
-                 const std::string& labels) {
-  std::istringstream text(service.service().RenderMetrics());
-  std::string line;
-  double sum = 0;
-  while (std::getline(text, line)) {
-    if (line.rfind(family + "{", 0) != 0 && line.rfind(family + " ", 0) != 0) continue;
-    if (!labels.empty() && line.find(labels) == std::string::npos) continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
+// The sum of every series of `family` with all of `labels` (0 when none).
+double SumSeries(testing::InProcessService& service, std::string_view family,
+                 std::initializer_list<metrics::Label> labels) {
+  auto body = metrics::ParseExposition(service.service().RenderMetrics());
+  return body.ok() ? metrics::SumSeries(*body, family, labels).value_or(0) : -1;
 }
 
 class RedisIntegrationTest : public ::testing::Test {
@@ -153,22 +146,23 @@ TEST_F(RedisIntegrationTest, ReplicasRouteOnEachOthersLoadAndDegradeWhileRedisIs
   // Redis dies: syncs fail (counted), routing answers, and after the staleness limit B routes
   // on its own counts again.
   redis_->Kill();
-  ASSERT_TRUE(testing::Eventually(
-      [&] { return SumSeries(b, "aibrix_redis_errors_total", R"(feature="replica")") >= 3; }));
+  ASSERT_TRUE(testing::Eventually([&] {
+    return SumSeries(b, "aibrix_redis_errors_total", {{"feature", "replica"}}) >= 3;
+  }));
   ASSERT_TRUE(testing::Eventually([&] { return a100_on_b->state->remote_running() == 0; }));
   auto res =
       client_b->Post("/cache/route", R"({"model":"llama","prompt":"hi"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
-  EXPECT_EQ(SumSeries(b, "aibrix_redis_connected", R"(feature="replica")"), 0);
+  EXPECT_EQ(SumSeries(b, "aibrix_redis_connected", {{"feature", "replica"}}), 0);
 
   // Back: both replicas reconnect by themselves and B sees A's load again.
   ASSERT_TRUE(redis_->Restart().ok());
   ASSERT_TRUE(testing::Eventually([&] { return a100_on_b->state->remote_running() == 3; },
                                   std::chrono::seconds(20)));
-  EXPECT_EQ(SumSeries(b, "aibrix_redis_connects_total", R"(feature="replica")"), 2);
-  EXPECT_EQ(SumSeries(b, "aibrix_redis_connected", R"(feature="replica")"), 1);
-  EXPECT_EQ(SumSeries(b, "aibrix_redis_replica_gateways", ""), 1);
+  EXPECT_EQ(SumSeries(b, "aibrix_redis_connects_total", {{"feature", "replica"}}), 2);
+  EXPECT_EQ(SumSeries(b, "aibrix_redis_connected", {{"feature", "replica"}}), 1);
+  EXPECT_EQ(SumSeries(b, "aibrix_redis_replica_gateways", {}), 1);
 }
 
 TEST_F(RedisIntegrationTest, ProfilesDriveSloRoutingAndThePredictionEndpoint) {
@@ -178,7 +172,9 @@ TEST_F(RedisIntegrationTest, ProfilesDriveSloRoutingAndThePredictionEndpoint) {
   testing::InProcessService a;
   ASSERT_NO_FATAL_FAILURE(StartReplica(a, "gw-a"));
   ASSERT_TRUE(testing::Eventually([&] { return a.service().profiles().size() == 2; }));
-  EXPECT_GE(SumSeries(a, "aibrix_redis_errors_total", R"(feature="profile",reason="garbage")"), 1);
+  EXPECT_GE(
+      SumSeries(a, "aibrix_redis_errors_total", {{"feature", "profile"}, {"reason", "garbage"}}),
+      1);
   auto client = Client(a);
 
   auto prediction = client->Get("/cache/models/llama/prediction?input_tokens=100");

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/metrics_text.h"
 #include "tests/util/poll.h"
 #include "tests/util/refused_port.h"
 #include "tests/util/subprocess.h"
@@ -47,11 +48,7 @@ std::vector<std::string> PodKeys(httplib::Client& client) {
 double Metric(httplib::Client& client, const std::string& series) {
   auto res = client.Get("/metrics");
   if (!res) return -1;
-  std::istringstream text(res->body);
-  for (std::string line; std::getline(text, line);) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
+  return testing::FindSeries(res->body, series).value_or(-1);
 }
 
 std::vector<uint32_t> Tokens(int blocks, uint32_t base) {

@@ -1,11 +1,11 @@
 #include "stats.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <numeric>
 
 #include "aibrix/common/status_macros.h"
+#include "aibrix/metrics/exposition.h"
 #include "fmt/format.h"
 
 namespace aibrix::loadgen {
@@ -38,65 +38,19 @@ nlohmann::json SummaryToJson(const Summary& s, double scale) {
           {"p90", s.p90 * scale}, {"p99", s.p99 * scale},   {"max", s.max * scale}};
 }
 
-namespace {
-
-// Sum of the samples of metric `name` (exact name, any labels). nullopt if absent.
-absl::StatusOr<std::optional<double>> SumSeries(std::string_view text, std::string_view name) {
-  std::optional<double> sum;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    if (!line.starts_with(name) || line.size() == name.size()) continue;
-    const char next = line[name.size()];
-    if (next != '{' && next != ' ') continue;  // a longer name sharing the prefix
-    size_t value_at = name.size();
-    if (next == '{') {
-      // Label values may contain '}' only escaped inside quotes; find the closing brace
-      // outside quotes.
-      bool quoted = false;
-      size_t i = name.size() + 1;
-      for (; i < line.size(); ++i) {
-        if (quoted && line[i] == '\\') {
-          ++i;
-        } else if (line[i] == '"') {
-          quoted = !quoted;
-        } else if (!quoted && line[i] == '}') {
-          break;
-        }
-      }
-      if (i >= line.size()) {
-        return absl::InvalidArgumentError(fmt::format("unterminated labels in '{}'", line));
-      }
-      value_at = i + 1;
-    }
-    std::string_view rest = line.substr(value_at);
-    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
-    const size_t space = rest.find(' ');  // an optional timestamp follows
-    std::string value(rest.substr(0, space));
-    while (!value.empty() && value.back() == '\r') value.pop_back();
-    char* parse_end = nullptr;
-    const double v = std::strtod(value.c_str(), &parse_end);
-    if (value.empty() || parse_end != value.c_str() + value.size()) {
-      return absl::InvalidArgumentError(fmt::format("bad sample value in '{}'", line));
-    }
-    sum = sum.value_or(0) + v;
-  }
-  return sum;
-}
-
-}  // namespace
-
 absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text) {
+  // The service's parser of engine /metrics (fuzzed); a body with bad lines is refused
+  // rather than summed in part.
+  ASSIGN_OR_RETURN(const metrics::ParsedBody body, metrics::ParseExposition(text));
+  if (body.bad_lines() > 0) {
+    return absl::InvalidArgumentError(fmt::format("{} bad lines in the engine's metrics ({})",
+                                                  body.bad_lines(), body.first_error()));
+  }
   EngineCounters counters;
   bool found = false;
   for (std::string_view prefix : {"vllm:prefix_cache_", "vllm:gpu_prefix_cache_"}) {
-    const std::string queries_name = fmt::format("{}queries_total", prefix);
-    const std::string hits_name = fmt::format("{}hits_total", prefix);
-    ASSIGN_OR_RETURN(const std::optional<double> queries, SumSeries(text, queries_name));
-    ASSIGN_OR_RETURN(const std::optional<double> hits, SumSeries(text, hits_name));
+    const auto queries = metrics::SumSeries(body, fmt::format("{}queries_total", prefix));
+    const auto hits = metrics::SumSeries(body, fmt::format("{}hits_total", prefix));
     if (queries.has_value() && hits.has_value()) {
       counters.queries = *queries;
       counters.hits = *hits;
@@ -108,17 +62,14 @@ absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text) {
     return absl::NotFoundError(
         "no vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in the metrics");
   }
-  const auto totals =
-      [text](std::string_view histogram) -> absl::StatusOr<std::optional<TimeTotals>> {
-    ASSIGN_OR_RETURN(const std::optional<double> seconds,
-                     SumSeries(text, fmt::format("{}_sum", histogram)));
-    ASSIGN_OR_RETURN(const std::optional<double> count,
-                     SumSeries(text, fmt::format("{}_count", histogram)));
-    if (!seconds.has_value() || !count.has_value()) return std::optional<TimeTotals>();
-    return std::optional<TimeTotals>(TimeTotals{*seconds, *count});
+  const auto totals = [&body](std::string_view histogram) -> std::optional<TimeTotals> {
+    const auto seconds = metrics::SumSeries(body, histogram, {}, metrics::SeriesField::kSum);
+    const auto count = metrics::SumSeries(body, histogram, {}, metrics::SeriesField::kCount);
+    if (!seconds.has_value() || !count.has_value()) return std::nullopt;
+    return TimeTotals{*seconds, *count};
   };
-  ASSIGN_OR_RETURN(counters.queue, totals("vllm:request_queue_time_seconds"));
-  ASSIGN_OR_RETURN(counters.prefill, totals("vllm:request_prefill_time_seconds"));
+  counters.queue = totals("vllm:request_queue_time_seconds");
+  counters.prefill = totals("vllm:request_prefill_time_seconds");
   return counters;
 }
 

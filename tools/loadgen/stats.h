@@ -54,9 +54,10 @@ struct EngineCounters {
 
 // Sums `vllm:prefix_cache_queries_total` and `vllm:prefix_cache_hits_total` over all their
 // series (label sets) in Prometheus text, falling back to the deprecated
-// `vllm:gpu_prefix_cache_*` names when the new ones are absent, and the `_sum` / `_count`
-// series of the two time histograms. NotFound when neither prefix-cache pair is there,
-// InvalidArgument when a sample value does not parse.
+// `vllm:gpu_prefix_cache_*` names when the new ones are absent, and the sums and counts of
+// the two time histograms (families with a `# TYPE ... histogram` line). Parsed by the
+// service's exposition parser. NotFound when neither prefix-cache pair is there,
+// InvalidArgument when the text has a line that does not parse.
 absl::StatusOr<EngineCounters> ParseEngineCounters(std::string_view text);
 
 // hits/queries of the difference `after - before`; nullopt when no tokens were looked up

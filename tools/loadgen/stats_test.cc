@@ -86,7 +86,7 @@ TEST(EngineCountersTest, ReadsTheQueueAndPrefillTimeTotals) {
   ASSERT_TRUE(c->queue.has_value());
   EXPECT_DOUBLE_EQ(c->queue->seconds, 2.0);
   EXPECT_DOUBLE_EQ(c->queue->count, 4);
-  EXPECT_FALSE(c->prefill.has_value());  // a _sum without its _count
+  EXPECT_FALSE(c->prefill.has_value());  // a `_sum` sample without a histogram TYPE line
   EXPECT_FALSE(ParseEngineCounters(kMetrics)->queue.has_value());
   EXPECT_EQ(ParseEngineCounters(std::string(kMetrics) + "vllm:request_queue_time_seconds_sum x\n"
                                                         "vllm:request_queue_time_seconds_count 1\n")

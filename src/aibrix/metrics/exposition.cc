@@ -40,6 +40,28 @@ std::optional<std::string_view> ParsedBody::LabelValue(const Series& series,
   return std::nullopt;
 }
 
+bool HasLabels(const ParsedBody& body, const Series& series, std::initializer_list<Label> with) {
+  for (const Label& wanted : with) {
+    if (body.LabelValue(series, wanted.name) != wanted.value) return false;
+  }
+  return true;
+}
+
+std::optional<double> SumSeries(const ParsedBody& body, std::string_view name,
+                                std::initializer_list<Label> with, SeriesField field) {
+  const Family* family = body.Find(name);
+  if (family == nullptr) return std::nullopt;
+  std::optional<double> sum;
+  for (const Series& series : family->series) {
+    if (!HasLabels(body, series, with)) continue;
+    const double value = field == SeriesField::kSum     ? series.sum
+                         : field == SeriesField::kCount ? series.count
+                                                        : series.value;
+    sum = sum.value_or(0) + value;
+  }
+  return sum;
+}
+
 namespace {
 
 constexpr uint32_t kNone = ~uint32_t{0};

@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -125,5 +126,19 @@ class ParsedBody {
 // when it has bad lines and not one good sample (not an exposition at all: an HTML page, a
 // binary). Otherwise the parsed families, with bad lines counted.
 absl::StatusOr<ParsedBody> ParseExposition(std::string_view body, const ParseOptions& options = {});
+
+// True when `series` has every label of `with` (same name, same value).
+bool HasLabels(const ParsedBody& body, const Series& series, std::initializer_list<Label> with);
+
+// Which number of a series SumSeries adds: the sample's value (counter, gauge, untyped), or
+// a histogram's `_sum` or `_count`.
+enum class SeriesField { kValue, kSum, kCount };
+
+// The sum of `field` over the series of family `name` (a counter also by its `_total` name)
+// that have every label of `with`; nullopt when no series matches. For readers of a whole
+// /metrics text (tools, benchmarks, tests) that want one number out of it.
+std::optional<double> SumSeries(const ParsedBody& body, std::string_view name,
+                                std::initializer_list<Label> with = {},
+                                SeriesField field = SeriesField::kValue);
 
 }  // namespace aibrix::metrics

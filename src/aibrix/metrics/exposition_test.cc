@@ -356,5 +356,34 @@ TEST(ExpositionTest, TheOldNamesExcerptParsesWhole) {
   EXPECT_NE(parsed.Find("vllm:time_per_output_token_seconds"), nullptr);
 }
 
+TEST(SumSeriesTest, SumsTheSeriesWithTheGivenLabels) {
+  const std::string body =
+      "# TYPE blocks_total counter\n"
+      "blocks_total{op=\"stored\",pod=\"a\"} 3\n"
+      "blocks_total{op=\"stored\",pod=\"b\"} 4\n"
+      "blocks_total{op=\"removed\",pod=\"a\"} 1e3\n"
+      "blocks_total_other{op=\"stored\"} 100\n"
+      "# TYPE wait_seconds histogram\n"
+      "wait_seconds_bucket{pod=\"a\",le=\"+Inf\"} 2\n"
+      "wait_seconds_sum{pod=\"a\"} 0.5\n"
+      "wait_seconds_count{pod=\"a\"} 2\n"
+      "wait_seconds_sum{pod=\"b\"} 1.5\n"
+      "wait_seconds_count{pod=\"b\"} 3\n";
+  ParsedBody parsed = MustParse(body);
+  EXPECT_EQ(SumSeries(parsed, "blocks_total"), 1007);
+  EXPECT_EQ(SumSeries(parsed, "blocks_total", {{"op", "stored"}}), 7);
+  EXPECT_EQ(SumSeries(parsed, "blocks_total", {{"op", "stored"}, {"pod", "b"}}), 4);
+  EXPECT_EQ(SumSeries(parsed, "blocks_total", {{"op", "stored"}, {"pod", "c"}}), std::nullopt);
+  EXPECT_EQ(SumSeries(parsed, "blocks_total", {{"node", "stored"}}), std::nullopt);
+  EXPECT_EQ(SumSeries(parsed, "absent"), std::nullopt);
+  EXPECT_EQ(SumSeries(parsed, "wait_seconds", {}, SeriesField::kSum), 2.0);
+  EXPECT_EQ(SumSeries(parsed, "wait_seconds", {{"pod", "b"}}, SeriesField::kCount), 3);
+  const Family* blocks = parsed.Find("blocks_total");
+  ASSERT_NE(blocks, nullptr);
+  EXPECT_TRUE(HasLabels(parsed, blocks->series[0], {}));
+  EXPECT_TRUE(HasLabels(parsed, blocks->series[0], {{"pod", "a"}}));
+  EXPECT_FALSE(HasLabels(parsed, blocks->series[0], {{"pod", "a"}, {"op", "removed"}}));
+}
+
 }  // namespace
 }  // namespace aibrix::metrics
