@@ -324,17 +324,25 @@ struct Drop {
   uint64_t mask;
 };
 
+// How many drops ahead Bisect starts loading a midpoint: enough misses in flight to overlap,
+// few enough that the prefetches are not dropped for want of line fill buffers.
+constexpr size_t kBisectPrefetchAhead = 12;
+
 // Finds where each holder of every drop stops, all drops together, breadth first: each round
-// starts loading every drop's midpoint, then reads them (the misses overlap instead of
-// following one another), and splits each drop in two. `next` is scratch.
+// reads every drop's midpoint — starting to load the midpoint kBisectPrefetchAhead drops
+// ahead, so the misses overlap instead of following one another — and splits each drop in
+// two. `next` is scratch.
 void Bisect(const HolderTable& table, const KeyCursor& keys, std::vector<Drop>& drops,
             std::vector<Drop>& next, std::vector<HolderMatch>* out) {
+  const auto prefetch = [&](const Drop& d) {
+    if (d.b > d.a + 1) table.Prefetch(keys.at(d.a + (d.b - d.a) / 2), d.group);
+  };
   while (!drops.empty()) {
-    for (const Drop& d : drops) {
-      if (d.b > d.a + 1) table.Prefetch(keys.at(d.a + (d.b - d.a) / 2), d.group);
-    }
+    for (size_t i = 0; i < std::min(kBisectPrefetchAhead, drops.size()); ++i) prefetch(drops[i]);
     next.clear();
-    for (const Drop& d : drops) {
+    for (size_t i = 0; i < drops.size(); ++i) {
+      if (i + kBisectPrefetchAhead < drops.size()) prefetch(drops[i + kBisectPrefetchAhead]);
+      const Drop& d = drops[i];
       if (d.b == d.a + 1) {
         Emit(d.group, d.mask, d.a + 1, out);
         continue;
