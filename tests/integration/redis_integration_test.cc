@@ -41,7 +41,8 @@ std::string Profile(const std::string& gpu, double tput, double e2e, double slo_
 // The sum of every series of `family` with all of `labels` (0 when none).
 double SumSeries(testing::InProcessService& service, std::string_view family,
                  std::initializer_list<metrics::Label> labels) {
-  auto body = metrics::ParseExposition(service.service().RenderMetrics());
+  const std::string text = service.service().RenderMetrics();  // the parse points into it
+  auto body = metrics::ParseExposition(text);
   return body.ok() ? metrics::SumSeries(*body, family, labels).value_or(0) : -1;
 }
 

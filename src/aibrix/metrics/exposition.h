@@ -39,6 +39,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -126,6 +127,10 @@ class ParsedBody {
 // when it has bad lines and not one good sample (not an exposition at all: an HTML page, a
 // binary). Otherwise the parsed families, with bad lines counted.
 absl::StatusOr<ParsedBody> ParseExposition(std::string_view body, const ParseOptions& options = {});
+// Not from a temporary string: it would die before the ParsedBody that points into it.
+template <typename String, typename = std::enable_if_t<std::is_same_v<String, std::string>>>
+absl::StatusOr<ParsedBody> ParseExposition(String&& body,
+                                           const ParseOptions& options = {}) = delete;
 
 // True when `series` has every label of `with` (same name, same value).
 bool HasLabels(const ParsedBody& body, const Series& series, std::initializer_list<Label> with);

@@ -356,6 +356,17 @@ TEST(ExpositionTest, TheOldNamesExcerptParsesWhole) {
   EXPECT_NE(parsed.Find("vllm:time_per_output_token_seconds"), nullptr);
 }
 
+// A body is parsed where it lives: never from a temporary string.
+template <typename T>
+concept ParsesFrom = requires(T&& body) {
+  ParseExposition(std::forward<T>(body));
+};
+static_assert(!ParsesFrom<std::string>);
+static_assert(ParsesFrom<const std::string&>);
+static_assert(ParsesFrom<std::string&>);
+static_assert(ParsesFrom<std::string_view>);
+static_assert(ParsesFrom<const char (&)[4]>);
+
 TEST(SumSeriesTest, SumsTheSeriesWithTheGivenLabels) {
   const std::string body =
       "# TYPE blocks_total counter\n"
