@@ -42,7 +42,7 @@ struct HashContext {
 };
 
 // 64-bit bijective finaliser (moremur-style multiply-xorshift).
-inline uint64_t Mix64(uint64_t x) {
+constexpr uint64_t Mix64(uint64_t x) {
   x ^= x >> 27;
   x *= 0x3C79AC492BA7B653ULL;
   x ^= x >> 33;

@@ -1,6 +1,7 @@
 #include "aibrix/prefix/holder_table.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <new>
 #include <type_traits>
@@ -42,8 +43,22 @@ HolderTable::~HolderTable() {
   for (Array* a : retired_) Array::Free(a);
 }
 
+namespace {
+
+// The salt of group g: Mix64(0xA5A5A5A5 + g), 0 for group 0; tabled for the first groups
+// (65,536 holders), so a probe's table key costs one xor.
+constexpr uint32_t kTabledGroups = 1024;
+constexpr auto kGroupSalts = [] {
+  std::array<uint64_t, kTabledGroups> salts{};
+  for (uint32_t g = 1; g < kTabledGroups; ++g) salts[g] = Mix64(0xA5A5A5A5ULL + g);
+  return salts;
+}();
+
+}  // namespace
+
 uint64_t HolderTable::TableKey(BlockKey key, uint32_t group) {
-  uint64_t t = group == 0 ? key : key ^ Mix64(0xA5A5A5A5ULL + group);
+  const uint64_t salt = group < kTabledGroups ? kGroupSalts[group] : Mix64(0xA5A5A5A5ULL + group);
+  const uint64_t t = key ^ salt;
   return t == 0 ? 0x4000000000000003ULL : t;
 }
 
@@ -157,8 +172,7 @@ void HolderTable::Retire(Array* old) {
   }
 }
 
-uint64_t HolderTable::Lookup(BlockKey key, uint32_t group) const {
-  const uint64_t tkey = TableKey(key, group);
+uint64_t HolderTable::Lookup(uint64_t tkey) const {
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
     const Slot& s = arr->slots()[idx];
@@ -180,8 +194,7 @@ void HolderTable::Touch(BlockKey key, HolderId holder) const {
   asm volatile("" : : "r"(k));  // the load is the point
 }
 
-void HolderTable::Prefetch(BlockKey key, uint32_t group) const {
-  const uint64_t tkey = TableKey(key, group);
+void HolderTable::Prefetch(uint64_t tkey) const {
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   __builtin_prefetch(&arr->slots()[Home(tkey, arr->cap)]);
 }
@@ -305,6 +318,7 @@ namespace {
 struct Alive {
   uint32_t group;
   uint64_t mask;
+  uint64_t tkey;  // of the key being probed for this group
 };
 
 void Emit(uint32_t group, uint64_t mask, size_t blocks, std::vector<HolderMatch>* out) {
@@ -334,21 +348,27 @@ constexpr size_t kBisectPrefetchAhead = 12;
 // two. `next` is scratch.
 void Bisect(const HolderTable& table, const KeyCursor& keys, std::vector<Drop>& drops,
             std::vector<Drop>& next, std::vector<HolderMatch>* out) {
-  const auto prefetch = [&](const Drop& d) {
-    if (d.b > d.a + 1) table.Prefetch(keys.at(d.a + (d.b - d.a) / 2), d.group);
+  // The table keys of the midpoints being loaded, by drop index modulo the ring's size.
+  constexpr size_t kRing = std::bit_ceil(kBisectPrefetchAhead + 1);
+  std::array<uint64_t, kRing> tkeys;
+  const auto prefetch = [&](size_t i) {
+    const Drop& d = drops[i];
+    if (d.b == d.a + 1) return;
+    tkeys[i % kRing] = HolderTable::TableKey(keys.at(d.a + (d.b - d.a) / 2), d.group);
+    table.Prefetch(tkeys[i % kRing]);
   };
   while (!drops.empty()) {
-    for (size_t i = 0; i < std::min(kBisectPrefetchAhead, drops.size()); ++i) prefetch(drops[i]);
+    for (size_t i = 0; i < std::min(kBisectPrefetchAhead, drops.size()); ++i) prefetch(i);
     next.clear();
     for (size_t i = 0; i < drops.size(); ++i) {
-      if (i + kBisectPrefetchAhead < drops.size()) prefetch(drops[i + kBisectPrefetchAhead]);
+      if (i + kBisectPrefetchAhead < drops.size()) prefetch(i + kBisectPrefetchAhead);
       const Drop& d = drops[i];
       if (d.b == d.a + 1) {
         Emit(d.group, d.mask, d.a + 1, out);
         continue;
       }
       const uint32_t mid = d.a + (d.b - d.a) / 2;
-      const uint64_t held = table.Lookup(keys.at(mid), d.group) & d.mask;
+      const uint64_t held = table.Lookup(tkeys[i % kRing]) & d.mask;
       if (const uint64_t gone = d.mask & ~held; gone != 0)
         next.push_back({d.group, d.a, mid, gone});
       if (held != 0) next.push_back({d.group, mid, d.b, held});
@@ -370,27 +390,34 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
   keys.EnsureThrough(0);
   const BlockKey k0 = keys.at(0);
   for (uint32_t g = 0; g < candidates.size(); ++g) {
-    if (candidates[g] != 0) table.Prefetch(k0, g);
-  }
-  for (uint32_t g = 0; g < candidates.size(); ++g) {
     if (candidates[g] == 0) continue;
-    const uint64_t v = table.Lookup(k0, g) & candidates[g];
-    if (v != 0) alive.push_back({g, v});
+    alive.push_back({g, candidates[g], HolderTable::TableKey(k0, g)});
+    table.Prefetch(alive.back().tkey);
+  }
+  {
+    size_t kept = 0;
+    for (const Alive& a : alive) {
+      if (const uint64_t v = table.Lookup(a.tkey) & a.mask; v != 0) alive[kept++] = {a.group, v, 0};
+    }
+    alive.resize(kept);
   }
   size_t prev = 0;  // every alive holder holds blocks 0..prev
   while (!alive.empty() && prev + 1 < n) {
     const size_t pos = std::min(prev + kJump, n - 1);
     keys.EnsureThrough(pos);
-    for (const Alive& a : alive) table.Prefetch(keys.at(pos), a.group);
+    for (Alive& a : alive) {
+      a.tkey = HolderTable::TableKey(keys.at(pos), a.group);
+      table.Prefetch(a.tkey);
+    }
     // Hash the next interval while the probes' cache lines load.
     keys.EnsureThrough(std::min(pos + kJump, n - 1));
     size_t kept = 0;
-    for (Alive& a : alive) {
-      const uint64_t v = table.Lookup(keys.at(pos), a.group) & a.mask;
+    for (const Alive& a : alive) {
+      const uint64_t v = table.Lookup(a.tkey) & a.mask;
       if (const uint64_t gone = a.mask & ~v; gone != 0) {
         drops.push_back({a.group, static_cast<uint32_t>(prev), static_cast<uint32_t>(pos), gone});
       }
-      if (v != 0) alive[kept++] = {a.group, v};
+      if (v != 0) alive[kept++] = {a.group, v, 0};
     }
     alive.resize(kept);
     prev = pos;

@@ -56,10 +56,14 @@ class HolderTable {
   // Removes `holder` from the holders of `key`. Returns true if it was there.
   bool Clear(BlockKey key, HolderId holder);
 
-  // The mask of group `group` for `key` (0 when absent). REQUIRES: a ReadGuard is held.
-  uint64_t Lookup(BlockKey key, uint32_t group) const;
-  // Starts loading the home slot of (key, group). REQUIRES: a ReadGuard is held.
-  void Prefetch(BlockKey key, uint32_t group) const;
+  // The table key of (key, group): what Lookup and Prefetch take, so that a reader that
+  // prefetches a slot and reads it later computes it once.
+  static uint64_t TableKey(BlockKey key, uint32_t group);
+  // The mask stored under `tkey` = TableKey(key, group): group `group`'s holders of `key` (0
+  // when absent). REQUIRES: a ReadGuard is held.
+  uint64_t Lookup(uint64_t tkey) const;
+  // Starts loading the home slot of `tkey`. REQUIRES: a ReadGuard is held.
+  void Prefetch(uint64_t tkey) const;
   // Reads the home line of (key, holder's group), so that a Set/Clear right after finds it
   // cached: a writer touches a batch of keys first (the loads overlap), then takes the shard
   // locks (each a full fence: a miss inside one cannot overlap the next).
@@ -116,7 +120,6 @@ class HolderTable {
   static constexpr int kShardBits = 8;
   static constexpr size_t kMinCapacity = 16;
 
-  static uint64_t TableKey(BlockKey key, uint32_t group);
   __extension__ typedef unsigned __int128 U128;
   // Home slot: the first slot of a cache line (4 slots), chosen by fastrange over the bits
   // below the shard bits. Probes start at a line boundary, so most end in their home line.
