@@ -172,9 +172,20 @@ void HolderTable::Retire(Array* old) {
   }
 }
 
-uint64_t HolderTable::Lookup(uint64_t tkey) const {
+HolderTable::Probe HolderTable::StartProbe(uint64_t tkey) const {
+  Probe probe;
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  for (size_t idx = Home(tkey, arr->cap);; idx = Next(idx, arr->cap)) {
+  probe.tkey_ = tkey;
+  probe.array_ = arr;
+  probe.home_ = Home(tkey, arr->cap);
+  __builtin_prefetch(&arr->slots()[probe.home_]);
+  return probe;
+}
+
+uint64_t HolderTable::FinishProbe(const Probe& probe) const {
+  const auto* arr = static_cast<const Array*>(probe.array_);
+  const uint64_t tkey = probe.tkey_;
+  for (size_t idx = probe.home_;; idx = Next(idx, arr->cap)) {
     const Slot& s = arr->slots()[idx];
     const uint64_t k = s.key.load(std::memory_order_acquire);
     if (k == tkey) {
@@ -192,11 +203,6 @@ void HolderTable::Touch(BlockKey key, HolderId holder) const {
   const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
   const uint64_t k = arr->slots()[Home(tkey, arr->cap)].key.load(std::memory_order_relaxed);
   asm volatile("" : : "r"(k));  // the load is the point
-}
-
-void HolderTable::Prefetch(uint64_t tkey) const {
-  const Array* arr = ShardOf(tkey).array.load(std::memory_order_acquire);
-  __builtin_prefetch(&arr->slots()[Home(tkey, arr->cap)]);
 }
 
 size_t HolderTable::live_slots() const {
@@ -318,7 +324,7 @@ namespace {
 struct Alive {
   uint32_t group;
   uint64_t mask;
-  uint64_t tkey;  // of the key being probed for this group
+  HolderTable::Probe probe;  // of the key being read for this group
 };
 
 void Emit(uint32_t group, uint64_t mask, size_t blocks, std::vector<HolderMatch>* out) {
@@ -350,12 +356,12 @@ void Bisect(const HolderTable& table, const KeyCursor& keys, std::vector<Drop>& 
             std::vector<Drop>& next, std::vector<HolderMatch>* out) {
   // The table keys of the midpoints being loaded, by drop index modulo the ring's size.
   constexpr size_t kRing = std::bit_ceil(kBisectPrefetchAhead + 1);
-  std::array<uint64_t, kRing> tkeys;
+  std::array<HolderTable::Probe, kRing> probes;
   const auto prefetch = [&](size_t i) {
     const Drop& d = drops[i];
     if (d.b == d.a + 1) return;
-    tkeys[i % kRing] = HolderTable::TableKey(keys.at(d.a + (d.b - d.a) / 2), d.group);
-    table.Prefetch(tkeys[i % kRing]);
+    probes[i % kRing] =
+        table.StartProbe(HolderTable::TableKey(keys.at(d.a + (d.b - d.a) / 2), d.group));
   };
   while (!drops.empty()) {
     for (size_t i = 0; i < std::min(kBisectPrefetchAhead, drops.size()); ++i) prefetch(i);
@@ -368,7 +374,7 @@ void Bisect(const HolderTable& table, const KeyCursor& keys, std::vector<Drop>& 
         continue;
       }
       const uint32_t mid = d.a + (d.b - d.a) / 2;
-      const uint64_t held = table.Lookup(tkeys[i % kRing]) & d.mask;
+      const uint64_t held = table.FinishProbe(probes[i % kRing]) & d.mask;
       if (const uint64_t gone = d.mask & ~held; gone != 0)
         next.push_back({d.group, d.a, mid, gone});
       if (held != 0) next.push_back({d.group, mid, d.b, held});
@@ -391,13 +397,13 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
   const BlockKey k0 = keys.at(0);
   for (uint32_t g = 0; g < candidates.size(); ++g) {
     if (candidates[g] == 0) continue;
-    alive.push_back({g, candidates[g], HolderTable::TableKey(k0, g)});
-    table.Prefetch(alive.back().tkey);
+    alive.push_back({g, candidates[g], table.StartProbe(HolderTable::TableKey(k0, g))});
   }
   {
     size_t kept = 0;
     for (const Alive& a : alive) {
-      if (const uint64_t v = table.Lookup(a.tkey) & a.mask; v != 0) alive[kept++] = {a.group, v, 0};
+      if (const uint64_t v = table.FinishProbe(a.probe) & a.mask; v != 0)
+        alive[kept++] = {a.group, v, {}};
     }
     alive.resize(kept);
   }
@@ -406,18 +412,17 @@ void SearchPrefix(const HolderTable& table, std::span<const uint64_t> candidates
     const size_t pos = std::min(prev + kJump, n - 1);
     keys.EnsureThrough(pos);
     for (Alive& a : alive) {
-      a.tkey = HolderTable::TableKey(keys.at(pos), a.group);
-      table.Prefetch(a.tkey);
+      a.probe = table.StartProbe(HolderTable::TableKey(keys.at(pos), a.group));
     }
     // Hash the next interval while the probes' cache lines load.
     keys.EnsureThrough(std::min(pos + kJump, n - 1));
     size_t kept = 0;
     for (const Alive& a : alive) {
-      const uint64_t v = table.Lookup(a.tkey) & a.mask;
+      const uint64_t v = table.FinishProbe(a.probe) & a.mask;
       if (const uint64_t gone = a.mask & ~v; gone != 0) {
         drops.push_back({a.group, static_cast<uint32_t>(prev), static_cast<uint32_t>(pos), gone});
       }
-      if (v != 0) alive[kept++] = {a.group, v, 0};
+      if (v != 0) alive[kept++] = {a.group, v, {}};
     }
     alive.resize(kept);
     prev = pos;

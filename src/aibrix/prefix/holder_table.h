@@ -18,8 +18,8 @@
 // shrink when mostly empty) writes a fresh array, publishes it with one pointer store and
 // frees the old one after EpochManager::Synchronize.
 //
-// Thread safety: Set/Clear may be called from any thread (they lock one shard). Lookup,
-// Prefetch and SearchPrefix take no lock but REQUIRE the caller to hold an
+// Thread safety: Set/Clear may be called from any thread (they lock one shard).
+// StartProbe, FinishProbe and SearchPrefix take no lock but REQUIRE the caller to hold an
 // EpochManager::ReadGuard of the table's epoch manager for as long as it uses the results'
 // backing memory (the directory snapshot, table arrays). Readers observe each slot
 // atomically; a query concurrent with writes sees, per key, either the old or the new mask.
@@ -56,14 +56,25 @@ class HolderTable {
   // Removes `holder` from the holders of `key`. Returns true if it was there.
   bool Clear(BlockKey key, HolderId holder);
 
-  // The table key of (key, group): what Lookup and Prefetch take, so that a reader that
-  // prefetches a slot and reads it later computes it once.
+  // The table key of (key, group): what a probe takes.
   static uint64_t TableKey(BlockKey key, uint32_t group);
-  // The mask stored under `tkey` = TableKey(key, group): group `group`'s holders of `key` (0
-  // when absent). REQUIRES: a ReadGuard is held.
-  uint64_t Lookup(uint64_t tkey) const;
-  // Starts loading the home slot of `tkey`. REQUIRES: a ReadGuard is held.
-  void Prefetch(uint64_t tkey) const;
+  // A read of one table key in two steps: Start starts loading its home line and notes where
+  // it is; Finish, later, reads the mask (the other loads of a query overlap in between).
+  // REQUIRES: one ReadGuard held across both (a rebuild in between leaves the probe on the
+  // array it started on, which the guard keeps alive: the mask as it was a moment earlier).
+  class Probe {
+   public:
+    Probe() = default;
+
+   private:
+    friend class HolderTable;
+    uint64_t tkey_ = 0;
+    const void* array_ = nullptr;
+    size_t home_ = 0;
+  };
+  Probe StartProbe(uint64_t tkey) const;
+  // The mask stored under the probe's table key (0 when absent).
+  uint64_t FinishProbe(const Probe& probe) const;
   // Reads the home line of (key, holder's group), so that a Set/Clear right after finds it
   // cached: a writer touches a batch of keys first (the loads overlap), then takes the shard
   // locks (each a full fence: a miss inside one cannot overlap the next).
