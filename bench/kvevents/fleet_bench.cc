@@ -87,13 +87,17 @@ bool RunBounded(std::function<void()> fn, double timeout_s) {
   return done.wait_for(std::chrono::duration<double>(timeout_s)) == std::future_status::ready;
 }
 
-// One number out of the service's /metrics text, through the service's exposition parser
-// (0 when no series matches).
+// One number out of the service's parsed /metrics (0 when no series matches).
+double Sum(const aibrix::metrics::ParsedBody& body, std::string_view name,
+           std::initializer_list<aibrix::metrics::Label> with = {}) {
+  return aibrix::metrics::SumSeries(body, name, with).value_or(0);
+}
+
+// The same out of the /metrics text, parsed by the service's exposition parser.
 double SumSeries(const std::string& text, std::string_view name,
                  std::initializer_list<aibrix::metrics::Label> with = {}) {
   auto body = aibrix::metrics::ParseExposition(text);
-  if (!body.ok()) return 0;
-  return aibrix::metrics::SumSeries(*body, name, with).value_or(0);
+  return body.ok() ? Sum(*body, name, with) : 0;
 }
 
 // Pods with at least one connected SUB (aibrix_kvcache_zmq_connection_status == 1).
@@ -226,8 +230,10 @@ class Bench {
     }
     auto applied = [&] {
       const std::string text = Metrics();
-      return SumSeries(text, "aibrix_prefix_index_blocks_total", {{"op", "stored"}}) +
-             SumSeries(text, "aibrix_prefix_index_blocks_total", {{"op", "removed"}});
+      auto body = aibrix::metrics::ParseExposition(text);
+      if (!body.ok()) return 0.0;
+      return Sum(*body, "aibrix_prefix_index_blocks_total", {{"op", "stored"}}) +
+             Sum(*body, "aibrix_prefix_index_blocks_total", {{"op", "removed"}});
     };
     const double before = applied();
     const auto fleet_before = fleet_->stats();
@@ -343,8 +349,10 @@ class Bench {
     double received = 0, processed = 0;
     while (Clock::now() - t0 < std::chrono::seconds(60)) {
       const std::string text = Metrics();
-      received = SumSeries(text, "aibrix_kvcache_zmq_events_received_total", {{"pod_key", pod}});
-      processed = SumSeries(text, "aibrix_kvcache_zmq_events_processed_total", {{"pod_key", pod}});
+      if (auto body = aibrix::metrics::ParseExposition(text); body.ok()) {
+        received = Sum(*body, "aibrix_kvcache_zmq_events_received_total", {{"pod_key", pod}});
+        processed = Sum(*body, "aibrix_kvcache_zmq_events_processed_total", {{"pod_key", pod}});
+      }
       if (processed >= received) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
