@@ -145,16 +145,19 @@ class Demo:
         if not self.args.keep_logs:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def engine_argv(self, blocks, scale_compute=1):
+    def engine_argv(self, blocks, scale_compute=1, schedulers=1):
         a = self.args
         return [self.bin["engine-sim"], "--port", "0", "--model", MODEL,
+                "--schedulers", str(schedulers),
                 "--block-size", str(a.block_size), "--num-gpu-blocks", str(blocks),
                 "--prefill-tokens-per-s", str(a.prefill_tokens_per_s * scale_compute),
                 "--max-num-batched-tokens", str(8192 * scale_compute),
                 "--max-num-seqs", str(256 * scale_compute),
                 "--decode-step-ms", str(a.decode_step_ms),
                 "--decode-step-ms-per-seq", str(a.decode_step_ms_per_seq / scale_compute),
-                "--time-scale", str(a.time_scale), "--http-threads", "128",
+                # One HTTP thread per open connection: the oracle serves every pod's clients.
+                "--time-scale", str(a.time_scale),
+                "--http-threads", str(128 * max(scale_compute, schedulers)),
                 "--log-level", "warn"] + (
                     ["--max-model-len", str(a.max_model_len)] if a.max_model_len else [])
 
@@ -389,10 +392,15 @@ class Demo:
         for e in engines:
             self.stop(e["proc"])
 
-        log(f"oracle: one engine-sim with {a.pods} x {a.blocks_per_pod} KV blocks "
-            f"(and {a.pods}x the compute), same workload, no router")
-        oracle = self.start("engine-oracle",
-                            self.engine_argv(a.pods * a.blocks_per_pod, scale_compute=a.pods))
+        if a.oracle == "shared-cache":
+            log(f"oracle: one engine-sim, {a.pods} schedulers (each a pod's compute) sharing "
+                f"{a.pods} x {a.blocks_per_pod} KV blocks and one queue, same workload, no router")
+            argv = self.engine_argv(a.pods * a.blocks_per_pod, schedulers=a.pods)
+        else:
+            log(f"oracle: one engine-sim with {a.pods} x {a.blocks_per_pod} KV blocks "
+                f"(and {a.pods}x the compute), same workload, no router")
+            argv = self.engine_argv(a.pods * a.blocks_per_pod, scale_compute=a.pods)
+        oracle = self.start("engine-oracle", argv)
         m = oracle.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", 15)
         oport = int(m.group(1))
         results["oracle"] = self.loadgen("oracle", oport, [oport])
@@ -541,6 +549,10 @@ def parse_args(argv):
     g.add_argument("--decode-step-ms", type=float, default=16, help="simulated")
     g.add_argument("--decode-step-ms-per-seq", type=float, default=0.2, help="simulated")
     g.add_argument("--time-scale", type=float, default=2)
+    g.add_argument("--oracle", default="shared-cache", choices=["shared-cache", "pooled"],
+                   help="shared-cache: the pods' schedulers over one summed cache and one "
+                        "queue; pooled: one engine with the summed cache and the summed "
+                        "compute (prefills each request pods x faster than any pod)")
     g.add_argument("--max-model-len", type=int, default=None,
                    help="engine-sim's context limit (its default 8192); raise it for long "
                         "traces (blocks-per-pod x block-size must hold it)")

@@ -57,6 +57,7 @@ absl::Status EngineOptions::Validate() const {
   if (!(decode_step_ms_per_seq >= 0)) return bad("--decode-step-ms-per-seq must be >= 0");
   if (!(time_scale > 0)) return bad("--time-scale must be > 0");
   if (data_parallel_rank < 0) return bad("--data-parallel-rank must be >= 0");
+  if (schedulers < 1) return bad("--schedulers must be >= 1");
   if (model.empty()) return bad("--model must not be empty");
   for (size_t i = 0; i < lora_modules.size(); ++i) {
     if (lora_modules[i].empty()) return bad("--lora-modules: empty adapter name");
@@ -159,7 +160,11 @@ Engine::Engine(EngineOptions options, EventOutput* events)
       label_model_(EscapeLabel(options_.model)),
       label_engine_(std::to_string(options_.data_parallel_rank)),
       pool_(std::max(options_.num_gpu_blocks, 1), std::max(options_.block_size, 1)),
-      metrics_(options_.max_model_len) {}
+      metrics_(options_.max_model_len) {
+  for (int i = 0; i < std::max(options_.schedulers, 1); ++i) {
+    schedulers_.push_back(std::make_unique<Scheduler>());
+  }
+}
 
 Engine::~Engine() { Stop(); }
 
@@ -168,7 +173,7 @@ absl::Status Engine::Start() {
   std::lock_guard lock(mu_);
   if (started_) return absl::FailedPreconditionError("engine already started");
   started_ = true;
-  thread_ = std::thread([this] { Loop(); });
+  for (auto& s : schedulers_) s->thread = std::thread([this, sp = s.get()] { Loop(*sp); });
   return absl::OkStatus();
 }
 
@@ -179,7 +184,9 @@ void Engine::Stop() {
     stop_ = true;
   }
   work_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  for (auto& s : schedulers_) {
+    if (s->thread.joinable()) s->thread.join();
+  }
   std::lock_guard lock(mu_);
   FailAll(absl::UnavailableError("engine stopped"));
   for (PendingCommand& c : commands_) c.done.set_value(false);
@@ -209,8 +216,9 @@ std::shared_ptr<RequestHandle> Engine::Submit(RequestArgs args) {
       return handle;
     }
     waiting_.push_back(std::move(r));
+    ++changes_;
   }
-  work_cv_.notify_one();
+  work_cv_.notify_all();
   return handle;
 }
 
@@ -252,10 +260,13 @@ CacheView Engine::CacheSnapshot() const {
 void Engine::RenderMetrics(std::string* out) const {
   std::lock_guard lock(mu_);
   EngineGauges g;
-  g.num_running = static_cast<int>(running_.size());
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& s : schedulers_) {
+    g.num_running += static_cast<int>(s->running.size());
+    g.utilization += s->busy.Utilization(now) / static_cast<double>(schedulers_.size());
+  }
   g.num_waiting = static_cast<int>(waiting_.size());
   g.kv_cache_usage = pool_.usage();
-  g.utilization = busy_.Utilization(std::chrono::steady_clock::now());
   g.block_size = pool_.block_size();
   g.num_gpu_blocks = pool_.num_blocks();
   metrics_.Render(out, g, label_engine_, label_model_);
@@ -265,8 +276,13 @@ double Engine::SimSeconds(std::chrono::steady_clock::duration d) const {
   return std::max(0.0, std::chrono::duration<double>(d).count() * options_.time_scale);
 }
 
-bool Engine::HasWork() const {
-  return stop_ || !commands_.empty() || !waiting_.empty() || !running_.empty();
+bool Engine::HasWork(const Scheduler& s) const {
+  if (stop_) return true;
+  // A pending command holds back new steps until every scheduler is between steps.
+  if (!commands_.empty()) return steps_in_flight_ == 0;
+  // The waiting head is worth another look only after something changed: with several
+  // schedulers it can be blocked on blocks another scheduler's requests hold.
+  return !s.running.empty() || (!waiting_.empty() && s.seen_changes != changes_);
 }
 
 bool Engine::RunCommand(Command c) {
@@ -277,7 +293,7 @@ bool Engine::RunCommand(Command c) {
       FailAll(absl::UnavailableError("engine restarted"));
       pool_.DropAll();
       metrics_.Reset();
-      busy_.Reset();
+      for (auto& s : schedulers_) s->busy.Reset();
       restart_publisher_ = true;
       return true;
   }
@@ -285,11 +301,13 @@ bool Engine::RunCommand(Command c) {
 }
 
 void Engine::FailAll(const absl::Status& error) {
-  for (auto& r : running_) {
-    pool_.Free(r->blocks);
-    r->handle->Finish(FinishReason::kAbort, error);
+  for (auto& s : schedulers_) {
+    for (auto& r : s->running) {
+      pool_.Free(r->blocks);
+      r->handle->Finish(FinishReason::kAbort, error);
+    }
+    s->running.clear();
   }
-  running_.clear();
   for (auto& r : waiting_) r->handle->Finish(FinishReason::kAbort, error);
   waiting_.clear();
 }
@@ -318,7 +336,7 @@ void Engine::FinishRequest(Request* r, FinishReason reason, SteadyTime now) {
   metrics_.request_params_n.Observe(1);
 }
 
-void Engine::DropAborted(SteadyTime now) {
+void Engine::DropAborted(Scheduler& s, SteadyTime now) {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->handle->aborted()) {
       (*it)->handle->Finish(FinishReason::kAbort, absl::OkStatus());
@@ -329,13 +347,13 @@ void Engine::DropAborted(SteadyTime now) {
     }
   }
   bool any = false;
-  for (auto& r : running_) {
+  for (auto& r : s.running) {
     if (r->handle->aborted()) {
       FinishRequest(r.get(), FinishReason::kAbort, now);
       any = true;
     }
   }
-  if (any) std::erase_if(running_, [](const auto& r) { return r->done; });
+  if (any) std::erase_if(s.running, [](const auto& r) { return r->done; });
 }
 
 bool Engine::ScheduleTokens(Request* r, int n) {
@@ -363,11 +381,11 @@ bool Engine::ScheduleTokens(Request* r, int n) {
   return true;
 }
 
-double Engine::Schedule(std::vector<Scheduled>* out, SteadyTime now) {
+double Engine::Schedule(Scheduler& s, std::vector<Scheduled>* out, SteadyTime now) {
   int budget = options_.max_num_batched_tokens;
   int64_t prefill_tokens = 0;
   int decodes = 0;
-  for (auto& rp : running_) {
+  for (auto& rp : s.running) {
     Request* r = rp.get();
     const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
     if (n <= 0) continue;
@@ -381,10 +399,15 @@ double Engine::Schedule(std::vector<Scheduled>* out, SteadyTime now) {
       ++decodes;
     }
   }
+  // Blocks every running request (of any scheduler: the pool is shared) still needs.
   int64_t outstanding = 0;
-  for (auto& r : running_) outstanding += r->lifetime_blocks - static_cast<int>(r->blocks.size());
+  for (const auto& other : schedulers_) {
+    for (const auto& r : other->running) {
+      outstanding += r->lifetime_blocks - static_cast<int>(r->blocks.size());
+    }
+  }
   const int bs = options_.block_size;
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_num_seqs &&
+  while (!waiting_.empty() && static_cast<int>(s.running.size()) < options_.max_num_seqs &&
          budget > 0) {
     Request* r = waiting_.front().get();
     std::span<const uint32_t> prompt(r->tokens.data(), static_cast<size_t>(r->num_prompt));
@@ -401,7 +424,7 @@ double Engine::Schedule(std::vector<Scheduled>* out, SteadyTime now) {
     metrics_.prefix_cache_queries += r->num_prompt;
     metrics_.prefix_cache_hits += static_cast<uint64_t>(hit) * bs;
     const int n = std::min(r->num_prompt - r->num_computed, budget);
-    running_.push_back(std::move(waiting_.front()));
+    s.running.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     if (!ScheduleTokens(r, n)) continue;
     budget -= n;
@@ -419,7 +442,7 @@ double Engine::Schedule(std::vector<Scheduled>* out, SteadyTime now) {
   return seconds;
 }
 
-void Engine::Apply(const std::vector<Scheduled>& step, SteadyTime now) {
+void Engine::Apply(Scheduler& s, const std::vector<Scheduled>& step, SteadyTime now) {
   bool any_done = false;
   for (const Scheduled& s : step) {
     Request* r = s.request;
@@ -449,10 +472,10 @@ void Engine::Apply(const std::vector<Scheduled>& step, SteadyTime now) {
       any_done = true;
     }
   }
-  if (any_done) std::erase_if(running_, [](const auto& r) { return r->done; });
+  if (any_done) std::erase_if(s.running, [](const auto& r) { return r->done; });
 }
 
-void Engine::Loop() {
+void Engine::Loop(Scheduler& s) {
   prctl(PR_SET_TIMERSLACK, 1UL);  // short simulated steps need precise sleeps
   std::vector<Scheduled> step;
   SteadyTime deadline = std::chrono::steady_clock::now();
@@ -465,9 +488,10 @@ void Engine::Loop() {
     step.clear();
     double seconds = 0;
     SteadyTime start;
+    std::unique_lock<std::mutex> publishing;
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [this] { return HasWork(); });
+      work_cv_.wait(lock, [this, &s] { return HasWork(s); });
       if (stop_) return;
       while (!commands_.empty()) {
         PendingCommand c = std::move(commands_.front());
@@ -481,14 +505,17 @@ void Engine::Loop() {
       // Back-to-back steps start where the previous one ended, so host overhead between
       // steps does not stretch simulated time; after idling the clock restarts from now.
       start = busy ? std::min(deadline, now) : now;
-      DropAborted(start);
-      seconds = Schedule(&step, start);
+      DropAborted(s, start);
+      seconds = Schedule(s, &step, start);
+      s.seen_changes = changes_;
       events = pool_.TakeEvents();
       if (!step.empty()) {
         deadline = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                std::chrono::duration<double>(seconds / options_.time_scale));
-        busy_.Add(start, deadline);
+        s.busy.Add(start, deadline);
+        ++steps_in_flight_;
       }
+      publishing = std::unique_lock(publish_mu_);
     }
     if (events_ != nullptr) {
       if (restart_publisher) events_->Restart();
@@ -502,6 +529,7 @@ void Engine::Loop() {
         events_->Publish(std::move(batch));
       }
     }
+    publishing.unlock();
     for (size_t i = 0; i < finished_commands.size(); ++i) {
       finished_commands[i].set_value(results[i]);
     }
@@ -519,9 +547,15 @@ void Engine::Loop() {
       }
       std::this_thread::sleep_until(std::min(deadline, now + std::chrono::milliseconds(50)));
     }
-    std::lock_guard lock(mu_);
-    Apply(step, deadline);
-    busy = !running_.empty();
+    {
+      std::lock_guard lock(mu_);
+      Apply(s, step, deadline);
+      --steps_in_flight_;
+      ++changes_;
+      busy = !s.running.empty();
+    }
+    // Freed blocks may admit the waiting head; a pending command may now run.
+    if (schedulers_.size() > 1) work_cv_.notify_all();
   }
 }
 

@@ -15,10 +15,15 @@
 //    kOutputText[(offset + i) % size], offset derived from the prompt and the seed.
 //  * The events the step produced (BlockStored / BlockRemoved / AllBlocksCleared) go to
 //    the EventOutput as one batch, before the step's compute time elapses.
+//  * `schedulers` > 1 runs that many schedulers, each with the budget, batch limit and
+//    timing above, over ONE block pool and ONE waiting queue (whichever scheduler plans its
+//    next step first admits the head). That is the routing oracle: N pods' compute with a
+//    cache every request shares, so no placement can do better on hits or on balance.
 //
 // Thread safety: Submit, Abort, ResetPrefixCache, Restart, CacheSnapshot, RenderMetrics and
-// the RequestHandle methods are safe from any thread. One engine thread runs the steps.
-// Lock order: Engine::mu_ before RequestHandle::mu_.
+// the RequestHandle methods are safe from any thread. One thread per scheduler runs the
+// steps; commands (reset, restart) run between steps, when no scheduler is mid-step.
+// Lock order: Engine::mu_ before publish_mu_, and before RequestHandle::mu_.
 #pragma once
 
 #include <atomic>
@@ -56,6 +61,7 @@ struct EngineOptions {
   double time_scale = 1;
   uint64_t seed = 0;
   int data_parallel_rank = 0;
+  int schedulers = 1;  // schedulers sharing the block pool and the waiting queue (above)
   std::string model = "engine-sim";
   // Served LoRA adapters (names); a request naming one gets its own prefix-cache space.
   std::vector<std::string> lora_modules;
@@ -180,16 +186,25 @@ class Engine {
     int num_tokens;
     bool prefill;
   };
+  // One scheduler's own state; the pool, the waiting queue and the metrics are shared.
+  struct Scheduler {
+    std::vector<std::unique_ptr<Request>> running;
+    BusyWindow busy{std::chrono::seconds(1)};
+    uint64_t seen_changes = ~uint64_t{0};  // changes_ when it last planned a step
+    std::thread thread;
+  };
 
-  void Loop();
+  void Loop(Scheduler& s);
   bool RunCommand(Command c);
-  bool HasWork() const;
-  // Plans one step; returns its simulated duration in seconds.
-  double Schedule(std::vector<Scheduled>* out, std::chrono::steady_clock::time_point now);
+  bool HasWork(const Scheduler& s) const;
+  // Plans one step of `s`; returns its simulated duration in seconds.
+  double Schedule(Scheduler& s, std::vector<Scheduled>* out,
+                  std::chrono::steady_clock::time_point now);
   bool ScheduleTokens(Request* r, int n);
-  void Apply(const std::vector<Scheduled>& step, std::chrono::steady_clock::time_point now);
+  void Apply(Scheduler& s, const std::vector<Scheduled>& step,
+             std::chrono::steady_clock::time_point now);
   void FinishRequest(Request* r, FinishReason reason, std::chrono::steady_clock::time_point now);
-  void DropAborted(std::chrono::steady_clock::time_point now);
+  void DropAborted(Scheduler& s, std::chrono::steady_clock::time_point now);
   void FailAll(const absl::Status& error);
   double SimSeconds(std::chrono::steady_clock::duration d) const;
 
@@ -205,16 +220,20 @@ class Engine {
   std::condition_variable work_cv_;  // signalled when HasWork() may have become true
   BlockPool pool_;
   EngineMetrics metrics_;
-  BusyWindow busy_{std::chrono::seconds(1)};
   std::deque<std::unique_ptr<Request>> waiting_;
-  std::vector<std::unique_ptr<Request>> running_;
+  // Fixed size after construction; each element's fields are guarded by mu_ like the rest.
+  std::vector<std::unique_ptr<Scheduler>> schedulers_;
   std::deque<PendingCommand> commands_;
+  int steps_in_flight_ = 0;  // schedulers between planning a step and applying it
+  uint64_t changes_ = 0;     // bumped by a submit and by each applied step
   bool stop_ = false;
   bool started_ = false;
-  // Set by a restart command; the engine thread restarts events_ before its next publish.
+  // Set by a restart command; the next publisher restarts events_ before publishing.
   bool restart_publisher_ = false;
 
-  std::thread thread_;
+  // Held while publishing; taken before mu_ is released, so batches go out in the order
+  // their events were taken from the pool.
+  std::mutex publish_mu_;
 };
 
 }  // namespace aibrix::enginesim

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -291,6 +292,108 @@ TEST(EngineTest, StopFailsQueuedRequests) {
   auto h = e.Submit(std::move(a));
   e.Stop();
   EXPECT_EQ(h->WaitFinished().error.code(), absl::StatusCode::kUnavailable);
+}
+
+// Two prompts arriving together: with one scheduler the second waits for the first's
+// prefill (the step budget holds one of them); with two, both prefill at once.
+TEST(EngineSchedulersTest, SecondSchedulerPrefillsInParallel) {
+  auto both_first_tokens = [](int schedulers) {
+    EngineOptions o = FastOptions();
+    o.schedulers = schedulers;
+    o.max_num_batched_tokens = 256;
+    o.prefill_tokens_per_s = 256;  // one step of 256 tokens = 1 s simulated
+    o.time_scale = 20;             // = 50 ms real
+    o.decode_step_ms = 1;
+    Engine e(o, nullptr);
+    EXPECT_TRUE(e.Start().ok());
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (uint32_t salt : {1u, 2u}) {
+      RequestArgs a;
+      a.prompt = Prompt(salt * 1000, 256);
+      a.max_tokens = 1;
+      handles.push_back(e.Submit(std::move(a)));
+    }
+    for (auto& h : handles) EXPECT_TRUE(h->WaitFinished().error.ok());
+    return std::chrono::steady_clock::now() - t0;
+  };
+  // One scheduler: 2 steps of 50 ms, back to back (at least 100 ms: pacing guarantees it).
+  EXPECT_GE(both_first_tokens(1), std::chrono::milliseconds(100));
+  // Two: both steps at once. A loaded machine can stretch sleeps, so the bound is generous
+  // but still below the serial lower bound.
+  EXPECT_LT(both_first_tokens(2), std::chrono::milliseconds(95));
+}
+
+// The cache is one: a prompt computed by one scheduler is a hit for every other, and
+// events describe the shared pool exactly (RecordingOutput checks each store and removal).
+TEST(EngineSchedulersTest, SchedulersShareOneCacheAndOneEventStream) {
+  EngineOptions o = FastOptions();
+  o.schedulers = 3;
+  RecordingOutput out;
+  Engine e(o, &out);
+  ASSERT_TRUE(e.Start().ok());
+  // Many concurrent clients over a few shared prefixes, with eviction (64 blocks).
+  std::vector<std::thread> clients;
+  std::atomic<int> failures{0};
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 20; ++i) {
+        auto p = RunRequest(e, Prompt(static_cast<uint32_t>((c + i) % 4), 100 + i), 3);
+        if (!p.error.ok() || p.new_text.size() != 3) ++failures;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  int cached = 0;
+  RunRequest(e, Prompt(0, 100), 1);
+  RunRequest(e, Prompt(0, 100), 1, &cached);
+  EXPECT_EQ(cached, 96);
+  EXPECT_EQ(out.cached(), CacheHashes(e));
+  // A command waits for every scheduler to be between steps, then runs once.
+  ASSERT_TRUE(e.ResetPrefixCache());
+  EXPECT_TRUE(CacheHashes(e).empty());
+  EXPECT_TRUE(out.cached().empty());
+  e.Restart();
+  EXPECT_EQ(out.restarts(), 1);
+  EXPECT_EQ(RunRequest(e, Prompt(5, 40), 2).new_text.size(), 2u);
+}
+
+TEST(EngineSchedulersTest, MetricsSumRunningRequestsOverSchedulers) {
+  EngineOptions o = FastOptions();
+  o.schedulers = 2;
+  o.time_scale = 1;
+  o.prefill_tokens_per_s = 100;  // 50 tokens = 0.5 s: both stay running while we look
+  o.max_num_batched_tokens = 50;
+  Engine e(o, nullptr);
+  ASSERT_TRUE(e.Start().ok());
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (uint32_t salt : {1u, 2u}) {
+    RequestArgs a;
+    a.prompt = Prompt(salt * 1000, 50);
+    a.max_tokens = 5;  // still running when the engine stops
+    handles.push_back(e.Submit(std::move(a)));
+  }
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    text.clear();
+    e.RenderMetrics(&text);
+    if (text.find("vllm:num_requests_running{engine=\"3\",model_name=\"engine-sim\"} 2") !=
+        std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_THAT(text,
+              HasSubstr("vllm:num_requests_running{engine=\"3\",model_name=\"engine-sim\"} 2"));
+  e.Stop();
+  for (auto& h : handles) EXPECT_EQ(h->WaitFinished().error.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(EngineOptionsTest, RejectsNoScheduler) {
+  EngineOptions o = FastOptions();
+  o.schedulers = 0;
+  EXPECT_THAT(std::string(o.Validate().message()), HasSubstr("--schedulers"));
 }
 
 }  // namespace

@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
   app.add_option("--data-parallel-rank", eo.data_parallel_rank,
                  "DP rank: the `engine` label, the batch's data_parallel_rank, endpoint offset")
       ->capture_default_str();
+  app.add_option("--schedulers", eo.schedulers,
+                 "schedulers sharing one KV cache and one waiting queue (the routing oracle)")
+      ->capture_default_str();
   app.add_option("--kv-events-endpoint", po.endpoint,
                  "ZMQ PUB endpoint, e.g. tcp://*:5557 (empty = no KV events)");
   app.add_option("--kv-events-replay-endpoint", po.replay_endpoint,
