@@ -152,6 +152,8 @@ class Demo:
                 "--block-size", str(a.block_size), "--num-gpu-blocks", str(blocks),
                 "--prefill-tokens-per-s", str(a.prefill_tokens_per_s * scale_compute),
                 "--max-num-batched-tokens", str(8192 * scale_compute),
+                "--long-prefill-token-threshold",
+                str(a.long_prefill_token_threshold * scale_compute),
                 "--max-num-seqs", str(256 * scale_compute),
                 "--decode-step-ms", str(a.decode_step_ms),
                 "--decode-step-ms-per-seq", str(a.decode_step_ms_per_seq / scale_compute),
@@ -549,6 +551,8 @@ def parse_args(argv):
     g.add_argument("--decode-step-ms", type=float, default=16, help="simulated")
     g.add_argument("--decode-step-ms-per-seq", type=float, default=0.2, help="simulated")
     g.add_argument("--time-scale", type=float, default=2)
+    g.add_argument("--long-prefill-token-threshold", type=int, default=0,
+                   help="engine-sim's (vLLM's) cap on one prefill chunk per step (0 = none)")
     g.add_argument("--oracle", default="shared-cache", choices=["shared-cache", "pooled"],
                    help="shared-cache: the pods' schedulers over one summed cache and one "
                         "queue; pooled: one engine with the summed cache and the summed "

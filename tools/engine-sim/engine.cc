@@ -45,6 +45,7 @@ absl::Status EngineOptions::Validate() const {
   if (num_gpu_blocks <= 0) return bad("--num-gpu-blocks must be > 0");
   if (max_num_seqs <= 0) return bad("--max-num-seqs must be > 0");
   if (max_num_batched_tokens <= 0) return bad("--max-num-batched-tokens must be > 0");
+  if (long_prefill_token_threshold < 0) return bad("--long-prefill-token-threshold must be >= 0");
   if (max_model_len <= 1) return bad("--max-model-len must be > 1");
   if (static_cast<int64_t>(max_model_len) > static_cast<int64_t>(num_gpu_blocks) * block_size) {
     return bad(fmt::format(
@@ -383,11 +384,17 @@ bool Engine::ScheduleTokens(Request* r, int n) {
 
 double Engine::Schedule(Scheduler& s, std::vector<Scheduled>* out, SteadyTime now) {
   int budget = options_.max_num_batched_tokens;
+  // Tokens a request may take of this step: vLLM caps a long prefill's chunk first.
+  const int threshold = options_.long_prefill_token_threshold;
+  auto chunk = [&](int remaining) {
+    if (threshold > 0 && remaining > threshold) remaining = threshold;
+    return std::min(remaining, budget);
+  };
   int64_t prefill_tokens = 0;
   int decodes = 0;
   for (auto& rp : s.running) {
     Request* r = rp.get();
-    const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
+    const int n = chunk(static_cast<int>(r->tokens.size()) - r->num_computed);
     if (n <= 0) continue;
     const bool prefill = r->num_computed < r->num_prompt;
     if (!ScheduleTokens(r, n)) continue;
@@ -423,7 +430,7 @@ double Engine::Schedule(Scheduler& s, std::vector<Scheduled>* out, SteadyTime no
     r->admitted = now;
     metrics_.prefix_cache_queries += r->num_prompt;
     metrics_.prefix_cache_hits += static_cast<uint64_t>(hit) * bs;
-    const int n = std::min(r->num_prompt - r->num_computed, budget);
+    const int n = chunk(r->num_prompt - r->num_computed);
     s.running.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     if (!ScheduleTokens(r, n)) continue;

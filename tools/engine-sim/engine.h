@@ -3,7 +3,8 @@
 //
 // Model (docs/engine-sim.md has the long form):
 //  * Each step schedules running requests first (one token each when decoding, the rest
-//    of the prompt — up to the token budget — when prefilling), then admits waiting
+//    of the prompt — up to the token budget, and up to long_prefill_token_threshold when
+//    set — when prefilling), then admits waiting
 //    requests FCFS while fewer than max_num_seqs run. Admission looks up the longest
 //    cached prefix (at most prompt_len-1 tokens, as vLLM) and needs enough free blocks for
 //    the request's whole life besides what running requests still need, so nothing is
@@ -54,6 +55,9 @@ struct EngineOptions {
   int num_gpu_blocks = 4096;
   int max_num_seqs = 256;
   int max_num_batched_tokens = 8192;
+  // vLLM's long_prefill_token_threshold: a prefill chunk takes at most this many tokens of a
+  // step (0 = no cap), so a long prompt leaves budget for the others' chunks and decodes.
+  int long_prefill_token_threshold = 0;
   int max_model_len = 8192;
   double prefill_tokens_per_s = 10000;
   double decode_step_ms = 10;

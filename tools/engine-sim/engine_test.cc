@@ -294,6 +294,42 @@ TEST(EngineTest, StopFailsQueuedRequests) {
   EXPECT_EQ(h->WaitFinished().error.code(), absl::StatusCode::kUnavailable);
 }
 
+// A long prompt ahead of a short one: without a threshold its chunks take every step's whole
+// budget and the short one waits for its prefill to end; with one, the short one's chunk
+// shares the first steps and it finishes while the long one is still prefilling.
+TEST(EngineTest, LongPrefillThresholdLetsAShortPromptThrough) {
+  auto short_finishes_first = [](int threshold) {
+    EngineOptions o = FastOptions();
+    o.time_scale = 20;
+    o.max_num_batched_tokens = 256;
+    o.prefill_tokens_per_s = 2560;  // a full step = 0.1 s simulated = 5 ms real
+    o.long_prefill_token_threshold = threshold;
+    Engine e(o, nullptr);
+    EXPECT_TRUE(e.Start().ok());
+    auto submit = [&](uint32_t salt, int len) {
+      RequestArgs a;
+      a.prompt = Prompt(salt, len);
+      a.max_tokens = 1;
+      return e.Submit(std::move(a));
+    };
+    auto long_one = submit(1000, 500);  // 2 steps without a threshold, 8 with 64
+    auto short_one = submit(2000, 40);
+    short_one->WaitFinished();
+    const bool long_still_prefilling = !long_one->Wait(0, std::chrono::milliseconds(0)).finished;
+    long_one->WaitFinished();
+    return long_still_prefilling;
+  };
+  // The engine thread runs steps in order, so these hold however slow the machine is.
+  EXPECT_FALSE(short_finishes_first(0));
+  EXPECT_TRUE(short_finishes_first(64));
+}
+
+TEST(EngineOptionsTest, RejectsNegativeLongPrefillThreshold) {
+  EngineOptions o = FastOptions();
+  o.long_prefill_token_threshold = -1;
+  EXPECT_THAT(std::string(o.Validate().message()), HasSubstr("--long-prefill-token-threshold"));
+}
+
 // Two prompts arriving together: with one scheduler the second waits for the first's
 // prefill (the step budget holds one of them); with two, both prefill at once.
 TEST(EngineSchedulersTest, SecondSchedulerPrefillsInParallel) {

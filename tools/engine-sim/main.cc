@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-num-batched-tokens", eo.max_num_batched_tokens,
                  "token budget per scheduler step (chunked prefill)")
       ->capture_default_str();
+  app.add_option("--long-prefill-token-threshold", eo.long_prefill_token_threshold,
+                 "most tokens of one prefill chunk per step (0 = up to the step budget)")
+      ->capture_default_str();
   app.add_option("--max-model-len", eo.max_model_len, "max prompt + output tokens")
       ->capture_default_str();
   app.add_option("--prefill-tokens-per-s", eo.prefill_tokens_per_s,
