@@ -7,7 +7,8 @@
 #   tsan  ThreadSanitizer, the tests of the concurrent modules (HTTP server and client,
 #         gateway, store, prefix index, KV event subscriber and manager, static discovery's
 #         file watcher and reloads, Kubernetes informers and provider, proxy and service
-#         integration, GPU profiles, load-aware routing, Redis), suppressions in
+#         integration, GPU profiles, load-aware routing, Redis, engine-sim's schedulers),
+#         suppressions in
 #         tests/sanitizers/tsan.supp
 # Usage: bash scripts/sanitize.sh asan|tsan
 set -euo pipefail
@@ -31,10 +32,10 @@ case "$sanitizer" in
     targets=(http_test gateway_test store_test prefix_test tracking_test kvevents_subscriber_test
              kvevents_manager_test discovery_test static_reload_test proxy_failure_test
              discovery_informer_test discovery_provider_test profile_test routing_test redis_test
-             redis_integration_test aibrix-cache engine-sim)
+             redis_integration_test engine_sim_core_test aibrix-cache engine-sim)
     cmake --build "$dir" -j"$jobs" --target "${targets[@]}"
     ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 600 \
-      -R '^(HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure|StaticProvider|FileWatcher|StaticReload|TokenizerLog|ModelTokenizers|Informer|Provider|ProfileCache|LoadAlgorithm|RedisConnection|TraceFlusher|ProfileLoader|ReplicaSync|RedisIntegration)'
+      -R '^(Engine|HttpServer|HttpParser|Router|Client|UsageScanner|RequestBody|Store|Pod|RequestTable|MetricValue|ExactIndex|ApproxIndex|EngineMap|BlockHash|Mix64|HolderTable|Match|Prefix|RequestTrace|OutputPredictor|RequestTracker|Subscriber|Manager|ProxyFailure|StaticProvider|FileWatcher|StaticReload|TokenizerLog|ModelTokenizers|Informer|Provider|ProfileCache|LoadAlgorithm|RedisConnection|TraceFlusher|ProfileLoader|ReplicaSync|RedisIntegration)'
     ;;
   *)
     echo "unknown sanitizer '$sanitizer' (asan or tsan)" >&2
