@@ -451,10 +451,10 @@ double Engine::Schedule(Scheduler& s, std::vector<Scheduled>* out, SteadyTime no
 
 void Engine::Apply(Scheduler& s, const std::vector<Scheduled>& step, SteadyTime now) {
   bool any_done = false;
-  for (const Scheduled& s : step) {
-    Request* r = s.request;
+  for (const Scheduled& planned : step) {
+    Request* r = planned.request;
     if (r->done) continue;
-    r->num_computed += s.num_tokens;
+    r->num_computed += planned.num_tokens;
     if (r->num_computed < static_cast<int>(r->tokens.size())) continue;  // chunked prefill
     const char c = kOutputText[(r->text_offset + r->num_output) % kOutputText.size()];
     r->tokens.push_back(static_cast<unsigned char>(c));
