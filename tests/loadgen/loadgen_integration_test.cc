@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "fmt/format.h"
@@ -163,6 +164,51 @@ TEST(LoadgenFakeServerTest, ReportCountsPodsErrorsTokensAndHitRate) {
   EXPECT_NE(text.find("http_503 4"), std::string::npos) << text;
   EXPECT_NE(text.find("pod-0 10"), std::string::npos) << text;
   EXPECT_NE(text.find("25.0%"), std::string::npos) << text;
+}
+
+// --records: one line per request, in arrival order, agreeing with the report it summarises.
+TEST(LoadgenFakeServerTest, RecordsListEveryRequestInArrivalOrder) {
+  FakeServer fake(FakeMode::kNormal, milliseconds(5));
+  Runner runner(FakeRunOptions(fake, 20));
+  auto source = MakeSyntheticSource(TinyWorkload(), 200, 2);
+  absl::StatusOr<json> r = runner.Run(*source);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string text = runner.RecordsJsonLines();
+  std::vector<json> lines;
+  for (size_t at = 0; at < text.size();) {
+    const size_t end = text.find('\n', at);
+    ASSERT_NE(end, std::string::npos) << "every line ends with a newline";
+    lines.push_back(json::parse(text.substr(at, end - at)));
+    at = end + 1;
+  }
+  ASSERT_EQ(lines.size(), 20u);
+  int ok = 0, failed = 0;
+  std::map<std::string, int> pods;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json& l = lines[i];
+    SCOPED_TRACE(l.dump());
+    if (i > 0) {
+      EXPECT_GE(l["arrival_s"].get<double>(), lines[i - 1]["arrival_s"].get<double>());
+    }
+    EXPECT_GE(l["sent_s"].get<double>(), 0);
+    ++pods[l["pod"].get<std::string>()];
+    if (l["ok"].get<bool>()) {
+      ++ok;
+      EXPECT_GE(l["ttft_ms"].get<double>(), 5);
+      EXPECT_LE(l["ttft_ms"].get<double>(), l["e2e_ms"].get<double>());
+      EXPECT_EQ(l["prompt_tokens"], 100);
+      EXPECT_EQ(l["cached_tokens"], 25);
+      EXPECT_EQ(l["output_tokens"], 3);
+      EXPECT_FALSE(l.contains("error"));
+    } else {
+      ++failed;
+      EXPECT_EQ(l["error"], "http_503");
+      EXPECT_TRUE(l["ttft_ms"].is_null());
+    }
+  }
+  EXPECT_EQ(ok, (*r)["requests"]["ok"].get<int>());
+  EXPECT_EQ(failed, 4);
+  EXPECT_EQ(json(pods), (*r)["pods"]);
 }
 
 TEST(LoadgenFakeServerTest, BrokenStreamsAreErrorsByKind) {

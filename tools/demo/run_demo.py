@@ -349,6 +349,8 @@ class Demo:
             argv += ["--engine-metrics", f"http://127.0.0.1:{port}/metrics"]
         if strategy:
             argv += ["--routing-strategy", strategy]
+        if a.records_dir:
+            argv += ["--records", os.path.join(a.records_dir, f"{name}.jsonl")]
         p = self.start(f"loadgen-{name}", argv)
         try:
             rc = p.popen.wait(timeout=a.run_timeout)
@@ -541,6 +543,9 @@ def parse_args(argv):
     p.add_argument("--algorithms", default=",".join(ALGORITHMS),
                    help="comma-separated routing algorithms to compare")
     p.add_argument("--keep-logs", action="store_true", help="keep the work directory")
+    p.add_argument("--records-dir",
+                   help="write each run's per-request records (loadgen --records) to "
+                        "DIR/ALGORITHM.jsonl and DIR/oracle.jsonl")
     p.add_argument("--check-targets", action="store_true",
                    help="exit 3 when a figure misses its target (for CI)")
     g = p.add_argument_group("fleet (engine-sim)")
@@ -589,6 +594,8 @@ def parse_args(argv):
     g.add_argument("--run-timeout", type=float, default=None,
                    help="seconds per loadgen run (default 90; with --trace 600)")
     a = p.parse_args(argv)
+    if a.records_dir:
+        os.makedirs(a.records_dir, exist_ok=True)
     if not a.trace:
         a.rate = 24 if a.rate is None else a.rate
         a.num_requests = 360 if a.num_requests is None else a.num_requests

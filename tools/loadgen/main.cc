@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   TraceOptions to;
   double progress_interval = 1;
   bool json_output = false;
+  std::string records_path;
   SyntheticOptions so;
 
   CLI::App app{"loadgen: open-loop load against an OpenAI endpoint (docs/loadgen.md)"};
@@ -112,6 +114,8 @@ int main(int argc, char** argv) {
                  "seconds between progress lines on stderr (0 = none)")
       ->capture_default_str();
   app.add_flag("--json", json_output, "print the report as one JSON object");
+  app.add_option("--records", records_path,
+                 "write one JSON line per request (arrival order) to this file after the run");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<HttpUrl> target_url = ParseHttpUrl(target);
@@ -219,6 +223,11 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<nlohmann::json> report = runner.Run(*source);
   if (!report.ok()) return Fail(std::string(report.status().message()));
+  if (!records_path.empty()) {
+    std::ofstream records(records_path, std::ios::trunc);
+    records << runner.RecordsJsonLines();
+    if (!records.flush()) return Fail("cannot write --records " + records_path);
+  }
   if (json_output) {
     std::printf("%s\n", report->dump().c_str());
   } else {

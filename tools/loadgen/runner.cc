@@ -386,6 +386,34 @@ json Runner::BuildReport(const RequestSource& source, double dispatch_s, double 
   return report;
 }
 
+std::string Runner::RecordsJsonLines() const {
+  std::vector<const Record*> ordered;
+  {
+    std::lock_guard lock(mu_);
+    for (const Record& rec : records_) ordered.push_back(&rec);
+  }
+  std::stable_sort(ordered.begin(), ordered.end(), [](const Record* a, const Record* b) {
+    return a->scheduled_s < b->scheduled_s;
+  });
+  std::string out;
+  for (const Record* rec : ordered) {
+    const RequestResult& r = rec->result;
+    json line = {{"arrival_s", rec->scheduled_s},
+                 {"sent_s", rec->sent_s},
+                 {"ok", r.ok},
+                 {"pod", r.target_pod},
+                 {"ttft_ms", r.ttft_s >= 0 ? json(r.ttft_s * 1e3) : json(nullptr)},
+                 {"e2e_ms", r.e2e_s * 1e3},
+                 {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)},
+                 {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)},
+                 {"output_tokens", r.output_tokens}};
+    if (!r.ok) line["error"] = r.error_kind;
+    out += line.dump();
+    out += '\n';
+  }
+  return out;
+}
+
 std::string ReportToText(const json& r) {
   std::string out;
   auto line = [&](const std::string& s) {

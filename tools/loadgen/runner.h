@@ -74,6 +74,10 @@ class Runner {
   // Failed requests are part of the report, not errors.
   absl::StatusOr<nlohmann::json> Run(RequestSource& source);
 
+  // After Run: one JSON object per request, in arrival order, one per line (docs/loadgen.md,
+  // `--records`): what the report's percentiles summarise, for finding who made a tail.
+  std::string RecordsJsonLines() const;
+
   // Stop dispatching; in-flight requests finish and the report is produced.
   void RequestStop() { stop_.store(true); }
   // Abort in-flight requests too (they are reported as "canceled").
@@ -115,7 +119,7 @@ class Runner {
   std::atomic<uint64_t> failed_{0};
 
   // Guarded by mu_.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable work_cv_;  // jobs queued or closing
   std::condition_variable done_cv_;  // a request finished
   std::deque<Job> queue_;
