@@ -134,7 +134,7 @@ RunOptions FakeRunOptions(const FakeServer& fake, uint64_t n) {
   return ro;
 }
 
-TEST(LoadgenFakeServerTest, ReportCountsPodsErrorsTokensAndHitRate) {
+TEST(LoadgenFakeServerTest, ReportAndRecordsCountPodsErrorsTokensAndHitRate) {
   FakeServer fake(FakeMode::kNormal, milliseconds(30));
   Runner runner(FakeRunOptions(fake, 20));
   auto source = MakeSyntheticSource(TinyWorkload(), 200, 2);
@@ -164,21 +164,13 @@ TEST(LoadgenFakeServerTest, ReportCountsPodsErrorsTokensAndHitRate) {
   EXPECT_NE(text.find("http_503 4"), std::string::npos) << text;
   EXPECT_NE(text.find("pod-0 10"), std::string::npos) << text;
   EXPECT_NE(text.find("25.0%"), std::string::npos) << text;
-}
-
-// --records: one line per request, in arrival order, agreeing with the report it summarises.
-TEST(LoadgenFakeServerTest, RecordsListEveryRequestInArrivalOrder) {
-  FakeServer fake(FakeMode::kNormal, milliseconds(5));
-  Runner runner(FakeRunOptions(fake, 20));
-  auto source = MakeSyntheticSource(TinyWorkload(), 200, 2);
-  absl::StatusOr<json> r = runner.Run(*source);
-  ASSERT_TRUE(r.ok()) << r.status();
-  const std::string text = runner.RecordsJsonLines();
+  // --records: one line per request, in arrival order, agreeing with the report.
+  const std::string records = runner.RecordsJsonLines();
   std::vector<json> lines;
-  for (size_t at = 0; at < text.size();) {
-    const size_t end = text.find('\n', at);
+  for (size_t at = 0; at < records.size();) {
+    const size_t end = records.find('\n', at);
     ASSERT_NE(end, std::string::npos) << "every line ends with a newline";
-    lines.push_back(json::parse(text.substr(at, end - at)));
+    lines.push_back(json::parse(records.substr(at, end - at)));
     at = end + 1;
   }
   ASSERT_EQ(lines.size(), 20u);
@@ -194,7 +186,7 @@ TEST(LoadgenFakeServerTest, RecordsListEveryRequestInArrivalOrder) {
     ++pods[l["pod"].get<std::string>()];
     if (l["ok"].get<bool>()) {
       ++ok;
-      EXPECT_GE(l["ttft_ms"].get<double>(), 5);
+      EXPECT_GE(l["ttft_ms"].get<double>(), 30);
       EXPECT_LE(l["ttft_ms"].get<double>(), l["e2e_ms"].get<double>());
       EXPECT_EQ(l["prompt_tokens"], 100);
       EXPECT_EQ(l["cached_tokens"], 25);
