@@ -440,6 +440,13 @@ TEST_F(LoadgenEngineSimTest, BadInputIsAClearError) {
     EXPECT_NE(out.find("line 2"), std::string::npos) << out;
     EXPECT_NE(out.find("max_tokens"), std::string::npos) << out;
   }
+  {  // --records where no file can be written: refused before any request is sent
+    auto [code, out] = RunLoadgen({"--target", Url(), "--rate", "10", "--num-requests", "1",
+                                   "--records", "/nonexistent-dir/records.jsonl"});
+    EXPECT_EQ(code, 2) << out;
+    EXPECT_NE(out.find("--records: cannot write"), std::string::npos) << out;
+    EXPECT_EQ(out.find("requests"), std::string::npos) << "no run: " << out;
+  }
   {  // untimed trace without --rate
     const std::string trace = TempFile("untimed.jsonl", "{\"prompt\": \"ok\"}\n");
     auto [code, out] = RunLoadgen({"--target", Url(), "--trace", trace});

@@ -157,8 +157,8 @@ class Demo:
                 "--max-num-seqs", str(256 * scale_compute),
                 "--decode-step-ms", str(a.decode_step_ms),
                 "--decode-step-ms-per-seq", str(a.decode_step_ms_per_seq / scale_compute),
-                # One HTTP thread per open connection: the oracle serves every pod's clients.
                 "--time-scale", str(a.time_scale),
+                # One HTTP thread per open connection: the oracle serves every pod's clients.
                 "--http-threads", str(128 * max(scale_compute, schedulers)),
                 "--log-level", "warn"] + (
                     ["--max-model-len", str(a.max_model_len)] if a.max_model_len else [])

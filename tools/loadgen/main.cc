@@ -213,6 +213,12 @@ int main(int argc, char** argv) {
   }
   ro.model = model;
 
+  // Opened first: a path that cannot be written fails at once, not after a long run.
+  std::ofstream records;
+  if (!records_path.empty()) {
+    records.open(records_path, std::ios::trunc);
+    if (!records) return Fail("--records: cannot write " + records_path);
+  }
   Runner runner(std::move(ro));
   g_runner = &runner;
   struct sigaction sa = {};
@@ -223,10 +229,9 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<nlohmann::json> report = runner.Run(*source);
   if (!report.ok()) return Fail(std::string(report.status().message()));
-  if (!records_path.empty()) {
-    std::ofstream records(records_path, std::ios::trunc);
+  if (records.is_open()) {
     records << runner.RecordsJsonLines();
-    if (!records.flush()) return Fail("cannot write --records " + records_path);
+    if (!records.flush()) return Fail("--records: cannot write " + records_path);
   }
   if (json_output) {
     std::printf("%s\n", report->dump().c_str());
