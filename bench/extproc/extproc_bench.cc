@@ -52,6 +52,7 @@ struct Options {
   int depth = 32;
   int threads = 8;
   int server_threads = 0;
+  int server_spin_us = aibrix::server::ServiceConfig{}.extproc_spin_us;
   double seconds = 5;
   int latency_requests = 2000;
   int streams = 1024;
@@ -268,6 +269,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", options.threads, "grpc: client threads (a stream each)");
   app.add_option("--server-threads", options.server_threads,
                  "The processor's threads (--extproc-threads; 0: one per core)");
+  app.add_option("--server-spin-us", options.server_spin_us,
+                 "How long the processor's threads poll before sleeping (--extproc-spin-us)");
   app.add_option("--seconds", options.seconds, "Length of the throughput phase");
   app.add_option("--latency-requests", options.latency_requests, "Sequential exchanges timed");
   app.add_option("--streams", options.streams, "Streams held open at once");
@@ -286,6 +289,7 @@ int main(int argc, char** argv) {
   config.http_addr = "127.0.0.1:0";
   config.extproc_addr = "127.0.0.1:0";
   config.extproc_threads = options.server_threads;
+  config.extproc_spin_us = options.server_spin_us;
   config.shutdown_delay_ms = 0;
   config.log_level = "warn";
   aibrix::server::Service service(config);

@@ -228,6 +228,10 @@ int main(int argc, char** argv) {
   app.add_option("--extproc-threads", config.extproc_threads,
                  "ext_proc: gRPC completion queues, a thread each (0: one per core)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--extproc-spin-us", config.extproc_spin_us,
+                 "ext_proc: a queue's thread polls this long after each event before it sleeps "
+                 "(0: sleeps at once)")
+      ->check(CLI::Range(0, 10000));
   app.add_option("--extproc-idle-timeout-ms", config.extproc_idle_timeout_ms,
                  "ext_proc: a stream without a message for this long is closed")
       ->check(CLI::PositiveNumber);

@@ -3,6 +3,8 @@
 // ext_proc filter drives it — the AIBrix dialect message by message, the GIE dialect, bad
 // input, every way a stream ends (accounting settled each time), health, and 1,024 streams
 // open at once.
+#include <sys/resource.h>
+
 #include <random>
 #include <thread>
 
@@ -357,8 +359,7 @@ TEST_F(ExtProcTest, HealthFollowsReadiness) {
 // Many streams at once on one HTTP/2 connection, each step pipelined behind the others (the
 // load Envoy's workers put on the processor): every exchange routed, answered in order and
 // closed OK; nothing left open or counted.
-TEST_F(ExtProcTest, ManyStreamsOnOneConnectionAllComplete) {
-  ASSERT_NO_FATAL_FAILURE(Start());
+void ExpectManyStreamsComplete(testing::InProcessService& service) {
   namespace v3 = envoy::service::ext_proc::v3;
   const auto request =
       PostRequest("/v1/completions", TokenBody(64), {{"routing-strategy", "least-request"}});
@@ -373,17 +374,44 @@ TEST_F(ExtProcTest, ManyStreamsOnOneConnectionAllComplete) {
       testing::BodyMessage(true, request.body, true),
       testing::ResponseHeadersMessage(200, {{"content-type", "text/event-stream"}}, false),
       chunks)};
-  auto envoy = testing::H2Envoy::Connect(service_.service().extproc_port());
+  auto envoy = testing::H2Envoy::Connect(service.service().extproc_port());
   ASSERT_TRUE(envoy.ok()) << envoy.status();
   const auto result = (*envoy)->Run(exchanges, 16, 400, {});
   EXPECT_EQ(result.completed, 400) << result.first_error;
   EXPECT_EQ(result.failed, 0) << result.first_error;
-  service_.ExpectSettled(400, std::chrono::seconds(10));
+  service.ExpectSettled(400, std::chrono::seconds(10));
   // A stream is counted when its call is done, after Envoy saw the status.
   EXPECT_TRUE(testing::Eventually([&] {
-    return service_.Metric("aibrix_cache_extproc_streams_total{end=\"completed\"}") == 400 &&
-           service_.Metric("aibrix_cache_extproc_streams_open") == 0;
-  })) << service_.Metric("aibrix_cache_extproc_streams_total{end=\"completed\"}");
+    return service.Metric("aibrix_cache_extproc_streams_total{end=\"completed\"}") == 400 &&
+           service.Metric("aibrix_cache_extproc_streams_open") == 0;
+  })) << service.Metric("aibrix_cache_extproc_streams_total{end=\"completed\"}");
+}
+
+// User + system CPU time of this process.
+std::chrono::microseconds ProcessCpu() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return std::chrono::seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         std::chrono::microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+// The queues' threads poll for --extproc-spin-us after each event (the default), then sleep:
+// a quiet service costs no CPU.
+TEST_F(ExtProcTest, ManyStreamsOnOneConnectionAllComplete) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_GT(server::ServiceConfig{}.extproc_spin_us, 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectManyStreamsComplete(service_));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto cpu_before = ProcessCpu();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_LT(ProcessCpu() - cpu_before, std::chrono::milliseconds(100))
+      << "a queue's thread kept polling while the service was quiet";
+}
+
+// With --extproc-spin-us 0 the queues' threads sleep as soon as they run out of events.
+TEST_F(ExtProcTest, ManyStreamsCompleteWithoutSpinning) {
+  ASSERT_NO_FATAL_FAILURE(Start([](server::ServiceConfig& c) { c.extproc_spin_us = 0; }));
+  ASSERT_NO_FATAL_FAILURE(ExpectManyStreamsComplete(service_));
 }
 
 // --- Bad input and early ends: a clear status, the stream closed, nothing left counted. ---

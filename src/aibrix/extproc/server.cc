@@ -1,6 +1,7 @@
 #include "aibrix/extproc/server.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <thread>
@@ -147,7 +148,7 @@ class Server::Impl {
   grpc::health::v1::Health::AsyncService health_service_;
 
  private:
-  static void Drive(CallQueue& queue);
+  static void Drive(CallQueue& queue, std::chrono::microseconds spin);
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
@@ -407,10 +408,29 @@ void Server::Impl::AcceptHealth(CallQueue& queue, HealthMethod method) {
   new HealthCall(*this, queue, method);
 }
 
-void Server::Impl::Drive(CallQueue& queue) {
+void Server::Impl::Drive(CallQueue& queue, std::chrono::microseconds spin) {
   void* tag = nullptr;
   bool ok = false;
-  while (queue.cq->Next(&tag, &ok)) static_cast<Event*>(tag)->Run(ok);
+  if (spin.count() <= 0) {
+    while (queue.cq->Next(&tag, &ok)) static_cast<Event*>(tag)->Run(ok);
+    return;
+  }
+  // Polls without sleeping for `spin` after each event, then sleeps in Next: the next message
+  // of a stream (Envoy answers each reply within tens of microseconds) is then found by a
+  // running thread instead of waking a sleeping one. AsyncNext with a past deadline still
+  // polls the queue's connections once.
+  using SteadyClock = std::chrono::steady_clock;
+  auto spin_until = SteadyClock::now() + spin;
+  for (;;) {
+    const auto status = queue.cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC));
+    if (status == grpc::CompletionQueue::SHUTDOWN) return;
+    if (status == grpc::CompletionQueue::TIMEOUT) {
+      if (SteadyClock::now() < spin_until) continue;
+      if (!queue.cq->Next(&tag, &ok)) return;
+    }
+    static_cast<Event*>(tag)->Run(ok);
+    spin_until = SteadyClock::now() + spin;
+  }
 }
 
 absl::Status Server::Impl::Start() {
@@ -442,7 +462,8 @@ absl::Status Server::Impl::Start() {
     for (int i = 0; i < kAcceptsPerQueue; ++i) Accept(*queue);
     AcceptHealth(*queue, HealthMethod::kCheck);
     AcceptHealth(*queue, HealthMethod::kWatch);
-    queue->thread = std::jthread([queue = queue.get()] { Drive(*queue); });
+    queue->thread =
+        std::jthread([queue = queue.get(), spin = options_.spin] { Drive(*queue, spin); });
   }
   io_thread_ = std::jthread([this] { io_.run(); });
   common::Logger("extproc")->info(

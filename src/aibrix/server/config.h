@@ -162,6 +162,7 @@ struct ServiceConfig {
   int64_t grpc_max_message_bytes = 4 << 20;
   int extproc_idle_timeout_ms = 600000;
   int extproc_threads = 0;
+  int extproc_spin_us = 50;  // a queue's thread polls this long after an event before sleeping
 
   // Memory bounds of the event-fed index, in (block, pod, tier) memberships.
   int64_t index_max_memberships = 50'000'000;

@@ -201,6 +201,7 @@ absl::StatusOr<extproc::ServerOptions> ExtProcOptionsFor(const ServiceConfig& co
                                                config.max_body_bytes + (64 << 10));
   options.idle_timeout = std::chrono::milliseconds(config.extproc_idle_timeout_ms);
   options.threads = config.extproc_threads;
+  options.spin = std::chrono::microseconds(config.extproc_spin_us);
   return options;
 }
 
