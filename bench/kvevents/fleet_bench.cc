@@ -1,15 +1,15 @@
 // fleet-bench: the aibrix-cache service in this process, fed KV events by an in-process Fleet
 // of N simulated vLLM engines (default 1,000). Phases (each bounded in time; a phase that
-// cannot finish prints its figure with the value reached and a "note:" line):
+// cannot finish prints its figure with the value reached and a "note:" line), in this order:
 //  * subscribe: pods_subscribed (pods whose SUB is connected, from /metrics'
 //    aibrix_kvcache_zmq_connection_status) and subscribe_all_s (time until all are).
+//  * flood: engine 1 sends --flood-bytes of 60 MB BlockRemoved messages (1-byte hashes);
+//    flood_rss_mb = this process's RSS afterwards (service + fleet).
 //  * ingest: the fleet publishes as fast as it can; fleet_ingest_blocks_per_s (blocks stored
 //    + removed by the exact index, aibrix_prefix_index_blocks_total) and
 //    query_p99_us_during_ingest (PrefixMatcher::Match of 8k-token prompts the fleet stores).
 //  * hostile: engine 0 builds a chain of --hostile-chain blocks, then streams (remove head,
 //    re-store head) pairs; hostile_api_p99_ms of GET /healthz and GET /cache/pods over HTTP.
-//  * flood: engine 1 sends --flood-bytes of 60 MB BlockRemoved messages (1-byte hashes);
-//    flood_rss_mb = this process's RSS afterwards (service + fleet).
 //  * shutdown: shutdown_1000_pods_ms = Service::Stop with every pod subscribed.
 #include <unistd.h>
 
@@ -189,9 +189,12 @@ class Bench {
       return 1;
     }
     Subscribe(start_begin);
+    // The flood first: its figure is the process's RSS, which must show the event path's
+    // budget holding, not what the later phases leave (the index after the ingest, the
+    // hostile chain, the fleet's filled replay buffers).
+    if (Wants("flood")) Flood();
     if (Wants("ingest")) Ingest();
     if (Wants("hostile")) Hostile();
-    if (Wants("flood")) Flood();
     Shutdown();
     fleet_->Stop();
     std::remove(config_path_.c_str());
