@@ -205,15 +205,6 @@ void HolderTable::Touch(BlockKey key, HolderId holder) const {
   asm volatile("" : : "r"(k));  // the load is the point
 }
 
-size_t HolderTable::live_slots() const {
-  size_t n = 0;
-  for (size_t i = 0; i < (size_t{1} << kShardBits); ++i) {
-    std::lock_guard<SpinLock> lock(shards_[i].mu);
-    n += shards_[i].live;
-  }
-  return n;
-}
-
 void HolderTable::PrefetchForWrite(BlockKey key, HolderId holder) const {
   const uint64_t tkey = TableKey(key, holder / kHoldersPerGroup);
   const Shard& shard = ShardOf(tkey);

@@ -88,9 +88,6 @@ class HolderTable {
 
   // Bytes held by the slot arrays (capacities, not sizes).
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
-  // Number of (key, group) slots with at least one holder.
-  // Takes every shard lock in turn; for stats and tests.
-  size_t live_slots() const;
 
  private:
   struct Slot {
