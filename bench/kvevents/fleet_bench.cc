@@ -367,9 +367,14 @@ class Bench {
   void Flood() {
     const double baseline_mb = StatusKb("VmRSS:") / 1024;
     const std::string& pod = pod_keys_[1];
+    // A flood message arrives as one BlockRemoved event received, or, when its decoding
+    // would pass the pod's queue budget, as one too_large error (dropped, the pod resynced).
     auto received = [&] {
-      return SumSeries(Metrics(), "aibrix_kvcache_zmq_events_received_total",
-                       {{"pod_key", pod}, {"event_type", "BlockRemoved"}});
+      const std::string text = Metrics();
+      return SumSeries(text, "aibrix_kvcache_zmq_events_received_total",
+                       {{"pod_key", pod}, {"event_type", "BlockRemoved"}}) +
+             SumSeries(text, "aibrix_kvcache_zmq_errors_total",
+                       {{"pod_key", pod}, {"error_type", "too_large"}});
     };
     const double received_before = received();
     const uint64_t huge_before = fleet_->stats().huge_messages;
@@ -382,8 +387,8 @@ class Bench {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     const uint64_t sent = fleet_->stats().huge_messages - huge_before;
-    // Received counts events; each message is one BlockRemoved event (plus the engine's
-    // normal traffic, so this is a lower bound on when the flood has arrived).
+    // The engine's normal traffic also counts, so this is a lower bound on when the flood
+    // has arrived.
     const auto recv_deadline = Clock::now() + std::chrono::seconds(60);
     double got = 0;
     while (Clock::now() < recv_deadline) {
@@ -395,8 +400,9 @@ class Bench {
     const double rss_mb = StatusKb("VmRSS:") / 1024;
     PrintFigure("flood_rss_mb", rss_mb, "MB", 0);
     std::printf(
-        "note: flood: %llu of %llu messages of %zu bytes sent in %.1f s, %.0f BlockRemoved "
-        "events received for %s; RSS before %.0f MB, peak %.0f MB (process = service + fleet; "
+        "note: flood: %llu of %llu messages of %zu bytes sent and taken in %.1f s (%.0f "
+        "BlockRemoved events or too_large drops for %s); RSS before %.0f MB, peak %.0f MB (process "
+        "= service + fleet; "
         "the fleet holds one shared copy of the message)\n",
         static_cast<unsigned long long>(sent), static_cast<unsigned long long>(messages),
         flags_.flood_message_bytes, Seconds(Clock::now() - t0), got, pod_keys_[1].c_str(),
