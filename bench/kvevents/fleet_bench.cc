@@ -401,9 +401,8 @@ class Bench {
     PrintFigure("flood_rss_mb", rss_mb, "MB", 0);
     std::printf(
         "note: flood: %llu of %llu messages of %zu bytes sent and taken in %.1f s (%.0f "
-        "BlockRemoved events or too_large drops for %s); RSS before %.0f MB, peak %.0f MB (process "
-        "= service + fleet; "
-        "the fleet holds one shared copy of the message)\n",
+        "BlockRemoved events or too_large drops for %s); RSS before %.0f MB, peak %.0f MB "
+        "(process = service + fleet; the fleet holds one shared copy of the message)\n",
         static_cast<unsigned long long>(sent), static_cast<unsigned long long>(messages),
         flags_.flood_message_bytes, Seconds(Clock::now() - t0), got, pod_keys_[1].c_str(),
         baseline_mb, StatusKb("VmHWM:") / 1024);
